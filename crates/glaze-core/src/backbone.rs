@@ -1,0 +1,255 @@
+//! The frozen-backbone seam: what every plugin and app may ask of a frozen LLM.
+//!
+//! A backbone maps token ids to input embeddings, runs its transformer blocks over **input
+//! embeddings** (so soft tokens can stand anywhere in a prompt) and returns **hidden states**;
+//! the LM head is a separate step. Its parameters never require gradients, yet gradients flow
+//! through it to the embeddings it was given.
+
+use burn::prelude::*;
+
+use crate::error::{Error, Result};
+
+/// Identity and shape of a frozen backbone, recorded in adapter checkpoints so an adapter is
+/// never loaded onto a backbone it was not trained for.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BackboneSpec {
+    /// Architecture name, e.g. `llama`.
+    pub architecture: String,
+    /// Human-readable model name, e.g. `SmolLM2-135M-Instruct`.
+    pub name: String,
+    /// Embedding width `D` (soft tokens must have this width).
+    pub d_model: usize,
+    /// Number of transformer blocks.
+    pub n_layers: usize,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Maximum context length in positions.
+    pub context_length: usize,
+    /// A 64-bit FNV-1a hash of the weights file(s), hex; `random` for randomly initialised models.
+    pub weights_hash: String,
+}
+
+/// Options of one forward pass.
+#[derive(Debug, Default)]
+pub struct ForwardOptions<'a> {
+    /// Padding mask `[B, T]`, `true` for real positions. Padding goes on the left.
+    /// With a cache, this covers only the new positions; the cache keeps the old ones.
+    pub mask: Option<Tensor<2, Bool>>,
+    /// Run only the first `K` blocks (Time-LLM and GPT4TS use a truncated backbone).
+    pub layers: Option<usize>,
+    /// Skip the final normalisation (hidden states straight out of the last block run).
+    pub skip_final_norm: bool,
+    /// A key/value cache for incremental decoding; it is extended with the new positions.
+    pub cache: Option<&'a mut KvCache>,
+}
+
+impl<'a> ForwardOptions<'a> {
+    /// Forward with a cache.
+    pub fn cached(cache: &'a mut KvCache) -> Self {
+        ForwardOptions {
+            cache: Some(cache),
+            ..Default::default()
+        }
+    }
+
+    /// Forward with a padding mask.
+    pub fn masked(mask: Tensor<2, Bool>) -> Self {
+        ForwardOptions {
+            mask: Some(mask),
+            ..Default::default()
+        }
+    }
+}
+
+/// Key/value cache of a decoder, per layer `[B, kv_heads, T, head_dim]`, with the padding mask
+/// of every cached position and the next position index of every row.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+    key_mask: Option<Tensor<2, Bool>>,
+    next_positions: Vec<i64>,
+}
+
+impl KvCache {
+    /// An empty cache for `n_layers` layers.
+    pub fn new(n_layers: usize) -> Self {
+        KvCache {
+            layers: vec![None; n_layers],
+            key_mask: None,
+            next_positions: Vec::new(),
+        }
+    }
+
+    /// Number of cached positions (0 when empty).
+    pub fn len(&self) -> usize {
+        self.layers
+            .iter()
+            .flatten()
+            .next()
+            .map(|(k, _)| k.dims()[2])
+            .unwrap_or(0)
+    }
+
+    /// True when nothing is cached yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Cached keys and values of layer `i`.
+    pub fn layer(&self, i: usize) -> Option<&(Tensor<4>, Tensor<4>)> {
+        self.layers.get(i).and_then(Option::as_ref)
+    }
+
+    /// Replaces the cached keys and values of layer `i`.
+    pub fn set_layer(&mut self, i: usize, k: Tensor<4>, v: Tensor<4>) {
+        if i >= self.layers.len() {
+            self.layers.resize(i + 1, None);
+        }
+        self.layers[i] = Some((k, v));
+    }
+
+    /// Padding mask `[B, T_cached]` of the cached positions (`true` = real), if any were masked.
+    pub fn key_mask(&self) -> Option<&Tensor<2, Bool>> {
+        self.key_mask.as_ref()
+    }
+
+    /// Sets the padding mask of all cached positions.
+    pub fn set_key_mask(&mut self, mask: Option<Tensor<2, Bool>>) {
+        self.key_mask = mask;
+    }
+
+    /// Position index the next token of each row gets (empty before the first forward).
+    pub fn next_positions(&self) -> &[i64] {
+        &self.next_positions
+    }
+
+    /// Sets the next position of each row.
+    pub fn set_next_positions(&mut self, positions: Vec<i64>) {
+        self.next_positions = positions;
+    }
+
+    /// Keeps only the rows in `rows` (for dropping finished sequences from a batch).
+    pub fn retain_rows(&mut self, rows: &[usize]) {
+        if rows.is_empty() {
+            *self = KvCache::new(self.layers.len());
+            return;
+        }
+        let keep: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+        let index_of = |t: &Tensor<4>| {
+            Tensor::<1, Int>::from_data(TensorData::new(keep.clone(), [keep.len()]), &t.device())
+        };
+        for (k, v) in self.layers.iter_mut().flatten() {
+            let idx = index_of(k);
+            *k = k.clone().select(0, idx.clone());
+            *v = v.clone().select(0, idx);
+        }
+        if let Some(mask) = self.key_mask.take() {
+            let idx = Tensor::<1, Int>::from_data(
+                TensorData::new(keep.clone(), [keep.len()]),
+                &mask.device(),
+            );
+            self.key_mask = Some(mask.select(0, idx));
+        }
+        self.next_positions = rows
+            .iter()
+            .filter_map(|&r| self.next_positions.get(r).copied())
+            .collect();
+    }
+}
+
+/// A frozen LLM seen through the operations plugins need.
+///
+/// Implementations hold their weights as plain (non-autodiff) tensors: nothing here can be
+/// trained, and no method hands out a trainable handle. Inputs may be autodiff tensors; the
+/// gradient then flows through the frozen computation back to them.
+pub trait FrozenBackbone {
+    /// Identity and shape.
+    fn spec(&self) -> &BackboneSpec;
+
+    /// The device the weights live on.
+    fn device(&self) -> &Device;
+
+    /// Token embedding lookup.
+    ///
+    /// # Shapes
+    /// `ids [B, T]` → `[B, T, D]`.
+    fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3>;
+
+    /// Runs the transformer blocks over input embeddings and returns hidden states.
+    ///
+    /// # Shapes
+    /// `embeds [B, T, D]` → `[B, T, D]`.
+    fn forward(&self, embeds: Tensor<3>, options: ForwardOptions<'_>) -> Tensor<3>;
+
+    /// The language-model head.
+    ///
+    /// # Shapes
+    /// `hidden [B, T, D]` → logits `[B, T, V]`.
+    fn lm_head(&self, hidden: Tensor<3>) -> Tensor<3>;
+
+    /// A fresh key/value cache for incremental decoding.
+    fn new_cache(&self) -> KvCache {
+        KvCache::new(self.spec().n_layers)
+    }
+
+    /// Logits for token ids: `lm_head(forward(embed(ids)))`.
+    fn logits(&self, ids: Tensor<2, Int>, options: ForwardOptions<'_>) -> Tensor<3> {
+        let embeds = self.embed(ids);
+        self.lm_head(self.forward(embeds, options))
+    }
+
+    /// A digest of every weight's bits (FNV-1a over the raw data). Tests use it to prove the
+    /// backbone is bit-identical after training; it reads all weights, so it is not free.
+    fn weights_digest(&self) -> u64;
+
+    /// Checks that token ids are inside the vocabulary.
+    fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        let vocab = self.spec().vocab_size;
+        match ids.iter().find(|&&id| id as usize >= vocab) {
+            Some(&id) => Err(Error::TokenOutOfRange { id, vocab }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// One turn of a chat.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChatMessage {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The text; it may contain placeholders such as `<image>`.
+    pub content: String,
+}
+
+impl ChatMessage {
+    /// A message with the given role.
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        ChatMessage {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+
+    /// A user message.
+    pub fn user(content: impl Into<String>) -> Self {
+        Self::new("user", content)
+    }
+}
+
+/// Text side of a backbone: tokenizer and chat template.
+pub trait TextCodec {
+    /// Encodes text; special tokens written in the text (e.g. `<|im_start|>`) are recognised.
+    fn encode(&self, text: &str) -> Result<Vec<u32>>;
+
+    /// Decodes ids; special tokens are kept when `keep_special` is true.
+    fn decode(&self, ids: &[u32], keep_special: bool) -> Result<String>;
+
+    /// Renders a chat through the model's chat template.
+    fn render_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String>;
+
+    /// Ids that end generation (EOS, end-of-turn).
+    fn stop_ids(&self) -> &[u32];
+
+    /// Id used to pad batches.
+    fn pad_id(&self) -> u32;
+}

@@ -1,0 +1,36 @@
+#![doc = include_str!("../README.md")]
+
+pub mod adapter;
+pub mod backbone;
+pub mod error;
+pub mod harness;
+pub mod loss;
+pub mod prompt;
+pub mod soft;
+pub mod soft_prompt;
+pub mod tuning;
+
+pub use adapter::{Adapter, Condition, Encoder, EncoderSpec, Features};
+pub use backbone::{BackboneSpec, ChatMessage, ForwardOptions, FrozenBackbone, KvCache, TextCodec};
+pub use error::{Error, Result};
+pub use prompt::{
+    DEFAULT_PLACEHOLDERS, Embedded, EmbeddedBatch, Prompt, PromptTemplate, Segment, embed_batch,
+    embed_prompt, pad_left,
+};
+pub use soft::SoftTokens;
+pub use soft_prompt::{SoftPrompt, SoftPromptConfig};
+pub use tuning::{PromptTuningConfig, TuningExample, TuningReport, tune_soft_prompt};
+
+/// FNV-1a, 64 bit: a stable, dependency-free hash for weight files and weight digests.
+pub fn fnv1a64(bytes: &[u8], seed: u64) -> u64 {
+    let mut h = if seed == 0 {
+        0xcbf2_9ce4_8422_2325
+    } else {
+        seed
+    };
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}

@@ -1,0 +1,120 @@
+//! Grouped-query self-attention (Ainslie et al. 2023) with RoPE and a key/value cache.
+//!
+//! Query heads are grouped by the key/value head they share, so keys and values are never
+//! repeated in memory: q `[B, KV, rep·T, hd]` attends to k/v `[B, KV, S, hd]`.
+
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+
+use crate::rope::Rope;
+
+/// Configuration of an [`Attention`] layer.
+#[derive(Config, Debug)]
+pub struct AttentionConfig {
+    /// Model width `D`.
+    pub d_model: usize,
+    /// Query heads `H`.
+    pub n_heads: usize,
+    /// Key/value heads `KV` (divides `H`).
+    pub n_kv_heads: usize,
+    /// Head width `hd`.
+    pub head_dim: usize,
+}
+
+impl AttentionConfig {
+    /// Random weights `N(0, 0.02²)`.
+    pub fn init(&self, device: &Device) -> Attention {
+        let qkv = (self.n_heads + 2 * self.n_kv_heads) * self.head_dim;
+        let dist = burn::tensor::Distribution::Normal(0.0, 0.02);
+        Attention {
+            wqkv: Tensor::random([self.d_model, qkv], dist, device),
+            wo: Tensor::random([self.n_heads * self.head_dim, self.d_model], dist, device),
+            n_heads: self.n_heads,
+            n_kv_heads: self.n_kv_heads,
+            head_dim: self.head_dim,
+        }
+    }
+}
+
+/// Self-attention with fused q/k/v projection `[D, (H + 2KV)·hd]` and output `[H·hd, D]`.
+#[derive(Debug, Clone)]
+pub struct Attention {
+    pub(crate) wqkv: Tensor<2>,
+    pub(crate) wo: Tensor<2>,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+}
+
+/// Per-forward context shared by all blocks: rotary tables and the additive attention bias.
+#[derive(Debug, Clone)]
+pub struct AttnContext {
+    /// cos table `[B|1, 1, T, hd/2]`.
+    pub cos: Tensor<4>,
+    /// sin table `[B|1, 1, T, hd/2]`.
+    pub sin: Tensor<4>,
+    /// Additive bias `[B|1, 1, T, S]` (0 or -inf), or `None` when every key is visible.
+    pub bias: Option<Tensor<4>>,
+}
+
+impl Attention {
+    /// # Shapes
+    /// `x [B, T, D]` → `[B, T, D]`; `cache` holds `[B, KV, P, hd]` keys/values before the call
+    /// and `[B, KV, P + T, hd]` after it.
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        rope: &Rope,
+        ctx: &AttnContext,
+        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+    ) -> Tensor<3> {
+        let [b, t, d] = x.dims();
+        let (h, kv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
+        let rep = h / kv;
+        let qkv = x.reshape([b * t, d]).matmul(self.wqkv.clone());
+        let q = qkv
+            .clone()
+            .slice(s![.., 0..h * hd])
+            .reshape([b, t, h, hd])
+            .swap_dims(1, 2);
+        let k = qkv
+            .clone()
+            .slice(s![.., h * hd..(h + kv) * hd])
+            .reshape([b, t, kv, hd])
+            .swap_dims(1, 2);
+        let v = qkv
+            .slice(s![.., (h + kv) * hd..(h + 2 * kv) * hd])
+            .reshape([b, t, kv, hd])
+            .swap_dims(1, 2);
+        let q = rope.apply(q, &ctx.cos, &ctx.sin);
+        let k = rope.apply(k, &ctx.cos, &ctx.sin);
+        let (k, v) = match cache {
+            Some(slot) => {
+                let (k, v) = match slot.take() {
+                    Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
+                    None => (k, v),
+                };
+                *slot = Some((k.clone(), v.clone()));
+                (k, v)
+            }
+            None => (k, v),
+        };
+        let s_len = k.dims()[2];
+        // [B, H, T, hd] -> [B, KV, rep·T, hd]: head h = kv·rep + r.
+        let q = q.reshape([b, kv, rep * t, hd]);
+        let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt());
+        let scores = match &ctx.bias {
+            // [B|1, 1, T, S] -> [B|1, 1, rep·T, S], rows r-major like q.
+            Some(bias) => scores + bias.clone().repeat_dim(2, rep),
+            None => scores,
+        };
+        let probs = softmax(scores, 3);
+        let out = probs.matmul(v); // [B, KV, rep·T, hd]
+        let out = out
+            .reshape([b, h, t, hd])
+            .swap_dims(1, 2)
+            .reshape([b * t, h * hd]);
+        debug_assert!(s_len >= t);
+        out.matmul(self.wo.clone()).reshape([b, t, d])
+    }
+}

@@ -1,0 +1,264 @@
+//! Text generation over any [`FrozenBackbone`]: greedy, temperature, top-k/top-p sampling with
+//! a seed, stop tokens, and batches of prompts (left-padded, one shared KV cache).
+
+use std::time::Instant;
+
+use burn::prelude::*;
+use glaze_core::{ForwardOptions, FrozenBackbone, Prompt, TextCodec, embed_batch};
+
+use crate::error::Result;
+
+/// Settings of a generation.
+#[derive(Config, Debug)]
+pub struct GenerationConfig {
+    /// Maximum number of new tokens. Default: 64.
+    #[config(default = 64)]
+    pub max_new_tokens: usize,
+    /// Sampling temperature; 0 means greedy. Default: 0.
+    #[config(default = 0.0)]
+    pub temperature: f64,
+    /// Keep only the `k` most likely tokens (0 = off). Default: 0.
+    #[config(default = 0)]
+    pub top_k: usize,
+    /// Keep the smallest set of tokens whose probability reaches `p` (1 = off). Default: 1.
+    #[config(default = 1.0)]
+    pub top_p: f64,
+    /// Seed of the sampler. Default: 0.
+    #[config(default = 0)]
+    pub seed: u64,
+    /// Suppress the stop ids (their logits set to -inf) until this many tokens were produced,
+    /// as HF `min_new_tokens` does. Default: 0.
+    #[config(default = 0)]
+    pub min_new_tokens: usize,
+    /// Stop at the codec's stop ids (EOS, end of turn). Default: true.
+    #[config(default = true)]
+    pub stop_at_eos: bool,
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// A stop token was produced (it is not part of the output).
+    Stop,
+    /// `max_new_tokens` were produced.
+    Length,
+}
+
+/// The result of generating from one prompt.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    /// New token ids (without the stop token).
+    pub ids: Vec<u32>,
+    /// Their text.
+    pub text: String,
+    /// Positions in the prompt (text and soft tokens).
+    pub prompt_len: usize,
+    /// Why it ended.
+    pub finish: FinishReason,
+    /// Seconds spent on the prompt (prefill).
+    pub prefill_secs: f64,
+    /// Seconds spent decoding new tokens.
+    pub decode_secs: f64,
+}
+
+/// SplitMix64: a small, seedable generator for sampling.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// A generator with the given seed.
+    pub fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Picks the next token from one row of logits.
+pub fn sample(logits: &[f32], config: &GenerationConfig, rng: &mut SplitMix64) -> u32 {
+    let argmax = || {
+        logits
+            .iter()
+            .enumerate()
+            .fold((0usize, f32::NEG_INFINITY), |best, (i, &v)| {
+                if v > best.1 { (i, v) } else { best }
+            })
+            .0 as u32
+    };
+    if config.temperature <= 0.0 {
+        return argmax();
+    }
+    let mut idx: Vec<usize> = (0..logits.len()).collect();
+    idx.sort_unstable_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    if config.top_k > 0 {
+        idx.truncate(config.top_k);
+    }
+    let max = logits[idx[0]] as f64;
+    let mut probs: Vec<f64> = idx
+        .iter()
+        .map(|&i| ((logits[i] as f64 - max) / config.temperature).exp())
+        .collect();
+    let total: f64 = probs.iter().sum();
+    probs.iter_mut().for_each(|p| *p /= total);
+    if config.top_p < 1.0 {
+        let mut acc = 0.0;
+        let keep = probs
+            .iter()
+            .position(|p| {
+                acc += p;
+                acc >= config.top_p
+            })
+            .map_or(probs.len(), |i| i + 1);
+        probs.truncate(keep);
+        idx.truncate(keep);
+        let total: f64 = probs.iter().sum();
+        probs.iter_mut().for_each(|p| *p /= total);
+    }
+    let mut u = rng.next_f64();
+    for (p, &i) in probs.iter().zip(&idx) {
+        if u < *p {
+            return i as u32;
+        }
+        u -= p;
+    }
+    idx[probs.len() - 1] as u32
+}
+
+/// Generates from one prompt; `on_text` receives each new piece of text as it is decoded.
+pub fn generate(
+    backbone: &dyn FrozenBackbone,
+    codec: &dyn TextCodec,
+    prompt: &Prompt,
+    config: &GenerationConfig,
+    mut on_text: impl FnMut(&str),
+) -> Result<Generation> {
+    let mut out = generate_inner(
+        backbone,
+        codec,
+        std::slice::from_ref(prompt),
+        config,
+        &mut on_text,
+    )?;
+    Ok(out.remove(0))
+}
+
+/// Generates from several prompts at once (left-padded batch, one KV cache).
+pub fn generate_batch(
+    backbone: &dyn FrozenBackbone,
+    codec: &dyn TextCodec,
+    prompts: &[Prompt],
+    config: &GenerationConfig,
+) -> Result<Vec<Generation>> {
+    generate_inner(backbone, codec, prompts, config, &mut |_| {})
+}
+
+fn last_logits(backbone: &dyn FrozenBackbone, hidden: Tensor<3>) -> (Vec<f32>, usize) {
+    let [b, t, d] = hidden.dims();
+    let last = hidden.slice(s![.., t - 1..t, ..]).reshape([b, 1, d]);
+    let logits = backbone.lm_head(last);
+    let v = logits.dims()[2];
+    let data = logits
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("invariant: float logits convert to f32");
+    (data, v)
+}
+
+fn generate_inner(
+    backbone: &dyn FrozenBackbone,
+    codec: &dyn TextCodec,
+    prompts: &[Prompt],
+    config: &GenerationConfig,
+    on_text: &mut dyn FnMut(&str),
+) -> Result<Vec<Generation>> {
+    let batch = embed_batch(backbone, codec, prompts)?;
+    let b = prompts.len();
+    let max = backbone.spec().context_length;
+    let prompt_t = batch.embeds.dims()[1];
+    let budget = config.max_new_tokens.min(max.saturating_sub(prompt_t));
+    let padded = batch.lengths.iter().any(|&l| l != prompt_t);
+    let mut cache = backbone.new_cache();
+    let start = Instant::now();
+    let hidden = backbone.forward(
+        batch.embeds,
+        ForwardOptions {
+            mask: padded.then_some(batch.mask),
+            cache: Some(&mut cache),
+            ..Default::default()
+        },
+    );
+    let (mut logits, v) = last_logits(backbone, hidden);
+    let prefill_secs = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let mut rng = SplitMix64::new(config.seed);
+    let mut ids: Vec<Vec<u32>> = vec![Vec::new(); b];
+    let mut done: Vec<Option<FinishReason>> = vec![None; b];
+    let mut emitted = 0usize;
+    for step in 0..budget {
+        let mut next = Vec::with_capacity(b);
+        for r in 0..b {
+            let id = if done[r].is_some() {
+                codec.pad_id()
+            } else {
+                let row = &mut logits[r * v..(r + 1) * v];
+                if step < config.min_new_tokens {
+                    for &stop in codec.stop_ids() {
+                        if let Some(l) = row.get_mut(stop as usize) {
+                            *l = f32::NEG_INFINITY;
+                        }
+                    }
+                }
+                let id = sample(row, config, &mut rng);
+                if config.stop_at_eos && codec.stop_ids().contains(&id) {
+                    done[r] = Some(FinishReason::Stop);
+                } else {
+                    ids[r].push(id);
+                }
+                id
+            };
+            next.push(id as i64);
+        }
+        if b == 1 && done[0].is_none() {
+            // Stream text once it no longer ends inside a multi-byte character.
+            let text = codec.decode(&ids[0], false)?;
+            if !text.ends_with('\u{FFFD}') && text.len() > emitted {
+                on_text(&text[emitted..]);
+                emitted = text.len();
+            }
+        }
+        if done.iter().all(Option::is_some) || step + 1 == budget {
+            break;
+        }
+        let t = Tensor::<2, Int>::from_data(TensorData::new(next, [b, 1]), backbone.device());
+        let hidden = backbone.forward(backbone.embed(t), ForwardOptions::cached(&mut cache));
+        logits = last_logits(backbone, hidden).0;
+    }
+    let decode_secs = start.elapsed().as_secs_f64();
+    ids.into_iter()
+        .zip(done)
+        .zip(batch.lengths)
+        .map(|((ids, done), prompt_len)| {
+            Ok(Generation {
+                text: codec.decode(&ids, false)?,
+                ids,
+                prompt_len,
+                finish: done.unwrap_or(FinishReason::Length),
+                prefill_secs,
+                decode_secs,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,26 @@
+#![doc = include_str!("../README.md")]
+
+pub mod attention;
+pub mod block;
+pub mod config;
+pub mod error;
+pub mod generate;
+pub mod gguf;
+pub mod hf;
+pub mod llama;
+pub mod mlp;
+pub mod model;
+pub mod quant;
+pub mod rms_norm;
+pub mod rope;
+pub mod tokenizer;
+pub mod weights;
+
+pub use config::{LlamaConfig, RopeLayout};
+pub use error::{Error, GgufProblem, Result};
+pub use generate::{FinishReason, Generation, GenerationConfig, generate, generate_batch};
+pub use gguf::GgufFile;
+pub use llama::Llama;
+pub use model::{LanguageModel, cache_dir, default_model_path};
+pub use tokenizer::Tokenizer;
+pub use weights::{Naming, WeightSource, load_llama};

@@ -1,0 +1,262 @@
+//! The Llama-family decoder as a frozen backbone.
+//!
+//! Weights are plain tensors, not `Param`s, on a non-autodiff device: the model cannot be
+//! trained by construction, while gradients flow through it to the input embeddings it is
+//! given (which may live on an autodiff device).
+
+use burn::prelude::*;
+use glaze_core::{BackboneSpec, ForwardOptions, FrozenBackbone, KvCache, fnv1a64};
+
+use crate::attention::AttnContext;
+use crate::block::Block;
+use crate::config::LlamaConfig;
+use crate::rms_norm::{RmsNorm, RmsNormConfig};
+use crate::rope::{Positions, Rope};
+
+/// A Llama-family decoder (RMSNorm, RoPE, grouped-query attention, SwiGLU, tied or untied head).
+#[derive(Debug, Clone)]
+pub struct Llama {
+    pub(crate) config: LlamaConfig,
+    pub(crate) spec: BackboneSpec,
+    pub(crate) embed: Tensor<2>,
+    pub(crate) blocks: Vec<Block>,
+    pub(crate) norm: RmsNorm,
+    /// Untied LM head `[D, V]`; `None` when tied to `embed`.
+    pub(crate) lm_head: Option<Tensor<2>>,
+    pub(crate) rope: Rope,
+    pub(crate) device: Device,
+}
+
+impl Llama {
+    /// A randomly initialised model (for tests and benchmarks of the architecture).
+    /// `device` should be a plain (non-autodiff) device; an autodiff device is stripped.
+    pub fn init(config: &LlamaConfig, device: &Device) -> Self {
+        let device = device.clone().without_autodiff();
+        let dist = burn::tensor::Distribution::Normal(0.0, 0.02);
+        Llama {
+            spec: BackboneSpec {
+                architecture: "llama".into(),
+                name: "random".into(),
+                d_model: config.d_model,
+                n_layers: config.n_layers,
+                vocab_size: config.vocab_size,
+                context_length: config.context_length,
+                weights_hash: "random".into(),
+            },
+            embed: Tensor::random([config.vocab_size, config.d_model], dist, &device),
+            blocks: (0..config.n_layers)
+                .map(|_| Block::init(config, &device))
+                .collect(),
+            norm: RmsNormConfig::new(config.d_model)
+                .with_eps(config.norm_eps)
+                .init(&device),
+            lm_head: (!config.tie_embeddings)
+                .then(|| Tensor::random([config.d_model, config.vocab_size], dist, &device)),
+            rope: Rope::new(
+                config.head_dim(),
+                config.context_length,
+                config.rope_theta,
+                config.rope_layout,
+                &device,
+            ),
+            config: config.clone(),
+            device,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    /// Block `i`, for running blocks one by one.
+    pub fn block(&self, i: usize) -> Option<&Block> {
+        self.blocks.get(i)
+    }
+
+    /// The rotary tables.
+    pub fn rope(&self) -> &Rope {
+        &self.rope
+    }
+
+    /// Every weight with a name, as read-only tensor handles (tensors are immutable values).
+    pub fn named_weights(&self) -> Vec<(String, Tensor<2>)> {
+        let mut out = vec![("embed".to_string(), self.embed.clone())];
+        for (i, b) in self.blocks.iter().enumerate() {
+            let n = |s: &str| format!("blocks.{i}.{s}");
+            out.push((n("attn_norm"), b.attn_norm.weight.clone().unsqueeze()));
+            out.push((n("wqkv"), b.attn.wqkv.clone()));
+            out.push((n("wo"), b.attn.wo.clone()));
+            out.push((n("ffn_norm"), b.ffn_norm.weight.clone().unsqueeze()));
+            out.push((n("w_gate_up"), b.mlp.w_gate_up.clone()));
+            out.push((n("w_down"), b.mlp.w_down.clone()));
+        }
+        out.push(("norm".into(), self.norm.weight.clone().unsqueeze()));
+        if let Some(h) = &self.lm_head {
+            out.push(("lm_head".into(), h.clone()));
+        }
+        out
+    }
+
+    /// Builds the rotary tables and attention bias of one forward pass and updates the cache's
+    /// positions and key mask.
+    fn context(
+        &self,
+        b: usize,
+        t: usize,
+        mask: Option<Tensor<2, Bool>>,
+        cache: Option<&mut KvCache>,
+    ) -> AttnContext {
+        let device = &self.device;
+        let past = cache.as_ref().map_or(0, |c| c.len());
+        let past_mask: Option<Vec<bool>> = cache
+            .as_ref()
+            .and_then(|c| c.key_mask())
+            .map(|m| bool_vec(m.clone()));
+        let new_mask: Option<Vec<bool>> = mask.map(bool_vec).filter(|m| m.iter().any(|v| !v));
+        let next: Vec<i64> = match cache.as_ref().map(|c| c.next_positions()) {
+            Some(p) if p.len() == b => p.to_vec(),
+            _ => vec![past as i64; b],
+        };
+        let s_len = past + t;
+        let ctx = if past_mask.is_none() && new_mask.is_none() {
+            let (cos, sin) = self.rope.tables(&Positions::Range(past), t);
+            let bias = (t > 1).then(|| {
+                let mut bias = vec![0f32; t * s_len];
+                for i in 0..t {
+                    for j in past + i + 1..s_len {
+                        bias[i * s_len + j] = f32::NEG_INFINITY;
+                    }
+                }
+                Tensor::<4>::from_data(TensorData::new(bias, [1, 1, t, s_len]), device)
+            });
+            if let Some(c) = cache {
+                c.set_next_positions(next.iter().map(|p| p + t as i64).collect());
+            }
+            AttnContext { cos, sin, bias }
+        } else {
+            let mut key_valid = Vec::with_capacity(b * s_len);
+            for r in 0..b {
+                for j in 0..past {
+                    key_valid.push(past_mask.as_ref().is_none_or(|m| m[r * past + j]));
+                }
+                for i in 0..t {
+                    key_valid.push(new_mask.as_ref().is_none_or(|m| m[r * t + i]));
+                }
+            }
+            let mut positions = vec![0i64; b * t];
+            let mut next_out = next.clone();
+            for r in 0..b {
+                let mut p = next[r];
+                for i in 0..t {
+                    positions[r * t + i] = p;
+                    if key_valid[r * s_len + past + i] {
+                        p += 1;
+                    }
+                }
+                next_out[r] = p;
+            }
+            let mut bias = vec![0f32; b * t * s_len];
+            for r in 0..b {
+                for i in 0..t {
+                    for j in 0..s_len {
+                        let visible = (j <= past + i && key_valid[r * s_len + j]) || j == past + i;
+                        if !visible {
+                            bias[(r * t + i) * s_len + j] = f32::NEG_INFINITY;
+                        }
+                    }
+                }
+            }
+            let pos = Tensor::<2, Int>::from_data(TensorData::new(positions, [b, t]), device);
+            let (cos, sin) = self.rope.tables(&Positions::PerRow(pos), t);
+            if let Some(c) = cache {
+                c.set_next_positions(next_out);
+                c.set_key_mask(Some(Tensor::from_data(
+                    TensorData::new(key_valid, [b, s_len]),
+                    device,
+                )));
+            }
+            AttnContext {
+                cos,
+                sin,
+                bias: Some(Tensor::from_data(
+                    TensorData::new(bias, [b, 1, t, s_len]),
+                    device,
+                )),
+            }
+        };
+        ctx
+    }
+}
+
+fn bool_vec(mask: Tensor<2, Bool>) -> Vec<bool> {
+    mask.into_data()
+        .convert::<bool>()
+        .try_into_vec()
+        .expect("invariant: bool tensor data converts to bool")
+}
+
+impl FrozenBackbone for Llama {
+    fn spec(&self) -> &BackboneSpec {
+        &self.spec
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        let [b, t] = ids.dims();
+        let d = self.config.d_model;
+        self.embed
+            .clone()
+            .select(0, ids.reshape([b * t]))
+            .reshape([b, t, d])
+    }
+
+    fn forward(&self, embeds: Tensor<3>, options: ForwardOptions<'_>) -> Tensor<3> {
+        let [b, t, _] = embeds.dims();
+        let n = options
+            .layers
+            .unwrap_or(self.blocks.len())
+            .min(self.blocks.len());
+        let mut cache = options.cache;
+        let ctx = self.context(b, t, options.mask, cache.as_deref_mut());
+        let mut x = embeds;
+        for (i, block) in self.blocks.iter().take(n).enumerate() {
+            match cache.as_deref_mut() {
+                Some(c) => {
+                    let mut slot = c.layer(i).cloned();
+                    x = block.forward(x, &self.rope, &ctx, Some(&mut slot));
+                    if let Some((k, v)) = slot {
+                        c.set_layer(i, k, v);
+                    }
+                }
+                None => x = block.forward(x, &self.rope, &ctx, None),
+            }
+        }
+        if options.skip_final_norm {
+            x
+        } else {
+            self.norm.forward(x)
+        }
+    }
+
+    fn lm_head(&self, hidden: Tensor<3>) -> Tensor<3> {
+        let [b, t, d] = hidden.dims();
+        let v = self.config.vocab_size;
+        let flat = hidden.reshape([b * t, d]);
+        let logits = match &self.lm_head {
+            Some(w) => flat.matmul(w.clone()),
+            None => flat.matmul(self.embed.clone().transpose()),
+        };
+        logits.reshape([b, t, v])
+    }
+
+    fn weights_digest(&self) -> u64 {
+        self.named_weights().into_iter().fold(0, |h, (name, w)| {
+            let h = fnv1a64(name.as_bytes(), h);
+            fnv1a64(w.into_data().as_bytes(), h)
+        })
+    }
+}

@@ -1,0 +1,57 @@
+//! RMSNorm (Zhang & Sennrich 2019), as in HF `LlamaRMSNorm`: `x / sqrt(mean(x²) + eps) * w`.
+
+use burn::prelude::*;
+
+/// Configuration of an [`RmsNorm`].
+#[derive(Config, Debug)]
+pub struct RmsNormConfig {
+    /// Width `D`.
+    pub d_model: usize,
+    /// Epsilon. Default: 1e-5.
+    #[config(default = 1e-5)]
+    pub eps: f64,
+}
+
+impl RmsNormConfig {
+    /// Weights of ones.
+    pub fn init(&self, device: &Device) -> RmsNorm {
+        RmsNorm {
+            weight: Tensor::ones([self.d_model], device),
+            eps: self.eps,
+        }
+    }
+}
+
+/// Root-mean-square normalisation with a learned (here: frozen) gain.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    pub(crate) weight: Tensor<1>,
+    eps: f64,
+}
+
+impl RmsNorm {
+    /// # Shapes
+    /// `[B, T, D]` → `[B, T, D]`.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let ms = x.clone().powi_scalar(2).mean_dim(2);
+        let d = self.weight.dims()[0];
+        x * (ms + self.eps).sqrt().recip() * self.weight.clone().reshape([1, 1, d])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises_by_hand() {
+        let device = Device::flex();
+        let mut norm = RmsNormConfig::new(2).with_eps(0.0).init(&device);
+        norm.weight = Tensor::from_data([1.0f32, 2.0], &device);
+        let y = norm.forward(Tensor::from_data([[[3.0f32, 4.0]]], &device));
+        // rms = sqrt((9 + 16) / 2) = 3.5355
+        let v: Vec<f32> = y.into_data().try_into_vec().expect("f32");
+        let rms = (12.5f32).sqrt();
+        assert!((v[0] - 3.0 / rms).abs() < 1e-6 && (v[1] - 8.0 / rms).abs() < 1e-6);
+    }
+}

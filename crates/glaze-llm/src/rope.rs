@@ -1,0 +1,182 @@
+//! Rotary position embeddings (Su et al. 2021, RoFormer), with cos/sin tables computed once.
+//!
+//! Two pairings: rotate-half (HF Llama) and interleaved (GPT-J, raw GGUF q/k rows). A GGUF
+//! loader may un-permute q/k rows and use rotate-half; both give the same attention scores.
+
+use burn::prelude::*;
+
+use crate::config::RopeLayout;
+
+/// Precomputed rotary tables.
+#[derive(Debug, Clone)]
+pub struct Rope {
+    cos: Tensor<2>,
+    sin: Tensor<2>,
+    layout: RopeLayout,
+}
+
+/// Positions of the rows of one forward pass.
+#[derive(Debug, Clone)]
+pub enum Positions {
+    /// Every row has positions `start..start + T`.
+    Range(usize),
+    /// Per-row positions `[B, T]` (left-padded batches).
+    PerRow(Tensor<2, Int>),
+}
+
+impl Rope {
+    /// Tables for `max_positions` positions of heads of width `head_dim`.
+    pub fn new(
+        head_dim: usize,
+        max_positions: usize,
+        theta: f64,
+        layout: RopeLayout,
+        device: &Device,
+    ) -> Self {
+        let half = head_dim / 2;
+        let mut cos = Vec::with_capacity(max_positions * half);
+        let mut sin = Vec::with_capacity(max_positions * half);
+        for p in 0..max_positions {
+            for i in 0..half {
+                let freq = 1.0 / theta.powf(2.0 * i as f64 / head_dim as f64);
+                let angle = p as f64 * freq;
+                cos.push(angle.cos() as f32);
+                sin.push(angle.sin() as f32);
+            }
+        }
+        Rope {
+            cos: Tensor::from_data(TensorData::new(cos, [max_positions, half]), device),
+            sin: Tensor::from_data(TensorData::new(sin, [max_positions, half]), device),
+            layout,
+        }
+    }
+
+    /// cos and sin for the positions, shaped `[B|1, 1, T, hd/2]`.
+    pub fn tables(&self, positions: &Positions, t: usize) -> (Tensor<4>, Tensor<4>) {
+        let half = self.cos.dims()[1];
+        match positions {
+            Positions::Range(start) => {
+                let r = *start..*start + t;
+                (
+                    self.cos
+                        .clone()
+                        .slice(s![r.clone(), ..])
+                        .reshape([1, 1, t, half]),
+                    self.sin.clone().slice(s![r, ..]).reshape([1, 1, t, half]),
+                )
+            }
+            Positions::PerRow(pos) => {
+                let [b, t] = pos.dims();
+                let flat = pos.clone().reshape([b * t]);
+                (
+                    self.cos
+                        .clone()
+                        .select(0, flat.clone())
+                        .reshape([b, 1, t, half]),
+                    self.sin.clone().select(0, flat).reshape([b, 1, t, half]),
+                )
+            }
+        }
+    }
+
+    /// Rotates `x` with the given tables.
+    ///
+    /// # Shapes
+    /// `x [B, H, T, hd]`, tables `[B|1, 1, T, hd/2]` → `[B, H, T, hd]`.
+    pub fn apply(&self, x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
+        let [b, h, t, d] = x.dims();
+        let half = d / 2;
+        match self.layout {
+            RopeLayout::Half => {
+                let x1 = x.clone().slice(s![.., .., .., 0..half]);
+                let x2 = x.slice(s![.., .., .., half..d]);
+                let r1 = x1.clone() * cos.clone() - x2.clone() * sin.clone();
+                let r2 = x2 * cos.clone() + x1 * sin.clone();
+                Tensor::cat(vec![r1, r2], 3)
+            }
+            RopeLayout::Interleaved => {
+                let pairs = x.reshape([b, h, t, half, 2]);
+                let x0 = pairs
+                    .clone()
+                    .slice(s![.., .., .., .., 0..1])
+                    .reshape([b, h, t, half]);
+                let x1 = pairs
+                    .slice(s![.., .., .., .., 1..2])
+                    .reshape([b, h, t, half]);
+                let r0 = x0.clone() * cos.clone() - x1.clone() * sin.clone();
+                let r1 = x0 * sin.clone() + x1 * cos.clone();
+                Tensor::stack::<5>(vec![r0, r1], 4).reshape([b, h, t, d])
+            }
+        }
+    }
+}
+
+/// Index map from interleaved (raw GGUF) q/k rows of one head to rotate-half rows:
+/// rotate-half row `j * hd/2 + i` is interleaved row `2i + j`.
+pub fn unpermute_rows(rows: &[f32], n_heads: usize, head_dim: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; rows.len()];
+    let half = head_dim / 2;
+    for h in 0..n_heads {
+        for j in 0..2 {
+            for i in 0..half {
+                let dst = (h * head_dim + j * half + i) * cols;
+                let src = (h * head_dim + 2 * i + j) * cols;
+                out[dst..dst + cols].copy_from_slice(&rows[src..src + cols]);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    #[test]
+    fn interleaved_equals_half_on_unpermuted_rows() {
+        let device = Device::flex();
+        let (hd, t) = (8, 5);
+        let x = Tensor::<4>::random([1, 2, t, hd], Distribution::Normal(0.0, 1.0), &device);
+        let inter = Rope::new(hd, 16, 10000.0, RopeLayout::Interleaved, &device);
+        let half = Rope::new(hd, 16, 10000.0, RopeLayout::Half, &device);
+        let (c, s) = inter.tables(&Positions::Range(3), t);
+        let yi = inter.apply(x.clone(), &c, &s);
+        // Un-permute the head dimension of x: treat [.., hd] as rows of width 1.
+        let xv: Vec<f32> = x
+            .clone()
+            .swap_dims(2, 3)
+            .into_data()
+            .try_into_vec()
+            .expect("f32");
+        let xh = unpermute_rows(&xv, 2, hd, t);
+        let xh =
+            Tensor::<4>::from_data(TensorData::new(xh, [1, 2, hd, t]), &device).swap_dims(2, 3);
+        let yh = half.apply(xh, &c, &s);
+        let yiv: Vec<f32> = yi.swap_dims(2, 3).into_data().try_into_vec().expect("f32");
+        let yi_perm = unpermute_rows(&yiv, 2, hd, t);
+        let yhv: Vec<f32> = yh.swap_dims(2, 3).into_data().try_into_vec().expect("f32");
+        for (a, b) in yi_perm.iter().zip(&yhv) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn position_zero_is_identity_and_norm_is_kept() {
+        let device = Device::flex();
+        let rope = Rope::new(4, 8, 10000.0, RopeLayout::Half, &device);
+        let x =
+            Tensor::<4>::from_data([[[[1.0f32, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0]]]], &device);
+        let (c, s) = rope.tables(&Positions::Range(0), 2);
+        let y: Vec<f32> = rope
+            .apply(x, &c, &s)
+            .into_data()
+            .try_into_vec()
+            .expect("f32");
+        assert_eq!(&y[..4], &[1.0, 2.0, 3.0, 4.0]);
+        let norm: f32 = y[4..].iter().map(|v| v * v).sum();
+        assert!((norm - 30.0).abs() < 1e-4);
+        // Position 1, first pair (x[0], x[2]) rotated by angle 1 rad.
+        assert!((y[4] - (1.0f32.cos() - 3.0 * 1.0f32.sin())).abs() < 1e-5);
+    }
+}

@@ -1,0 +1,268 @@
+//! Byte-level BPE tokenizer (via the `tokenizers` crate) and the chat template (via
+//! `minijinja`), from GGUF metadata or an HF `tokenizer.json`.
+
+use std::path::{Path, PathBuf};
+
+use glaze_core::{ChatMessage, TextCodec};
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::{AddedToken, PreTokenizerWrapper};
+
+use crate::error::{Error, Result};
+use crate::gguf::GgufFile;
+
+/// ChatML, used when a model file carries no chat template.
+pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+/// A model's tokenizer and chat template.
+#[derive(Debug, Clone)]
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    chat_template: String,
+    bos_token: String,
+    eos_token: String,
+    stop_ids: Vec<u32>,
+    pad_id: u32,
+    path: PathBuf,
+}
+
+fn build_err(path: &Path, message: impl ToString) -> Error {
+    Error::TokenizerBuild {
+        path: path.to_path_buf(),
+        message: message.to_string(),
+    }
+}
+
+impl Tokenizer {
+    /// Builds the tokenizer from GGUF metadata (`tokenizer.ggml.*`, `tokenizer.chat_template`).
+    pub fn from_gguf(file: &GgufFile) -> Result<Self> {
+        let path = file.path();
+        let model = file.str("tokenizer.ggml.model")?;
+        if model != "gpt2" {
+            return Err(build_err(
+                path,
+                format!("tokenizer model `{model}` is not supported (only byte-level BPE, `gpt2`)"),
+            ));
+        }
+        let tokens = file.strings("tokenizer.ggml.tokens")?;
+        let merges = file.strings("tokenizer.ggml.merges")?;
+        let types: Vec<i64> = file
+            .get("tokenizer.ggml.token_type")
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .map(|v| match v {
+                        crate::gguf::Value::I64(i) => *i,
+                        crate::gguf::Value::U64(u) => *u as i64,
+                        _ => 1,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let vocab: tokenizers::models::bpe::Vocab = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.to_string(), i as u32))
+            .collect();
+        let merges = merges
+            .iter()
+            .map(|m| {
+                m.split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .ok_or_else(|| build_err(path, format!("merge `{m}` has no space")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .build()
+            .map_err(|e| build_err(path, e))?;
+        let mut inner = tokenizers::Tokenizer::new(bpe);
+        let pre = file
+            .get("tokenizer.ggml.pre")
+            .and_then(|v| v.as_str())
+            .unwrap_or("default");
+        let byte_level = ByteLevel::new(false, true, true);
+        let pre_tokenizer: PreTokenizerWrapper = match pre {
+            // SmolLM's tokenizer.json: digits split one by one, then GPT-2 byte-level.
+            "smollm" | "starcoder" | "refact" => {
+                Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into()
+            }
+            "gpt2" | "default" => byte_level.into(),
+            other => {
+                return Err(build_err(
+                    path,
+                    format!("pre-tokenizer `{other}` is not supported (smollm, gpt2, default)"),
+                ));
+            }
+        };
+        inner.with_pre_tokenizer(Some(pre_tokenizer));
+        inner.with_decoder(Some(ByteLevel::default()));
+        // Control (3) and user-defined (4) tokens are matched whole in text.
+        let special: Vec<AddedToken> = types
+            .iter()
+            .enumerate()
+            .filter(|&(_, &t)| t == 3 || t == 4)
+            .filter_map(|(i, _)| tokens.get(i))
+            .map(|t| AddedToken::from(t.to_string(), true))
+            .collect();
+        inner.add_special_tokens(&special);
+
+        let id = |key: &str| file.get(key).and_then(|v| v.as_u64()).map(|v| v as u32);
+        let token = |i: Option<u32>| {
+            i.and_then(|i| tokens.get(i as usize))
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+        };
+        let eos = id("tokenizer.ggml.eos_token_id");
+        let bos = id("tokenizer.ggml.bos_token_id");
+        let mut stop_ids: Vec<u32> = eos.into_iter().collect();
+        for name in ["<|im_end|>", "<|eot_id|>", "<|endoftext|>", "</s>"] {
+            if let Some(i) = tokens.iter().position(|t| *t == name) {
+                if !stop_ids.contains(&(i as u32)) && special.iter().any(|s| s.content == name) {
+                    stop_ids.push(i as u32);
+                }
+            }
+        }
+        Ok(Tokenizer {
+            inner,
+            chat_template: file
+                .get("tokenizer.chat_template")
+                .and_then(|v| v.as_str())
+                .unwrap_or(CHATML_TEMPLATE)
+                .to_string(),
+            bos_token: token(bos),
+            eos_token: token(eos),
+            pad_id: id("tokenizer.ggml.padding_token_id").or(eos).unwrap_or(0),
+            stop_ids,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Loads `tokenizer.json` (and `tokenizer_config.json` for the chat template and special
+    /// tokens, when present) from an HF model directory.
+    pub fn from_hf_dir(dir: &Path) -> Result<Self> {
+        let path = dir.join("tokenizer.json");
+        let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| build_err(&path, e))?;
+        let cfg_path = dir.join("tokenizer_config.json");
+        let cfg: serde_json::Value = match std::fs::read_to_string(&cfg_path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|source| Error::Json {
+                path: cfg_path.clone(),
+                source,
+            })?,
+            Err(_) => serde_json::Value::Null,
+        };
+        let text_of = |v: Option<&serde_json::Value>| -> Option<String> {
+            match v? {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Object(o) => o.get("content")?.as_str().map(str::to_string),
+                _ => None,
+            }
+        };
+        let eos_token = text_of(cfg.get("eos_token")).unwrap_or_else(|| "<|endoftext|>".into());
+        let bos_token = text_of(cfg.get("bos_token")).unwrap_or_default();
+        let mut stop_ids: Vec<u32> = inner.token_to_id(&eos_token).into_iter().collect();
+        for name in ["<|im_end|>", "<|eot_id|>"] {
+            if let Some(i) = inner.token_to_id(name) {
+                if !stop_ids.contains(&i) {
+                    stop_ids.push(i);
+                }
+            }
+        }
+        let pad_id = text_of(cfg.get("pad_token"))
+            .and_then(|t| inner.token_to_id(&t))
+            .or_else(|| stop_ids.first().copied())
+            .unwrap_or(0);
+        Ok(Tokenizer {
+            chat_template: cfg
+                .get("chat_template")
+                .and_then(|v| v.as_str())
+                .unwrap_or(CHATML_TEMPLATE)
+                .to_string(),
+            inner,
+            bos_token,
+            eos_token,
+            stop_ids,
+            pad_id,
+            path,
+        })
+    }
+
+    /// Vocabulary size including added tokens.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// The id of a token string, if it is in the vocabulary.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// The chat template source.
+    pub fn chat_template(&self) -> &str {
+        &self.chat_template
+    }
+
+    /// Where the tokenizer came from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn raise_exception(message: String) -> std::result::Result<String, minijinja::Error> {
+    Err(minijinja::Error::new(
+        minijinja::ErrorKind::InvalidOperation,
+        message,
+    ))
+}
+
+impl TextCodec for Tokenizer {
+    fn encode(&self, text: &str) -> glaze_core::Result<Vec<u32>> {
+        self.inner
+            .encode(text, false)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| glaze_core::Error::Tokenizer {
+                message: e.to_string(),
+            })
+    }
+
+    fn decode(&self, ids: &[u32], keep_special: bool) -> glaze_core::Result<String> {
+        self.inner
+            .decode(ids, !keep_special)
+            .map_err(|e| glaze_core::Error::Tokenizer {
+                message: e.to_string(),
+            })
+    }
+
+    fn render_chat(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> glaze_core::Result<String> {
+        let err = |e: minijinja::Error| glaze_core::Error::Template {
+            message: format!("{e:#}"),
+        };
+        let mut env = minijinja::Environment::new();
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", raise_exception);
+        env.add_template("chat", &self.chat_template).map_err(err)?;
+        let template = env.get_template("chat").map_err(err)?;
+        template
+            .render(minijinja::context! {
+                messages => messages,
+                add_generation_prompt => add_generation_prompt,
+                bos_token => &self.bos_token,
+                eos_token => &self.eos_token,
+            })
+            .map_err(err)
+    }
+
+    fn stop_ids(&self) -> &[u32] {
+        &self.stop_ids
+    }
+
+    fn pad_id(&self) -> u32 {
+        self.pad_id
+    }
+}

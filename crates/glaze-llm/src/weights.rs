@@ -1,0 +1,212 @@
+//! Loading weights into a [`Llama`] from any [`WeightSource`], through one key-remap table.
+//!
+//! Building the model and loading weights are separate steps: the shape comes from a
+//! [`LlamaConfig`], the values from a source that names tensors its own way ([`Naming`]).
+
+use std::path::Path;
+
+use burn::prelude::*;
+
+use crate::config::{LlamaConfig, RopeLayout};
+use crate::error::{Error, Result};
+use crate::llama::Llama;
+use crate::rope::unpermute_rows;
+
+/// A source of named f32 tensors in row-major (PyTorch) layout.
+pub trait WeightSource {
+    /// The file or directory, for error messages.
+    fn path(&self) -> &Path;
+    /// Whether a tensor exists.
+    fn has(&self, name: &str) -> bool;
+    /// A tensor's shape (outermost first) and values.
+    fn tensor(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)>;
+}
+
+/// How a source names Llama tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Naming {
+    /// llama.cpp names (`blk.N.attn_q.weight`).
+    Gguf,
+    /// Hugging Face names (`model.layers.N.self_attn.q_proj.weight`).
+    Hf,
+}
+
+/// Logical tensors of a Llama model.
+#[derive(Debug, Clone, Copy)]
+enum Key {
+    Embed,
+    AttnNorm,
+    Q,
+    K,
+    V,
+    O,
+    FfnNorm,
+    Gate,
+    Up,
+    Down,
+    Norm,
+    Head,
+}
+
+/// The key-remap table: logical tensor → name in the source.
+fn name(naming: Naming, key: Key, layer: usize) -> String {
+    let (gguf, hf) = match key {
+        Key::Embed => return pick(naming, "token_embd.weight", "model.embed_tokens.weight"),
+        Key::Norm => return pick(naming, "output_norm.weight", "model.norm.weight"),
+        Key::Head => return pick(naming, "output.weight", "lm_head.weight"),
+        Key::AttnNorm => ("attn_norm", "input_layernorm"),
+        Key::Q => ("attn_q", "self_attn.q_proj"),
+        Key::K => ("attn_k", "self_attn.k_proj"),
+        Key::V => ("attn_v", "self_attn.v_proj"),
+        Key::O => ("attn_output", "self_attn.o_proj"),
+        Key::FfnNorm => ("ffn_norm", "post_attention_layernorm"),
+        Key::Gate => ("ffn_gate", "mlp.gate_proj"),
+        Key::Up => ("ffn_up", "mlp.up_proj"),
+        Key::Down => ("ffn_down", "mlp.down_proj"),
+    };
+    match naming {
+        Naming::Gguf => format!("blk.{layer}.{gguf}.weight"),
+        Naming::Hf => format!("model.layers.{layer}.{hf}.weight"),
+    }
+}
+
+fn pick(naming: Naming, gguf: &str, hf: &str) -> String {
+    match naming {
+        Naming::Gguf => gguf.to_string(),
+        Naming::Hf => hf.to_string(),
+    }
+}
+
+struct Loader<'a> {
+    source: &'a dyn WeightSource,
+    naming: Naming,
+}
+
+impl Loader<'_> {
+    fn get(&self, key: Key, layer: usize, expected: &[usize]) -> Result<Vec<f32>> {
+        let name = name(self.naming, key, layer);
+        let (shape, data) = self.source.tensor(&name)?;
+        // A 1-D tensor may be stored as [1, n] by some exporters.
+        let squeezed: Vec<usize> = if expected.len() == 1 {
+            shape.iter().copied().filter(|&d| d != 1).collect()
+        } else {
+            shape.clone()
+        };
+        if squeezed != expected && !(expected == [1] && shape.iter().product::<usize>() == 1) {
+            return Err(Error::TensorShape {
+                path: self.source.path().to_path_buf(),
+                name,
+                got: shape,
+                expected: expected.to_vec(),
+            });
+        }
+        Ok(data)
+    }
+}
+
+/// Transposes a row-major `[rows, cols]` matrix.
+fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; data.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = data[r * cols + c];
+        }
+    }
+    out
+}
+
+fn t2(data: Vec<f32>, shape: [usize; 2], device: &Device) -> Tensor<2> {
+    Tensor::from_data(TensorData::new(data, shape), device)
+}
+
+fn t1(data: Vec<f32>, device: &Device) -> Tensor<1> {
+    let n = data.len();
+    Tensor::from_data(TensorData::new(data, [n]), device)
+}
+
+/// Builds a [`Llama`] of `config` and fills it from `source`.
+///
+/// Raw GGUF q/k rows are interleaved-RoPE ordered; they are un-permuted here so the model runs
+/// rotate-half RoPE whatever the source (one code path, same scores).
+pub fn load_llama(
+    config: &LlamaConfig,
+    source: &dyn WeightSource,
+    naming: Naming,
+    device: &Device,
+) -> Result<Llama> {
+    let device = device.clone().without_autodiff();
+    let l = Loader { source, naming };
+    let (d, f, v) = (config.d_model, config.ffn_dim, config.vocab_size);
+    let (h, kv, hd) = (config.n_heads, config.n_kv_heads, config.head_dim());
+    let unpermute = config.rope_layout == RopeLayout::Interleaved;
+    let mut config = config.clone();
+    config.rope_layout = RopeLayout::Half;
+    let mut model = Llama::init_empty(&config, &device);
+
+    model.embed = t2(l.get(Key::Embed, 0, &[v, d])?, [v, d], &device);
+    for i in 0..config.n_layers {
+        let mut q = l.get(Key::Q, i, &[h * hd, d])?;
+        let mut k = l.get(Key::K, i, &[kv * hd, d])?;
+        if unpermute {
+            q = unpermute_rows(&q, h, hd, d);
+            k = unpermute_rows(&k, kv, hd, d);
+        }
+        let vv = l.get(Key::V, i, &[kv * hd, d])?;
+        let qkv_rows = [q, k, vv].concat();
+        let n_qkv = (h + 2 * kv) * hd;
+        let block = &mut model.blocks[i];
+        block.attn.wqkv = t2(transpose(&qkv_rows, n_qkv, d), [d, n_qkv], &device);
+        block.attn.wo = t2(
+            transpose(&l.get(Key::O, i, &[d, h * hd])?, d, h * hd),
+            [h * hd, d],
+            &device,
+        );
+        block.attn_norm.weight = t1(l.get(Key::AttnNorm, i, &[d])?, &device);
+        block.ffn_norm.weight = t1(l.get(Key::FfnNorm, i, &[d])?, &device);
+        let gate_up = [l.get(Key::Gate, i, &[f, d])?, l.get(Key::Up, i, &[f, d])?].concat();
+        block.mlp.w_gate_up = t2(transpose(&gate_up, 2 * f, d), [d, 2 * f], &device);
+        block.mlp.w_down = t2(
+            transpose(&l.get(Key::Down, i, &[d, f])?, d, f),
+            [f, d],
+            &device,
+        );
+    }
+    model.norm.weight = t1(l.get(Key::Norm, 0, &[d])?, &device);
+    let head_name = name(naming, Key::Head, 0);
+    model.lm_head = if config.tie_embeddings || !source.has(&head_name) {
+        None
+    } else {
+        Some(t2(
+            transpose(&l.get(Key::Head, 0, &[v, d])?, v, d),
+            [d, v],
+            &device,
+        ))
+    };
+    model.config.tie_embeddings = model.lm_head.is_none();
+    Ok(model)
+}
+
+impl Llama {
+    /// A model whose weights are placeholders (zeros), to be filled by a loader.
+    pub(crate) fn init_empty(config: &LlamaConfig, device: &Device) -> Self {
+        // Small tensors only: the loader replaces every weight.
+        let mut tiny = config.clone();
+        tiny.n_layers = 0;
+        tiny.vocab_size = 1;
+        tiny.tie_embeddings = true;
+        let mut m = Llama::init(&tiny, device);
+        let one = crate::block::Block::init(&LlamaConfig { ..tiny.clone() }, device);
+        m.blocks = vec![one; config.n_layers];
+        m.config = config.clone();
+        m.spec.n_layers = config.n_layers;
+        m.spec.vocab_size = config.vocab_size;
+        m.rope = crate::rope::Rope::new(
+            config.head_dim(),
+            config.context_length,
+            config.rope_theta,
+            config.rope_layout,
+            device,
+        );
+        m
+    }
+}

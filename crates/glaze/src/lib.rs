@@ -1,0 +1,8 @@
+#![doc = include_str!("../README.md")]
+
+pub use glaze_core as core;
+pub use glaze_core::{
+    Adapter, ChatMessage, Encoder, Error, ForwardOptions, FrozenBackbone, Prompt, PromptTemplate,
+    SoftPrompt, SoftTokens, TextCodec,
+};
+pub use glaze_llm as llm;

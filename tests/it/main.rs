@@ -1,0 +1,3 @@
+//! All cross-crate tests, in one binary.
+
+mod real_model;
