@@ -77,3 +77,93 @@ pub fn smollm2_reference() -> serde_json::Value {
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).expect("reference JSON parses")
 }
+
+/// A minimal GGUF v3 writer for tests: metadata of strings/u32/f32 and raw tensors.
+#[derive(Default)]
+pub struct GgufWriter {
+    kv: Vec<(String, Vec<u8>)>,
+    tensors: Vec<(String, Vec<u64>, u32, Vec<u8>)>,
+}
+
+fn gguf_str(s: &str) -> Vec<u8> {
+    let mut v = (s.len() as u64).to_le_bytes().to_vec();
+    v.extend(s.as_bytes());
+    v
+}
+
+impl GgufWriter {
+    /// Adds a string value.
+    pub fn string(mut self, key: &str, value: &str) -> Self {
+        let mut v = 8u32.to_le_bytes().to_vec();
+        v.extend(gguf_str(value));
+        self.kv.push((key.into(), v));
+        self
+    }
+
+    /// Adds a u32 value.
+    pub fn u32(mut self, key: &str, value: u32) -> Self {
+        let mut v = 4u32.to_le_bytes().to_vec();
+        v.extend(value.to_le_bytes());
+        self.kv.push((key.into(), v));
+        self
+    }
+
+    /// Adds an f32 value.
+    pub fn f32(mut self, key: &str, value: f32) -> Self {
+        let mut v = 6u32.to_le_bytes().to_vec();
+        v.extend(value.to_le_bytes());
+        self.kv.push((key.into(), v));
+        self
+    }
+
+    /// Adds a tensor with ggml dims (innermost first), type and raw bytes.
+    pub fn tensor(mut self, name: &str, dims: &[u64], ggml_type: u32, data: Vec<u8>) -> Self {
+        self.tensors
+            .push((name.into(), dims.to_vec(), ggml_type, data));
+        self
+    }
+
+    /// Adds an F32 tensor.
+    pub fn f32_tensor(self, name: &str, dims: &[u64], values: &[f32]) -> Self {
+        let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.tensor(name, dims, 0, data)
+    }
+
+    /// The file bytes (alignment 32).
+    pub fn build(&self) -> Vec<u8> {
+        let mut out = b"GGUF".to_vec();
+        out.extend(3u32.to_le_bytes());
+        out.extend((self.tensors.len() as u64).to_le_bytes());
+        out.extend((self.kv.len() as u64).to_le_bytes());
+        for (k, v) in &self.kv {
+            out.extend(gguf_str(k));
+            out.extend(v);
+        }
+        let mut offset = 0u64;
+        let mut offsets = Vec::new();
+        for (name, dims, ty, data) in &self.tensors {
+            out.extend(gguf_str(name));
+            out.extend((dims.len() as u32).to_le_bytes());
+            for d in dims {
+                out.extend(d.to_le_bytes());
+            }
+            out.extend(ty.to_le_bytes());
+            out.extend(offset.to_le_bytes());
+            offsets.push(offset);
+            offset += (data.len() as u64).div_ceil(32) * 32;
+        }
+        while out.len() % 32 != 0 {
+            out.push(0);
+        }
+        for ((_, _, _, data), off) in self.tensors.iter().zip(offsets) {
+            let start = out.len() as u64;
+            debug_assert_eq!(start % 32, 0);
+            let _ = off;
+            out.extend(data);
+            while out.len() % 32 != 0 {
+                out.push(0);
+            }
+        }
+        out
+    }
+}

@@ -71,3 +71,112 @@ fn greedy_64_tokens_match_reference() {
         reference_json["greedy64_text"].as_str().expect("text")
     );
 }
+
+#[test]
+fn batch_generation_equals_single_prompts() {
+    let model = smollm2();
+    let prompts = [
+        Prompt::new().text("The capital of France is"),
+        Prompt::new().text("Water boils at a temperature of"),
+    ];
+    let config = GenerationConfig::new().with_max_new_tokens(8);
+    let batch = glaze::llm::generate_batch(&model.llama, &model.tokenizer, &prompts, &config)
+        .expect("batch generates");
+    for (p, b) in prompts.iter().zip(&batch) {
+        let single =
+            generate(&model.llama, &model.tokenizer, p, &config, |_| {}).expect("generates");
+        assert_eq!(
+            single.ids, b.ids,
+            "left-padded batch row equals the single prompt"
+        );
+    }
+}
+
+#[test]
+fn sampling_is_seeded() {
+    let model = smollm2();
+    let prompt = Prompt::new().text("Once upon a time");
+    let config = GenerationConfig::new()
+        .with_max_new_tokens(12)
+        .with_temperature(0.9)
+        .with_top_k(40)
+        .with_top_p(0.95);
+    let run = |seed| {
+        generate(
+            &model.llama,
+            &model.tokenizer,
+            &prompt,
+            &config.clone().with_seed(seed),
+            |_| {},
+        )
+        .expect("generates")
+        .ids
+    };
+    let a = run(1);
+    assert_eq!(a, run(1), "same seed, same tokens");
+    assert!((2..6).any(|s| run(s) != a), "different seeds differ");
+}
+
+#[test]
+fn soft_prompt_teaches_the_frozen_model_a_sentence() {
+    use glaze::core::{ChatMessage, PromptTuningConfig, TuningExample, tune_soft_prompt};
+    let model = smollm2();
+    let target = "The secret word is glaze.";
+    let context = model
+        .tokenizer
+        .render_chat(&[ChatMessage::user("What is the secret word?")], true)
+        .expect("renders");
+    let config = GenerationConfig::new().with_max_new_tokens(16);
+    let before = generate(
+        &model.llama,
+        &model.tokenizer,
+        &Prompt::new().text(context.clone()),
+        &config,
+        |_| {},
+    )
+    .expect("generates");
+    assert_ne!(
+        before.text.trim(),
+        target,
+        "the frozen model does not say it by itself"
+    );
+    let digest = model.llama.weights_digest();
+    let (soft, report) = tune_soft_prompt(
+        &model.llama,
+        &model.tokenizer,
+        &[TuningExample {
+            context: Prompt::new().text(context.clone()),
+            target: format!("{target}<|im_end|>"),
+        }],
+        &PromptTuningConfig::new().with_n_tokens(8).with_steps(150),
+        |_, _| {},
+    )
+    .expect("trains");
+    eprintln!(
+        "before: {:?}; {} steps, loss {:.3} -> {:.4}",
+        before.text,
+        report.losses.len(),
+        report.losses[0],
+        report.losses.last().expect("a step")
+    );
+    assert!(soft.len() <= 16);
+    let tokens = soft.tokens().into_tensor();
+    let plain = Tensor::<2>::from_data(tokens.into_data(), model.llama.device());
+    let after = generate(
+        &model.llama,
+        &model.tokenizer,
+        &Prompt::new()
+            .soft(glaze::SoftTokens::new(plain))
+            .text(context),
+        &config,
+        |_| {},
+    )
+    .expect("generates");
+    eprintln!("after: {:?}", after.text);
+    assert_eq!(after.text.trim(), target);
+    assert_eq!(
+        model.llama.weights_digest(),
+        digest,
+        "backbone bit-identical"
+    );
+}

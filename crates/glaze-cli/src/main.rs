@@ -1,1 +1,308 @@
-fn main() {}
+//! `glaze`: generate, chat and prompt-tune with a frozen LLM from the command line.
+#![allow(clippy::print_stdout)]
+
+mod bench;
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use glaze::core::{DeviceChoice, PromptTuningConfig, TuningExample, tune_soft_prompt};
+use glaze::llm::{GenerationConfig, LanguageModel, generate};
+use glaze::{ChatMessage, Prompt, TextCodec};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Parser)]
+#[command(name = "glaze", version, about = "Modality plugins for frozen LLMs")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct ModelArgs {
+    /// A GGUF file or a Hugging Face model directory (default: the fetched SmolLM2-135M-Instruct).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Compute device: flex (CPU), wgpu, wgpu:cpu, cuda, cuda:N.
+    #[arg(long, default_value = "flex")]
+    device: String,
+}
+
+#[derive(Args, Clone)]
+struct SampleArgs {
+    /// Maximum new tokens.
+    #[arg(long, default_value_t = 128)]
+    max_tokens: usize,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    /// Top-k filter (0 = off).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Top-p (nucleus) filter (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    /// Sampler seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+impl SampleArgs {
+    fn config(&self) -> GenerationConfig {
+        GenerationConfig::new()
+            .with_max_new_tokens(self.max_tokens)
+            .with_temperature(self.temperature)
+            .with_top_k(self.top_k)
+            .with_top_p(self.top_p)
+            .with_seed(self.seed)
+    }
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Continue a prompt, streaming tokens, and print tokens/s.
+    Generate {
+        /// The prompt text (used as is, no chat template).
+        #[arg(long)]
+        prompt: String,
+        /// Wrap the prompt in the model's chat template as a user turn.
+        #[arg(long)]
+        chat: bool,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        sample: SampleArgs,
+    },
+    /// Chat: reads user turns from stdin (one per line), answers with the chat template.
+    Chat {
+        /// Optional system prompt.
+        #[arg(long)]
+        system: Option<String>,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        sample: SampleArgs,
+    },
+    /// Train a soft prompt so the frozen model answers a question with a chosen sentence;
+    /// prints the answer before and after.
+    PromptTune {
+        /// The user question.
+        #[arg(long)]
+        question: String,
+        /// The answer to teach.
+        #[arg(long)]
+        target: String,
+        /// Number of soft-prompt vectors.
+        #[arg(long, default_value_t = 8)]
+        tokens: usize,
+        /// Maximum optimizer steps.
+        #[arg(long, default_value_t = 150)]
+        steps: usize,
+        /// Learning rate.
+        #[arg(long, default_value_t = 0.05)]
+        lr: f64,
+        /// Seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Measure prefill and decode speed (used by `cargo xtask bench`).
+    Bench(bench::BenchArgs),
+}
+
+fn spinner(msg: &str) -> ProgressBar {
+    let pb = ProgressBar::new_spinner();
+    pb.set_message(msg.to_string());
+    pb.enable_steady_tick(Duration::from_millis(120));
+    pb
+}
+
+fn load(args: &ModelArgs) -> Result<LanguageModel, Box<dyn std::error::Error>> {
+    let choice: DeviceChoice = args.device.parse()?;
+    let device = choice.device()?;
+    let pb = spinner("loading model");
+    let start = Instant::now();
+    let model = match &args.model {
+        Some(path) => LanguageModel::load(path, &device)?,
+        None => LanguageModel::load_default(&device)?,
+    };
+    pb.finish_and_clear();
+    let spec = glaze::FrozenBackbone::spec(&model.llama);
+    eprintln!(
+        "loaded {} ({} layers, width {}) on {:?} in {:.1} s",
+        spec.name,
+        spec.n_layers,
+        spec.d_model,
+        choice,
+        start.elapsed().as_secs_f64()
+    );
+    Ok(model)
+}
+
+fn stream(
+    model: &LanguageModel,
+    prompt: &Prompt,
+    config: &GenerationConfig,
+) -> Result<String, Box<dyn std::error::Error>> {
+    let mut stdout = std::io::stdout();
+    let out = generate(&model.llama, &model.tokenizer, prompt, config, |piece| {
+        let _ = write!(stdout, "{piece}");
+        let _ = stdout.flush();
+    })?;
+    println!();
+    let n = out.ids.len().max(1);
+    eprintln!(
+        "[{} prompt tokens: {:.1} tok/s prefill; {} new tokens: {:.1} tok/s decode; {:?}]",
+        out.prompt_len,
+        out.prompt_len as f64 / out.prefill_secs.max(1e-9),
+        out.ids.len(),
+        n.saturating_sub(1) as f64 / out.decode_secs.max(1e-9),
+        out.finish
+    );
+    Ok(out.text)
+}
+
+fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    match cli.command {
+        Cmd::Generate {
+            prompt,
+            chat,
+            model,
+            sample,
+        } => {
+            let model = load(&model)?;
+            let text = if chat {
+                model
+                    .tokenizer
+                    .render_chat(&[ChatMessage::user(prompt.clone())], true)?
+            } else {
+                prompt.clone()
+            };
+            if !chat {
+                print!("{prompt}");
+            }
+            stream(&model, &Prompt::new().text(text), &sample.config())?;
+        }
+        Cmd::Chat {
+            system,
+            model,
+            sample,
+        } => {
+            let model = load(&model)?;
+            let mut messages: Vec<ChatMessage> = system
+                .into_iter()
+                .map(|s| ChatMessage::new("system", s))
+                .collect();
+            eprintln!("chat: type a message per line; end with Ctrl-D");
+            for line in std::io::stdin().lock().lines() {
+                let line = line?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                messages.push(ChatMessage::user(line));
+                let text = model.tokenizer.render_chat(&messages, true)?;
+                print!("assistant: ");
+                let answer = stream(&model, &Prompt::new().text(text), &sample.config())?;
+                messages.push(ChatMessage::new("assistant", answer));
+            }
+        }
+        Cmd::PromptTune {
+            question,
+            target,
+            tokens,
+            steps,
+            lr,
+            seed,
+            model,
+        } => {
+            let model = load(&model)?;
+            let context = model
+                .tokenizer
+                .render_chat(&[ChatMessage::user(question.clone())], true)?;
+            let config = GenerationConfig::new().with_max_new_tokens(48);
+            println!("question: {question}");
+            print!("frozen model, no soft prompt: ");
+            let before = stream(&model, &Prompt::new().text(context.clone()), &config)?;
+            let examples = [TuningExample {
+                context: Prompt::new().text(context.clone()),
+                target: format!("{target}<|im_end|>"),
+            }];
+            let tuning = PromptTuningConfig::new()
+                .with_n_tokens(tokens)
+                .with_steps(steps)
+                .with_lr(lr)
+                .with_seed(seed);
+            let pb = ProgressBar::new(steps as u64);
+            pb.set_style(
+                ProgressStyle::with_template("training {bar:30} {pos}/{len} steps, {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            let start = Instant::now();
+            let (soft, report) = tune_soft_prompt(
+                &model.llama,
+                &model.tokenizer,
+                &examples,
+                &tuning,
+                |step, loss| {
+                    pb.set_position(step as u64 + 1);
+                    pb.set_message(format!("loss {loss:.4}"));
+                },
+            )?;
+            pb.finish_and_clear();
+            let secs = start.elapsed().as_secs_f64();
+            eprintln!(
+                "trained {} soft-prompt vectors in {} steps, {secs:.1} s ({:.2} s/step); loss {:.3} -> {:.4}",
+                soft.len(),
+                report.losses.len(),
+                secs / report.losses.len().max(1) as f64,
+                report.losses.first().copied().unwrap_or(f32::NAN),
+                report.losses.last().copied().unwrap_or(f32::NAN)
+            );
+            let soft_plain = glaze::SoftTokens::new(soft.tokens().into_tensor().inner_plain());
+            print!("frozen model + trained soft prompt: ");
+            let after = stream(
+                &model,
+                &Prompt::new().soft(soft_plain).text(context),
+                &config,
+            )?;
+            println!(
+                "target {}reached (before: {:?}, after: {:?})",
+                if after.trim() == target.trim() {
+                    ""
+                } else {
+                    "NOT "
+                },
+                before.trim(),
+                after.trim()
+            );
+        }
+        Cmd::Bench(args) => bench::run(args)?,
+    }
+    Ok(())
+}
+
+/// Moves an autodiff tensor's values to a plain tensor, for inference.
+trait InnerPlain {
+    fn inner_plain(self) -> Self;
+}
+
+impl InnerPlain for burn::prelude::Tensor<2> {
+    fn inner_plain(self) -> Self {
+        let device = self.device().without_autodiff();
+        burn::prelude::Tensor::from_data(self.into_data(), &device)
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("glaze: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -229,3 +229,51 @@ pub fn check_adapter<A, M, F>(
         "backbone weights changed during adapter training"
     );
 }
+
+/// A byte-level [`TextCodec`] for tiny test backbones: id = byte value + 3; ids 0..3 are
+/// `<pad>`, `<bos>` and `<eos>`. Vocabulary size 259.
+#[derive(Debug, Clone, Default)]
+pub struct ByteCodec;
+
+impl ByteCodec {
+    /// Vocabulary size.
+    pub const VOCAB: usize = 259;
+}
+
+impl TextCodec for ByteCodec {
+    fn encode(&self, text: &str) -> crate::Result<Vec<u32>> {
+        Ok(text.bytes().map(|b| b as u32 + 3).collect())
+    }
+
+    fn decode(&self, ids: &[u32], _keep_special: bool) -> crate::Result<String> {
+        let bytes: Vec<u8> = ids
+            .iter()
+            .filter(|&&i| i >= 3)
+            .map(|&i| (i - 3).min(255) as u8)
+            .collect();
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    fn render_chat(
+        &self,
+        messages: &[crate::ChatMessage],
+        add_generation_prompt: bool,
+    ) -> crate::Result<String> {
+        let mut s: String = messages
+            .iter()
+            .map(|m| format!("{}: {}\n", m.role, m.content))
+            .collect();
+        if add_generation_prompt {
+            s.push_str("assistant: ");
+        }
+        Ok(s)
+    }
+
+    fn stop_ids(&self) -> &[u32] {
+        &[2]
+    }
+
+    fn pad_id(&self) -> u32 {
+        0
+    }
+}

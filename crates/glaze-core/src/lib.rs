@@ -2,6 +2,7 @@
 
 pub mod adapter;
 pub mod backbone;
+pub mod device;
 pub mod error;
 pub mod harness;
 pub mod loss;
@@ -12,6 +13,7 @@ pub mod tuning;
 
 pub use adapter::{Adapter, Condition, Encoder, EncoderSpec, Features};
 pub use backbone::{BackboneSpec, ChatMessage, ForwardOptions, FrozenBackbone, KvCache, TextCodec};
+pub use device::DeviceChoice;
 pub use error::{Error, Result};
 pub use prompt::{
     DEFAULT_PLACEHOLDERS, Embedded, EmbeddedBatch, Prompt, PromptTemplate, Segment, embed_batch,
