@@ -152,15 +152,18 @@ impl GgufWriter {
             offsets.push(offset);
             offset += (data.len() as u64).div_ceil(32) * 32;
         }
-        while out.len() % 32 != 0 {
+        while !out.len().is_multiple_of(32) {
             out.push(0);
         }
+        let base = out.len() as u64;
         for ((_, _, _, data), off) in self.tensors.iter().zip(offsets) {
-            let start = out.len() as u64;
-            debug_assert_eq!(start % 32, 0);
-            let _ = off;
+            assert_eq!(
+                out.len() as u64,
+                base + off,
+                "tensor data at its declared offset"
+            );
             out.extend(data);
-            while out.len() % 32 != 0 {
+            while !out.len().is_multiple_of(32) {
                 out.push(0);
             }
         }

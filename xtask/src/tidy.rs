@@ -50,10 +50,11 @@ fn glaze_deps(manifest: &str) -> Vec<String> {
             in_deps = line == "[dependencies]";
             continue;
         }
-        if in_deps && line.starts_with("glaze") {
-            if let Some(name) = line.split(['=', '.', ' ']).next() {
-                deps.push(name.trim().to_string());
-            }
+        if in_deps
+            && line.starts_with("glaze")
+            && let Some(name) = line.split(['=', '.', ' ']).next()
+        {
+            deps.push(name.trim().to_string());
         }
     }
     deps

@@ -15,6 +15,7 @@ pub const DEFAULT_PLACEHOLDERS: [&str; 4] = ["<image>", "<audio>", "<speech>", "
 
 /// One part of a prompt.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // a prompt holds a handful of segments
 pub enum Segment {
     /// Text, tokenized by the backbone's tokenizer (special tokens recognised).
     Text(String),

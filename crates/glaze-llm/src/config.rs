@@ -99,7 +99,7 @@ impl LlamaConfig {
                 return Err(bad(field, format!("{v} is implausibly large")));
             }
         }
-        if self.n_heads % self.n_kv_heads != 0 {
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return Err(bad(
                 "n_kv_heads",
                 format!(
@@ -108,7 +108,7 @@ impl LlamaConfig {
                 ),
             ));
         }
-        if self.head_dim() % 2 != 0 || self.head_dim() == 0 {
+        if !self.head_dim().is_multiple_of(2) || self.head_dim() == 0 {
             return Err(bad("head_dim", format!("{} must be even", self.head_dim())));
         }
         Ok(())

@@ -119,7 +119,7 @@ impl Llama {
             _ => vec![past as i64; b],
         };
         let s_len = past + t;
-        let ctx = if past_mask.is_none() && new_mask.is_none() {
+        if past_mask.is_none() && new_mask.is_none() {
             let (cos, sin) = self.rope.tables(&Positions::Range(past), t);
             let bias = (t > 1).then(|| {
                 let mut bias = vec![0f32; t * s_len];
@@ -184,8 +184,7 @@ impl Llama {
                     device,
                 )),
             }
-        };
-        ctx
+        }
     }
 }
 

@@ -16,6 +16,7 @@ pub struct Rope {
 }
 
 /// Positions of the rows of one forward pass.
+#[allow(clippy::large_enum_variant)] // built once per forward pass
 #[derive(Debug, Clone)]
 pub enum Positions {
     /// Every row has positions `start..start + T`.

@@ -119,10 +119,11 @@ impl Tokenizer {
         let bos = id("tokenizer.ggml.bos_token_id");
         let mut stop_ids: Vec<u32> = eos.into_iter().collect();
         for name in ["<|im_end|>", "<|eot_id|>", "<|endoftext|>", "</s>"] {
-            if let Some(i) = tokens.iter().position(|t| *t == name) {
-                if !stop_ids.contains(&(i as u32)) && special.iter().any(|s| s.content == name) {
-                    stop_ids.push(i as u32);
-                }
+            if let Some(i) = tokens.iter().position(|t| *t == name)
+                && !stop_ids.contains(&(i as u32))
+                && special.iter().any(|s| s.content == name)
+            {
+                stop_ids.push(i as u32);
             }
         }
         Ok(Tokenizer {
@@ -164,10 +165,10 @@ impl Tokenizer {
         let bos_token = text_of(cfg.get("bos_token")).unwrap_or_default();
         let mut stop_ids: Vec<u32> = inner.token_to_id(&eos_token).into_iter().collect();
         for name in ["<|im_end|>", "<|eot_id|>"] {
-            if let Some(i) = inner.token_to_id(name) {
-                if !stop_ids.contains(&i) {
-                    stop_ids.push(i);
-                }
+            if let Some(i) = inner.token_to_id(name)
+                && !stop_ids.contains(&i)
+            {
+                stop_ids.push(i);
             }
         }
         let pad_id = text_of(cfg.get("pad_token"))
