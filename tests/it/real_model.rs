@@ -180,3 +180,42 @@ fn soft_prompt_teaches_the_frozen_model_a_sentence() {
         "backbone bit-identical"
     );
 }
+
+#[test]
+fn quantized_decode_steps_match_reference_logits() {
+    // One token at a time through the KV cache: every step runs the quantized-block kernels
+    // (weights exactly as stored, f32 activations), not the dense f32 matmuls.
+    use glaze::ForwardOptions;
+    let model = smollm2();
+    let reference_json = smollm2_reference();
+    let ids = ref_ids(&reference_json, "prompt_token_ids");
+    let (_, want) = read_npy_f32(&reference("smollm2/smollm2_ref_prompt_logits.npy"));
+    let mut cache = model.llama.new_cache();
+    for (pos, &id) in ids.iter().enumerate() {
+        let t = Tensor::<2, Int>::from_data([[id as i64]], model.llama.device());
+        let hidden = model
+            .llama
+            .forward(model.llama.embed(t), ForwardOptions::cached(&mut cache));
+        let got: Vec<f32> = model
+            .llama
+            .lm_head(hidden)
+            .into_data()
+            .try_into_vec()
+            .expect("f32");
+        let row = &want[pos * 49152..(pos + 1) * 49152];
+        let max = got
+            .iter()
+            .zip(row)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        let argmax = |v: &[f32]| {
+            v.iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(i, _)| i)
+        };
+        eprintln!("step {pos}: max |Δ| = {max:e}");
+        assert!(max <= 1e-3, "step {pos}: max |Δ| = {max}");
+        assert_eq!(argmax(&got), argmax(row), "top-1 at step {pos}");
+    }
+}

@@ -6,6 +6,7 @@
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
+use crate::linear::FrozenLinear;
 use crate::rope::Rope;
 
 /// Configuration of an [`Attention`] layer.
@@ -27,8 +28,12 @@ impl AttentionConfig {
         let qkv = (self.n_heads + 2 * self.n_kv_heads) * self.head_dim;
         let dist = burn::tensor::Distribution::Normal(0.0, 0.02);
         Attention {
-            wqkv: Tensor::random([self.d_model, qkv], dist, device),
-            wo: Tensor::random([self.n_heads * self.head_dim, self.d_model], dist, device),
+            wqkv: FrozenLinear::new(Tensor::random([self.d_model, qkv], dist, device)),
+            wo: FrozenLinear::new(Tensor::random(
+                [self.n_heads * self.head_dim, self.d_model],
+                dist,
+                device,
+            )),
             n_heads: self.n_heads,
             n_kv_heads: self.n_kv_heads,
             head_dim: self.head_dim,
@@ -39,8 +44,8 @@ impl AttentionConfig {
 /// Self-attention with fused q/k/v projection `[D, (H + 2KV)·hd]` and output `[H·hd, D]`.
 #[derive(Debug, Clone)]
 pub struct Attention {
-    pub(crate) wqkv: Tensor<2>,
-    pub(crate) wo: Tensor<2>,
+    pub(crate) wqkv: FrozenLinear,
+    pub(crate) wo: FrozenLinear,
     n_heads: usize,
     n_kv_heads: usize,
     head_dim: usize,
@@ -71,7 +76,7 @@ impl Attention {
         let [b, t, d] = x.dims();
         let (h, kv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
         let rep = h / kv;
-        let qkv = x.reshape([b * t, d]).matmul(self.wqkv.clone());
+        let qkv = self.wqkv.forward(x.reshape([b * t, d]));
         let q = qkv
             .clone()
             .slice(s![.., 0..h * hd])
@@ -115,6 +120,6 @@ impl Attention {
             .swap_dims(1, 2)
             .reshape([b * t, h * hd]);
         debug_assert!(s_len >= t);
-        out.matmul(self.wo.clone()).reshape([b, t, d])
+        self.wo.forward(out).reshape([b, t, d])
     }
 }

@@ -478,4 +478,18 @@ impl crate::weights::WeightSource for GgufFile {
                 })?;
         Ok((shape, self.dequantize(name)?))
     }
+
+    fn quantized(&self, name: &str, rows: usize, cols: usize) -> Option<crate::qmatmul::QMatrix> {
+        let info = self.tensor(name)?;
+        if info.shape() != [rows, cols] {
+            return None;
+        }
+        let ty = GgmlType::from_u32(info.ggml_type)?;
+        crate::qmatmul::QMatrix::from_ggml(
+            ty,
+            &self.bytes[info.start..info.start + info.len],
+            rows,
+            cols,
+        )
+    }
 }

@@ -23,6 +23,8 @@ pub struct Llama {
     pub(crate) norm: RmsNorm,
     /// Untied LM head `[D, V]`; `None` when tied to `embed`.
     pub(crate) lm_head: Option<Tensor<2>>,
+    /// The head (tied or not) as quantized `[V, D]` rows, for decode steps.
+    pub(crate) lm_head_q: Option<std::sync::Arc<crate::qmatmul::QMatrix>>,
     pub(crate) rope: Rope,
     pub(crate) device: Device,
 }
@@ -52,6 +54,7 @@ impl Llama {
                 .init(&device),
             lm_head: (!config.tie_embeddings)
                 .then(|| Tensor::random([config.d_model, config.vocab_size], dist, &device)),
+            lm_head_q: None,
             rope: Rope::new(
                 config.head_dim(),
                 config.context_length,
@@ -85,11 +88,11 @@ impl Llama {
         for (i, b) in self.blocks.iter().enumerate() {
             let n = |s: &str| format!("blocks.{i}.{s}");
             out.push((n("attn_norm"), b.attn_norm.weight.clone().unsqueeze()));
-            out.push((n("wqkv"), b.attn.wqkv.clone()));
-            out.push((n("wo"), b.attn.wo.clone()));
+            out.push((n("wqkv"), b.attn.wqkv.dense.clone()));
+            out.push((n("wo"), b.attn.wo.dense.clone()));
             out.push((n("ffn_norm"), b.ffn_norm.weight.clone().unsqueeze()));
-            out.push((n("w_gate_up"), b.mlp.w_gate_up.clone()));
-            out.push((n("w_down"), b.mlp.w_down.clone()));
+            out.push((n("w_gate_up"), b.mlp.w_gate_up.dense.clone()));
+            out.push((n("w_down"), b.mlp.w_down.dense.clone()));
         }
         out.push(("norm".into(), self.norm.weight.clone().unsqueeze()));
         if let Some(h) = &self.lm_head {
@@ -245,6 +248,19 @@ impl FrozenBackbone for Llama {
         let [b, t, d] = hidden.dims();
         let v = self.config.vocab_size;
         let flat = hidden.reshape([b * t, d]);
+        if let Some(q) = &self.lm_head_q
+            && b * t <= crate::linear::QUANT_MAX_ROWS
+            && !flat.device().is_autodiff()
+        {
+            let device = flat.device();
+            let x = flat
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .expect("invariant: float data converts to f32");
+            let y = q.matmul(&x, b * t);
+            return Tensor::from_data(TensorData::new(y, [b, t, v]), &device);
+        }
         let logits = match &self.lm_head {
             Some(w) => flat.matmul(w.clone()),
             None => flat.matmul(self.embed.clone().transpose()),

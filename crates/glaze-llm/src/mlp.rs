@@ -3,6 +3,8 @@
 use burn::prelude::*;
 use burn::tensor::activation::silu;
 
+use crate::linear::FrozenLinear;
+
 /// Configuration of a [`SwiGlu`] block.
 #[derive(Config, Debug)]
 pub struct SwiGluConfig {
@@ -17,8 +19,12 @@ impl SwiGluConfig {
     pub fn init(&self, device: &Device) -> SwiGlu {
         let dist = burn::tensor::Distribution::Normal(0.0, 0.02);
         SwiGlu {
-            w_gate_up: Tensor::random([self.d_model, 2 * self.ffn_dim], dist, device),
-            w_down: Tensor::random([self.ffn_dim, self.d_model], dist, device),
+            w_gate_up: FrozenLinear::new(Tensor::random(
+                [self.d_model, 2 * self.ffn_dim],
+                dist,
+                device,
+            )),
+            w_down: FrozenLinear::new(Tensor::random([self.ffn_dim, self.d_model], dist, device)),
         }
     }
 }
@@ -26,8 +32,8 @@ impl SwiGluConfig {
 /// Fused gate/up projection `[D, 2F]` (gate first) and down projection `[F, D]`.
 #[derive(Debug, Clone)]
 pub struct SwiGlu {
-    pub(crate) w_gate_up: Tensor<2>,
-    pub(crate) w_down: Tensor<2>,
+    pub(crate) w_gate_up: FrozenLinear,
+    pub(crate) w_down: FrozenLinear,
 }
 
 impl SwiGlu {
@@ -35,12 +41,10 @@ impl SwiGlu {
     /// `[B, T, D]` → `[B, T, D]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [b, t, d] = x.dims();
-        let f = self.w_down.dims()[0];
-        let gu = x.reshape([b * t, d]).matmul(self.w_gate_up.clone());
+        let f = self.w_down.d_in();
+        let gu = self.w_gate_up.forward(x.reshape([b * t, d]));
         let gate = gu.clone().slice(s![.., 0..f]);
         let up = gu.slice(s![.., f..2 * f]);
-        (silu(gate) * up)
-            .matmul(self.w_down.clone())
-            .reshape([b, t, d])
+        self.w_down.forward(silu(gate) * up).reshape([b, t, d])
     }
 }

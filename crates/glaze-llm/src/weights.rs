@@ -9,7 +9,9 @@ use burn::prelude::*;
 
 use crate::config::{LlamaConfig, RopeLayout};
 use crate::error::{Error, Result};
+use crate::linear::FrozenLinear;
 use crate::llama::Llama;
+use crate::qmatmul::QMatrix;
 use crate::rope::unpermute_rows;
 
 /// A source of named f32 tensors in row-major (PyTorch) layout.
@@ -20,6 +22,11 @@ pub trait WeightSource {
     fn has(&self, name: &str) -> bool;
     /// A tensor's shape (outermost first) and values.
     fn tensor(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)>;
+    /// The tensor as quantized `[rows, cols]` blocks, when the source stores it in a block
+    /// type with a kernel ([`QMatrix`]). Default: none.
+    fn quantized(&self, _name: &str, _rows: usize, _cols: usize) -> Option<QMatrix> {
+        None
+    }
 }
 
 /// How a source names Llama tensors.
@@ -83,6 +90,11 @@ struct Loader<'a> {
 }
 
 impl Loader<'_> {
+    fn quant(&self, key: Key, layer: usize, rows: usize, cols: usize) -> Option<QMatrix> {
+        self.source
+            .quantized(&name(self.naming, key, layer), rows, cols)
+    }
+
     fn get(&self, key: Key, layer: usize, expected: &[usize]) -> Result<Vec<f32>> {
         let name = name(self.naming, key, layer);
         let (shape, data) = self.source.tensor(&name)?;
@@ -113,6 +125,27 @@ fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
         }
     }
     out
+}
+
+fn linear(dense: Tensor<2>, quant: Option<QMatrix>) -> FrozenLinear {
+    FrozenLinear {
+        dense,
+        quant: quant.map(std::sync::Arc::new),
+    }
+}
+
+/// Row order that turns interleaved-RoPE q/k rows into rotate-half rows (see `unpermute_rows`).
+fn unpermute_order(n_heads: usize, head_dim: usize) -> Vec<usize> {
+    let half = head_dim / 2;
+    let mut order = vec![0; n_heads * head_dim];
+    for h in 0..n_heads {
+        for j in 0..2 {
+            for i in 0..half {
+                order[h * head_dim + j * half + i] = h * head_dim + 2 * i + j;
+            }
+        }
+    }
+    order
 }
 
 fn t2(data: Vec<f32>, shape: [usize; 2], device: &Device) -> Tensor<2> {
@@ -154,21 +187,48 @@ pub fn load_llama(
         let vv = l.get(Key::V, i, &[kv * hd, d])?;
         let qkv_rows = [q, k, vv].concat();
         let n_qkv = (h + 2 * kv) * hd;
+        let qkv_q = (|| {
+            let mut q = l.quant(Key::Q, i, h * hd, d)?;
+            let mut k = l.quant(Key::K, i, kv * hd, d)?;
+            if unpermute {
+                q.permute_rows(&unpermute_order(h, hd));
+                k.permute_rows(&unpermute_order(kv, hd));
+            }
+            QMatrix::vstack(vec![q, k, l.quant(Key::V, i, kv * hd, d)?])
+        })();
+        let gate_up_q = (|| {
+            QMatrix::vstack(vec![
+                l.quant(Key::Gate, i, f, d)?,
+                l.quant(Key::Up, i, f, d)?,
+            ])
+        })();
         let block = &mut model.blocks[i];
-        block.attn.wqkv = t2(transpose(&qkv_rows, n_qkv, d), [d, n_qkv], &device);
-        block.attn.wo = t2(
-            transpose(&l.get(Key::O, i, &[d, h * hd])?, d, h * hd),
-            [h * hd, d],
-            &device,
+        block.attn.wqkv = linear(
+            t2(transpose(&qkv_rows, n_qkv, d), [d, n_qkv], &device),
+            qkv_q,
+        );
+        block.attn.wo = linear(
+            t2(
+                transpose(&l.get(Key::O, i, &[d, h * hd])?, d, h * hd),
+                [h * hd, d],
+                &device,
+            ),
+            l.quant(Key::O, i, d, h * hd),
         );
         block.attn_norm.weight = t1(l.get(Key::AttnNorm, i, &[d])?, &device);
         block.ffn_norm.weight = t1(l.get(Key::FfnNorm, i, &[d])?, &device);
         let gate_up = [l.get(Key::Gate, i, &[f, d])?, l.get(Key::Up, i, &[f, d])?].concat();
-        block.mlp.w_gate_up = t2(transpose(&gate_up, 2 * f, d), [d, 2 * f], &device);
-        block.mlp.w_down = t2(
-            transpose(&l.get(Key::Down, i, &[d, f])?, d, f),
-            [f, d],
-            &device,
+        block.mlp.w_gate_up = linear(
+            t2(transpose(&gate_up, 2 * f, d), [d, 2 * f], &device),
+            gate_up_q,
+        );
+        block.mlp.w_down = linear(
+            t2(
+                transpose(&l.get(Key::Down, i, &[d, f])?, d, f),
+                [f, d],
+                &device,
+            ),
+            l.quant(Key::Down, i, d, f),
         );
     }
     model.norm.weight = t1(l.get(Key::Norm, 0, &[d])?, &device);
@@ -183,6 +243,12 @@ pub fn load_llama(
         ))
     };
     model.config.tie_embeddings = model.lm_head.is_none();
+    let head_key = if model.lm_head.is_some() {
+        Key::Head
+    } else {
+        Key::Embed
+    };
+    model.lm_head_q = l.quant(head_key, 0, v, d).map(std::sync::Arc::new);
     Ok(model)
 }
 

@@ -1,0 +1,55 @@
+//! A frozen linear map with two kernels: burn's dense matmul (autodiff inputs, long
+//! sequences) and, when the weights came quantized, the block kernels of [`QMatrix`] for a few
+//! rows of non-autodiff input (decode steps).
+
+use std::sync::Arc;
+
+use burn::prelude::*;
+
+use crate::qmatmul::QMatrix;
+
+/// Inputs with at most this many rows use the quantized kernels.
+pub const QUANT_MAX_ROWS: usize = 8;
+
+/// `y = x · W`, `W` stored dense as `[in, out]` and optionally as quantized `[out, in]` rows.
+#[derive(Debug, Clone)]
+pub struct FrozenLinear {
+    pub(crate) dense: Tensor<2>,
+    pub(crate) quant: Option<Arc<QMatrix>>,
+}
+
+impl FrozenLinear {
+    /// A dense-only map from `[in, out]` weights.
+    pub fn new(dense: Tensor<2>) -> Self {
+        FrozenLinear { dense, quant: None }
+    }
+
+    /// Input width.
+    pub fn d_in(&self) -> usize {
+        self.dense.dims()[0]
+    }
+
+    /// Output width.
+    pub fn d_out(&self) -> usize {
+        self.dense.dims()[1]
+    }
+
+    /// # Shapes
+    /// `[N, in]` → `[N, out]`.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let [n, _] = x.dims();
+        match &self.quant {
+            Some(q) if n <= QUANT_MAX_ROWS && !x.device().is_autodiff() => {
+                let device = x.device();
+                let data = x
+                    .into_data()
+                    .convert::<f32>()
+                    .try_into_vec::<f32>()
+                    .expect("invariant: float data converts to f32");
+                let y = q.matmul(&data, n);
+                Tensor::from_data(TensorData::new(y, [n, q.rows()]), &device)
+            }
+            _ => x.matmul(self.dense.clone()),
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! AVX2/FMA kernels for [`crate::qmatmul`]: one weight row against `N ≤ 4` inputs.
+//!
+//! Chosen at run time (`is_x86_feature_detected!`); every other CPU takes the portable path in
+//! `qmatmul.rs`. This is the one module that uses `unsafe`: the `#[target_feature]` functions
+//! may only run on CPUs that have the feature (checked by the caller), and every raw load reads
+//! inside a slice whose length is asserted first.
+#![allow(unsafe_code)]
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// Whether the AVX-512 (F + BW) kernels can run here.
+pub fn avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether the AVX2/FMA kernels can run here.
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Block format of a row.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind<'a> {
+    /// Scales, minimums, 16 packed bytes per block.
+    Q4_1(&'a [f32], &'a [f32], &'a [u8]),
+    /// Scales, 16 packed bytes per block (offset 8).
+    Q4_0(&'a [f32], &'a [u8]),
+    /// Scales, 32 signed bytes per block.
+    Q8_0(&'a [f32], &'a [i8]),
+}
+
+/// `out[k] = Σ_c W[c] · x[k·cols + c]` for one row `W` of `bpr` blocks, `k < N`.
+///
+/// `xsum[k·bpr + b]` is the sum of input `k` over block `b`.
+#[cfg(target_arch = "x86_64")]
+pub fn dot_row<const N: usize>(
+    kind: Kind<'_>,
+    x: &[f32],
+    xsum: &[f32],
+    cols: usize,
+    out: &mut [f32],
+) {
+    let bpr = cols / 32;
+    assert!(x.len() >= N * cols && xsum.len() >= N * bpr && out.len() >= N);
+    match kind {
+        Kind::Q4_1(d, m, q) => assert!(d.len() == bpr && m.len() == bpr && q.len() == bpr * 16),
+        Kind::Q4_0(d, q) => assert!(d.len() == bpr && q.len() == bpr * 16),
+        Kind::Q8_0(d, q) => assert!(d.len() == bpr && q.len() == bpr * 32),
+    }
+    if avx512() {
+        if N == 1 {
+            // SAFETY: the CPU has AVX-512 F and BW (checked); lengths were asserted above.
+            out[0] = unsafe { dot1_avx512(kind, &x[..cols], &xsum[..bpr]) };
+            return;
+        }
+        // SAFETY: the CPU has AVX-512 F and BW (checked); all lengths were asserted above.
+        return unsafe { dot_row_avx512::<N>(kind, x, xsum, cols, out) };
+    }
+    assert!(available(), "invariant: caller checked available()");
+    // SAFETY: the CPU has AVX2 and FMA (asserted above); all lengths were asserted above.
+    unsafe { dot_row_avx2::<N>(kind, x, xsum, cols, out) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn hsum(v: __m256) -> f32 {
+    let lo = _mm256_castps256_ps128(v);
+    let hi = _mm256_extractf128_ps(v, 1);
+    let s = _mm_add_ps(lo, hi);
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    _mm_cvtss_f32(s)
+}
+
+/// Adds the 32 weights `w` (four vectors of 8) times input `k`'s block `b` to `acc[k]`.
+macro_rules! fma_inputs {
+    ($acc:ident, $w:expr, $x:ident, $cols:ident, $b:ident) => {
+        let [w0, w1, w2, w3] = $w;
+        for k in 0..N {
+            let xb: &[f32; 32] = $x[k * $cols + $b * 32..k * $cols + $b * 32 + 32]
+                .try_into()
+                .expect("32 values");
+            let p = xb.as_ptr();
+            // SAFETY: four 8-float reads inside the 32 floats of `xb`.
+            let (x0, x1, x2, x3) = unsafe {
+                (
+                    _mm256_loadu_ps(p),
+                    _mm256_loadu_ps(p.add(8)),
+                    _mm256_loadu_ps(p.add(16)),
+                    _mm256_loadu_ps(p.add(24)),
+                )
+            };
+            let mut a = $acc[k];
+            a = _mm256_fmadd_ps(w0, x0, a);
+            a = _mm256_fmadd_ps(w1, x1, a);
+            a = _mm256_fmadd_ps(w2, x2, a);
+            a = _mm256_fmadd_ps(w3, x3, a);
+            $acc[k] = a;
+        }
+    };
+}
+
+/// 16 packed 4-bit quants of block `b` as four vectors of 8 floats times `d[b]`.
+macro_rules! q4_weights {
+    ($q:ident, $d:ident, $b:ident, $low:ident) => {{
+        let block: &[u8; 16] = $q[$b * 16..$b * 16 + 16].try_into().expect("16 bytes");
+        // SAFETY: reads exactly the 16 bytes of `block`.
+        let bytes = unsafe { _mm_loadu_si128(block.as_ptr() as *const __m128i) };
+        let lo = _mm_and_si128(bytes, $low);
+        let hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), $low);
+        let scale = _mm256_set1_ps($d[$b]);
+        let f = |v: __m128i| _mm256_mul_ps(scale, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)));
+        [
+            f(lo),
+            f(_mm_srli_si128(lo, 8)),
+            f(hi),
+            f(_mm_srli_si128(hi, 8)),
+        ]
+    }};
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn dot_row_avx2<const N: usize>(
+    kind: Kind<'_>,
+    x: &[f32],
+    xsum: &[f32],
+    cols: usize,
+    out: &mut [f32],
+) {
+    let bpr = cols / 32;
+    let mut acc = [_mm256_setzero_ps(); N];
+    let mut extra = [0f32; N];
+    let low = _mm_set1_epi8(0x0F);
+    match kind {
+        Kind::Q4_1(d, m, q) => {
+            for b in 0..bpr {
+                fma_inputs!(acc, q4_weights!(q, d, b, low), x, cols, b);
+                for k in 0..N {
+                    extra[k] += m[b] * xsum[k * bpr + b];
+                }
+            }
+        }
+        Kind::Q4_0(d, q) => {
+            for b in 0..bpr {
+                fma_inputs!(acc, q4_weights!(q, d, b, low), x, cols, b);
+                for k in 0..N {
+                    extra[k] -= 8.0 * d[b] * xsum[k * bpr + b];
+                }
+            }
+        }
+        Kind::Q8_0(d, q) => {
+            for b in 0..bpr {
+                let block: &[i8; 32] = q[b * 32..b * 32 + 32].try_into().expect("32 bytes");
+                let p = block.as_ptr() as *const __m128i;
+                // SAFETY: two 16-byte reads inside the 32 bytes of `block`.
+                let (a, c) = unsafe { (_mm_loadu_si128(p), _mm_loadu_si128(p.add(1))) };
+                let scale = _mm256_set1_ps(d[b]);
+                let f =
+                    |v: __m128i| _mm256_mul_ps(scale, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)));
+                let w = [f(a), f(_mm_srli_si128(a, 8)), f(c), f(_mm_srli_si128(c, 8))];
+                fma_inputs!(acc, w, x, cols, b);
+            }
+        }
+    }
+    for k in 0..N {
+        out[k] = hsum(acc[k]) + extra[k];
+    }
+}
+
+/// The AVX-512 variant: a block is two vectors of 16; the block dot is scaled once.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn dot_row_avx512<const N: usize>(
+    kind: Kind<'_>,
+    x: &[f32],
+    xsum: &[f32],
+    cols: usize,
+    out: &mut [f32],
+) {
+    let bpr = cols / 32;
+    let mut acc = [_mm512_setzero_ps(); N];
+    let mut extra = [0f32; N];
+    let low = _mm_set1_epi8(0x0F);
+    for b in 0..bpr {
+        // Quants of block b as floats: weights 0..16 and 16..32, and the block scale.
+        let (w0, w1, d) = match kind {
+            Kind::Q4_1(d, _, q) | Kind::Q4_0(d, q) => {
+                let block: &[u8; 16] = q[b * 16..b * 16 + 16].try_into().expect("16 bytes");
+                // SAFETY: reads exactly the 16 bytes of `block`.
+                let bytes = unsafe { _mm_loadu_si128(block.as_ptr() as *const __m128i) };
+                let lo = _mm_and_si128(bytes, low);
+                let hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), low);
+                (
+                    _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(lo)),
+                    _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(hi)),
+                    d[b],
+                )
+            }
+            Kind::Q8_0(d, q) => {
+                let block: &[i8; 32] = q[b * 32..b * 32 + 32].try_into().expect("32 bytes");
+                let p = block.as_ptr() as *const __m128i;
+                // SAFETY: two 16-byte reads inside the 32 bytes of `block`.
+                let (a, c) = unsafe { (_mm_loadu_si128(p), _mm_loadu_si128(p.add(1))) };
+                (
+                    _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(a)),
+                    _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(c)),
+                    d[b],
+                )
+            }
+        };
+        let scale = _mm512_set1_ps(d);
+        for k in 0..N {
+            let xb: &[f32; 32] = x[k * cols + b * 32..k * cols + b * 32 + 32]
+                .try_into()
+                .expect("32 values");
+            // SAFETY: two 16-float reads inside the 32 floats of `xb`.
+            let (x0, x1) = unsafe {
+                (
+                    _mm512_loadu_ps(xb.as_ptr()),
+                    _mm512_loadu_ps(xb.as_ptr().add(16)),
+                )
+            };
+            let dot = _mm512_fmadd_ps(w1, x1, _mm512_mul_ps(w0, x0));
+            acc[k] = _mm512_fmadd_ps(scale, dot, acc[k]);
+            match kind {
+                Kind::Q4_1(_, m, _) => extra[k] += m[b] * xsum[k * bpr + b],
+                Kind::Q4_0(..) => extra[k] -= 8.0 * d * xsum[k * bpr + b],
+                Kind::Q8_0(..) => {}
+            }
+        }
+    }
+    for k in 0..N {
+        out[k] = _mm512_reduce_add_ps(acc[k]) + extra[k];
+    }
+}
+
+/// One row against one input (a decode step), with iterators instead of indexing.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn dot1_avx512(kind: Kind<'_>, x: &[f32], xsum: &[f32]) -> f32 {
+    let mut acc = _mm512_setzero_ps();
+    let low = _mm_set1_epi8(0x0F);
+    macro_rules! q4_loop {
+        ($d:ident, $q:ident) => {
+            for ((qb, xb), &db) in $q.chunks_exact(16).zip(x.chunks_exact(32)).zip($d) {
+                let qb: &[u8; 16] = qb.try_into().expect("16 bytes");
+                let xb: &[f32; 32] = xb.try_into().expect("32 values");
+                // SAFETY: reads the 16 bytes of `qb` and the 32 floats of `xb`.
+                let (bytes, x0, x1) = unsafe {
+                    (
+                        _mm_loadu_si128(qb.as_ptr() as *const __m128i),
+                        _mm512_loadu_ps(xb.as_ptr()),
+                        _mm512_loadu_ps(xb.as_ptr().add(16)),
+                    )
+                };
+                let lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(bytes, low)));
+                let hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), low);
+                let hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(hi));
+                let dot = _mm512_fmadd_ps(hi, x1, _mm512_mul_ps(lo, x0));
+                acc = _mm512_fmadd_ps(_mm512_set1_ps(db), dot, acc);
+            }
+        };
+    }
+    let extra: f32 = match kind {
+        Kind::Q4_1(d, m, q) => {
+            q4_loop!(d, q);
+            m.iter().zip(xsum).map(|(m, s)| m * s).sum()
+        }
+        Kind::Q4_0(d, q) => {
+            q4_loop!(d, q);
+            d.iter().zip(xsum).map(|(d, s)| -8.0 * d * s).sum()
+        }
+        Kind::Q8_0(d, q) => {
+            for ((qb, xb), &db) in q.chunks_exact(32).zip(x.chunks_exact(32)).zip(d) {
+                let qb: &[i8; 32] = qb.try_into().expect("32 bytes");
+                let xb: &[f32; 32] = xb.try_into().expect("32 values");
+                let p = qb.as_ptr() as *const __m128i;
+                // SAFETY: two 16-byte reads inside `qb`, two 16-float reads inside `xb`.
+                let (a, c, x0, x1) = unsafe {
+                    (
+                        _mm_loadu_si128(p),
+                        _mm_loadu_si128(p.add(1)),
+                        _mm512_loadu_ps(xb.as_ptr()),
+                        _mm512_loadu_ps(xb.as_ptr().add(16)),
+                    )
+                };
+                let w0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(a));
+                let w1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(c));
+                let dot = _mm512_fmadd_ps(w1, x1, _mm512_mul_ps(w0, x0));
+                acc = _mm512_fmadd_ps(_mm512_set1_ps(db), dot, acc);
+            }
+            0.0
+        }
+    };
+    _mm512_reduce_add_ps(acc) + extra
+}

@@ -1,0 +1,441 @@
+//! Matrix products against GGUF-quantized weights kept in their blocks, for small row counts
+//! (decode steps). Decode is bound by memory traffic: an f32 SmolLM2 moves ~540 MB per token,
+//! its Q4_1/Q8_0 blocks ~115 MB. Weights are dequantized on the fly, block by block, with f32
+//! activations (unlike llama.cpp, activations are not quantized), so the result equals the
+//! f32 path up to summation order.
+//!
+//! On x86-64 with AVX2/FMA or AVX-512 the kernels of [`crate::qkernels`] run (chosen at run
+//! time); elsewhere the portable code below, written so that LLVM can vectorize it. Rows are
+//! split across rayon's threads.
+
+use half::f16;
+use rayon::prelude::*;
+
+use crate::quant::GgmlType;
+
+/// Block layout of a quantized matrix, repacked at load: per-block f32 scales (and minimums)
+/// beside the packed quants.
+#[derive(Debug, Clone)]
+enum Blocks {
+    /// `w = d * q + m`, 4-bit `q` (low nibbles: weights 0..16, high: 16..32).
+    Q4_1 {
+        d: Vec<f32>,
+        m: Vec<f32>,
+        qs: Vec<u8>,
+    },
+    /// `w = d * (q - 8)`, 4-bit `q`.
+    Q4_0 { d: Vec<f32>, qs: Vec<u8> },
+    /// `w = d * q`, 8-bit signed `q`.
+    Q8_0 { d: Vec<f32>, qs: Vec<i8> },
+}
+
+/// A `[rows, cols]` matrix in 32-weight quantized blocks along `cols`.
+#[derive(Debug, Clone)]
+pub struct QMatrix {
+    rows: usize,
+    cols: usize,
+    blocks: Blocks,
+}
+
+fn f16_at(b: &[u8], i: usize) -> f32 {
+    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
+}
+
+impl QMatrix {
+    /// Repacks GGUF block bytes of a row-major `[rows, cols]` matrix. `None` for types without
+    /// a kernel (the caller keeps the dense path) or when `cols` is not a multiple of 32.
+    pub fn from_ggml(ty: GgmlType, data: &[u8], rows: usize, cols: usize) -> Option<Self> {
+        if !cols.is_multiple_of(32) || rows == 0 {
+            return None;
+        }
+        let n_blocks = rows * cols / 32;
+        let (_, block_bytes) = ty.block();
+        if data.len() != n_blocks * block_bytes {
+            return None;
+        }
+        let chunks = data.chunks_exact(block_bytes);
+        let blocks = match ty {
+            GgmlType::Q4_1 => {
+                let mut d = Vec::with_capacity(n_blocks);
+                let mut m = Vec::with_capacity(n_blocks);
+                let mut qs = Vec::with_capacity(n_blocks * 16);
+                for b in chunks {
+                    d.push(f16_at(b, 0));
+                    m.push(f16_at(b, 2));
+                    qs.extend_from_slice(&b[4..20]);
+                }
+                Blocks::Q4_1 { d, m, qs }
+            }
+            GgmlType::Q4_0 => {
+                let mut d = Vec::with_capacity(n_blocks);
+                let mut qs = Vec::with_capacity(n_blocks * 16);
+                for b in chunks {
+                    d.push(f16_at(b, 0));
+                    qs.extend_from_slice(&b[2..18]);
+                }
+                Blocks::Q4_0 { d, qs }
+            }
+            GgmlType::Q8_0 => {
+                let mut d = Vec::with_capacity(n_blocks);
+                let mut qs = Vec::with_capacity(n_blocks * 32);
+                for b in chunks {
+                    d.push(f16_at(b, 0));
+                    qs.extend(b[2..34].iter().map(|&q| q as i8));
+                }
+                Blocks::Q8_0 { d, qs }
+            }
+            _ => return None,
+        };
+        Some(QMatrix { rows, cols, blocks })
+    }
+
+    /// Stacks matrices with equal `cols` and block type along rows (fused q/k/v, gate/up).
+    pub fn vstack(parts: Vec<QMatrix>) -> Option<QMatrix> {
+        let cols = parts.first()?.cols;
+        if parts.iter().any(|p| p.cols != cols) {
+            return None;
+        }
+        let rows = parts.iter().map(|p| p.rows).sum();
+        let mut iter = parts.into_iter();
+        let mut first = iter.next()?;
+        for p in iter {
+            match (&mut first.blocks, p.blocks) {
+                (
+                    Blocks::Q4_1 { d, m, qs },
+                    Blocks::Q4_1 {
+                        d: d2,
+                        m: m2,
+                        qs: q2,
+                    },
+                ) => {
+                    d.extend(d2);
+                    m.extend(m2);
+                    qs.extend(q2);
+                }
+                (Blocks::Q4_0 { d, qs }, Blocks::Q4_0 { d: d2, qs: q2 }) => {
+                    d.extend(d2);
+                    qs.extend(q2);
+                }
+                (Blocks::Q8_0 { d, qs }, Blocks::Q8_0 { d: d2, qs: q2 }) => {
+                    d.extend(d2);
+                    qs.extend(q2);
+                }
+                _ => return None,
+            }
+        }
+        first.rows = rows;
+        Some(first)
+    }
+
+    /// Reorders rows: output row `i` is input row `order[i]`.
+    pub fn permute_rows(&mut self, order: &[usize]) {
+        let bpr = self.cols / 32;
+        fn gather<T: Copy>(v: &[T], order: &[usize], per_row: usize) -> Vec<T> {
+            order
+                .iter()
+                .flat_map(|&r| v[r * per_row..(r + 1) * per_row].iter().copied())
+                .collect()
+        }
+        match &mut self.blocks {
+            Blocks::Q4_1 { d, m, qs } => {
+                *d = gather(d, order, bpr);
+                *m = gather(m, order, bpr);
+                *qs = gather(qs, order, bpr * 16);
+            }
+            Blocks::Q4_0 { d, qs } => {
+                *d = gather(d, order, bpr);
+                *qs = gather(qs, order, bpr * 16);
+            }
+            Blocks::Q8_0 { d, qs } => {
+                *d = gather(d, order, bpr);
+                *qs = gather(qs, order, bpr * 32);
+            }
+        }
+    }
+
+    /// Rows (output features).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns (input features).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes held.
+    pub fn size_bytes(&self) -> usize {
+        match &self.blocks {
+            Blocks::Q4_1 { d, m, qs } => d.len() * 4 + m.len() * 4 + qs.len(),
+            Blocks::Q4_0 { d, qs } => d.len() * 4 + qs.len(),
+            Blocks::Q8_0 { d, qs } => d.len() * 4 + qs.len(),
+        }
+    }
+
+    /// Dequantizes to a row-major `[rows, cols]` f32 matrix (the reference for tests).
+    pub fn dequantize(&self) -> Vec<f32> {
+        let mut out = vec![0f32; self.rows * self.cols];
+        for (b, w) in out.chunks_exact_mut(32).enumerate() {
+            match &self.blocks {
+                Blocks::Q4_1 { d, m, qs } => {
+                    let q = &qs[b * 16..b * 16 + 16];
+                    for j in 0..16 {
+                        w[j] = d[b] * (q[j] & 15) as f32 + m[b];
+                        w[j + 16] = d[b] * (q[j] >> 4) as f32 + m[b];
+                    }
+                }
+                Blocks::Q4_0 { d, qs } => {
+                    let q = &qs[b * 16..b * 16 + 16];
+                    for j in 0..16 {
+                        w[j] = d[b] * ((q[j] & 15) as f32 - 8.0);
+                        w[j + 16] = d[b] * ((q[j] >> 4) as f32 - 8.0);
+                    }
+                }
+                Blocks::Q8_0 { d, qs } => {
+                    for j in 0..32 {
+                        w[j] = d[b] * qs[b * 32 + j] as f32;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// `y = x · Wᵀ` for `x` row-major `[n, cols]`; returns `y` row-major `[n, rows]`.
+    pub fn matmul(&self, x: &[f32], n: usize) -> Vec<f32> {
+        self.matmul_with(x, n, crate::qkernels::available())
+    }
+
+    /// [`Self::matmul`] with the SIMD kernels on or off (the portable path is tested too).
+    pub fn matmul_with(&self, x: &[f32], n: usize, simd: bool) -> Vec<f32> {
+        assert_eq!(x.len(), n * self.cols, "invariant: x is [n, cols]");
+        let mut y = vec![0f32; n * self.rows];
+        // Inputs in groups of up to MAX_GROUP: each weight block is dequantized once per group.
+        for (g, xg) in x.chunks(MAX_GROUP * self.cols).enumerate() {
+            let ng = xg.len() / self.cols;
+            let yt = self.matmul_group(xg, ng, simd);
+            for r in 0..self.rows {
+                for k in 0..ng {
+                    y[(g * MAX_GROUP + k) * self.rows + r] = yt[r * ng + k];
+                }
+            }
+        }
+        y
+    }
+
+    /// `[rows, n]` results for `n ≤ MAX_GROUP` inputs.
+    fn matmul_group(&self, x: &[f32], n: usize, simd: bool) -> Vec<f32> {
+        let xsum: Vec<f32> = x.chunks_exact(32).map(|c| c.iter().sum()).collect();
+        let threads = rayon::current_num_threads().max(1);
+        let rows_per_task = self.rows.div_ceil(threads * 4).max(16);
+        let mut yt = vec![0f32; self.rows * n];
+        yt.par_chunks_mut(rows_per_task * n)
+            .enumerate()
+            .for_each(|(task, out)| {
+                let r0 = task * rows_per_task;
+                for (i, y_row) in out.chunks_exact_mut(n).enumerate() {
+                    if simd {
+                        self.dot_row_simd(r0 + i, x, &xsum, n, y_row);
+                    } else {
+                        self.dot_row(r0 + i, x, n, y_row);
+                    }
+                }
+            });
+        yt
+    }
+
+    /// Dequantizes block `b` (global index) into 32 weights.
+    #[inline(always)]
+    fn block(&self, b: usize, w: &mut [f32; 32]) {
+        match &self.blocks {
+            Blocks::Q4_1 { d, m, qs } => {
+                let q: &[u8; 16] = qs[b * 16..b * 16 + 16].try_into().expect("16 quants");
+                let (db, mb) = (d[b], m[b]);
+                for j in 0..16 {
+                    w[j] = db * (q[j] & 15) as f32 + mb;
+                    w[j + 16] = db * (q[j] >> 4) as f32 + mb;
+                }
+            }
+            Blocks::Q4_0 { d, qs } => {
+                let q: &[u8; 16] = qs[b * 16..b * 16 + 16].try_into().expect("16 quants");
+                let db = d[b];
+                for j in 0..16 {
+                    w[j] = db * ((q[j] & 15) as f32 - 8.0);
+                    w[j + 16] = db * ((q[j] >> 4) as f32 - 8.0);
+                }
+            }
+            Blocks::Q8_0 { d, qs } => {
+                let q: &[i8; 32] = qs[b * 32..b * 32 + 32].try_into().expect("32 quants");
+                let db = d[b];
+                for j in 0..32 {
+                    w[j] = db * q[j] as f32;
+                }
+            }
+        }
+    }
+
+    /// [`Self::dot_row`] through the AVX2/FMA kernels, four inputs at a time.
+    fn dot_row_simd(&self, r: usize, x: &[f32], xsum: &[f32], n: usize, out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use crate::qkernels::{Kind, dot_row};
+            let bpr = self.cols / 32;
+            let (s, e) = (r * bpr, (r + 1) * bpr);
+            let kind = match &self.blocks {
+                Blocks::Q4_1 { d, m, qs } => Kind::Q4_1(&d[s..e], &m[s..e], &qs[s * 16..e * 16]),
+                Blocks::Q4_0 { d, qs } => Kind::Q4_0(&d[s..e], &qs[s * 16..e * 16]),
+                Blocks::Q8_0 { d, qs } => Kind::Q8_0(&d[s..e], &qs[s * 32..e * 32]),
+            };
+            for (k0, o) in (0..n).step_by(4).zip(out.chunks_mut(4)) {
+                let (xs, ss) = (&x[k0 * self.cols..], &xsum[k0 * bpr..]);
+                match o.len() {
+                    4 => dot_row::<4>(kind, xs, ss, self.cols, o),
+                    3 => dot_row::<3>(kind, xs, ss, self.cols, o),
+                    2 => dot_row::<2>(kind, xs, ss, self.cols, o),
+                    _ => dot_row::<1>(kind, xs, ss, self.cols, o),
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        self.dot_row(r, x, n, out);
+    }
+
+    /// Row `r` against `n` inputs: `out[k] = Σ_c W[r, c] · x[k, c]`.
+    #[inline(always)]
+    fn dot_row(&self, r: usize, x: &[f32], n: usize, out: &mut [f32]) {
+        match n {
+            1 => self.dot_row_n::<1>(r, x, out),
+            2 => self.dot_row_n::<2>(r, x, out),
+            3 => self.dot_row_n::<3>(r, x, out),
+            _ => {
+                for (k0, o) in (0..n).step_by(4).zip(out.chunks_mut(4)) {
+                    let xs = &x[k0 * self.cols..];
+                    match o.len() {
+                        4 => self.dot_row_n::<4>(r, xs, o),
+                        3 => self.dot_row_n::<3>(r, xs, o),
+                        2 => self.dot_row_n::<2>(r, xs, o),
+                        _ => self.dot_row_n::<1>(r, xs, o),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Row `r` against `N` inputs, accumulators in registers (16 lanes per input).
+    #[inline(always)]
+    fn dot_row_n<const N: usize>(&self, r: usize, x: &[f32], out: &mut [f32]) {
+        let bpr = self.cols / 32;
+        let mut acc = [[0f32; 16]; N];
+        let mut w = [0f32; 32];
+        for b in 0..bpr {
+            self.block(r * bpr + b, &mut w);
+            for (k, a) in acc.iter_mut().enumerate() {
+                let off = k * self.cols + b * 32;
+                let xb: &[f32; 32] = x[off..off + 32].try_into().expect("32 values");
+                for j in 0..16 {
+                    a[j] += w[j] * xb[j] + w[j + 16] * xb[j + 16];
+                }
+            }
+        }
+        for (o, a) in out.iter_mut().zip(&acc) {
+            *o = a.iter().sum();
+        }
+    }
+}
+
+/// Inputs handled together per weight pass.
+const MAX_GROUP: usize = 8;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self) -> u32 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 33) as u32
+        }
+        fn f(&mut self) -> f32 {
+            self.next() as f32 / (1u64 << 31) as f32 - 0.5
+        }
+    }
+
+    fn random_blocks(ty: GgmlType, rows: usize, cols: usize, rng: &mut Lcg) -> Vec<u8> {
+        let (_, bytes) = ty.block();
+        let mut out = Vec::new();
+        for _ in 0..rows * cols / 32 {
+            let mut b: Vec<u8> = (0..bytes).map(|_| rng.next() as u8).collect();
+            // Sane f16 scales (random bits could be NaN/Inf).
+            b[..2].copy_from_slice(&f16::from_f32(rng.f() * 0.1).to_le_bytes());
+            if ty == GgmlType::Q4_1 {
+                b[2..4].copy_from_slice(&f16::from_f32(rng.f() * 0.1).to_le_bytes());
+            }
+            out.extend(b);
+        }
+        out
+    }
+
+    #[test]
+    fn kernels_match_dequantize_then_multiply() {
+        let mut rng = Lcg(42);
+        for ty in [GgmlType::Q4_1, GgmlType::Q4_0, GgmlType::Q8_0] {
+            // Ragged shapes: row counts that do not split evenly over tasks, 1..5 inputs.
+            for (rows, cols) in [(1, 32), (37, 64), (300, 96), (1000, 576)] {
+                let data = random_blocks(ty, rows, cols, &mut rng);
+                let q = QMatrix::from_ggml(ty, &data, rows, cols).expect("supported");
+                let reference = crate::quant::dequantize(ty, &data, rows * cols);
+                assert_eq!(q.dequantize(), reference, "{ty:?} repacked blocks");
+                for (n, simd) in [1, 2, 5, 8, 11]
+                    .into_iter()
+                    .flat_map(|n| [(n, true), (n, false)])
+                {
+                    if simd && !crate::qkernels::available() {
+                        continue;
+                    }
+                    let x: Vec<f32> = (0..n * cols).map(|_| rng.f()).collect();
+                    let y = q.matmul_with(&x, n, simd);
+                    for k in 0..n {
+                        for r in 0..rows {
+                            let want: f64 = (0..cols)
+                                .map(|c| reference[r * cols + c] as f64 * x[k * cols + c] as f64)
+                                .sum();
+                            let got = y[k * rows + r] as f64;
+                            assert!(
+                                (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                                "{ty:?} {rows}x{cols} n={n} simd={simd} row {r}: {got} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn unsupported_shapes_fall_back() {
+        assert!(QMatrix::from_ggml(GgmlType::Q4_1, &[0u8; 20], 1, 16).is_none());
+        assert!(QMatrix::from_ggml(GgmlType::Q4_1, &[0u8; 19], 1, 32).is_none());
+        assert!(QMatrix::from_ggml(GgmlType::Q6K, &[0u8; 210], 1, 256).is_none());
+    }
+
+    #[test]
+    fn stacking_and_permuting_rows() {
+        let mut rng = Lcg(7);
+        let a = random_blocks(GgmlType::Q8_0, 3, 64, &mut rng);
+        let b = random_blocks(GgmlType::Q8_0, 2, 64, &mut rng);
+        let qa = QMatrix::from_ggml(GgmlType::Q8_0, &a, 3, 64).expect("a");
+        let qb = QMatrix::from_ggml(GgmlType::Q8_0, &b, 2, 64).expect("b");
+        let mut s = QMatrix::vstack(vec![qa.clone(), qb.clone()]).expect("stack");
+        assert_eq!(s.rows(), 5);
+        let all = [qa.dequantize(), qb.dequantize()].concat();
+        assert_eq!(s.dequantize(), all);
+        s.permute_rows(&[4, 0, 1, 2, 3]);
+        let d = s.dequantize();
+        assert_eq!(&d[..64], &all[4 * 64..5 * 64]);
+        assert_eq!(&d[64..], &all[..4 * 64]);
+    }
+}
