@@ -45,3 +45,27 @@ fn real_backbone_keeps_the_contract() {
         2e-4,
     );
 }
+
+#[test]
+fn cache_grows_past_its_capacity() {
+    // 120 positions (the tiny context is 128): the buffers grow from 64 to 128 positions.
+    use glaze::{ForwardOptions, FrozenBackbone};
+    let model = tiny(RopeLayout::Half, true);
+    let device = model.device().clone();
+    let n = 120;
+    let ids: Vec<i64> = (0..n).map(|i| (i * 7 % 250 + 3) as i64).collect();
+    let all = Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [1, n]), &device);
+    let full = model.forward(model.embed(all), ForwardOptions::default());
+    let mut cache = model.new_cache();
+    let mut last = None;
+    for (i, &id) in ids.iter().enumerate() {
+        let t = Tensor::<2, Int>::from_data(TensorData::new(vec![id], [1, 1]), &device);
+        let h = model.forward(model.embed(t), ForwardOptions::cached(&mut cache));
+        assert_eq!(cache.len(), i + 1);
+        last = Some(h);
+    }
+    let last = last.expect("steps ran");
+    let want = full.slice(s![.., n - 1..n, ..]);
+    let diff = (last - want).abs().max().into_scalar::<f32>();
+    assert!(diff < 1e-4, "step-by-step decoding differs by {diff}");
+}

@@ -6,6 +6,7 @@
 //! - `tidy`   the project's own conventions, checked
 //! - `bench`  speed and memory against peers, written to docs/benchmarks.md
 
+mod bench;
 mod fetch;
 mod tidy;
 
@@ -19,7 +20,7 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("demo") => demo(),
         Some("tidy") => tidy::tidy(&root()),
-        Some("bench") => bench(&args[1..]),
+        Some("bench") => bench::bench(&args[1..]),
         _ => {
             eprintln!("usage: cargo xtask <fetch|ci|demo|tidy|bench>");
             return ExitCode::from(2);
@@ -129,12 +130,4 @@ fn demo() -> Result<(), String> {
         "--target",
         "The secret word is glaze.",
     ]))
-}
-
-fn bench(args: &[String]) -> Result<(), String> {
-    fetch::fetch(&[])?;
-    let mut cmd = cargo();
-    cmd.args(["run", "--release", "-p", "glaze-cli", "--", "bench"]);
-    cmd.args(args);
-    run(&mut cmd)
 }

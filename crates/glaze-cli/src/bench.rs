@@ -56,7 +56,22 @@ pub fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
             "prefill_tok_s": best_prefill,
             "decode_tok_s": best_decode,
             "wall_s": start.elapsed().as_secs_f64(),
+            "peak_rss_mb": peak_rss_mb(),
+            "device": args.model.device,
         })
     );
     Ok(())
+}
+
+/// Peak resident set size of this process (`VmHWM`), in MiB; 0 where unavailable.
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
 }

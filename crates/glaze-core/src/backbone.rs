@@ -61,11 +61,13 @@ impl<'a> ForwardOptions<'a> {
     }
 }
 
-/// Key/value cache of a decoder, per layer `[B, kv_heads, T, head_dim]`, with the padding mask
-/// of every cached position and the next position index of every row.
+/// Key/value cache of a decoder: per layer, buffers `[B, kv_heads, capacity, head_dim]` whose
+/// first [`KvCache::len`] positions are filled; the padding mask of every cached position and
+/// the next position index of every row.
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
     layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+    len: usize,
     key_mask: Option<Tensor<2, Bool>>,
     next_positions: Vec<i64>,
 }
@@ -75,6 +77,7 @@ impl KvCache {
     pub fn new(n_layers: usize) -> Self {
         KvCache {
             layers: vec![None; n_layers],
+            len: 0,
             key_mask: None,
             next_positions: Vec::new(),
         }
@@ -82,12 +85,12 @@ impl KvCache {
 
     /// Number of cached positions (0 when empty).
     pub fn len(&self) -> usize {
-        self.layers
-            .iter()
-            .flatten()
-            .next()
-            .map(|(k, _)| k.dims()[2])
-            .unwrap_or(0)
+        self.len
+    }
+
+    /// Sets the number of filled positions (the backbone does this after a forward pass).
+    pub fn set_len(&mut self, len: usize) {
+        self.len = len;
     }
 
     /// True when nothing is cached yet.
@@ -95,9 +98,14 @@ impl KvCache {
         self.len() == 0
     }
 
-    /// Cached keys and values of layer `i`.
+    /// Key and value buffers of layer `i` (only the first `len()` positions are filled).
     pub fn layer(&self, i: usize) -> Option<&(Tensor<4>, Tensor<4>)> {
         self.layers.get(i).and_then(Option::as_ref)
+    }
+
+    /// Moves the buffers of layer `i` out (so they can be extended in place), leaving `None`.
+    pub fn take_layer(&mut self, i: usize) -> Option<(Tensor<4>, Tensor<4>)> {
+        self.layers.get_mut(i).and_then(Option::take)
     }
 
     /// Replaces the cached keys and values of layer `i`.
@@ -127,34 +135,6 @@ impl KvCache {
     pub fn set_next_positions(&mut self, positions: Vec<i64>) {
         self.next_positions = positions;
     }
-
-    /// Keeps only the rows in `rows` (for dropping finished sequences from a batch).
-    pub fn retain_rows(&mut self, rows: &[usize]) {
-        if rows.is_empty() {
-            *self = KvCache::new(self.layers.len());
-            return;
-        }
-        let keep: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
-        let index_of = |t: &Tensor<4>| {
-            Tensor::<1, Int>::from_data(TensorData::new(keep.clone(), [keep.len()]), &t.device())
-        };
-        for (k, v) in self.layers.iter_mut().flatten() {
-            let idx = index_of(k);
-            *k = k.clone().select(0, idx.clone());
-            *v = v.clone().select(0, idx);
-        }
-        if let Some(mask) = self.key_mask.take() {
-            let idx = Tensor::<1, Int>::from_data(
-                TensorData::new(keep.clone(), [keep.len()]),
-                &mask.device(),
-            );
-            self.key_mask = Some(mask.select(0, idx));
-        }
-        self.next_positions = rows
-            .iter()
-            .filter_map(|&r| self.next_positions.get(r).copied())
-            .collect();
-    }
 }
 
 /// A frozen LLM seen through the operations plugins need.
@@ -176,6 +156,9 @@ pub trait FrozenBackbone {
     fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3>;
 
     /// Runs the transformer blocks over input embeddings and returns hidden states.
+    ///
+    /// Cached plus new positions must stay within `spec().context_length` (the splice and
+    /// generation check this and return [`Error::ContextOverflow`]); beyond it this panics.
     ///
     /// # Shapes
     /// `embeds [B, T, D]` → `[B, T, D]`.

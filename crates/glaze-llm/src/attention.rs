@@ -60,6 +60,8 @@ pub struct AttnContext {
     pub sin: Tensor<4>,
     /// Additive bias `[B|1, 1, T, S]` (0 or -inf), or `None` when every key is visible.
     pub bias: Option<Tensor<4>>,
+    /// Positions already in the cache before this pass.
+    pub past: usize,
 }
 
 impl Attention {
@@ -77,6 +79,14 @@ impl Attention {
         let (h, kv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
         let rep = h / kv;
         let qkv = self.wqkv.forward(x.reshape([b * t, d]));
+        let cache = match cache {
+            Some(slot) if t == 1 && crate::linear::on_cpu_plain(&qkv.device()) => {
+                let heads = crate::decode::Heads { h, kv, hd };
+                let out = crate::decode::attend(qkv, heads, rope.layout(), ctx, slot);
+                return self.wo.forward(out).reshape([b, t, d]);
+            }
+            other => other,
+        };
         let q = qkv
             .clone()
             .slice(s![.., 0..h * hd])
@@ -95,18 +105,21 @@ impl Attention {
         let k = rope.apply(k, &ctx.cos, &ctx.sin);
         let (k, v) = match cache {
             Some(slot) => {
-                let (k, v) = match slot.take() {
-                    Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
-                    None => (k, v),
-                };
-                *slot = Some((k.clone(), v.clone()));
-                (k, v)
+                let (kb, vb) = append(slot.take(), k, v, ctx.past);
+                let end = ctx.past + t;
+                let views = (
+                    kb.clone().slice(s![.., .., 0..end, ..]),
+                    vb.clone().slice(s![.., .., 0..end, ..]),
+                );
+                *slot = Some((kb, vb));
+                views
             }
             None => (k, v),
         };
         let s_len = k.dims()[2];
         // [B, H, T, hd] -> [B, KV, rep·T, hd]: head h = kv·rep + r.
         let q = q.reshape([b, kv, rep * t, hd]);
+
         let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt());
         let scores = match &ctx.bias {
             // [B|1, 1, T, S] -> [B|1, 1, rep·T, S], rows r-major like q.
@@ -122,4 +135,20 @@ impl Attention {
         debug_assert!(s_len >= t);
         self.wo.forward(out).reshape([b, t, d])
     }
+}
+
+/// Writes `k`, `v` (`[B, KV, T, hd]`) at positions `past..past + T` of the cache buffers
+/// (grown when full). A uniquely owned buffer is written in place.
+fn append(
+    buffers: Option<(Tensor<4>, Tensor<4>)>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    past: usize,
+) -> (Tensor<4>, Tensor<4>) {
+    let t = k.dims()[2];
+    let (kb, vb) = crate::decode::reserve(buffers, k.dims(), past, past + t, &k.device());
+    (
+        kb.slice_assign(s![.., .., past..past + t, ..], k),
+        vb.slice_assign(s![.., .., past..past + t, ..], v),
+    )
 }

@@ -3,6 +3,7 @@
 pub mod attention;
 pub mod block;
 pub mod config;
+pub mod decode;
 pub mod error;
 pub mod generate;
 pub mod gguf;

@@ -39,7 +39,7 @@ impl FrozenLinear {
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         let [n, _] = x.dims();
         match &self.quant {
-            Some(q) if n <= QUANT_MAX_ROWS && !x.device().is_autodiff() => {
+            Some(q) if n <= QUANT_MAX_ROWS && on_cpu_plain(&x.device()) => {
                 let device = x.device();
                 let data = x
                     .into_data()
@@ -52,4 +52,9 @@ impl FrozenLinear {
             _ => x.matmul(self.dense.clone()),
         }
     }
+}
+
+/// The quantized kernels run on the CPU, for inference: a plain (non-autodiff) flex tensor.
+pub(crate) fn on_cpu_plain(device: &Device) -> bool {
+    !device.is_autodiff() && *device == Device::flex()
 }

@@ -136,7 +136,12 @@ impl Llama {
             if let Some(c) = cache {
                 c.set_next_positions(next.iter().map(|p| p + t as i64).collect());
             }
-            AttnContext { cos, sin, bias }
+            AttnContext {
+                cos,
+                sin,
+                bias,
+                past,
+            }
         } else {
             let mut key_valid = Vec::with_capacity(b * s_len);
             for r in 0..b {
@@ -182,6 +187,7 @@ impl Llama {
             AttnContext {
                 cos,
                 sin,
+                past,
                 bias: Some(Tensor::from_data(
                     TensorData::new(bias, [b, 1, t, s_len]),
                     device,
@@ -228,7 +234,7 @@ impl FrozenBackbone for Llama {
         for (i, block) in self.blocks.iter().take(n).enumerate() {
             match cache.as_deref_mut() {
                 Some(c) => {
-                    let mut slot = c.layer(i).cloned();
+                    let mut slot = c.take_layer(i);
                     x = block.forward(x, &self.rope, &ctx, Some(&mut slot));
                     if let Some((k, v)) = slot {
                         c.set_layer(i, k, v);
@@ -236,6 +242,9 @@ impl FrozenBackbone for Llama {
                 }
                 None => x = block.forward(x, &self.rope, &ctx, None),
             }
+        }
+        if let Some(c) = cache {
+            c.set_len(ctx.past + t);
         }
         if options.skip_final_norm {
             x
@@ -250,7 +259,7 @@ impl FrozenBackbone for Llama {
         let flat = hidden.reshape([b * t, d]);
         if let Some(q) = &self.lm_head_q
             && b * t <= crate::linear::QUANT_MAX_ROWS
-            && !flat.device().is_autodiff()
+            && crate::linear::on_cpu_plain(&flat.device())
         {
             let device = flat.device();
             let x = flat

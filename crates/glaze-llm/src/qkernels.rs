@@ -33,6 +33,38 @@ pub fn available() -> bool {
     }
 }
 
+/// Runs a decode step's group attention with the best SIMD level the CPU has.
+pub(crate) fn group_attention(group: &crate::decode::GroupAttention<'_>, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if avx512() {
+            // SAFETY: the CPU has AVX-512 F and BW (checked).
+            return unsafe { group_attention_avx512(group, out) };
+        }
+        if available() {
+            // SAFETY: the CPU has AVX2 and FMA (checked).
+            return unsafe { group_attention_avx2(group, out) };
+        }
+    }
+    group.run(out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn group_attention_avx512(group: &crate::decode::GroupAttention<'_>, out: &mut [f32]) {
+    group.run(out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn group_attention_avx2(group: &crate::decode::GroupAttention<'_>, out: &mut [f32]) {
+    group.run(out)
+}
+
+/// How far ahead (bytes) the decode kernels prefetch quantized weights.
+#[cfg(target_arch = "x86_64")]
+const PREFETCH: usize = 1024;
+
 /// Block format of a row.
 #[derive(Debug, Clone, Copy)]
 pub enum Kind<'a> {
@@ -42,6 +74,27 @@ pub enum Kind<'a> {
     Q4_0(&'a [f32], &'a [u8]),
     /// Scales, 32 signed bytes per block.
     Q8_0(&'a [f32], &'a [i8]),
+}
+
+/// `out[r] = W[r] · x` for the `out.len()` consecutive rows whose blocks `kind` holds, one
+/// input `x` of `32 · xsum.len()` values. `false` when no AVX-512 (the caller falls back).
+#[cfg(target_arch = "x86_64")]
+pub fn dot_rows1(kind: Kind<'_>, x: &[f32], xsum: &[f32], out: &mut [f32]) -> bool {
+    if !avx512() {
+        return false;
+    }
+    let blocks = out.len() * xsum.len();
+    assert!(x.len() == 32 * xsum.len());
+    match kind {
+        Kind::Q4_1(d, m, q) => {
+            assert!(d.len() == blocks && m.len() == blocks && q.len() == blocks * 16)
+        }
+        Kind::Q4_0(d, q) => assert!(d.len() == blocks && q.len() == blocks * 16),
+        Kind::Q8_0(d, q) => assert!(d.len() == blocks && q.len() == blocks * 32),
+    }
+    // SAFETY: the CPU has AVX-512 F and BW (checked); all lengths were asserted above.
+    unsafe { dot_rows1_avx512(kind, x, xsum, out) };
+    true
 }
 
 /// `out[k] = Σ_c W[c] · x[k·cols + c]` for one row `W` of `bpr` blocks, `k < N`.
@@ -63,11 +116,6 @@ pub fn dot_row<const N: usize>(
         Kind::Q8_0(d, q) => assert!(d.len() == bpr && q.len() == bpr * 32),
     }
     if avx512() {
-        if N == 1 {
-            // SAFETY: the CPU has AVX-512 F and BW (checked); lengths were asserted above.
-            out[0] = unsafe { dot1_avx512(kind, &x[..cols], &xsum[..bpr]) };
-            return;
-        }
         // SAFETY: the CPU has AVX-512 F and BW (checked); all lengths were asserted above.
         return unsafe { dot_row_avx512::<N>(kind, x, xsum, cols, out) };
     }
@@ -120,6 +168,7 @@ macro_rules! fma_inputs {
 macro_rules! q4_weights {
     ($q:ident, $d:ident, $b:ident, $low:ident) => {{
         let block: &[u8; 16] = $q[$b * 16..$b * 16 + 16].try_into().expect("16 bytes");
+        _mm_prefetch::<_MM_HINT_T0>(block.as_ptr().wrapping_add(PREFETCH) as *const i8);
         // SAFETY: reads exactly the 16 bytes of `block`.
         let bytes = unsafe { _mm_loadu_si128(block.as_ptr() as *const __m128i) };
         let lo = _mm_and_si128(bytes, $low);
@@ -168,6 +217,7 @@ fn dot_row_avx2<const N: usize>(
         Kind::Q8_0(d, q) => {
             for b in 0..bpr {
                 let block: &[i8; 32] = q[b * 32..b * 32 + 32].try_into().expect("32 bytes");
+                _mm_prefetch::<_MM_HINT_T0>(block.as_ptr().wrapping_add(PREFETCH));
                 let p = block.as_ptr() as *const __m128i;
                 // SAFETY: two 16-byte reads inside the 32 bytes of `block`.
                 let (a, c) = unsafe { (_mm_loadu_si128(p), _mm_loadu_si128(p.add(1))) };
@@ -251,30 +301,66 @@ fn dot_row_avx512<const N: usize>(
     }
 }
 
-/// One row against one input (a decode step), with iterators instead of indexing.
+/// Many rows against one input (a decode step): `out[r] = W[r] · x`, where `kind` holds the
+/// blocks of `out.len()` consecutive rows.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
+fn dot_rows1_avx512(kind: Kind<'_>, x: &[f32], xsum: &[f32], out: &mut [f32]) {
+    let bpr = xsum.len();
+    for (r, o) in out.iter_mut().enumerate() {
+        let (s, e) = (r * bpr, (r + 1) * bpr);
+        let row = match kind {
+            Kind::Q4_1(d, m, q) => Kind::Q4_1(&d[s..e], &m[s..e], &q[s * 16..e * 16]),
+            Kind::Q4_0(d, q) => Kind::Q4_0(&d[s..e], &q[s * 16..e * 16]),
+            Kind::Q8_0(d, q) => Kind::Q8_0(&d[s..e], &q[s * 32..e * 32]),
+        };
+        *o = dot1_avx512(row, x, xsum);
+    }
+}
+
+/// One row against one input, with iterators instead of indexing.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
 fn dot1_avx512(kind: Kind<'_>, x: &[f32], xsum: &[f32]) -> f32 {
     let mut acc = _mm512_setzero_ps();
     let low = _mm_set1_epi8(0x0F);
+    // Two accumulators (even and odd blocks) break the FMA dependency chain.
+    let mut acc2 = _mm512_setzero_ps();
+    macro_rules! q4_block {
+        ($qb:expr, $xb:expr, $db:expr, $acc:ident) => {{
+            let qb: &[u8; 16] = $qb.try_into().expect("16 bytes");
+            let xb: &[f32; 32] = $xb.try_into().expect("32 values");
+            // SAFETY: reads the 16 bytes of `qb` and the 32 floats of `xb`.
+            let (bytes, x0, x1) = unsafe {
+                (
+                    _mm_loadu_si128(qb.as_ptr() as *const __m128i),
+                    _mm512_loadu_ps(xb.as_ptr()),
+                    _mm512_loadu_ps(xb.as_ptr().add(16)),
+                )
+            };
+            let lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(bytes, low)));
+            let hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), low);
+            let hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(hi));
+            let dot = _mm512_fmadd_ps(hi, x1, _mm512_mul_ps(lo, x0));
+            $acc = _mm512_fmadd_ps(_mm512_set1_ps($db), dot, $acc);
+        }};
+    }
     macro_rules! q4_loop {
         ($d:ident, $q:ident) => {
-            for ((qb, xb), &db) in $q.chunks_exact(16).zip(x.chunks_exact(32)).zip($d) {
-                let qb: &[u8; 16] = qb.try_into().expect("16 bytes");
-                let xb: &[f32; 32] = xb.try_into().expect("32 values");
-                // SAFETY: reads the 16 bytes of `qb` and the 32 floats of `xb`.
-                let (bytes, x0, x1) = unsafe {
-                    (
-                        _mm_loadu_si128(qb.as_ptr() as *const __m128i),
-                        _mm512_loadu_ps(xb.as_ptr()),
-                        _mm512_loadu_ps(xb.as_ptr().add(16)),
-                    )
-                };
-                let lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(bytes, low)));
-                let hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), low);
-                let hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(hi));
-                let dot = _mm512_fmadd_ps(hi, x1, _mm512_mul_ps(lo, x0));
-                acc = _mm512_fmadd_ps(_mm512_set1_ps(db), dot, acc);
+            let mut qs = $q.chunks_exact(32);
+            let mut xs = x.chunks_exact(64);
+            let mut ds = $d.chunks_exact(2);
+            for ((q2, x2), d2) in (&mut qs).zip(&mut xs).zip(&mut ds) {
+                // A prefetch is only a hint: it never faults, whatever the address. The
+                // scales run 4 bytes per block beside the 16 bytes of quants.
+                _mm_prefetch::<_MM_HINT_T0>(q2.as_ptr().wrapping_add(PREFETCH) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(d2.as_ptr().wrapping_add(PREFETCH / 16) as *const i8);
+                q4_block!(&q2[..16], &x2[..32], d2[0], acc);
+                q4_block!(&q2[16..], &x2[32..], d2[1], acc2);
+            }
+            if let (Some(&db), true) = (ds.remainder().first(), qs.remainder().len() == 16) {
+                q4_block!(qs.remainder(), xs.remainder(), db, acc);
             }
         };
     }
@@ -291,6 +377,7 @@ fn dot1_avx512(kind: Kind<'_>, x: &[f32], xsum: &[f32]) -> f32 {
             for ((qb, xb), &db) in q.chunks_exact(32).zip(x.chunks_exact(32)).zip(d) {
                 let qb: &[i8; 32] = qb.try_into().expect("32 bytes");
                 let xb: &[f32; 32] = xb.try_into().expect("32 values");
+                _mm_prefetch::<_MM_HINT_T0>(qb.as_ptr().wrapping_add(PREFETCH));
                 let p = qb.as_ptr() as *const __m128i;
                 // SAFETY: two 16-byte reads inside `qb`, two 16-float reads inside `xb`.
                 let (a, c, x0, x1) = unsafe {
@@ -309,5 +396,5 @@ fn dot1_avx512(kind: Kind<'_>, x: &[f32], xsum: &[f32]) -> f32 {
             0.0
         }
     };
-    _mm512_reduce_add_ps(acc) + extra
+    _mm512_reduce_add_ps(_mm512_add_ps(acc, acc2)) + extra
 }

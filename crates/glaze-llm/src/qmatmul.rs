@@ -233,6 +233,13 @@ impl QMatrix {
             .enumerate()
             .for_each(|(task, out)| {
                 let r0 = task * rows_per_task;
+                #[cfg(target_arch = "x86_64")]
+                if simd
+                    && n == 1
+                    && crate::qkernels::dot_rows1(self.rows_kind(r0, r0 + out.len()), x, &xsum, out)
+                {
+                    return;
+                }
                 for (i, y_row) in out.chunks_exact_mut(n).enumerate() {
                     if simd {
                         self.dot_row_simd(r0 + i, x, &xsum, n, y_row);
@@ -271,6 +278,19 @@ impl QMatrix {
                     w[j] = db * q[j] as f32;
                 }
             }
+        }
+    }
+
+    /// The blocks of rows `r0..r1` for the SIMD kernels.
+    #[cfg(target_arch = "x86_64")]
+    fn rows_kind(&self, r0: usize, r1: usize) -> crate::qkernels::Kind<'_> {
+        use crate::qkernels::Kind;
+        let bpr = self.cols / 32;
+        let (s, e) = (r0 * bpr, r1 * bpr);
+        match &self.blocks {
+            Blocks::Q4_1 { d, m, qs } => Kind::Q4_1(&d[s..e], &m[s..e], &qs[s * 16..e * 16]),
+            Blocks::Q4_0 { d, qs } => Kind::Q4_0(&d[s..e], &qs[s * 16..e * 16]),
+            Blocks::Q8_0 { d, qs } => Kind::Q8_0(&d[s..e], &qs[s * 32..e * 32]),
         }
     }
 

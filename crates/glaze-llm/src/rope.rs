@@ -52,6 +52,11 @@ impl Rope {
         }
     }
 
+    /// How dimensions are paired.
+    pub fn layout(&self) -> RopeLayout {
+        self.layout
+    }
+
     /// cos and sin for the positions, shaped `[B|1, 1, T, hd/2]`.
     pub fn tables(&self, positions: &Positions, t: usize) -> (Tensor<4>, Tensor<4>) {
         let half = self.cos.dims()[1];

@@ -1,0 +1,225 @@
+//! A decode step's attention on the CPU without burn operations: one new position per row
+//! attends to the whole KV cache.
+//!
+//! burn's attention and matmul treat a decode step like any other: they pack the cached keys
+//! and values every step, so the step cost grows with the context (measured: +26 µs per cached
+//! position per token on SmolLM2). Here the cache buffers are taken out of their tensors
+//! without a copy (`into_data` of a uniquely owned flex tensor hands over its bytes), the new
+//! key/value is written in place, and attention runs over the slices directly.
+
+use burn::prelude::*;
+use rayon::prelude::*;
+
+use crate::attention::AttnContext;
+use crate::config::RopeLayout;
+
+/// Shapes of one attention layer.
+#[derive(Debug, Clone, Copy)]
+pub struct Heads {
+    /// Query heads.
+    pub h: usize,
+    /// Key/value heads.
+    pub kv: usize,
+    /// Head width.
+    pub hd: usize,
+}
+
+fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("invariant: float data converts to f32")
+}
+
+/// The attention of one group of query heads over its cached keys and values.
+#[derive(Debug)]
+pub(crate) struct GroupAttention<'a> {
+    /// `rep` query heads, `hd` values each.
+    pub q: &'a [f32],
+    /// Cached keys `[S, hd]`.
+    pub keys: &'a [f32],
+    /// Cached values `[S, hd]`.
+    pub values: &'a [f32],
+    /// Additive bias per key (padding), if any.
+    pub bias: Option<&'a [f32]>,
+    /// Head width.
+    pub hd: usize,
+    /// Score scale `1/sqrt(hd)`.
+    pub scale: f32,
+}
+
+impl GroupAttention<'_> {
+    /// Writes the `rep` output heads into `out`. Inlined into the SIMD-compiled wrappers of
+    /// `qkernels::group_attention`, where LLVM vectorizes the lane loops.
+    #[inline(always)]
+    pub(crate) fn run(&self, out: &mut [f32]) {
+        let hd = self.hd;
+        let s_len = self.keys.len() / hd;
+        let mut scores = vec![0f32; s_len];
+        for (q, o) in self.q.chunks_exact(hd).zip(out.chunks_exact_mut(hd)) {
+            let mut max = f32::NEG_INFINITY;
+            for (j, key) in self.keys.chunks_exact(hd).enumerate() {
+                let sc = dot(q, key) * self.scale + self.bias.map_or(0.0, |b| b[j]);
+                scores[j] = sc;
+                max = max.max(sc);
+            }
+            let mut total = 0f32;
+            for sc in scores.iter_mut() {
+                *sc = (*sc - max).exp();
+                total += *sc;
+            }
+            o.fill(0.0);
+            for (p, value) in scores.iter().zip(self.values.chunks_exact(hd)) {
+                let w = p / total;
+                for (acc, v) in o.iter_mut().zip(value) {
+                    *acc += w * v;
+                }
+            }
+        }
+    }
+}
+
+/// Dot product with 16 independent lanes, so LLVM vectorizes it (a plain float sum may not
+/// be reordered).
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    let (ac, bc) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ac.zip(bc) {
+        for i in 0..16 {
+            lanes[i] += x[i] * y[i];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// Rotates one head vector in place; `cos`/`sin` hold `hd/2` values.
+fn rotate(x: &mut [f32], cos: &[f32], sin: &[f32], layout: RopeLayout) {
+    let half = x.len() / 2;
+    for i in 0..half {
+        let (a, b) = match layout {
+            RopeLayout::Half => (i, i + half),
+            RopeLayout::Interleaved => (2 * i, 2 * i + 1),
+        };
+        let (x0, x1) = (x[a], x[b]);
+        x[a] = x0 * cos[i] - x1 * sin[i];
+        x[b] = x1 * cos[i] + x0 * sin[i];
+    }
+}
+
+/// Grows cache buffers to hold `need` positions (doubling, in steps of 64).
+pub(crate) fn reserve(
+    buffers: Option<(Tensor<4>, Tensor<4>)>,
+    shape: [usize; 4],
+    past: usize,
+    need: usize,
+    device: &Device,
+) -> (Tensor<4>, Tensor<4>) {
+    let [b, kv, _, hd] = shape;
+    let grow = |buf: Option<Tensor<4>>| -> Tensor<4> {
+        let cap = buf.as_ref().map_or(0, |x| x.dims()[2]);
+        if need <= cap {
+            return buf.expect("invariant: capacity > 0 implies a buffer");
+        }
+        let new_cap = need.max(2 * cap).next_multiple_of(64);
+        let fresh = Tensor::zeros([b, kv, new_cap - past, hd], device);
+        match buf {
+            Some(old) if past > 0 => {
+                Tensor::cat(vec![old.slice(s![.., .., 0..past, ..]), fresh], 2)
+            }
+            _ => fresh,
+        }
+    };
+    match buffers {
+        Some((k, v)) => (grow(Some(k)), grow(Some(v))),
+        None => (grow(None), grow(None)),
+    }
+}
+
+/// One decode step: `qkv [B, (H + 2KV)·hd]` (projected, not yet rotated) → attention output
+/// `[B, H·hd]`, with the new key/value appended to the cache in `slot`.
+pub(crate) fn attend(
+    qkv: Tensor<2>,
+    heads: Heads,
+    layout: RopeLayout,
+    ctx: &AttnContext,
+    slot: &mut Option<(Tensor<4>, Tensor<4>)>,
+) -> Tensor<2> {
+    let device = qkv.device();
+    let [b, _] = qkv.dims();
+    let Heads { h, kv, hd } = heads;
+    let rep = h / kv;
+    let half = hd / 2;
+    let past = ctx.past;
+    let s_len = past + 1;
+    let mut qkv = to_vec(qkv);
+    let cos = to_vec(ctx.cos.clone());
+    let sin = to_vec(ctx.sin.clone());
+    let bias = ctx.bias.clone().map(to_vec);
+    let stride = (h + 2 * kv) * hd;
+    // Rotate q and k of every row.
+    for r in 0..b {
+        let t = if cos.len() == half { 0 } else { r * half };
+        let row = &mut qkv[r * stride..r * stride + (h + kv) * hd];
+        for head in row.chunks_exact_mut(hd) {
+            rotate(head, &cos[t..t + half], &sin[t..t + half], layout);
+        }
+    }
+    let (kb, vb) = reserve(slot.take(), [b, kv, 0, hd], past, s_len, &device);
+    let cap = kb.dims()[2];
+    let mut kd = kb.into_data();
+    let mut vd = vb.into_data();
+    let mut out = vec![0f32; b * h * hd];
+    {
+        let ks = kd
+            .as_mut_slice::<f32>()
+            .expect("invariant: the cache holds f32");
+        let vs = vd
+            .as_mut_slice::<f32>()
+            .expect("invariant: the cache holds f32");
+        // Append the new key and value of every row and group.
+        for r in 0..b {
+            let row = &qkv[r * stride..(r + 1) * stride];
+            for g in 0..kv {
+                let at = ((r * kv + g) * cap + past) * hd;
+                ks[at..at + hd].copy_from_slice(&row[(h + g) * hd..(h + g + 1) * hd]);
+                vs[at..at + hd].copy_from_slice(&row[(h + kv + g) * hd..(h + kv + g + 1) * hd]);
+            }
+        }
+        let (ks, vs) = (&*ks, &*vs);
+        let scale = 1.0 / (hd as f32).sqrt();
+        // One task per (row, group): its `rep` query heads share the group's keys and values.
+        out.par_chunks_mut(rep * hd)
+            .enumerate()
+            .for_each(|(task, o)| {
+                let (r, g) = (task / kv, task % kv);
+                let base = (r * kv + g) * cap * hd;
+                let q = &qkv[r * stride + g * rep * hd..r * stride + (g + 1) * rep * hd];
+                let bias_row = bias.as_ref().map(|bv| {
+                    let rows = bv.len() / s_len;
+                    let at = if rows == 1 { 0 } else { r * s_len };
+                    &bv[at..at + s_len]
+                });
+                let group = GroupAttention {
+                    q,
+                    keys: &ks[base..base + s_len * hd],
+                    values: &vs[base..base + s_len * hd],
+                    bias: bias_row,
+                    hd,
+                    scale,
+                };
+                crate::qkernels::group_attention(&group, o);
+            });
+    }
+    *slot = Some((
+        Tensor::from_data(kd, &device),
+        Tensor::from_data(vd, &device),
+    ));
+    Tensor::from_data(TensorData::new(out, [b, h * hd]), &device)
+}

