@@ -65,6 +65,15 @@ pub struct AttnContext {
 }
 
 impl Attention {
+    /// Head counts and width.
+    pub(crate) fn heads(&self) -> crate::decode::Heads {
+        crate::decode::Heads {
+            h: self.n_heads,
+            kv: self.n_kv_heads,
+            hd: self.head_dim,
+        }
+    }
+
     /// # Shapes
     /// `x [B, T, D]` → `[B, T, D]`; `cache` holds `[B, KV, P, hd]` keys/values before the call
     /// and `[B, KV, P + T, hd]` after it.

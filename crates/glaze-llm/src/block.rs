@@ -38,6 +38,62 @@ impl Block {
         }
     }
 
+    /// Whether [`Block::decode_cpu`] can run (every projection has quantized blocks).
+    pub(crate) fn decode_ready(&self) -> bool {
+        self.attn.wqkv.quant.is_some()
+            && self.attn.wo.quant.is_some()
+            && self.mlp.w_gate_up.quant.is_some()
+            && self.mlp.w_down.quant.is_some()
+    }
+
+    /// One decode step of this block on plain vectors: `x` is `[B, D]` (one new position per
+    /// row), updated in place; the KV cache in `slot` gains the position. Same computation as
+    /// [`Block::forward`], without burn operations between the quantized kernels.
+    pub(crate) fn decode_cpu(
+        &self,
+        x: &mut [f32],
+        b: usize,
+        rope: &Rope,
+        ctx: &AttnContext,
+        slot: &mut Option<(Tensor<4>, Tensor<4>)>,
+    ) {
+        let (Some(wqkv), Some(wo), Some(gate_up), Some(down)) = (
+            &self.attn.wqkv.quant,
+            &self.attn.wo.quant,
+            &self.mlp.w_gate_up.quant,
+            &self.mlp.w_down.quant,
+        ) else {
+            unreachable!("invariant: decode_ready() was checked");
+        };
+        let device = self.attn.wo.dense.device();
+        let norm_vec = |n: &RmsNorm| -> Vec<f32> {
+            n.weight
+                .clone()
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .expect("invariant: float norm weights")
+        };
+        let xn = crate::decode::rms_norm(x, &norm_vec(&self.attn_norm), self.attn_norm.eps());
+        let qkv = wqkv.matmul(&xn, b);
+        let heads = self.attn.heads();
+        let att = crate::decode::attend_vec(qkv, b, heads, rope.layout(), ctx, slot, &device);
+        let o = wo.matmul(&att, b);
+        x.iter_mut().zip(&o).for_each(|(a, v)| *a += v);
+        let xn = crate::decode::rms_norm(x, &norm_vec(&self.ffn_norm), self.ffn_norm.eps());
+        let gu = gate_up.matmul(&xn, b);
+        let f = down.cols();
+        let mut act = vec![0f32; b * f];
+        for (row, a) in gu.chunks_exact(2 * f).zip(act.chunks_exact_mut(f)) {
+            let (gate, up) = row.split_at(f);
+            for ((a, g), u) in a.iter_mut().zip(gate).zip(up) {
+                *a = g / (1.0 + (-g).exp()) * u;
+            }
+        }
+        let dn = down.matmul(&act, b);
+        x.iter_mut().zip(&dn).for_each(|(a, v)| *a += v);
+    }
+
     /// # Shapes
     /// `[B, T, D]` → `[B, T, D]`.
     pub fn forward(

@@ -153,12 +153,25 @@ pub(crate) fn attend(
 ) -> Tensor<2> {
     let device = qkv.device();
     let [b, _] = qkv.dims();
+    let out = attend_vec(to_vec(qkv), b, heads, layout, ctx, slot, &device);
+    Tensor::from_data(TensorData::new(out, [b, heads.h * heads.hd]), &device)
+}
+
+/// [`attend`] on plain vectors: `qkv` is `[B, (H + 2KV)·hd]`, the result `[B, H·hd]`.
+pub(crate) fn attend_vec(
+    mut qkv: Vec<f32>,
+    b: usize,
+    heads: Heads,
+    layout: RopeLayout,
+    ctx: &AttnContext,
+    slot: &mut Option<(Tensor<4>, Tensor<4>)>,
+    device: &Device,
+) -> Vec<f32> {
     let Heads { h, kv, hd } = heads;
     let rep = h / kv;
     let half = hd / 2;
     let past = ctx.past;
     let s_len = past + 1;
-    let mut qkv = to_vec(qkv);
     let cos = to_vec(ctx.cos.clone());
     let sin = to_vec(ctx.sin.clone());
     let bias = ctx.bias.clone().map(to_vec);
@@ -171,7 +184,7 @@ pub(crate) fn attend(
             rotate(head, &cos[t..t + half], &sin[t..t + half], layout);
         }
     }
-    let (kb, vb) = reserve(slot.take(), [b, kv, 0, hd], past, s_len, &device);
+    let (kb, vb) = reserve(slot.take(), [b, kv, 0, hd], past, s_len, device);
     let cap = kb.dims()[2];
     let mut kd = kb.into_data();
     let mut vd = vb.into_data();
@@ -195,31 +208,46 @@ pub(crate) fn attend(
         let (ks, vs) = (&*ks, &*vs);
         let scale = 1.0 / (hd as f32).sqrt();
         // One task per (row, group): its `rep` query heads share the group's keys and values.
-        out.par_chunks_mut(rep * hd)
-            .enumerate()
-            .for_each(|(task, o)| {
-                let (r, g) = (task / kv, task % kv);
-                let base = (r * kv + g) * cap * hd;
-                let q = &qkv[r * stride + g * rep * hd..r * stride + (g + 1) * rep * hd];
-                let bias_row = bias.as_ref().map(|bv| {
-                    let rows = bv.len() / s_len;
-                    let at = if rows == 1 { 0 } else { r * s_len };
-                    &bv[at..at + s_len]
-                });
-                let group = GroupAttention {
-                    q,
-                    keys: &ks[base..base + s_len * hd],
-                    values: &vs[base..base + s_len * hd],
-                    bias: bias_row,
-                    hd,
-                    scale,
-                };
-                crate::qkernels::group_attention(&group, o);
+        let work = |(task, o): (usize, &mut [f32])| {
+            let (r, g) = (task / kv, task % kv);
+            let base = (r * kv + g) * cap * hd;
+            let q = &qkv[r * stride + g * rep * hd..r * stride + (g + 1) * rep * hd];
+            let bias_row = bias.as_ref().map(|bv| {
+                let rows = bv.len() / s_len;
+                let at = if rows == 1 { 0 } else { r * s_len };
+                &bv[at..at + s_len]
             });
+            let group = GroupAttention {
+                q,
+                keys: &ks[base..base + s_len * hd],
+                values: &vs[base..base + s_len * hd],
+                bias: bias_row,
+                hd,
+                scale,
+            };
+            crate::qkernels::group_attention(&group, o);
+        };
+        // Splitting the groups over threads pays off once the context is long.
+        if s_len >= 128 {
+            out.par_chunks_mut(rep * hd).enumerate().for_each(work);
+        } else {
+            out.chunks_mut(rep * hd).enumerate().for_each(work);
+        }
     }
-    *slot = Some((
-        Tensor::from_data(kd, &device),
-        Tensor::from_data(vd, &device),
-    ));
-    Tensor::from_data(TensorData::new(out, [b, h * hd]), &device)
+    *slot = Some((Tensor::from_data(kd, device), Tensor::from_data(vd, device)));
+    out
+}
+
+/// RMSNorm of every `d`-wide row of `x` with gain `w` (as `crate::rms_norm`, in f32).
+pub(crate) fn rms_norm(x: &[f32], w: &[f32], eps: f64) -> Vec<f32> {
+    let d = w.len();
+    let mut out = vec![0f32; x.len()];
+    for (row, o) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        let ms = row.iter().map(|v| v * v).sum::<f32>() / d as f32;
+        let inv = ((ms as f64 + eps).sqrt() as f32).recip();
+        for ((o, v), g) in o.iter_mut().zip(row).zip(w) {
+            *o = v * inv * g;
+        }
+    }
+    out
 }

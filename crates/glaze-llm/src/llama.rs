@@ -230,6 +230,34 @@ impl FrozenBackbone for Llama {
             .min(self.blocks.len());
         let mut cache = options.cache;
         let ctx = self.context(b, t, options.mask, cache.as_deref_mut());
+        let device = embeds.device();
+        if let Some(c) = cache.as_deref_mut()
+            && t == 1
+            && crate::linear::on_cpu_plain(&device)
+            && self.blocks.iter().take(n).all(Block::decode_ready)
+        {
+            // A decode step: hidden states stay a plain vector between the blocks.
+            let d = self.config.d_model;
+            let mut x = embeds
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .expect("invariant: float embeddings convert to f32");
+            for (i, block) in self.blocks.iter().take(n).enumerate() {
+                let mut slot = c.take_layer(i);
+                block.decode_cpu(&mut x, b, &self.rope, &ctx, &mut slot);
+                if let Some((k, v)) = slot {
+                    c.set_layer(i, k, v);
+                }
+            }
+            c.set_len(ctx.past + 1);
+            let x = Tensor::<3>::from_data(TensorData::new(x, [b, 1, d]), &device);
+            return if options.skip_final_norm {
+                x
+            } else {
+                self.norm.forward(x)
+            };
+        }
         let mut x = embeds;
         for (i, block) in self.blocks.iter().take(n).enumerate() {
             match cache.as_deref_mut() {

@@ -30,6 +30,11 @@ pub struct RmsNorm {
 }
 
 impl RmsNorm {
+    /// Epsilon.
+    pub fn eps(&self) -> f64 {
+        self.eps
+    }
+
     /// # Shapes
     /// `[B, T, D]` → `[B, T, D]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
