@@ -2,5 +2,9 @@
 
 mod bad_input;
 mod contract;
+mod hf_dir;
+mod kquants;
 mod real_model;
 mod tokenizer;
+#[cfg(feature = "wgpu")]
+mod wgpu;

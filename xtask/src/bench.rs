@@ -202,6 +202,12 @@ fn write_report(rows: &[String], profile: &str, path: &Path) -> Result<(), Strin
         profile,
         rows.join("\n")
     );
+    // Hand-written notes (from "## Notes" on) survive regeneration.
+    let notes = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|old| old.find("\n## Notes").map(|i| old[i..].to_string()))
+        .unwrap_or_default();
+    let report = format!("{report}{notes}");
     std::fs::write(path, report).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     eprintln!("bench: wrote {}", path.display());
     Ok(())

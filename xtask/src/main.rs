@@ -90,7 +90,11 @@ fn ci() -> Result<(), String> {
     step("fetch (weights for the real-model tests)");
     fetch::fetch(&[])?;
     step("test");
-    run(cargo().args(["test", "--workspace"]))?;
+    let mut totals = run_tests(cargo().args(["test", "--workspace"]))?;
+    step("wgpu smoke test (GPU code path on Mesa lavapipe)");
+    let (p, f) = wgpu_smoke()?;
+    totals.0 += p;
+    totals.1 += f;
     step("docs");
     run(cargo()
         .args(["doc", "--workspace", "--no-deps", "--exclude", "xtask"])
@@ -99,7 +103,73 @@ fn ci() -> Result<(), String> {
         "\nci: all steps passed in {:.0} s",
         start.elapsed().as_secs_f64()
     );
+    // The plain closing line CI reads: every test of every step.
+    println!("ci: {} passed, {} failed", totals.0, totals.1);
     Ok(())
+}
+
+/// Lavapipe's Vulkan driver: `.ci/run` installs it (Debian `mesa-vulkan-drivers`).
+const LAVAPIPE_ICD: &str = "/usr/share/vulkan/icd.d/lvp_icd.x86_64.json";
+
+fn wgpu_smoke() -> Result<(usize, usize), String> {
+    if std::env::var_os("GLAZE_CI_SKIP_WGPU").is_some() {
+        eprintln!("wgpu: skipped (GLAZE_CI_SKIP_WGPU is set)");
+        return Ok((0, 0));
+    }
+    if !Path::new(LAVAPIPE_ICD).exists() {
+        return Err(format!(
+            "the wgpu smoke test needs a Vulkan driver ({LAVAPIPE_ICD} is missing): \
+             `apt-get install mesa-vulkan-drivers`, or set GLAZE_CI_SKIP_WGPU=1"
+        ));
+    }
+    let runtime = std::env::var("XDG_RUNTIME_DIR").unwrap_or_else(|_| "/tmp".into());
+    run_tests(
+        cargo()
+            .args(["test", "-p", "glaze-tests", "--features", "wgpu"])
+            .args(["--test", "integration", "wgpu::"])
+            .env("XDG_RUNTIME_DIR", runtime),
+    )
+}
+
+/// Runs a `cargo test` command, echoing its output, and sums its `test result:` lines.
+fn run_tests(cmd: &mut Command) -> Result<(usize, usize), String> {
+    use std::io::BufRead;
+    eprintln!("$ {}", describe(cmd));
+    let mut child = cmd
+        .current_dir(root())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start `{}`: {e}", describe(cmd)))?;
+    let (mut passed, mut failed) = (0, 0);
+    if let Some(out) = child.stdout.take() {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            println!("{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                for part in rest.split(';') {
+                    let words: Vec<&str> = part.split_whitespace().collect();
+                    if let [.., n, kind] = words.as_slice() {
+                        let n = n.parse::<usize>().unwrap_or(0);
+                        match *kind {
+                            "passed" => passed += n,
+                            "failed" => failed += n,
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("`{}`: {e}", describe(cmd)))?;
+    if status.success() {
+        Ok((passed, failed))
+    } else {
+        Err(format!(
+            "`{}` failed with {status} ({failed} tests failed)",
+            describe(cmd)
+        ))
+    }
 }
 
 fn demo() -> Result<(), String> {

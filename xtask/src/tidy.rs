@@ -134,6 +134,14 @@ pub fn tidy(root: &Path) -> Result<(), String> {
                     "{rel}: {lines} lines (split it; limit {MAX_LINES})"
                 ));
             }
+            let rel_unix = rel.replace('\\', "/");
+            if text.contains("allow(unsafe_code)")
+                && !rel_unix.ends_with("glaze-llm/src/qkernels.rs")
+            {
+                problems.push(format!(
+                    "{rel}: `unsafe` is allowed only in glaze-llm/src/qkernels.rs"
+                ));
+            }
             if name != "glaze-cli" {
                 let body = text.split("#[cfg(test)]").next().unwrap_or("");
                 for (i, line) in body.lines().enumerate() {

@@ -65,6 +65,15 @@ pub struct AttnContext {
 }
 
 impl Attention {
+    /// The same layer on another device.
+    pub fn to_device(self, device: &Device) -> Self {
+        Attention {
+            wqkv: self.wqkv.to_device(device),
+            wo: self.wo.to_device(device),
+            ..self
+        }
+    }
+
     /// Head counts and width.
     pub(crate) fn heads(&self) -> crate::decode::Heads {
         crate::decode::Heads {

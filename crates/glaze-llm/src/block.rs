@@ -38,6 +38,16 @@ impl Block {
         }
     }
 
+    /// The same block on another device.
+    pub fn to_device(self, device: &Device) -> Self {
+        Block {
+            attn_norm: self.attn_norm.to_device(device),
+            attn: self.attn.to_device(device),
+            ffn_norm: self.ffn_norm.to_device(device),
+            mlp: self.mlp.to_device(device),
+        }
+    }
+
     /// Whether [`Block::decode_cpu`] can run (every projection has quantized blocks).
     pub(crate) fn decode_ready(&self) -> bool {
         self.attn.wqkv.quant.is_some()

@@ -262,3 +262,41 @@ fn generate_inner(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_and_filters() {
+        let logits = [0.0f32, 3.0, 1.0, 2.9];
+        let mut rng = SplitMix64::new(1);
+        assert_eq!(sample(&logits, &GenerationConfig::new(), &mut rng), 1);
+        // top-k 1 is greedy whatever the temperature.
+        let k1 = GenerationConfig::new().with_temperature(5.0).with_top_k(1);
+        assert!((0..50).all(|_| sample(&logits, &k1, &mut rng) == 1));
+        // top-k 2 only ever picks the two best.
+        let k2 = GenerationConfig::new().with_temperature(1.0).with_top_k(2);
+        let picks: Vec<u32> = (0..200).map(|_| sample(&logits, &k2, &mut rng)).collect();
+        assert!(picks.iter().all(|&p| p == 1 || p == 3));
+        assert!(picks.contains(&1) && picks.contains(&3));
+        // A tiny top-p keeps only the most likely token.
+        let p = GenerationConfig::new()
+            .with_temperature(1.0)
+            .with_top_p(0.1);
+        assert!((0..50).all(|_| sample(&logits, &p, &mut rng) == 1));
+    }
+
+    #[test]
+    fn sampling_follows_the_distribution() {
+        // p(1) = e^1 / (e^0 + e^1) ≈ 0.731 at temperature 1.
+        let logits = [0.0f32, 1.0];
+        let config = GenerationConfig::new().with_temperature(1.0);
+        let mut rng = SplitMix64::new(7);
+        let ones = (0..4000)
+            .filter(|_| sample(&logits, &config, &mut rng) == 1)
+            .count();
+        let freq = ones as f64 / 4000.0;
+        assert!((freq - 0.731).abs() < 0.03, "frequency {freq}");
+    }
+}

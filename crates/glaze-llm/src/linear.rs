@@ -24,6 +24,14 @@ impl FrozenLinear {
         FrozenLinear { dense, quant: None }
     }
 
+    /// The same map on another device (the quantized blocks are shared).
+    pub fn to_device(self, device: &Device) -> Self {
+        FrozenLinear {
+            dense: self.dense.to_device(device),
+            quant: self.quant,
+        }
+    }
+
     /// Input width.
     pub fn d_in(&self) -> usize {
         self.dense.dims()[0]

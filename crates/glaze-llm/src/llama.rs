@@ -67,6 +67,19 @@ impl Llama {
         }
     }
 
+    /// A copy of the model on another device (an autodiff device is stripped).
+    pub fn to_device(&self, device: &Device) -> Self {
+        let device = device.clone().without_autodiff();
+        let mut m = self.clone();
+        m.embed = m.embed.to_device(&device);
+        m.norm = m.norm.to_device(&device);
+        m.lm_head = m.lm_head.map(|w| w.to_device(&device));
+        m.rope = m.rope.to_device(&device);
+        m.blocks = m.blocks.into_iter().map(|b| b.to_device(&device)).collect();
+        m.device = device;
+        m
+    }
+
     /// The configuration.
     pub fn config(&self) -> &LlamaConfig {
         &self.config

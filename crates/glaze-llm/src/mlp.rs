@@ -37,6 +37,14 @@ pub struct SwiGlu {
 }
 
 impl SwiGlu {
+    /// The same block on another device.
+    pub fn to_device(self, device: &Device) -> Self {
+        SwiGlu {
+            w_gate_up: self.w_gate_up.to_device(device),
+            w_down: self.w_down.to_device(device),
+        }
+    }
+
     /// # Shapes
     /// `[B, T, D]` → `[B, T, D]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {

@@ -30,6 +30,14 @@ pub struct RmsNorm {
 }
 
 impl RmsNorm {
+    /// The same norm on another device.
+    pub fn to_device(self, device: &Device) -> Self {
+        RmsNorm {
+            weight: self.weight.to_device(device),
+            eps: self.eps,
+        }
+    }
+
     /// Epsilon.
     pub fn eps(&self) -> f64 {
         self.eps

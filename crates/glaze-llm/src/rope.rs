@@ -52,6 +52,15 @@ impl Rope {
         }
     }
 
+    /// The same tables on another device.
+    pub fn to_device(self, device: &Device) -> Self {
+        Rope {
+            cos: self.cos.to_device(device),
+            sin: self.sin.to_device(device),
+            layout: self.layout,
+        }
+    }
+
     /// How dimensions are paired.
     pub fn layout(&self) -> RopeLayout {
         self.layout

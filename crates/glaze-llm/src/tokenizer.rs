@@ -205,6 +205,18 @@ impl Tokenizer {
         &self.chat_template
     }
 
+    /// The tokenizer as Hugging Face `tokenizer.json` text (for exporting a model directory).
+    pub fn to_json(&self) -> Result<String> {
+        self.inner
+            .to_string(true)
+            .map_err(|e| build_err(&self.path, e))
+    }
+
+    /// End-of-sequence token text.
+    pub fn eos_token(&self) -> &str {
+        &self.eos_token
+    }
+
     /// Where the tokenizer came from.
     pub fn path(&self) -> &Path {
         &self.path
