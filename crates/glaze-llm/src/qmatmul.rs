@@ -163,6 +163,22 @@ impl QMatrix {
         self.cols
     }
 
+    /// FNV-1a over the scales, minimums and quants (for the backbone's weight digest).
+    pub fn digest(&self, seed: u64) -> u64 {
+        let f32s = |v: &[f32], h: u64| {
+            v.iter()
+                .fold(h, |h, x| glaze_core::fnv1a64(&x.to_le_bytes(), h))
+        };
+        match &self.blocks {
+            Blocks::Q4_1 { d, m, qs } => glaze_core::fnv1a64(qs, f32s(m, f32s(d, seed))),
+            Blocks::Q4_0 { d, qs } => glaze_core::fnv1a64(qs, f32s(d, seed)),
+            Blocks::Q8_0 { d, qs } => {
+                let bytes: Vec<u8> = qs.iter().map(|&q| q as u8).collect();
+                glaze_core::fnv1a64(&bytes, f32s(d, seed))
+            }
+        }
+    }
+
     /// Bytes held.
     pub fn size_bytes(&self) -> usize {
         match &self.blocks {
