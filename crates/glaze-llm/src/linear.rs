@@ -47,16 +47,7 @@ impl FrozenLinear {
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         let [n, _] = x.dims();
         match &self.quant {
-            Some(q) if n <= QUANT_MAX_ROWS && on_cpu_plain(&x.device()) => {
-                let device = x.device();
-                let data = x
-                    .into_data()
-                    .convert::<f32>()
-                    .try_into_vec::<f32>()
-                    .expect("invariant: float data converts to f32");
-                let y = q.matmul(&data, n);
-                Tensor::from_data(TensorData::new(y, [n, q.rows()]), &device)
-            }
+            Some(q) if n <= QUANT_MAX_ROWS && on_cpu_plain(&x.device()) => quantized(q, x),
             _ => x.matmul(self.dense.clone()),
         }
     }
@@ -65,4 +56,17 @@ impl FrozenLinear {
 /// The quantized kernels run on the CPU, for inference: a plain (non-autodiff) flex tensor.
 pub(crate) fn on_cpu_plain(device: &Device) -> bool {
     !device.is_autodiff() && *device == Device::flex()
+}
+
+/// `x · Wᵀ` through the quantized kernels, for a few rows of a plain CPU tensor `[N, in]`.
+pub(crate) fn quantized(q: &QMatrix, x: Tensor<2>) -> Tensor<2> {
+    let device = x.device();
+    let [n, _] = x.dims();
+    let data = x
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("invariant: float data converts to f32");
+    let y = q.matmul(&data, n);
+    Tensor::from_data(TensorData::new(y, [n, q.rows()]), &device)
 }

@@ -114,9 +114,11 @@ impl Llama {
         out
     }
 
-    /// Builds the rotary tables and attention bias of one forward pass and updates the cache's
-    /// positions and key mask.
-    fn context(
+    /// Builds the rotary tables and attention bias of one forward pass of `t` new positions
+    /// for `b` rows, and updates the cache's positions and key mask: what
+    /// [`Block::forward`] needs to run the frozen blocks one by one (e.g. with trainable
+    /// layers between them).
+    pub fn attention_context(
         &self,
         b: usize,
         t: usize,
@@ -242,7 +244,7 @@ impl FrozenBackbone for Llama {
             .unwrap_or(self.blocks.len())
             .min(self.blocks.len());
         let mut cache = options.cache;
-        let ctx = self.context(b, t, options.mask, cache.as_deref_mut());
+        let ctx = self.attention_context(b, t, options.mask, cache.as_deref_mut());
         let device = embeds.device();
         if let Some(c) = cache.as_deref_mut()
             && t == 1
@@ -302,14 +304,7 @@ impl FrozenBackbone for Llama {
             && b * t <= crate::linear::QUANT_MAX_ROWS
             && crate::linear::on_cpu_plain(&flat.device())
         {
-            let device = flat.device();
-            let x = flat
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .expect("invariant: float data converts to f32");
-            let y = q.matmul(&x, b * t);
-            return Tensor::from_data(TensorData::new(y, [b, t, v]), &device);
+            return crate::linear::quantized(q, flat).reshape([b, t, v]);
         }
         let logits = match &self.lm_head {
             Some(w) => flat.matmul(w.clone()),
