@@ -174,30 +174,25 @@ fn run_tests(cmd: &mut Command) -> Result<(usize, usize), String> {
 
 fn demo() -> Result<(), String> {
     fetch::fetch(&[])?;
+    let glaze = |args: &[&str]| {
+        run(cargo()
+            .args(["run", "--quiet", "-p", "glaze-cli", "--"])
+            .args(args))
+    };
     step("plain generation on the frozen SmolLM2-135M-Instruct");
-    run(cargo().args([
-        "run",
-        "--quiet",
-        "-p",
-        "glaze-cli",
-        "--",
+    glaze(&[
         "generate",
         "--prompt",
         "The capital of France is",
         "--max-tokens",
         "32",
-    ]))?;
+    ])?;
     step("soft-prompt training: 8 vectors teach the frozen model a sentence");
-    run(cargo().args([
-        "run",
-        "--quiet",
-        "-p",
-        "glaze-cli",
-        "--",
+    glaze(&[
         "prompt-tune",
         "--question",
         "What is the secret word?",
         "--target",
         "The secret word is glaze.",
-    ]))
+    ])
 }

@@ -76,21 +76,13 @@ impl Block {
             unreachable!("invariant: decode_ready() was checked");
         };
         let device = self.attn.wo.dense.device();
-        let norm_vec = |n: &RmsNorm| -> Vec<f32> {
-            n.weight
-                .clone()
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .expect("invariant: float norm weights")
-        };
-        let xn = crate::decode::rms_norm(x, &norm_vec(&self.attn_norm), self.attn_norm.eps());
+        let xn = crate::decode::rms_norm(x, self.attn_norm.host_weight(), self.attn_norm.eps());
         let qkv = wqkv.matmul(&xn, b);
         let heads = self.attn.heads();
         let att = crate::decode::attend_vec(qkv, b, heads, rope.layout(), ctx, slot, &device);
         let o = wo.matmul(&att, b);
         x.iter_mut().zip(&o).for_each(|(a, v)| *a += v);
-        let xn = crate::decode::rms_norm(x, &norm_vec(&self.ffn_norm), self.ffn_norm.eps());
+        let xn = crate::decode::rms_norm(x, self.ffn_norm.host_weight(), self.ffn_norm.eps());
         let gu = gate_up.matmul(&xn, b);
         let f = down.cols();
         let mut act = vec![0f32; b * f];

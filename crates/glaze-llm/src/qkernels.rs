@@ -76,6 +76,19 @@ pub enum Kind<'a> {
     Q8_0(&'a [f32], &'a [i8]),
 }
 
+impl Kind<'_> {
+    /// The per-block term the kernels add through the block sums of x: the Q4_1 minimum
+    /// `m[b]`, the Q4_0 offset `-8·d[b]`, nothing for Q8_0.
+    #[inline(always)]
+    fn offset(&self, b: usize) -> f32 {
+        match self {
+            Kind::Q4_1(_, m, _) => m[b],
+            Kind::Q4_0(d, _) => -8.0 * d[b],
+            Kind::Q8_0(..) => 0.0,
+        }
+    }
+}
+
 /// `out[r] = W[r] · x` for the `out.len()` consecutive rows whose blocks `kind` holds, one
 /// input `x` of `32 · xsum.len()` values. `false` when no AVX-512 (the caller falls back).
 #[cfg(target_arch = "x86_64")]
@@ -198,19 +211,12 @@ fn dot_row_avx2<const N: usize>(
     let mut extra = [0f32; N];
     let low = _mm_set1_epi8(0x0F);
     match kind {
-        Kind::Q4_1(d, m, q) => {
+        Kind::Q4_1(d, _, q) | Kind::Q4_0(d, q) => {
             for b in 0..bpr {
                 fma_inputs!(acc, q4_weights!(q, d, b, low), x, cols, b);
+                let c = kind.offset(b);
                 for k in 0..N {
-                    extra[k] += m[b] * xsum[k * bpr + b];
-                }
-            }
-        }
-        Kind::Q4_0(d, q) => {
-            for b in 0..bpr {
-                fma_inputs!(acc, q4_weights!(q, d, b, low), x, cols, b);
-                for k in 0..N {
-                    extra[k] -= 8.0 * d[b] * xsum[k * bpr + b];
+                    extra[k] += c * xsum[k * bpr + b];
                 }
             }
         }
@@ -289,11 +295,7 @@ fn dot_row_avx512<const N: usize>(
             };
             let dot = _mm512_fmadd_ps(w1, x1, _mm512_mul_ps(w0, x0));
             acc[k] = _mm512_fmadd_ps(scale, dot, acc[k]);
-            match kind {
-                Kind::Q4_1(_, m, _) => extra[k] += m[b] * xsum[k * bpr + b],
-                Kind::Q4_0(..) => extra[k] -= 8.0 * d * xsum[k * bpr + b],
-                Kind::Q8_0(..) => {}
-            }
+            extra[k] += kind.offset(b) * xsum[k * bpr + b];
         }
     }
     for k in 0..N {
@@ -364,14 +366,9 @@ fn dot1_avx512(kind: Kind<'_>, x: &[f32], xsum: &[f32]) -> f32 {
             }
         };
     }
-    let extra: f32 = match kind {
-        Kind::Q4_1(d, m, q) => {
+    match kind {
+        Kind::Q4_1(d, _, q) | Kind::Q4_0(d, q) => {
             q4_loop!(d, q);
-            m.iter().zip(xsum).map(|(m, s)| m * s).sum()
-        }
-        Kind::Q4_0(d, q) => {
-            q4_loop!(d, q);
-            d.iter().zip(xsum).map(|(d, s)| -8.0 * d * s).sum()
         }
         Kind::Q8_0(d, q) => {
             for ((qb, xb), &db) in q.chunks_exact(32).zip(x.chunks_exact(32)).zip(d) {
@@ -393,8 +390,8 @@ fn dot1_avx512(kind: Kind<'_>, x: &[f32], xsum: &[f32]) -> f32 {
                 let dot = _mm512_fmadd_ps(w1, x1, _mm512_mul_ps(w0, x0));
                 acc = _mm512_fmadd_ps(_mm512_set1_ps(db), dot, acc);
             }
-            0.0
         }
-    };
+    }
+    let extra: f32 = (0..xsum.len()).map(|b| kind.offset(b) * xsum[b]).sum();
     _mm512_reduce_add_ps(_mm512_add_ps(acc, acc2)) + extra
 }

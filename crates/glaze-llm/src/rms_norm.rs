@@ -15,10 +15,13 @@ pub struct RmsNormConfig {
 impl RmsNormConfig {
     /// Weights of ones.
     pub fn init(&self, device: &Device) -> RmsNorm {
-        RmsNorm {
+        let mut norm = RmsNorm {
             weight: Tensor::ones([self.d_model], device),
+            host: Default::default(),
             eps: self.eps,
-        }
+        };
+        norm.set_weight(vec![1.0; self.d_model], device);
+        norm
     }
 }
 
@@ -26,6 +29,8 @@ impl RmsNormConfig {
 #[derive(Debug, Clone)]
 pub struct RmsNorm {
     pub(crate) weight: Tensor<1>,
+    /// The same gain as a plain vector, for decode steps on the CPU.
+    host: std::sync::Arc<Vec<f32>>,
     eps: f64,
 }
 
@@ -34,8 +39,21 @@ impl RmsNorm {
     pub fn to_device(self, device: &Device) -> Self {
         RmsNorm {
             weight: self.weight.to_device(device),
+            host: self.host,
             eps: self.eps,
         }
+    }
+
+    /// Sets the gain (a loader's job).
+    pub(crate) fn set_weight(&mut self, gain: Vec<f32>, device: &Device) {
+        let n = gain.len();
+        self.weight = Tensor::from_data(TensorData::new(gain.clone(), [n]), device);
+        self.host = std::sync::Arc::new(gain);
+    }
+
+    /// The gain as a plain vector.
+    pub(crate) fn host_weight(&self) -> &[f32] {
+        &self.host
     }
 
     /// Epsilon.
@@ -60,7 +78,7 @@ mod tests {
     fn normalises_by_hand() {
         let device = Device::flex();
         let mut norm = RmsNormConfig::new(2).with_eps(0.0).init(&device);
-        norm.weight = Tensor::from_data([1.0f32, 2.0], &device);
+        norm.set_weight(vec![1.0, 2.0], &device);
         let y = norm.forward(Tensor::from_data([[[3.0f32, 4.0]]], &device));
         // rms = sqrt((9 + 16) / 2) = 3.5355
         let v: Vec<f32> = y.into_data().try_into_vec().expect("f32");

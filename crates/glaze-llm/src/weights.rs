@@ -152,11 +152,6 @@ fn t2(data: Vec<f32>, shape: [usize; 2], device: &Device) -> Tensor<2> {
     Tensor::from_data(TensorData::new(data, shape), device)
 }
 
-fn t1(data: Vec<f32>, device: &Device) -> Tensor<1> {
-    let n = data.len();
-    Tensor::from_data(TensorData::new(data, [n]), device)
-}
-
 /// Builds a [`Llama`] of `config` and fills it from `source`.
 ///
 /// Raw GGUF q/k rows are interleaved-RoPE ordered; they are un-permuted here so the model runs
@@ -215,8 +210,12 @@ pub fn load_llama(
             ),
             l.quant(Key::O, i, d, h * hd),
         );
-        block.attn_norm.weight = t1(l.get(Key::AttnNorm, i, &[d])?, &device);
-        block.ffn_norm.weight = t1(l.get(Key::FfnNorm, i, &[d])?, &device);
+        block
+            .attn_norm
+            .set_weight(l.get(Key::AttnNorm, i, &[d])?, &device);
+        block
+            .ffn_norm
+            .set_weight(l.get(Key::FfnNorm, i, &[d])?, &device);
         let gate_up = [l.get(Key::Gate, i, &[f, d])?, l.get(Key::Up, i, &[f, d])?].concat();
         block.mlp.w_gate_up = linear(
             t2(transpose(&gate_up, 2 * f, d), [d, 2 * f], &device),
@@ -231,7 +230,7 @@ pub fn load_llama(
             l.quant(Key::Down, i, d, f),
         );
     }
-    model.norm.weight = t1(l.get(Key::Norm, 0, &[d])?, &device);
+    model.norm.set_weight(l.get(Key::Norm, 0, &[d])?, &device);
     let head_name = name(naming, Key::Head, 0);
     model.lm_head = if config.tie_embeddings || !source.has(&head_name) {
         None
