@@ -5,6 +5,8 @@ mod contract;
 mod hf_dir;
 mod kquants;
 mod real_model;
+mod timeseries;
 mod tokenizer;
+mod training;
 #[cfg(feature = "wgpu")]
 mod wgpu;

@@ -2,6 +2,7 @@
 #![allow(clippy::print_stdout)]
 
 mod bench;
+mod timeseries;
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -110,6 +111,9 @@ enum Cmd {
         #[command(flatten)]
         model: ModelArgs,
     },
+    /// Time-series forecasting through the frozen LLM (Time-LLM, GPT4TS-style, baselines).
+    #[command(subcommand)]
+    Timeseries(timeseries::TsCmd),
     /// Measure prefill and decode speed (used by `cargo xtask bench`).
     Bench(bench::BenchArgs),
 }
@@ -281,6 +285,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             );
         }
         Cmd::Bench(args) => bench::run(args)?,
+        Cmd::Timeseries(cmd) => timeseries::run(cmd)?,
     }
     Ok(())
 }

@@ -100,6 +100,41 @@ pub enum Error {
         /// The loss value.
         value: f32,
     },
+    /// A checkpoint file that cannot be used.
+    #[error("checkpoint {path}: {problem}")]
+    Checkpoint {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A checkpoint trained for another backbone, encoder or adapter kind.
+    #[error("checkpoint {path} was trained for {what} {found}, but this pipeline uses {expected}")]
+    IdentityMismatch {
+        /// The file.
+        path: PathBuf,
+        /// Which part differs: `backbone`, `encoder` or `adapter kind`.
+        what: &'static str,
+        /// What the checkpoint records.
+        found: String,
+        /// What the pipeline has.
+        expected: String,
+    },
+    /// A feature-cache entry that cannot be used.
+    #[error("feature cache entry {path}: {problem}")]
+    Cache {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A training run was stopped by its caller before it finished (its last checkpoint
+    /// resumes it).
+    #[error("training interrupted at step {step}")]
+    Interrupted {
+        /// Optimizer steps done.
+        step: usize,
+    },
     /// Reading or writing a file failed.
     #[error("I/O error on {path}: {source}")]
     Io {

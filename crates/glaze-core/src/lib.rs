@@ -1,26 +1,44 @@
 #![doc = include_str!("../README.md")]
 
 pub mod adapter;
+pub mod atomic;
 pub mod backbone;
+pub mod checkpoint;
 pub mod device;
 pub mod error;
+pub mod feature_cache;
 pub mod harness;
 pub mod loss;
+pub mod metrics;
+pub mod optim;
+pub mod params;
+pub mod plot;
 pub mod prompt;
+pub mod rng;
+pub mod schedule;
 pub mod soft;
 pub mod soft_prompt;
+pub mod trainer;
 pub mod tuning;
 
 pub use adapter::{Adapter, Condition, Encoder, EncoderSpec, Features};
 pub use backbone::{BackboneSpec, ChatMessage, ForwardOptions, FrozenBackbone, KvCache, TextCodec};
+pub use checkpoint::{AdapterIdentity, BackboneIdentity, Checkpoint, TrainState};
 pub use device::DeviceChoice;
 pub use error::{Error, Result};
+pub use feature_cache::{CachedArray, FeatureCache};
+pub use optim::{AdamW, AdamWSettings};
+pub use params::{NamedTensor, count_params, export_params, import_params};
+pub use plot::LinePlot;
 pub use prompt::{
     DEFAULT_PLACEHOLDERS, Embedded, EmbeddedBatch, Prompt, PromptTemplate, Segment, embed_batch,
     embed_prompt, pad_left,
 };
+pub use rng::SplitMix64;
+pub use schedule::LrSchedule;
 pub use soft::SoftTokens;
 pub use soft_prompt::{SoftPrompt, SoftPromptConfig};
+pub use trainer::{RunOptions, StepInfo, TrainConfig, TrainReport, TrainTask, train};
 pub use tuning::{PromptTuningConfig, TuningExample, TuningReport, tune_soft_prompt};
 
 /// FNV-1a, 64 bit: a stable, dependency-free hash for weight files and weight digests.

@@ -6,3 +6,5 @@ pub use glaze_core::{
     SoftPrompt, SoftTokens, TextCodec,
 };
 pub use glaze_llm as llm;
+#[cfg(feature = "timeseries")]
+pub use glaze_timeseries as timeseries;

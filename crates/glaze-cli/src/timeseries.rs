@@ -1,0 +1,622 @@
+//! `glaze timeseries train|eval|forecast|sweep`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand, ValueEnum};
+use glaze::core::{LinePlot, LrSchedule, TrainConfig};
+use glaze::llm::LanguageModel;
+use glaze::timeseries::{
+    self as ts, Channels, ForecasterConfig, ModelKind, RunSpec, SplitScheme, WindowSpec,
+    baselines::repeat_last, experiment::ETT_DESCRIPTION,
+};
+
+use crate::ModelArgs;
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Kind {
+    TimeLlm,
+    Gpt4ts,
+    NoLlm,
+    Dlinear,
+}
+
+impl From<Kind> for ModelKind {
+    fn from(k: Kind) -> Self {
+        match k {
+            Kind::TimeLlm => ModelKind::TimeLlm,
+            Kind::Gpt4ts => ModelKind::Gpt4ts,
+            Kind::NoLlm => ModelKind::NoLlm,
+            Kind::Dlinear => ModelKind::Dlinear,
+        }
+    }
+}
+
+/// Model, window and training settings shared by `train` and `sweep`.
+#[derive(Args, Clone)]
+pub struct Setup {
+    /// Input length L.
+    #[arg(long, default_value_t = 96)]
+    input_len: usize,
+    /// Frozen LLM blocks K run by time-llm and gpt4ts.
+    #[arg(long, default_value_t = 2)]
+    layers: usize,
+    /// Text prototypes of the reprogramming layer.
+    #[arg(long, default_value_t = 100)]
+    prototypes: usize,
+    /// Epochs.
+    #[arg(long, default_value_t = 1)]
+    epochs: usize,
+    /// Batch size (examples = one channel of one window).
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Micro-batches per optimizer step.
+    #[arg(long, default_value_t = 1)]
+    accumulation: usize,
+    /// Peak learning rate (one-cycle schedule, as Time-LLM).
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Distance between training windows (1 = all).
+    #[arg(long, default_value_t = 1)]
+    train_stride: usize,
+    /// Distance between validation/test windows (1 = all, the papers' protocol).
+    #[arg(long, default_value_t = 1)]
+    eval_stride: usize,
+    /// Only the target column (the papers' `S` setting) instead of all columns (`M`).
+    #[arg(long)]
+    univariate: bool,
+    /// Split rows 70/10/20 instead of the ETT hourly 12/4/4 months.
+    #[arg(long)]
+    ratio_split: bool,
+    /// Stop after this many optimizer steps.
+    #[arg(long)]
+    max_steps: Option<usize>,
+    /// Early-stopping patience in validations.
+    #[arg(long)]
+    patience: Option<usize>,
+    /// Validate every this many steps (besides each epoch end).
+    #[arg(long)]
+    eval_every: Option<usize>,
+    /// Prompt-prefix cache directory (default: $GLAZE_CACHE/features); `none` disables it.
+    #[arg(long)]
+    cache: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum TsCmd {
+    /// Train a forecaster and report test MSE/MAE next to repeat-last.
+    Train {
+        /// CSV file: a date column, then numeric columns.
+        #[arg(long)]
+        data: PathBuf,
+        /// Target column (default: the last).
+        #[arg(long)]
+        target: Option<String>,
+        /// Forecast horizon H.
+        #[arg(long)]
+        horizon: usize,
+        /// Forecasting model.
+        #[arg(long, value_enum, default_value = "time-llm")]
+        forecaster: Kind,
+        /// Seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Run directory: checkpoints (resumable), metrics.jsonl, curve.png, adapter.safetensors.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        setup: Setup,
+        #[command(flatten)]
+        llm: ModelArgs,
+    },
+    /// Test metrics of a trained checkpoint on a CSV file's test split.
+    Eval {
+        /// adapter.safetensors of a run.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// CSV file.
+        #[arg(long)]
+        data: PathBuf,
+        /// Distance between test windows.
+        #[arg(long, default_value_t = 1)]
+        eval_stride: usize,
+        #[command(flatten)]
+        llm: ModelArgs,
+    },
+    /// Forecast from one window of a CSV file and plot history, forecast and truth.
+    Forecast {
+        /// adapter.safetensors of a run.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// CSV file.
+        #[arg(long)]
+        data: PathBuf,
+        /// Output PNG.
+        #[arg(long)]
+        out: PathBuf,
+        /// First row of the input window (default: the last full window of the file).
+        #[arg(long)]
+        at: Option<usize>,
+        #[command(flatten)]
+        llm: ModelArgs,
+    },
+    /// Train and test every (dataset, horizon, model, seed) and write the results table.
+    Sweep {
+        /// Directory with ETTh1.csv / ETTh2.csv.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Datasets (file stems).
+        #[arg(long, value_delimiter = ',', default_value = "ETTh1,ETTh2")]
+        datasets: Vec<String>,
+        /// Horizons.
+        #[arg(long, value_delimiter = ',', default_value = "96,192")]
+        horizons: Vec<usize>,
+        /// Seeds.
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        seeds: Vec<u64>,
+        /// Forecasting models.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "dlinear,no-llm,gpt4ts,time-llm"
+        )]
+        forecasters: Vec<Kind>,
+        /// Finished runs, one JSON per line (a sweep resumes by skipping them).
+        #[arg(long)]
+        results: PathBuf,
+        /// Markdown table to write.
+        #[arg(long)]
+        markdown: PathBuf,
+        /// Directory for run directories.
+        #[arg(long)]
+        runs: PathBuf,
+        #[command(flatten)]
+        setup: Setup,
+        #[command(flatten)]
+        llm: ModelArgs,
+    },
+}
+
+fn cache_root(setup: &Setup) -> Option<PathBuf> {
+    match setup.cache.as_deref() {
+        Some("none") => None,
+        Some(p) => Some(PathBuf::from(p)),
+        None => Some(glaze::llm::cache_dir().join("features")),
+    }
+}
+
+fn spec(
+    setup: &Setup,
+    data: &Path,
+    target: Option<String>,
+    horizon: usize,
+    kind: ModelKind,
+    seed: u64,
+    model: &LanguageModel,
+) -> RunSpec {
+    let s = glaze::FrozenBackbone::spec(&model.llama);
+    RunSpec {
+        data: data.to_path_buf(),
+        target,
+        window: WindowSpec {
+            input_len: setup.input_len,
+            horizon,
+            scheme: if setup.ratio_split {
+                SplitScheme::Ratio {
+                    train: 0.7,
+                    test: 0.2,
+                }
+            } else {
+                SplitScheme::EttHourly
+            },
+            channels: if setup.univariate {
+                Channels::Univariate
+            } else {
+                Channels::Multivariate
+            },
+            train_stride: setup.train_stride,
+            eval_stride: setup.eval_stride,
+        },
+        model: ForecasterConfig::new(kind, setup.input_len, horizon, s.d_model, s.vocab_size)
+            .with_llm_layers(setup.layers)
+            .with_num_prototypes(setup.prototypes),
+        train: TrainConfig {
+            epochs: setup.epochs,
+            batch_size: setup.batch,
+            accumulation: setup.accumulation,
+            lr: setup.lr,
+            schedule: LrSchedule::OneCycle {
+                pct_start: 0.2,
+                div: 25.0,
+                final_div: 1e4,
+            },
+            seed,
+            patience: setup.patience,
+            eval_every: setup.eval_every,
+            max_steps: setup.max_steps,
+            checkpoint_every: 25,
+            ..TrainConfig::default()
+        },
+        description: ETT_DESCRIPTION.to_string(),
+        eval_batch: 256,
+    }
+}
+
+pub fn run(cmd: TsCmd) -> Res<()> {
+    match cmd {
+        TsCmd::Train {
+            data,
+            target,
+            horizon,
+            forecaster: kind,
+            seed,
+            out,
+            setup,
+            llm,
+        } => {
+            let model = crate::load(&llm)?;
+            let spec = spec(&setup, &data, target, horizon, kind.into(), seed, &model);
+            let cache = cache_root(&setup);
+            let (_, outcome) = ts::run(
+                &model.llama,
+                &model.tokenizer,
+                &spec,
+                Some(&out),
+                cache.as_deref(),
+                true,
+            )?;
+            let base = repeat_last(&ts::experiment::load_data(&spec)?.test);
+            println!(
+                "{} H={horizon}: test MSE {:.4} MAE {:.4} (repeat-last {:.4} / {:.4}); {} steps in {:.0} s; {} → {}",
+                spec.model.kind.name(),
+                outcome.test.mse(),
+                outcome.test.mae(),
+                base.mse(),
+                base.mae(),
+                outcome.report.steps,
+                outcome.train_seconds,
+                data.display(),
+                out.join("adapter.safetensors").display()
+            );
+        }
+        TsCmd::Eval {
+            checkpoint,
+            data,
+            eval_stride,
+            llm,
+        } => {
+            let model = crate::load(&llm)?;
+            let (forecaster, stored) = ts::load_checkpoint(&model.llama, &checkpoint)?;
+            let (set, pipeline) = rebuild(&model, &stored, &data, eval_stride)?;
+            let m = ts::evaluate(&pipeline, &forecaster, &set.test, 256)?;
+            let base = repeat_last(&set.test);
+            println!(
+                "{}: test MSE {:.4} MAE {:.4} over {} forecasts (repeat-last {:.4} / {:.4})",
+                stored.model.kind.name(),
+                m.mse(),
+                m.mae(),
+                set.test.len(),
+                base.mse(),
+                base.mae()
+            );
+        }
+        TsCmd::Forecast {
+            checkpoint,
+            data,
+            out,
+            at,
+            llm,
+        } => {
+            let model = crate::load(&llm)?;
+            let (forecaster, stored) = ts::load_checkpoint(&model.llama, &checkpoint)?;
+            forecast_plot(&model, &forecaster, &stored, &data, &out, at)?;
+        }
+        TsCmd::Sweep {
+            data_dir,
+            datasets,
+            horizons,
+            seeds,
+            forecasters: models,
+            results,
+            markdown,
+            runs,
+            setup,
+            llm,
+        } => sweep(
+            &data_dir, &datasets, &horizons, &seeds, &models, &results, &markdown, &runs, &setup,
+            &llm,
+        )?,
+    }
+    Ok(())
+}
+
+fn rebuild<'a>(
+    model: &'a LanguageModel,
+    stored: &ts::StoredConfig,
+    data: &Path,
+    eval_stride: usize,
+) -> Res<(ts::SeriesData, ts::Pipeline<'a>)> {
+    let target = stored.columns.last().cloned();
+    let frame = ts::read_csv(
+        data,
+        &ts::ColumnSelection {
+            target,
+            covariates: Some(stored.columns[..stored.columns.len() - 1].to_vec()),
+        },
+    )?;
+    let mut window = stored.window;
+    window.eval_stride = eval_stride;
+    // Scale with the statistics the model was trained with, not the new file's.
+    let set = ts::dataset::prepare_scaled(&frame, &window, Some(&stored.scaler))?;
+    let pipeline = ts::Pipeline::new(
+        &model.llama,
+        &model.tokenizer,
+        stored.model.clone(),
+        stored.description.clone(),
+        Some(&glaze::llm::cache_dir().join("features")),
+    )?;
+    Ok((set, pipeline))
+}
+
+fn forecast_plot(
+    model: &LanguageModel,
+    forecaster: &ts::Forecaster,
+    stored: &ts::StoredConfig,
+    data: &Path,
+    out: &Path,
+    at: Option<usize>,
+) -> Res<()> {
+    let (set, pipeline) = rebuild(model, stored, data, 1)?;
+    let (l, h) = (stored.window.input_len, stored.window.horizon);
+    let series = &set.scaled[set.scaled.len() - 1];
+    let rows = series.len();
+    let start = at.unwrap_or(rows.saturating_sub(l + h));
+    if start + l > rows {
+        return Err(format!(
+            "--at {start}: the input window needs rows {start}..{} but the file has {rows}",
+            start + l
+        )
+        .into());
+    }
+    let input = &series[start..start + l];
+    let pred = pipeline.predict(
+        forecaster,
+        &[input],
+        glaze::FrozenBackbone::device(&model.llama),
+    )?;
+    let pred: Vec<f32> = pred
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| format!("{e:?}"))?;
+    let c = set.scaled.len() - 1;
+    let unscale = |x: &[f32]| stored.scaler.inverse(c, x);
+    let hist: Vec<(f64, f64)> = unscale(input)
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| ((start + i) as f64, v as f64))
+        .collect();
+    let fc: Vec<(f64, f64)> = unscale(&pred)
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| ((start + l + i) as f64, v as f64))
+        .collect();
+    let truth_end = (start + l + h).min(rows);
+    let truth: Vec<(f64, f64)> = unscale(&series[start + l..truth_end])
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| ((start + l + i) as f64, v as f64))
+        .collect();
+    let target = stored.columns.last().cloned().unwrap_or_default();
+    let mut plot = LinePlot::new(
+        format!("{} {target}: {l} IN, {h} OUT", stored.model.kind.name()),
+        "ROW",
+    )
+    .line("history", hist)
+    .line("forecast", fc);
+    if !truth.is_empty() {
+        plot = plot.line("truth", truth.clone());
+    }
+    plot.marker_x = Some((start + l) as f64 - 0.5);
+    plot.save_png(out)?;
+    if truth.len() == h {
+        let mut m = ts::Metrics::default();
+        m.add(&pred, &series[start + l..truth_end]);
+        println!(
+            "forecast of rows {}..{} (scaled MSE {:.4}, MAE {:.4}) → {}",
+            start + l,
+            start + l + h,
+            m.mse(),
+            m.mae(),
+            out.display()
+        );
+    } else {
+        println!(
+            "forecast of rows {}..{} → {}",
+            start + l,
+            start + l + h,
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Clone)]
+struct SweepRow {
+    dataset: String,
+    horizon: usize,
+    model: String,
+    seed: u64,
+    mse: f64,
+    mae: f64,
+    best_val: Option<f64>,
+    steps: usize,
+    train_seconds: f64,
+    test_seconds: f64,
+    examples: [usize; 3],
+    trainable_params: usize,
+    prefix_cache: Option<(usize, usize)>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sweep(
+    data_dir: &Path,
+    datasets: &[String],
+    horizons: &[usize],
+    seeds: &[u64],
+    models: &[Kind],
+    results: &Path,
+    markdown: &Path,
+    runs: &Path,
+    setup: &Setup,
+    llm: &ModelArgs,
+) -> Res<()> {
+    let model = crate::load(llm)?;
+    let mut done: Vec<SweepRow> = std::fs::read_to_string(results)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let cache = cache_root(setup);
+    for ds in datasets {
+        let data = data_dir.join(format!("{ds}.csv"));
+        for &h in horizons {
+            for &k in models {
+                let kind: ModelKind = k.into();
+                for &seed in seeds {
+                    let key = |r: &SweepRow| {
+                        r.dataset == *ds
+                            && r.horizon == h
+                            && r.model == kind.name()
+                            && r.seed == seed
+                    };
+                    if done.iter().any(key) {
+                        continue;
+                    }
+                    let spec = spec(setup, &data, Some("OT".into()), h, kind, seed, &model);
+                    let dir = runs.join(format!("{ds}-{h}-{}-s{seed}", kind.name()));
+                    eprintln!("sweep: {ds} H={h} {} seed {seed}", kind.name());
+                    let (_, o) = ts::run(
+                        &model.llama,
+                        &model.tokenizer,
+                        &spec,
+                        Some(&dir),
+                        cache.as_deref(),
+                        true,
+                    )?;
+                    let row = SweepRow {
+                        dataset: ds.clone(),
+                        horizon: h,
+                        model: kind.name().into(),
+                        seed,
+                        mse: o.test.mse(),
+                        mae: o.test.mae(),
+                        best_val: o.best_val,
+                        steps: o.report.steps,
+                        train_seconds: o.train_seconds,
+                        test_seconds: o.test_seconds,
+                        examples: o.examples,
+                        trainable_params: o.report.trainable_params,
+                        prefix_cache: o.prefix_cache,
+                    };
+                    eprintln!(
+                        "sweep: {ds} H={h} {} seed {seed}: MSE {:.4} MAE {:.4} ({:.0} s)",
+                        kind.name(),
+                        row.mse,
+                        row.mae,
+                        row.train_seconds
+                    );
+                    let mut f = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(results)?;
+                    writeln!(f, "{}", serde_json::to_string(&row)?)?;
+                    done.push(row);
+                }
+            }
+            // Repeat-last needs no training; one row per (dataset, horizon).
+            let spec = spec(
+                setup,
+                &data,
+                Some("OT".into()),
+                h,
+                ModelKind::Dlinear,
+                0,
+                &model,
+            );
+            let base = repeat_last(&ts::experiment::load_data(&spec)?.test);
+            if !done
+                .iter()
+                .any(|r| r.dataset == *ds && r.horizon == h && r.model == "repeat-last")
+            {
+                let row = SweepRow {
+                    dataset: ds.clone(),
+                    horizon: h,
+                    model: "repeat-last".into(),
+                    seed: 0,
+                    mse: base.mse(),
+                    mae: base.mae(),
+                    best_val: None,
+                    steps: 0,
+                    train_seconds: 0.0,
+                    test_seconds: 0.0,
+                    examples: [0, 0, 0],
+                    trainable_params: 0,
+                    prefix_cache: None,
+                };
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(results)?;
+                writeln!(f, "{}", serde_json::to_string(&row)?)?;
+                done.push(row);
+            }
+        }
+    }
+    write_table(&done, markdown)?;
+    Ok(())
+}
+
+fn mean_spread(v: &[f64]) -> (f64, f64) {
+    let n = v.len().max(1) as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (m, (hi - lo) / 2.0)
+}
+
+fn write_table(rows: &[SweepRow], path: &Path) -> Res<()> {
+    let mut groups: BTreeMap<(String, usize, String), Vec<&SweepRow>> = BTreeMap::new();
+    for r in rows {
+        groups
+            .entry((r.dataset.clone(), r.horizon, r.model.clone()))
+            .or_default()
+            .push(r);
+    }
+    let mut t = String::from(
+        "| dataset | H | model | seeds | test MSE (mean ± half-range) | test MAE | train s/run | trainable params |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for ((ds, h, m), rs) in &groups {
+        let (mse, dm) = mean_spread(&rs.iter().map(|r| r.mse).collect::<Vec<_>>());
+        let (mae, da) = mean_spread(&rs.iter().map(|r| r.mae).collect::<Vec<_>>());
+        let secs = rs.iter().map(|r| r.train_seconds).sum::<f64>() / rs.len() as f64;
+        t.push_str(&format!(
+            "| {ds} | {h} | {m} | {} | {mse:.4} ± {dm:.4} | {mae:.4} ± {da:.4} | {secs:.0} | {} |\n",
+            rs.len(),
+            rs[0].trainable_params
+        ));
+    }
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let begin = "<!-- sweep:begin -->";
+    let end = "<!-- sweep:end -->";
+    let new = match (text.find(begin), text.find(end)) {
+        (Some(a), Some(b)) if a < b => format!("{}{begin}\n{t}{}", &text[..a], &text[b..]),
+        _ => format!("{text}\n{begin}\n{t}{end}\n"),
+    };
+    std::fs::write(path, new)?;
+    Ok(())
+}

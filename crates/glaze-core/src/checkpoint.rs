@@ -1,0 +1,293 @@
+//! Adapter checkpoints: one safetensors file with the adapter's weights only, optionally the
+//! optimizer's moments, and metadata — what the adapter is, which encoder and which backbone
+//! (architecture, width, layers used, weights hash) it was trained against, and the training
+//! state needed to resume (step, optimizer step, RNG, early-stopping state).
+//!
+//! Files are written atomically ([`crate::atomic::write_atomic`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use crate::adapter::EncoderSpec;
+use crate::backbone::BackboneSpec;
+use crate::error::{Error, Result};
+use crate::optim::AdamWSettings;
+use crate::params::NamedTensor;
+
+/// Version of the metadata layout.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The backbone an adapter was trained against.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BackboneIdentity {
+    /// Architecture, e.g. `llama`.
+    pub architecture: String,
+    /// Model name.
+    pub name: String,
+    /// Embedding width.
+    pub d_model: usize,
+    /// Number of blocks the adapter's pipeline runs (a truncated backbone uses fewer than
+    /// the model has; 0 when the pipeline runs none).
+    pub layers_used: usize,
+    /// Hash of the weights file(s).
+    pub weights_hash: String,
+}
+
+impl BackboneIdentity {
+    /// The identity of `spec` when `layers_used` of its blocks run.
+    pub fn of(spec: &BackboneSpec, layers_used: usize) -> Self {
+        BackboneIdentity {
+            architecture: spec.architecture.clone(),
+            name: spec.name.clone(),
+            d_model: spec.d_model,
+            layers_used,
+            weights_hash: spec.weights_hash.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for BackboneIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({}, width {}, {} layers, weights {})",
+            self.name, self.architecture, self.d_model, self.layers_used, self.weights_hash
+        )
+    }
+}
+
+/// What an adapter is and what it was trained against.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AdapterIdentity {
+    /// Adapter kind, e.g. `time-llm`.
+    pub kind: String,
+    /// The adapter's configuration as JSON (enough to rebuild it).
+    pub config: serde_json::Value,
+    /// The frozen encoder, if the pipeline has one.
+    pub encoder: Option<EncoderSpec>,
+    /// The frozen backbone.
+    pub backbone: BackboneIdentity,
+}
+
+impl AdapterIdentity {
+    /// Checks that a checkpoint's identity fits the pipeline it is loaded into:
+    /// same kind, same encoder, same backbone. The error names both sides and the file.
+    pub fn check_compatible(&self, expected: &AdapterIdentity, file: &Path) -> Result<()> {
+        let mismatch =
+            |what: &'static str, found: String, wanted: String| Error::IdentityMismatch {
+                path: file.to_path_buf(),
+                what,
+                found,
+                expected: wanted,
+            };
+        if self.kind != expected.kind {
+            return Err(mismatch(
+                "adapter kind",
+                self.kind.clone(),
+                expected.kind.clone(),
+            ));
+        }
+        if self.backbone != expected.backbone {
+            return Err(mismatch(
+                "backbone",
+                self.backbone.to_string(),
+                expected.backbone.to_string(),
+            ));
+        }
+        if self.encoder != expected.encoder {
+            let show = |e: &Option<EncoderSpec>| match e {
+                Some(e) => format!(
+                    "{} (width {}, weights {})",
+                    e.name, e.feature_dim, e.weights_hash
+                ),
+                None => "no encoder".into(),
+            };
+            return Err(mismatch(
+                "encoder",
+                show(&self.encoder),
+                show(&expected.encoder),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Where a training run stands (enough to resume it exactly).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrainState {
+    /// Optimizer steps done.
+    pub step: usize,
+    /// Optimizer settings.
+    pub optimizer: AdamWSettings,
+    /// Optimizer update count (AdamW bias correction).
+    pub optimizer_t: u64,
+    /// State of the data-order generator.
+    pub rng: u64,
+    /// Best validation value so far, and the step it was reached at.
+    pub best: Option<(f64, usize)>,
+    /// Validations since the best one (early stopping).
+    pub bad_evals: usize,
+    /// True once early stopping fired.
+    pub stopped: bool,
+}
+
+/// A checkpoint in memory.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// Identity of the adapter.
+    pub identity: AdapterIdentity,
+    /// Adapter weights.
+    pub weights: Vec<NamedTensor>,
+    /// Training state, for resumable checkpoints.
+    pub state: Option<TrainState>,
+    /// Optimizer moments, for resumable checkpoints.
+    pub optimizer: Vec<NamedTensor>,
+}
+
+fn bad(path: &Path, problem: impl Into<String>) -> Error {
+    Error::Checkpoint {
+        path: path.to_path_buf(),
+        problem: problem.into(),
+    }
+}
+
+impl Checkpoint {
+    /// Serialises and writes the checkpoint atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut meta = HashMap::new();
+        meta.insert("glaze.format".to_string(), FORMAT_VERSION.to_string());
+        let json = |v: serde_json::Result<String>| v.map_err(|e| bad(path, e.to_string()));
+        meta.insert(
+            "glaze.identity".to_string(),
+            json(serde_json::to_string(&self.identity))?,
+        );
+        if let Some(state) = &self.state {
+            meta.insert(
+                "glaze.train_state".to_string(),
+                json(serde_json::to_string(state))?,
+            );
+        }
+        let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = self
+            .weights
+            .iter()
+            .map(|t| (format!("adapter.{}", t.name), t))
+            .chain(
+                self.optimizer
+                    .iter()
+                    .map(|t| (format!("optim.{}", t.name), t)),
+            )
+            .map(|(name, t)| {
+                let b: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+                (name, b, t.shape.clone())
+            })
+            .collect();
+        let views = bytes
+            .iter()
+            .map(|(name, b, shape)| {
+                TensorView::new(Dtype::F32, shape.clone(), b)
+                    .map(|v| (name.clone(), v))
+                    .map_err(|e| bad(path, e.to_string()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let out =
+            safetensors::serialize(views, Some(meta)).map_err(|e| bad(path, e.to_string()))?;
+        crate::atomic::write_atomic(path, &out)
+    }
+
+    /// Reads a checkpoint; anything malformed is an [`Error::Checkpoint`] naming the file.
+    pub fn load(path: &Path) -> Result<Checkpoint> {
+        let buf = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let (_, header) = SafeTensors::read_metadata(&buf)
+            .map_err(|e| bad(path, format!("not a safetensors file: {e}")))?;
+        let meta = header
+            .metadata()
+            .clone()
+            .ok_or_else(|| bad(path, "no metadata: not a Glaze adapter checkpoint"))?;
+        let version = meta.get("glaze.format").ok_or_else(|| {
+            bad(
+                path,
+                "no `glaze.format` entry: not a Glaze adapter checkpoint",
+            )
+        })?;
+        if version != &FORMAT_VERSION.to_string() {
+            return Err(bad(
+                path,
+                format!("format version {version}, this build reads {FORMAT_VERSION}"),
+            ));
+        }
+        let identity: AdapterIdentity = meta
+            .get("glaze.identity")
+            .ok_or_else(|| bad(path, "no `glaze.identity` entry"))
+            .and_then(|s| {
+                serde_json::from_str(s).map_err(|e| bad(path, format!("bad identity: {e}")))
+            })?;
+        let state: Option<TrainState> = match meta.get("glaze.train_state") {
+            Some(s) => Some(
+                serde_json::from_str(s)
+                    .map_err(|e| bad(path, format!("bad training state: {e}")))?,
+            ),
+            None => None,
+        };
+        let st = SafeTensors::deserialize(&buf).map_err(|e| bad(path, e.to_string()))?;
+        let mut weights = Vec::new();
+        let mut optimizer = Vec::new();
+        let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
+        names.sort();
+        for name in names {
+            let view = st.tensor(&name).map_err(|e| bad(path, e.to_string()))?;
+            if view.dtype() != Dtype::F32 {
+                return Err(bad(
+                    path,
+                    format!("tensor `{name}` is {:?}, expected F32", view.dtype()),
+                ));
+            }
+            let data: Vec<f32> = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            let shape = view.shape().to_vec();
+            if let Some(n) = name.strip_prefix("adapter.") {
+                weights.push(NamedTensor {
+                    name: n.to_string(),
+                    shape,
+                    data,
+                });
+            } else if let Some(n) = name.strip_prefix("optim.") {
+                optimizer.push(NamedTensor {
+                    name: n.to_string(),
+                    shape,
+                    data,
+                });
+            } else {
+                return Err(bad(path, format!("unexpected tensor `{name}`")));
+            }
+        }
+        if weights.is_empty() {
+            return Err(bad(path, "the file holds no adapter weights"));
+        }
+        Ok(Checkpoint {
+            identity,
+            weights,
+            state,
+            optimizer,
+        })
+    }
+
+    /// The weights by name.
+    pub fn weight_map(&self) -> BTreeMap<String, NamedTensor> {
+        self.weights
+            .iter()
+            .map(|t| (t.name.clone(), t.clone()))
+            .collect()
+    }
+
+    /// Loads a checkpoint written for `expected` (kind, encoder and backbone must match).
+    pub fn load_for(path: &Path, expected: &AdapterIdentity) -> Result<Checkpoint> {
+        let ck = Self::load(path)?;
+        ck.identity.check_compatible(expected, path)?;
+        Ok(ck)
+    }
+}

@@ -1,0 +1,166 @@
+//! AdamW (Loshchilov & Hutter 2019) over an adapter's parameters, with global-norm gradient
+//! clipping.
+//!
+//! The update runs on host vectors keyed by parameter name: only the adapter's parameters
+//! ever have state here (the backbone has none to give), the state is saved in checkpoints
+//! under stable names, and the arithmetic is the same on every device, so a resumed run
+//! reproduces an uninterrupted one bit for bit.
+
+use std::collections::BTreeMap;
+
+use burn::prelude::*;
+
+use crate::params::{HostGrads, NamedTensor, update_params};
+
+/// AdamW hyper-parameters.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AdamWSettings {
+    /// First-moment decay. Default 0.9.
+    pub beta1: f64,
+    /// Second-moment decay. Default 0.999.
+    pub beta2: f64,
+    /// Denominator epsilon. Default 1e-8.
+    pub eps: f64,
+    /// Decoupled weight decay. Default 0.01.
+    pub weight_decay: f64,
+}
+
+impl Default for AdamWSettings {
+    fn default() -> Self {
+        AdamWSettings {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        }
+    }
+}
+
+/// The optimizer and its state: step count and both moments of every parameter it updated.
+#[derive(Debug, Clone)]
+pub struct AdamW {
+    /// Hyper-parameters.
+    pub settings: AdamWSettings,
+    /// Updates applied so far.
+    pub t: u64,
+    moments: BTreeMap<String, (Vec<f32>, Vec<f32>)>,
+}
+
+/// What one update did.
+#[derive(Debug, Clone, Copy)]
+pub struct UpdateStats {
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// True when the gradients were scaled down to the clipping norm.
+    pub clipped: bool,
+}
+
+impl AdamW {
+    /// A fresh optimizer.
+    pub fn new(settings: AdamWSettings) -> Self {
+        AdamW {
+            settings,
+            t: 0,
+            moments: BTreeMap::new(),
+        }
+    }
+
+    /// Applies one update with learning rate `lr`; gradients whose global norm exceeds
+    /// `clip_norm` are scaled down to it first.
+    pub fn step<M: Module>(
+        &mut self,
+        module: M,
+        mut grads: HostGrads,
+        lr: f64,
+        clip_norm: Option<f64>,
+    ) -> (M, UpdateStats) {
+        let grad_norm = grads.norm();
+        let clipped = match clip_norm {
+            Some(c) if grad_norm > c && grad_norm.is_finite() => {
+                grads.scale((c / grad_norm) as f32);
+                true
+            }
+            _ => false,
+        };
+        self.t += 1;
+        let s = self.settings;
+        let t = self.t as i32;
+        let bc1 = 1.0 - s.beta1.powi(t);
+        let bc2 = 1.0 - s.beta2.powi(t);
+        let moments = &mut self.moments;
+        let module = update_params(module, |name, current| {
+            let g = grads.grads.get(name)?;
+            let (m, v) = moments
+                .entry(name.to_string())
+                .or_insert_with(|| (vec![0.0; g.len()], vec![0.0; g.len()]));
+            let (b1, b2) = (s.beta1 as f32, s.beta2 as f32);
+            let decay = (1.0 - lr * s.weight_decay) as f32;
+            let (step, c1, c2, eps) = (lr as f32, bc1 as f32, bc2 as f32, s.eps as f32);
+            let mut out = Vec::with_capacity(current.len());
+            for i in 0..current.len() {
+                m[i] = b1 * m[i] + (1.0 - b1) * g[i];
+                v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
+                let mh = m[i] / c1;
+                let vh = v[i] / c2;
+                out.push(current[i] * decay - step * mh / (vh.sqrt() + eps));
+            }
+            Some(out)
+        });
+        (module, UpdateStats { grad_norm, clipped })
+    }
+
+    /// Number of `f32` values of optimizer state (two moments per updated parameter).
+    pub fn state_len(&self) -> usize {
+        self.moments.values().map(|(m, v)| m.len() + v.len()).sum()
+    }
+
+    /// The state as named tensors (`m.<param>` and `v.<param>`), for checkpoints.
+    pub fn export_state(&self) -> Vec<NamedTensor> {
+        let mut out = Vec::new();
+        for (name, (m, v)) in &self.moments {
+            for (prefix, data) in [("m", m), ("v", v)] {
+                out.push(NamedTensor {
+                    name: format!("{prefix}.{name}"),
+                    shape: vec![data.len()],
+                    data: data.clone(),
+                });
+            }
+        }
+        out
+    }
+
+    /// Restores state written by [`AdamW::export_state`]; `None` when a moment lacks its pair.
+    pub fn import_state(
+        settings: AdamWSettings,
+        t: u64,
+        tensors: Vec<NamedTensor>,
+    ) -> Option<Self> {
+        let mut ms = BTreeMap::new();
+        let mut vs = BTreeMap::new();
+        for nt in tensors {
+            if let Some(name) = nt.name.strip_prefix("m.") {
+                ms.insert(name.to_string(), nt.data);
+            } else if let Some(name) = nt.name.strip_prefix("v.") {
+                vs.insert(name.to_string(), nt.data);
+            } else {
+                return None;
+            }
+        }
+        if ms.len() != vs.len() {
+            return None;
+        }
+        let mut moments = BTreeMap::new();
+        for (name, m) in ms {
+            let v = vs.remove(&name)?;
+            if v.len() != m.len() {
+                return None;
+            }
+            moments.insert(name, (m, v));
+        }
+        Some(AdamW {
+            settings,
+            t,
+            moments,
+        })
+    }
+}

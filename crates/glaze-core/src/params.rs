@@ -1,0 +1,287 @@
+//! Named access to a module's trainable parameters as host data: what checkpoints store and
+//! what the optimizer updates.
+//!
+//! A parameter's name is its field path in the module tree (`proj.weight`,
+//! `layers.0.bias`), the same name in every run, so checkpoints and optimizer state do not
+//! depend on burn's random parameter ids.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use burn::module::{ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+
+use crate::error::{Error, Result};
+
+/// A named tensor on the host (`f32`, row-major).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedTensor {
+    /// Field path.
+    pub name: String,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Values.
+    pub data: Vec<f32>,
+}
+
+fn host(t: Tensor<1>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("invariant: float tensor data converts to f32")
+}
+
+#[derive(Default)]
+struct Path_ {
+    stack: Vec<String>,
+}
+
+impl Path_ {
+    fn name(&self) -> String {
+        self.stack.join(".")
+    }
+}
+
+struct Exporter {
+    path: Path_,
+    out: Vec<NamedTensor>,
+}
+
+impl ModuleVisitor for Exporter {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.stack.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.stack.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let t = param.val();
+        let shape = t.dims().to_vec();
+        let n: usize = shape.iter().product();
+        self.out.push(NamedTensor {
+            name: self.path.name(),
+            shape,
+            data: host(t.reshape([n])),
+        });
+    }
+}
+
+/// Every float parameter of `module`, by name, in visiting order.
+pub fn export_params<M: Module>(module: &M) -> Vec<NamedTensor> {
+    let mut v = Exporter {
+        path: Path_::default(),
+        out: Vec::new(),
+    };
+    module.visit(&mut v);
+    v.out
+}
+
+/// Number of float parameters (scalars) in `module`.
+pub fn count_params<M: Module>(module: &M) -> usize {
+    export_params(module).iter().map(|t| t.data.len()).sum()
+}
+
+struct Importer<'a> {
+    path: Path_,
+    values: &'a BTreeMap<String, NamedTensor>,
+    used: usize,
+    problem: Option<String>,
+}
+
+impl ModuleMapper for Importer<'_> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.stack.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.stack.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let name = self.path.name();
+        let Some(v) = self.values.get(&name) else {
+            self.problem
+                .get_or_insert_with(|| format!("tensor `{name}` is missing"));
+            return param;
+        };
+        let (id, tensor, mapper) = param.consume();
+        let shape = tensor.dims().to_vec();
+        if shape != v.shape {
+            self.problem.get_or_insert_with(|| {
+                format!(
+                    "tensor `{name}` has shape {:?} in the file but {:?} in the model",
+                    v.shape, shape
+                )
+            });
+            return Param::from_mapped_value(id, tensor, mapper);
+        }
+        self.used += 1;
+        let t = replace_values(tensor, &v.data);
+        Param::from_mapped_value(id, t, mapper)
+    }
+}
+
+/// A tensor with the same device, shape and autodiff state as `like`, holding `values`.
+fn replace_values<const D: usize>(like: Tensor<D>, values: &[f32]) -> Tensor<D> {
+    let shape: [usize; D] = like.dims();
+    let require_grad = like.is_require_grad();
+    let device = like.device();
+    let inner_device = device.clone().without_autodiff();
+    let data = TensorData::new(values.to_vec(), shape);
+    if device.is_autodiff() {
+        let inner = Tensor::<D>::from_data(data, &inner_device);
+        let t = Tensor::from_inner(inner);
+        if require_grad { t.require_grad() } else { t }
+    } else {
+        let t = Tensor::<D>::from_data(data, &device);
+        if require_grad { t.require_grad() } else { t }
+    }
+}
+
+/// Loads named values into `module` (same names and shapes as [`export_params`] gives).
+/// A missing, extra or mis-shaped tensor is an [`Error::Checkpoint`] naming `file`.
+pub fn import_params<M: Module>(
+    module: M,
+    values: &BTreeMap<String, NamedTensor>,
+    file: &Path,
+) -> Result<M> {
+    let mut m = Importer {
+        path: Path_::default(),
+        values,
+        used: 0,
+        problem: None,
+    };
+    let module = module.map(&mut m);
+    if let Some(problem) = m.problem {
+        return Err(Error::Checkpoint {
+            path: file.to_path_buf(),
+            problem,
+        });
+    }
+    if m.used != values.len() {
+        let known: Vec<String> = export_params(&module).into_iter().map(|t| t.name).collect();
+        let extra = values
+            .keys()
+            .find(|k| !known.contains(k))
+            .cloned()
+            .unwrap_or_default();
+        return Err(Error::Checkpoint {
+            path: file.to_path_buf(),
+            problem: format!("tensor `{extra}` in the file is not a parameter of the adapter"),
+        });
+    }
+    Ok(module)
+}
+
+/// Gradients of the trainable parameters, by name, on the host.
+#[derive(Debug, Clone, Default)]
+pub struct HostGrads {
+    /// Name → gradient values (same layout as the parameter).
+    pub grads: BTreeMap<String, Vec<f32>>,
+}
+
+struct GradCollector<'a> {
+    path: Path_,
+    grads: &'a GradientsParams,
+    out: BTreeMap<String, Vec<f32>>,
+}
+
+impl ModuleVisitor for GradCollector<'_> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.stack.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.stack.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let id: ParamId = param.id;
+        if let Some(g) = self.grads.get::<D>(id) {
+            let n: usize = g.dims().iter().product();
+            self.out.insert(self.path.name(), host(g.reshape([n])));
+        }
+    }
+}
+
+impl HostGrads {
+    /// The gradients `grads` holds for the parameters of `module`.
+    pub fn collect<M: Module>(module: &M, grads: &GradientsParams) -> Self {
+        let mut c = GradCollector {
+            path: Path_::default(),
+            grads,
+            out: BTreeMap::new(),
+        };
+        module.visit(&mut c);
+        HostGrads { grads: c.out }
+    }
+
+    /// Adds `other` (gradient accumulation).
+    pub fn add(&mut self, other: HostGrads) {
+        for (k, g) in other.grads {
+            match self.grads.get_mut(&k) {
+                Some(acc) => acc.iter_mut().zip(&g).for_each(|(a, b)| *a += b),
+                None => {
+                    self.grads.insert(k, g);
+                }
+            }
+        }
+    }
+
+    /// Global L2 norm over all gradients.
+    pub fn norm(&self) -> f64 {
+        self.grads
+            .values()
+            .flat_map(|g| g.iter())
+            .map(|&v| (v as f64) * (v as f64))
+            .sum::<f64>()
+            .sqrt()
+    }
+
+    /// Multiplies every gradient by `s`.
+    pub fn scale(&mut self, s: f32) {
+        for g in self.grads.values_mut() {
+            g.iter_mut().for_each(|v| *v *= s);
+        }
+    }
+
+    /// True when no parameter received a gradient.
+    pub fn is_empty(&self) -> bool {
+        self.grads.is_empty()
+    }
+}
+
+/// A mapper that replaces each named parameter for which `update` returns new values.
+pub(crate) struct Updater<'a, F: FnMut(&str, &[f32]) -> Option<Vec<f32>>> {
+    path: Path_,
+    update: &'a mut F,
+}
+
+impl<F: FnMut(&str, &[f32]) -> Option<Vec<f32>>> ModuleMapper for Updater<'_, F> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.stack.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.stack.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let name = self.path.name();
+        let (id, tensor, mapper) = param.consume();
+        let n: usize = tensor.dims().iter().product();
+        let current = host(tensor.clone().reshape([n]));
+        let t = match (self.update)(&name, &current) {
+            Some(new) => replace_values(tensor, &new),
+            None => tensor,
+        };
+        Param::from_mapped_value(id, t, mapper)
+    }
+}
+
+/// Applies `update(name, current) -> Some(new)` to every float parameter of `module`.
+pub(crate) fn update_params<M: Module>(
+    module: M,
+    mut update: impl FnMut(&str, &[f32]) -> Option<Vec<f32>>,
+) -> M {
+    let mut u = Updater {
+        path: Path_::default(),
+        update: &mut update,
+    };
+    module.map(&mut u)
+}

@@ -1,0 +1,26 @@
+#![doc = include_str!("../README.md")]
+
+pub mod adapter;
+pub mod baselines;
+pub mod csv;
+pub mod dataset;
+pub mod dlinear;
+pub mod encoder;
+pub mod error;
+pub mod experiment;
+pub mod model;
+pub mod patch;
+pub mod prefix;
+pub mod prompt;
+pub mod reprogramming;
+pub mod revin;
+pub mod task;
+
+pub use adapter::SeriesAdapter;
+pub use csv::{ColumnSelection, Frame, read_csv};
+pub use dataset::{Channels, Scaler, SeriesData, SplitScheme, WindowSet, WindowSpec, prepare};
+pub use encoder::PatchEncoder;
+pub use error::{Error, Result};
+pub use experiment::{RunOutcome, RunSpec, StoredConfig, load_checkpoint, run};
+pub use model::{Forecaster, ForecasterConfig, ModelKind, Pipeline};
+pub use task::{ForecastTask, Metrics, evaluate, forecast};

@@ -1,0 +1,177 @@
+//! The prompt prefix through the frozen backbone, computed once and cached on disk.
+//!
+//! The prompt comes before the patches and attention is causal, so its keys and values in
+//! every layer depend on the prompt text alone — not on the adapter being trained. They are
+//! a frozen computation: [`PrefixEncoder`] runs the prompt through the first `K` blocks once,
+//! stores the per-layer keys and values in the offline [`FeatureCache`] (keyed by the prompt
+//! text, inside a directory keyed by the backbone's identity and `K`), and each training step
+//! runs only the patch positions, attending to the cached prefix. Gradients reach the patches
+//! exactly as in a full forward pass of prompt + patches.
+
+use burn::prelude::*;
+use glaze_core::{CachedArray, FeatureCache, ForwardOptions, FrozenBackbone, KvCache, TextCodec};
+
+use crate::error::{Error, Result};
+
+/// Keys and values of one prompt: `[K, 2, kv_heads, P, head_dim]`.
+pub type PrefixKv = CachedArray;
+
+/// Computes (or reads from the cache) the prefix keys and values of prompts.
+pub struct PrefixEncoder<'a> {
+    backbone: &'a dyn FrozenBackbone,
+    codec: &'a dyn TextCodec,
+    layers: usize,
+    cache: Option<FeatureCache>,
+}
+
+impl<'a> PrefixEncoder<'a> {
+    /// An encoder for the first `layers` blocks; `cache_root` enables the disk cache.
+    pub fn new(
+        backbone: &'a dyn FrozenBackbone,
+        codec: &'a dyn TextCodec,
+        layers: usize,
+        cache_root: Option<&std::path::Path>,
+    ) -> Result<Self> {
+        let cache = match cache_root {
+            Some(root) => {
+                let s = backbone.spec();
+                let id = format!(
+                    "prompt-prefix-kv v1 | {} | {} | {} | layers {layers}",
+                    s.architecture, s.name, s.weights_hash
+                );
+                Some(FeatureCache::open(root, &id)?)
+            }
+            None => None,
+        };
+        Ok(PrefixEncoder {
+            backbone,
+            codec,
+            layers,
+            cache,
+        })
+    }
+
+    /// The disk cache, when enabled.
+    pub fn cache(&self) -> Option<&FeatureCache> {
+        self.cache.as_ref()
+    }
+
+    /// Prefix keys and values of one prompt.
+    pub fn encode(&self, text: &str) -> Result<PrefixKv> {
+        let compute = || -> glaze_core::Result<CachedArray> { self.compute(text) };
+        Ok(match &self.cache {
+            Some(c) => c.get_or_compute(text.as_bytes(), compute)?,
+            None => compute()?,
+        })
+    }
+
+    fn compute(&self, text: &str) -> glaze_core::Result<CachedArray> {
+        let ids = self.codec.encode(text)?;
+        self.backbone.check_ids(&ids)?;
+        if ids.is_empty() {
+            return Err(glaze_core::Error::EmptyPrompt);
+        }
+        let p = ids.len();
+        let max = self.backbone.spec().context_length;
+        if p >= max {
+            return Err(glaze_core::Error::ContextOverflow { len: p, max });
+        }
+        let device = self.backbone.device();
+        let ids = Tensor::<2, Int>::from_data(
+            TensorData::new(ids.into_iter().map(i64::from).collect::<Vec<_>>(), [1, p]),
+            device,
+        );
+        let mut cache = self.backbone.new_cache();
+        let embeds = self.backbone.embed(ids);
+        let _ = self.backbone.forward(
+            embeds,
+            ForwardOptions {
+                cache: Some(&mut cache),
+                layers: Some(self.layers),
+                ..Default::default()
+            },
+        );
+        let mut data = Vec::new();
+        let mut dims = [0usize; 2];
+        for i in 0..self.layers {
+            let (k, v) = cache
+                .layer(i)
+                .cloned()
+                .ok_or(glaze_core::Error::InvalidConfig {
+                    field: "llm_layers",
+                    problem: format!("the backbone has no layer {i}"),
+                })?;
+            for t in [k, v] {
+                let [_, kv, _, hd] = t.dims();
+                dims = [kv, hd];
+                let t = t.slice(s![.., .., 0..p, ..]);
+                data.extend(
+                    t.into_data()
+                        .convert::<f32>()
+                        .try_into_vec::<f32>()
+                        .expect("invariant: float cache converts to f32"),
+                );
+            }
+        }
+        Ok(CachedArray {
+            shape: vec![self.layers, 2, dims[0], p, dims[1]],
+            data,
+        })
+    }
+}
+
+/// Builds a key/value cache for a batch of prefixes (left-padded to the longest, padding
+/// masked) on `device`, ready for `backbone.forward(patches, cached)`.
+pub fn batch_cache(prefixes: &[PrefixKv], n_layers: usize, device: &Device) -> Result<KvCache> {
+    let b = prefixes.len();
+    let first = prefixes
+        .first()
+        .ok_or_else(|| Error::config("batch", "empty batch"))?;
+    let [k_layers, _, kvh, _, hd] = <[usize; 5]>::try_from(first.shape.as_slice())
+        .map_err(|_| Error::config("prefix", "cached prefix has the wrong rank"))?;
+    let pmax = prefixes.iter().map(|p| p.shape[3]).max().unwrap_or(0);
+    let mut cache = KvCache::new(n_layers);
+    for layer in 0..k_layers {
+        let mut kk = vec![0f32; b * kvh * pmax * hd];
+        let mut vv = vec![0f32; b * kvh * pmax * hd];
+        for (r, pre) in prefixes.iter().enumerate() {
+            let p = pre.shape[3];
+            if pre.shape[..3] != first.shape[..3] || pre.shape[4] != hd {
+                return Err(Error::config(
+                    "prefix",
+                    "cached prefixes of different shapes",
+                ));
+            }
+            for (which, out) in [(0usize, &mut kk), (1, &mut vv)] {
+                let base = ((layer * 2 + which) * kvh) * p * hd;
+                for h in 0..kvh {
+                    let src = &pre.data[base + h * p * hd..base + (h + 1) * p * hd];
+                    let dst = ((r * kvh + h) * pmax + (pmax - p)) * hd;
+                    out[dst..dst + p * hd].copy_from_slice(src);
+                }
+            }
+        }
+        let shape = [b, kvh, pmax, hd];
+        cache.set_layer(
+            layer,
+            Tensor::from_data(TensorData::new(kk, shape), device),
+            Tensor::from_data(TensorData::new(vv, shape), device),
+        );
+    }
+    let mut mask = Vec::with_capacity(b * pmax);
+    let mut next = Vec::with_capacity(b);
+    for pre in prefixes {
+        let p = pre.shape[3];
+        mask.extend((0..pmax).map(|j| j >= pmax - p));
+        next.push(p as i64);
+    }
+    cache.set_len(pmax);
+    if prefixes.iter().any(|p| p.shape[3] != pmax) {
+        cache.set_key_mask(Some(Tensor::from_data(
+            TensorData::new(mask, [b, pmax]),
+            device,
+        )));
+    }
+    cache.set_next_positions(next);
+    Ok(cache)
+}

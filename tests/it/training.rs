@@ -1,0 +1,310 @@
+//! The training engine on a tiny frozen backbone: a run killed mid-way resumes to the same
+//! weights, the backbone stays bit-identical, checkpoints carry and check their identity.
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use glaze::core::harness::{self, ByteCodec};
+use glaze::core::{
+    Checkpoint, Error as CoreError, FrozenBackbone, LrSchedule, RunOptions, StepInfo, TrainConfig,
+    export_params, train,
+};
+use glaze::llm::{Llama, LlamaConfig};
+use glaze::timeseries::{
+    self as ts, Channels, ForecastTask, ForecasterConfig, Frame, ModelKind, PatchEncoder, Pipeline,
+    SeriesAdapter, SplitScheme, StoredConfig, WindowSpec,
+};
+
+fn tiny() -> Llama {
+    let device = Device::flex();
+    device.seed(11);
+    Llama::init(
+        &LlamaConfig::tiny(ByteCodec::VOCAB).with_context_length(512),
+        &device,
+    )
+}
+
+fn config(kind: ModelKind, backbone: &Llama, layers: usize) -> ForecasterConfig {
+    let s = backbone.spec();
+    ForecasterConfig::new(kind, 32, 8, s.d_model, s.vocab_size)
+        .with_patch_len(8)
+        .with_stride(4)
+        .with_d_patch(8)
+        .with_d_ff(16)
+        .with_num_prototypes(10)
+        .with_n_heads(2)
+        .with_d_keys(4)
+        .with_llm_layers(layers)
+}
+
+fn data() -> ts::SeriesData {
+    let n = 400;
+    let frame = Frame {
+        path: "synthetic.csv".into(),
+        dates: (0..n).map(|i| i.to_string()).collect(),
+        columns: vec!["a".into(), "OT".into()],
+        values: vec![
+            (0..n).map(|t| (t as f32 * 0.2).sin()).collect(),
+            (0..n)
+                .map(|t| (t as f32 * 0.05).cos() + 0.001 * t as f32)
+                .collect(),
+        ],
+    };
+    let spec = WindowSpec {
+        input_len: 32,
+        horizon: 8,
+        scheme: SplitScheme::Ratio {
+            train: 0.6,
+            test: 0.2,
+        },
+        channels: Channels::Multivariate,
+        train_stride: 4,
+        eval_stride: 16,
+    };
+    ts::prepare(&frame, &spec).expect("synthetic data")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("glaze-train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn train_config() -> TrainConfig {
+    TrainConfig {
+        epochs: 2,
+        batch_size: 6,
+        accumulation: 2,
+        lr: 5e-3,
+        schedule: LrSchedule::WarmupCosine {
+            warmup: 2.0,
+            min_ratio: 0.1,
+        },
+        clip_norm: Some(0.5),
+        seed: 3,
+        checkpoint_every: 2,
+        eval_every: Some(3),
+        ..TrainConfig::default()
+    }
+}
+
+/// Trains Time-LLM on the tiny backbone into `dir`; `kill_at` stops the run after that step.
+fn run(
+    backbone: &Llama,
+    data: &ts::SeriesData,
+    dir: &Path,
+    kill_at: Option<usize>,
+) -> Result<Vec<glaze::core::NamedTensor>, CoreError> {
+    let cfg = config(ModelKind::TimeLlm, backbone, 2);
+    let pipeline =
+        Pipeline::new(backbone, &ByteCodec, cfg.clone(), "Synthetic.", None).expect("pipeline");
+    let stored = StoredConfig {
+        model: cfg.clone(),
+        window: WindowSpec {
+            input_len: 32,
+            horizon: 8,
+            scheme: SplitScheme::Ratio {
+                train: 0.6,
+                test: 0.2,
+            },
+            channels: Channels::Multivariate,
+            train_stride: 4,
+            eval_stride: 16,
+        },
+        columns: data.columns.clone(),
+        scaler: data.scaler.clone(),
+        description: "Synthetic.".into(),
+    };
+    let identity = ts::experiment::identity(backbone, &stored).expect("identity");
+    let device = backbone.device().clone().autodiff();
+    device.seed(21);
+    let model = cfg.init(&device);
+    let task = ForecastTask {
+        pipeline: &pipeline,
+        train: &data.train,
+        val: Some(&data.val),
+        eval_batch: 64,
+    };
+    let mut kill = |s: &StepInfo| match kill_at {
+        Some(k) if s.step == k => ControlFlow::Break(()),
+        _ => ControlFlow::Continue(()),
+    };
+    let (model, report) = train(
+        &task,
+        model,
+        &train_config(),
+        RunOptions {
+            dir: Some(dir.to_path_buf()),
+            identity,
+            progress: false,
+            resume: true,
+            on_step: Some(&mut kill),
+        },
+    )?;
+    assert!(report.optimizer_state > 0);
+    assert_eq!(
+        report.optimizer_state,
+        2 * report.trainable_params,
+        "optimizer state is two moments of the adapter's parameters and nothing else"
+    );
+    Ok(export_params(&model))
+}
+
+#[test]
+fn killed_run_resumes_to_the_same_weights_and_backbone_is_untouched() {
+    let backbone = tiny();
+    let data = data();
+    let digest = backbone.weights_digest();
+    let a = tmp("a");
+    let b = tmp("b");
+    let straight = run(&backbone, &data, &a, None).expect("uninterrupted run");
+    // Killed after step 5: the last checkpoint is step 4 (every 2 steps and after each
+    // validation); the resumed run redoes step 5 and goes on.
+    let err = run(&backbone, &data, &b, Some(5)).expect_err("killed");
+    assert!(matches!(err, CoreError::Interrupted { step: 5 }), "{err}");
+    let ck = Checkpoint::load(&b.join("last.safetensors")).expect("last checkpoint");
+    assert_eq!(ck.state.as_ref().map(|s| s.step), Some(4));
+    let resumed = run(&backbone, &data, &b, None).expect("resumed run");
+    assert_eq!(straight.len(), resumed.len());
+    for (x, y) in straight.iter().zip(&resumed) {
+        assert_eq!(x.name, y.name);
+        assert!(x.data == y.data, "tensor {} differs after resume", x.name);
+    }
+    // The metrics log counts every step once.
+    let ma = glaze::core::metrics::read_records(&a.join("metrics.jsonl")).expect("metrics");
+    let mb = glaze::core::metrics::read_records(&b.join("metrics.jsonl")).expect("metrics");
+    assert_eq!(ma.len(), mb.len());
+    assert!(b.join("curve.png").exists());
+    assert_eq!(
+        backbone.weights_digest(),
+        digest,
+        "backbone changed during training"
+    );
+    for d in [a, b] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+#[test]
+fn checkpoints_name_the_backbone_they_need() {
+    let backbone = tiny();
+    let data = data();
+    let dir = tmp("identity");
+    let cfg = config(ModelKind::Gpt4ts, &backbone, 2);
+    let spec_stored = StoredConfig {
+        model: cfg.clone(),
+        window: WindowSpec {
+            input_len: 32,
+            horizon: 8,
+            scheme: SplitScheme::Ratio {
+                train: 0.6,
+                test: 0.2,
+            },
+            channels: Channels::Multivariate,
+            train_stride: 4,
+            eval_stride: 16,
+        },
+        columns: data.columns.clone(),
+        scaler: data.scaler.clone(),
+        description: "Synthetic.".into(),
+    };
+    let identity = ts::experiment::identity(&backbone, &spec_stored).expect("identity");
+    let device = backbone.device().clone();
+    let model = cfg.init(&device);
+    let path = dir.join("adapter.safetensors");
+    Checkpoint {
+        identity: identity.clone(),
+        weights: export_params(&model),
+        state: None,
+        optimizer: Vec::new(),
+    }
+    .save(&path)
+    .expect("save");
+    let (loaded, stored) = ts::load_checkpoint(&backbone, &path).expect("round trip");
+    assert_eq!(export_params(&loaded), export_params(&model));
+    assert_eq!(stored.columns, data.columns);
+
+    // A different backbone (another width) is refused, naming both.
+    let device = Device::flex();
+    let other = Llama::init(
+        &LlamaConfig::new(48, 2, 4, 2, 64, ByteCodec::VOCAB),
+        &device,
+    );
+    let err = ts::load_checkpoint(&other, &path).expect_err("wrong backbone");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("width 32") && msg.contains("width 48"),
+        "{msg}"
+    );
+    assert!(msg.contains("adapter.safetensors"), "{msg}");
+
+    // Using fewer layers than it was trained with is another backbone identity.
+    let mut fewer = identity.clone();
+    fewer.backbone.layers_used = 1;
+    let err = fewer
+        .check_compatible(&identity, &path)
+        .expect_err("layer count differs");
+    assert!(
+        matches!(
+            err,
+            CoreError::IdentityMismatch {
+                what: "backbone",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // Another encoder, another kind.
+    let mut enc = identity.clone();
+    enc.encoder = Some(PatchEncoder::new(8, 4).spec_owned());
+    let err = enc.check_compatible(&identity, &path).expect_err("encoder");
+    assert!(
+        matches!(
+            err,
+            CoreError::IdentityMismatch {
+                what: "encoder",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let mut kind = identity.clone();
+    kind.kind = "timeseries/time-llm".into();
+    assert!(kind.check_compatible(&identity, &path).is_err());
+
+    // Damaged files are typed errors naming the file.
+    let bytes = std::fs::read(&path).expect("read");
+    for cut in [0, 7, bytes.len() / 2, bytes.len() - 1] {
+        std::fs::write(&path, &bytes[..cut]).expect("write");
+        let err = ts::load_checkpoint(&backbone, &path).expect_err("truncated");
+        assert!(err.to_string().contains("adapter.safetensors"), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn series_adapter_keeps_the_contract() {
+    let backbone = tiny();
+    let cfg = config(ModelKind::TimeLlm, &backbone, 2);
+    let pipeline = Pipeline::new(&backbone, &ByteCodec, cfg.clone(), "x", None).expect("pipeline");
+    let embed_t = pipeline.word_embeddings_t().cloned().expect("embeddings");
+    let encoder = PatchEncoder::new(8, 4);
+    let windows = vec![(0..32).map(|t| t as f32).collect::<Vec<f32>>(); 2];
+    harness::check_adapter(
+        &backbone,
+        &ByteCodec,
+        |d| {
+            let m = cfg.init(d);
+            SeriesAdapter {
+                patch_embed: m.patch_embed.expect("patch embedding"),
+                reprogram: m.reprogram.expect("reprogramming"),
+                embed_t: embed_t.clone(),
+            }
+        },
+        |d| {
+            use glaze::core::Encoder;
+            encoder.encode(&windows, d).expect("encode")
+        },
+    );
+}
