@@ -64,7 +64,7 @@ pub fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// Peak resident set size of this process (`VmHWM`), in MiB; 0 where unavailable.
-fn peak_rss_mb() -> f64 {
+pub fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

@@ -143,6 +143,22 @@ pub enum TsCmd {
         #[command(flatten)]
         llm: ModelArgs,
     },
+    /// Time training steps of Time-LLM (JSON on stdout, for `cargo xtask bench`).
+    BenchStep {
+        /// CSV file whose training windows feed the steps.
+        #[arg(long)]
+        data: PathBuf,
+        /// Steps timed after one warm-up step.
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        /// Forecast horizon.
+        #[arg(long, default_value_t = 96)]
+        horizon: usize,
+        #[command(flatten)]
+        setup: Setup,
+        #[command(flatten)]
+        llm: ModelArgs,
+    },
     /// Train and test every (dataset, horizon, model, seed) and write the results table.
     Sweep {
         /// Directory with ETTh1.csv / ETTh2.csv.
@@ -315,6 +331,13 @@ pub fn run(cmd: TsCmd) -> Res<()> {
             let (forecaster, stored) = ts::load_checkpoint(&model.llama, &checkpoint)?;
             forecast_plot(&model, &forecaster, &stored, &data, &out, at)?;
         }
+        TsCmd::BenchStep {
+            data,
+            steps,
+            horizon,
+            setup,
+            llm,
+        } => bench_step(&data, steps, horizon, &setup, &llm)?,
         TsCmd::Sweep {
             data_dir,
             datasets,
@@ -618,5 +641,118 @@ fn write_table(rows: &[SweepRow], path: &Path) -> Res<()> {
         _ => format!("{text}\n{begin}\n{t}{end}\n"),
     };
     std::fs::write(path, new)?;
+    Ok(())
+}
+
+fn bench_step(
+    data: &Path,
+    steps: usize,
+    horizon: usize,
+    setup: &Setup,
+    llm: &ModelArgs,
+) -> Res<()> {
+    use std::ops::ControlFlow;
+    let model = crate::load(llm)?;
+    let mut spec = spec(
+        setup,
+        data,
+        Some("OT".into()),
+        horizon,
+        ModelKind::TimeLlm,
+        0,
+        &model,
+    );
+    spec.train.max_steps = Some(steps + 1);
+    spec.train.schedule = LrSchedule::Constant;
+    spec.train.checkpoint_every = 0;
+    let cache = cache_root(setup);
+    let set = ts::experiment::load_data(&spec)?;
+    let pipeline = ts::Pipeline::new(
+        &model.llama,
+        &model.tokenizer,
+        spec.model.clone(),
+        spec.description.clone(),
+        cache.as_deref(),
+    )?;
+    // Warm the prefix cache for the examples the steps will see (the timed steps then read
+    // it from disk, as epochs after the first do).
+    let (_, order) = glaze::core::trainer::epoch_order(spec.train.seed, 0, set.train.len());
+    let mut prompt_tokens = Vec::new();
+    if cache.is_some() {
+        for &i in order.iter().take((steps + 1) * setup.batch) {
+            let (x, _, _) = set.train.get(i);
+            let (n, _) = ts::revin::normalize(&[x]);
+            let kv = pipeline
+                .prefix()
+                .ok_or("no prefix")?
+                .encode(&pipeline.prompt(&n[0]))?;
+            prompt_tokens.push(kv.shape[3]);
+        }
+    }
+    let task = ts::ForecastTask {
+        pipeline: &pipeline,
+        train: &set.train,
+        val: None,
+        eval_batch: 256,
+    };
+    let identity = ts::experiment::identity(
+        &model.llama,
+        &ts::StoredConfig {
+            model: spec.model.clone(),
+            window: spec.window,
+            columns: set.columns.clone(),
+            scaler: set.scaler.clone(),
+            description: spec.description.clone(),
+        },
+    )?;
+    let device = glaze::FrozenBackbone::device(&model.llama)
+        .clone()
+        .autodiff();
+    device.seed(0);
+    let forecaster = spec.model.init(&device);
+    let mut times = Vec::new();
+    let batch = setup.batch as f64;
+    let mut record = |s: &glaze::core::StepInfo| {
+        if s.step > 1 {
+            times.push(batch / s.examples_per_s);
+        }
+        ControlFlow::Continue(())
+    };
+    let (_, report) = glaze::core::train(
+        &task,
+        forecaster,
+        &spec.train,
+        glaze::core::RunOptions {
+            dir: None,
+            identity,
+            progress: false,
+            resume: false,
+            on_step: Some(&mut record),
+        },
+    )?;
+    times.sort_by(f64::total_cmp);
+    let median = times.get(times.len() / 2).copied().unwrap_or(f64::NAN);
+    let mean_prompt = if prompt_tokens.is_empty() {
+        f64::NAN
+    } else {
+        prompt_tokens.iter().sum::<usize>() as f64 / prompt_tokens.len() as f64
+    };
+    println!(
+        "{}",
+        serde_json::json!({
+            "engine": "glaze",
+            "mode": if cache.is_some() { "prefix cached on disk" } else { "prefix computed every step" },
+            "batch": setup.batch,
+            "layers": setup.layers,
+            "prototypes": setup.prototypes,
+            "patches": spec.model.num_patches(),
+            "mean_prompt_tokens": mean_prompt,
+            "step_s": median,
+            "steps": times.len(),
+            "trainable_params": report.trainable_params,
+            "optimizer_state_floats": report.optimizer_state,
+            "peak_rss_mb": crate::bench::peak_rss_mb(),
+        })
+    );
     Ok(())
 }

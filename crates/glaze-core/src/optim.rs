@@ -96,13 +96,13 @@ impl AdamW {
             let (b1, b2) = (s.beta1 as f32, s.beta2 as f32);
             let decay = (1.0 - lr * s.weight_decay) as f32;
             let (step, c1, c2, eps) = (lr as f32, bc1 as f32, bc2 as f32, s.eps as f32);
-            let mut out = Vec::with_capacity(current.len());
-            for i in 0..current.len() {
-                m[i] = b1 * m[i] + (1.0 - b1) * g[i];
-                v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
-                let mh = m[i] / c1;
-                let vh = v[i] / c2;
-                out.push(current[i] * decay - step * mh / (vh.sqrt() + eps));
+            let mut out = current;
+            for (((p, g), m), v) in out.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                *m = b1 * *m + (1.0 - b1) * g;
+                *v = b2 * *v + (1.0 - b2) * g * g;
+                let mh = *m / c1;
+                let vh = *v / c2;
+                *p = *p * decay - step * mh / (vh.sqrt() + eps);
             }
             Some(out)
         });

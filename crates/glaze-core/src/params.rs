@@ -115,18 +115,18 @@ impl ModuleMapper for Importer<'_> {
             return Param::from_mapped_value(id, tensor, mapper);
         }
         self.used += 1;
-        let t = replace_values(tensor, &v.data);
+        let t = replace_values(tensor, v.data.clone());
         Param::from_mapped_value(id, t, mapper)
     }
 }
 
 /// A tensor with the same device, shape and autodiff state as `like`, holding `values`.
-fn replace_values<const D: usize>(like: Tensor<D>, values: &[f32]) -> Tensor<D> {
+fn replace_values<const D: usize>(like: Tensor<D>, values: Vec<f32>) -> Tensor<D> {
     let shape: [usize; D] = like.dims();
     let require_grad = like.is_require_grad();
     let device = like.device();
     let inner_device = device.clone().without_autodiff();
-    let data = TensorData::new(values.to_vec(), shape);
+    let data = TensorData::new(values, shape);
     if device.is_autodiff() {
         let inner = Tensor::<D>::from_data(data, &inner_device);
         let t = Tensor::from_inner(inner);
@@ -249,12 +249,12 @@ impl HostGrads {
 }
 
 /// A mapper that replaces each named parameter for which `update` returns new values.
-pub(crate) struct Updater<'a, F: FnMut(&str, &[f32]) -> Option<Vec<f32>>> {
+pub(crate) struct Updater<'a, F: FnMut(&str, Vec<f32>) -> Option<Vec<f32>>> {
     path: Path_,
     update: &'a mut F,
 }
 
-impl<F: FnMut(&str, &[f32]) -> Option<Vec<f32>>> ModuleMapper for Updater<'_, F> {
+impl<F: FnMut(&str, Vec<f32>) -> Option<Vec<f32>>> ModuleMapper for Updater<'_, F> {
     fn enter_module(&mut self, name: &str, _: &str) {
         self.path.stack.push(name.to_string());
     }
@@ -266,8 +266,8 @@ impl<F: FnMut(&str, &[f32]) -> Option<Vec<f32>>> ModuleMapper for Updater<'_, F>
         let (id, tensor, mapper) = param.consume();
         let n: usize = tensor.dims().iter().product();
         let current = host(tensor.clone().reshape([n]));
-        let t = match (self.update)(&name, &current) {
-            Some(new) => replace_values(tensor, &new),
+        let t = match (self.update)(&name, current) {
+            Some(new) => replace_values(tensor, new),
             None => tensor,
         };
         Param::from_mapped_value(id, t, mapper)
@@ -277,7 +277,7 @@ impl<F: FnMut(&str, &[f32]) -> Option<Vec<f32>>> ModuleMapper for Updater<'_, F>
 /// Applies `update(name, current) -> Some(new)` to every float parameter of `module`.
 pub(crate) fn update_params<M: Module>(
     module: M,
-    mut update: impl FnMut(&str, &[f32]) -> Option<Vec<f32>>,
+    mut update: impl FnMut(&str, Vec<f32>) -> Option<Vec<f32>>,
 ) -> M {
     let mut u = Updater {
         path: Path_::default(),

@@ -169,7 +169,9 @@ pub struct TrainReport {
     pub optimizer_state: usize,
 }
 
-fn epoch_order(seed: u64, epoch: usize, n: usize) -> (u64, Vec<usize>) {
+/// The data order of epoch `epoch` for a run seeded with `seed` (and the generator seed it
+/// came from).
+pub fn epoch_order(seed: u64, epoch: usize, n: usize) -> (u64, Vec<usize>) {
     let s = seed ^ (epoch as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03);
     (s, SplitMix64::new(s).permutation(n))
 }

@@ -212,7 +212,10 @@ impl<'a> Pipeline<'a> {
             let ids = Tensor::<1, Int>::arange(0..v as i64, backbone.device()).reshape([1, v]);
             let e = backbone.embed(ids);
             let d = e.dims()[2];
-            e.reshape([v, d]).transpose()
+            // Materialised once in row-major [D, V] order: a transposed view would be copied
+            // by every matmul that reads it (113 MB for SmolLM2).
+            let t = e.reshape([v, d]).transpose().into_data();
+            Tensor::<2>::from_data(t, backbone.device())
         });
         let prefix = match config.kind {
             ModelKind::TimeLlm => Some(PrefixEncoder::new(
