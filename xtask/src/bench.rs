@@ -164,10 +164,126 @@ pub fn bench(args: &[String]) -> Result<(), String> {
         target.join("debug/examples/decode_profile"),
     ))
     .unwrap_or_else(|e| format!("(profile failed: {e})"));
-    write_report(&rows, &profile, &root().join("docs/benchmarks.md"))
+    let steps = training_steps(&glaze, &model);
+    write_report(&rows, &profile, &steps, &root().join("docs/benchmarks.md"))
 }
 
-fn write_report(rows: &[String], profile: &str, path: &Path) -> Result<(), String> {
+/// Batch, blocks and prototypes of the Time-LLM training-step comparison (the CPU
+/// configuration of docs/results/timeseries.md).
+const STEP_BATCH: usize = 32;
+const STEP_LAYERS: usize = 2;
+const STEP_PROTOTYPES: usize = 100;
+const STEP_REPS: usize = 5;
+
+/// One Time-LLM training step: Glaze (prefix from the disk cache, and recomputed every step)
+/// against PyTorch (the reference full sequence, the prefix under no_grad every step, and a
+/// prefix computed once), each in its own process so peak memory is its own.
+fn training_steps(glaze: &Path, model: &Path) -> Vec<String> {
+    let shared = std::env::var_os("GLAZE_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared"));
+    let data = shared.join("data/ett/ETTh1.csv");
+    let cache = cache_dir().join("features");
+    let mut rows = Vec::new();
+    let mut prompt = 96.0;
+    for cache_arg in [cache.to_string_lossy().into_owned(), "none".to_string()] {
+        let out = capture(
+            Command::new(glaze)
+                .args(["timeseries", "bench-step", "--data"])
+                .arg(&data)
+                .args(["--steps", &STEP_REPS.to_string()])
+                .args(["--batch", &STEP_BATCH.to_string()])
+                .args(["--layers", &STEP_LAYERS.to_string()])
+                .args(["--prototypes", &STEP_PROTOTYPES.to_string()])
+                .args(["--train-stride", "16", "--cache", &cache_arg])
+                .env("RAYON_NUM_THREADS", THREADS.to_string()),
+        )
+        .unwrap_or_else(|e| error_row("glaze", &e));
+        if let Some(p) = field(&out, "mean_prompt_tokens").filter(|p| p.is_finite()) {
+            prompt = p;
+        }
+        rows.push(out.trim().to_string());
+    }
+    let python = venv("bench-venv-hf").join("bin/python");
+    for mode in ["prefix-cached", "prefix", "full"] {
+        if !python.exists() {
+            rows.push(error_row(
+                "pytorch",
+                "not installed (cargo xtask bench --install-peers)",
+            ));
+            break;
+        }
+        let out = capture(
+            Command::new(&python)
+                .arg(root().join("xtask/bench/timellm_step.py"))
+                .arg(model)
+                .args(
+                    [
+                        STEP_BATCH,
+                        STEP_LAYERS,
+                        STEP_PROTOTYPES,
+                        prompt.round() as usize,
+                        STEP_REPS,
+                        THREADS,
+                    ]
+                    .map(|v| v.to_string()),
+                )
+                .arg(mode)
+                .env("OMP_NUM_THREADS", THREADS.to_string()),
+        )
+        .unwrap_or_else(|e| error_row("pytorch", &e));
+        rows.extend(
+            out.lines()
+                .filter(|l| l.starts_with('{'))
+                .map(str::to_string),
+        );
+    }
+    rows
+}
+
+fn error_row(engine: &str, e: &str) -> String {
+    format!(
+        "{{\"engine\": \"{engine}\", \"error\": \"{}\"}}",
+        e.replace('"', "'").replace('\n', " ")
+    )
+}
+
+fn step_table(rows: &[String]) -> String {
+    let mut t = String::from(
+        "| engine | mode | step s | peak RSS MiB | trainable params | optimizer state floats | Glaze (cached) ÷ this |\n|---|---|---|---|---|---|---|\n",
+    );
+    let glaze = rows
+        .iter()
+        .find(|r| text_field(r, "mode").is_some_and(|m| m.contains("cached on disk")))
+        .and_then(|r| field(r, "step_s"))
+        .unwrap_or(f64::NAN);
+    for row in rows {
+        let engine = text_field(row, "engine").unwrap_or_else(|| "?".into());
+        if let Some(err) = text_field(row, "error") {
+            t.push_str(&format!("| {engine} | – | – | – | – | – | {err} |\n"));
+            continue;
+        }
+        let step = field(row, "step_s").unwrap_or(f64::NAN);
+        let state = field(row, "optimizer_state_floats")
+            .map(|v| format!("{v:.0}"))
+            .unwrap_or_else(|| "AdamW on the adapter only".into());
+        t.push_str(&format!(
+            "| {engine} | {} | {step:.3} | {:.0} | {:.0} | {state} | {:.2} |\n",
+            text_field(row, "mode").unwrap_or_default(),
+            field(row, "peak_rss_mb").unwrap_or(f64::NAN),
+            field(row, "trainable_params").unwrap_or(f64::NAN),
+            glaze / step
+        ));
+    }
+    t
+}
+
+fn write_report(
+    rows: &[String],
+    profile: &str,
+    steps: &[String],
+    path: &Path,
+) -> Result<(), String> {
     let glaze = rows.first().cloned().unwrap_or_default();
     let g = |k: &str| field(&glaze, k).unwrap_or(f64::NAN);
     let mut table = String::from(
@@ -197,10 +313,20 @@ fn write_report(rows: &[String], profile: &str, path: &Path) -> Result<(), Strin
          {DECODE} greedy decode tokens, best of {REPS}; all engines in one invocation. Ratios are \
          Glaze ÷ engine (above 1 means Glaze is faster).\n\n{table}\n\
          ## Where a decode step goes (`decode_profile` example, same invocation)\n\n```text\n{}```\n\n\
-         Raw results:\n\n```json\n{}\n```\n",
+         ## Adapter training step: Time-LLM on the truncated frozen SmolLM2\n\n\
+         One optimizer step (forward, backward through {STEP_LAYERS} frozen blocks, AdamW on the \
+         adapter) for a batch of {STEP_BATCH} ETTh1 windows (96 in, 96 out, 12 patches, \
+         {STEP_PROTOTYPES} text prototypes), median of {STEP_REPS} after one warm-up step, \
+         {THREADS} threads, each row its own process. PyTorch runs HF transformers' Llama on the \
+         same GGUF with `requires_grad_(False)` and the adapter written in PyTorch \
+         (`xtask/bench/timellm_step.py`); its prompt is random ids of Glaze's mean prompt length. \
+         Ratios are Glaze's cached step time ÷ the row's (below 1 means Glaze is faster).\n\n{}\n\
+         Raw results:\n\n```json\n{}\n{}\n```\n",
         machine(),
         profile,
-        rows.join("\n")
+        step_table(steps),
+        rows.join("\n"),
+        steps.join("\n")
     );
     // Hand-written notes (from "## Notes" on) survive regeneration.
     let notes = std::fs::read_to_string(path)

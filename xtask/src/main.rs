@@ -194,5 +194,54 @@ fn demo() -> Result<(), String> {
         "What is the secret word?",
         "--target",
         "The secret word is glaze.",
-    ])
+    ])?;
+    step("time series: Time-LLM on the frozen SmolLM2 (2 blocks) forecasts ETTh1, 96 h ahead");
+    let shared = std::env::var_os("GLAZE_SHARED")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared"));
+    let data = shared.join("data/ett/ETTh1.csv");
+    let data = data.to_string_lossy();
+    let out = fetch::cache_dir().join("demo/timeseries");
+    let _ = std::fs::remove_dir_all(&out);
+    let out_s = out.to_string_lossy();
+    glaze(&[
+        "timeseries",
+        "train",
+        "--data",
+        &data,
+        "--target",
+        "OT",
+        "--horizon",
+        "96",
+        "--forecaster",
+        "time-llm",
+        "--train-stride",
+        "32",
+        "--eval-stride",
+        "48",
+        "--lr",
+        "2e-3",
+        "--out",
+        &out_s,
+    ])?;
+    let checkpoint = out.join("adapter.safetensors");
+    let png = out.join("forecast.png");
+    glaze(&[
+        "timeseries",
+        "forecast",
+        "--checkpoint",
+        &checkpoint.to_string_lossy(),
+        "--data",
+        &data,
+        "--at",
+        "13000",
+        "--out",
+        &png.to_string_lossy(),
+    ])?;
+    eprintln!(
+        "training curve: {}\nforecast plot: {}",
+        out.join("curve.png").display(),
+        png.display()
+    );
+    Ok(())
 }

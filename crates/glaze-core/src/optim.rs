@@ -37,6 +37,10 @@ impl Default for AdamWSettings {
 }
 
 /// The optimizer and its state: step count and both moments of every parameter it updated.
+///
+/// It keeps a host copy of the parameters it updates (read from the module on the first
+/// update of each) and writes the module's parameters from it: between updates, the module
+/// must not be changed by anyone else.
 #[derive(Debug, Clone)]
 pub struct AdamW {
     /// Hyper-parameters.
@@ -44,6 +48,7 @@ pub struct AdamW {
     /// Updates applied so far.
     pub t: u64,
     moments: BTreeMap<String, (Vec<f32>, Vec<f32>)>,
+    master: BTreeMap<String, Vec<f32>>,
 }
 
 /// What one update did.
@@ -62,6 +67,7 @@ impl AdamW {
             settings,
             t: 0,
             moments: BTreeMap::new(),
+            master: BTreeMap::new(),
         }
     }
 
@@ -88,23 +94,33 @@ impl AdamW {
         let bc1 = 1.0 - s.beta1.powi(t);
         let bc2 = 1.0 - s.beta2.powi(t);
         let moments = &mut self.moments;
-        let module = update_params(module, |name, current| {
+        let master = &mut self.master;
+        let module = update_params(module, |name, read| {
+            use rayon::prelude::*;
             let g = grads.grads.get(name)?;
             let (m, v) = moments
                 .entry(name.to_string())
                 .or_insert_with(|| (vec![0.0; g.len()], vec![0.0; g.len()]));
+            let p = master.entry(name.to_string()).or_insert_with(read);
             let (b1, b2) = (s.beta1 as f32, s.beta2 as f32);
             let decay = (1.0 - lr * s.weight_decay) as f32;
             let (step, c1, c2, eps) = (lr as f32, bc1 as f32, bc2 as f32, s.eps as f32);
-            let mut out = current;
-            for (((p, g), m), v) in out.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-                *m = b1 * *m + (1.0 - b1) * g;
-                *v = b2 * *v + (1.0 - b2) * g * g;
-                let mh = *m / c1;
-                let vh = *v / c2;
-                *p = *p * decay - step * mh / (vh.sqrt() + eps);
-            }
-            Some(out)
+            const CHUNK: usize = 1 << 14;
+            p.par_chunks_mut(CHUNK)
+                .zip(g.par_chunks(CHUNK))
+                .zip(m.par_chunks_mut(CHUNK))
+                .zip(v.par_chunks_mut(CHUNK))
+                .for_each(|(((p, g), m), v)| {
+                    for (((p, g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut())
+                    {
+                        *m = b1 * *m + (1.0 - b1) * g;
+                        *v = b2 * *v + (1.0 - b2) * g * g;
+                        let mh = *m / c1;
+                        let vh = *v / c2;
+                        *p = *p * decay - step * mh / (vh.sqrt() + eps);
+                    }
+                });
+            Some(p.clone())
         });
         (module, UpdateStats { grad_norm, clipped })
     }
@@ -161,6 +177,7 @@ impl AdamW {
             settings,
             t,
             moments,
+            master: BTreeMap::new(),
         })
     }
 }

@@ -225,7 +225,7 @@ impl HostGrads {
         }
     }
 
-    /// Global L2 norm over all gradients.
+    /// Global L2 norm over all gradients (summed in order, in f64).
     pub fn norm(&self) -> f64 {
         self.grads
             .values()
@@ -248,13 +248,16 @@ impl HostGrads {
     }
 }
 
-/// A mapper that replaces each named parameter for which `update` returns new values.
-pub(crate) struct Updater<'a, F: FnMut(&str, Vec<f32>) -> Option<Vec<f32>>> {
+/// A mapper that replaces each named parameter for which `update` returns new values;
+/// `update` gets the name and a reader of the current values (called only when needed).
+pub(crate) struct Updater<'a, F: FnMut(&str, &mut dyn FnMut() -> Vec<f32>) -> Option<Vec<f32>>> {
     path: Path_,
     update: &'a mut F,
 }
 
-impl<F: FnMut(&str, Vec<f32>) -> Option<Vec<f32>>> ModuleMapper for Updater<'_, F> {
+impl<F: FnMut(&str, &mut dyn FnMut() -> Vec<f32>) -> Option<Vec<f32>>> ModuleMapper
+    for Updater<'_, F>
+{
     fn enter_module(&mut self, name: &str, _: &str) {
         self.path.stack.push(name.to_string());
     }
@@ -265,8 +268,9 @@ impl<F: FnMut(&str, Vec<f32>) -> Option<Vec<f32>>> ModuleMapper for Updater<'_, 
         let name = self.path.name();
         let (id, tensor, mapper) = param.consume();
         let n: usize = tensor.dims().iter().product();
-        let current = host(tensor.clone().reshape([n]));
-        let t = match (self.update)(&name, current) {
+        let mut read = || host(tensor.clone().reshape([n]));
+        let new = (self.update)(&name, &mut read);
+        let t = match new {
             Some(new) => replace_values(tensor, new),
             None => tensor,
         };
@@ -274,10 +278,10 @@ impl<F: FnMut(&str, Vec<f32>) -> Option<Vec<f32>>> ModuleMapper for Updater<'_, 
     }
 }
 
-/// Applies `update(name, current) -> Some(new)` to every float parameter of `module`.
+/// Applies `update(name, read_current) -> Some(new)` to every float parameter of `module`.
 pub(crate) fn update_params<M: Module>(
     module: M,
-    mut update: impl FnMut(&str, Vec<f32>) -> Option<Vec<f32>>,
+    mut update: impl FnMut(&str, &mut dyn FnMut() -> Vec<f32>) -> Option<Vec<f32>>,
 ) -> M {
     let mut u = Updater {
         path: Path_::default(),
