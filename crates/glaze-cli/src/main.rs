@@ -62,6 +62,8 @@ impl SampleArgs {
     }
 }
 
+// Parsed once per process; the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Continue a prompt, streaming tokens, and print tokens/s.

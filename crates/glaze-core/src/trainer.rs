@@ -114,6 +114,9 @@ pub struct StepInfo {
     pub examples_per_s: f64,
 }
 
+/// A callback after every optimizer step (see [`RunOptions::on_step`]).
+pub type StepHook<'a> = &'a mut dyn FnMut(&StepInfo) -> ControlFlow<()>;
+
 /// Where and how a run writes, and who watches it.
 pub struct RunOptions<'a> {
     /// Directory for `last.safetensors` (resumable), `best.safetensors`,
@@ -128,7 +131,7 @@ pub struct RunOptions<'a> {
     pub resume: bool,
     /// Called after every optimizer step; `Break` stops the run at once, as a kill would
     /// (nothing more is written), and `train` returns [`Error::Interrupted`].
-    pub on_step: Option<&'a mut dyn FnMut(&StepInfo) -> ControlFlow<()>>,
+    pub on_step: Option<StepHook<'a>>,
 }
 
 impl RunOptions<'_> {
@@ -360,12 +363,12 @@ pub fn train<T: TrainTask>(
             return Err(Error::Interrupted { step: state.step });
         }
 
-        let end_of_epoch = state.step % steps_per_epoch == 0 || state.step == total;
+        let end_of_epoch = state.step.is_multiple_of(steps_per_epoch) || state.step == total;
         let periodic = config
             .eval_every
-            .is_some_and(|e| e > 0 && state.step % e == 0);
+            .is_some_and(|e| e > 0 && state.step.is_multiple_of(e));
         let mut checkpoint_due =
-            config.checkpoint_every > 0 && state.step % config.checkpoint_every == 0;
+            config.checkpoint_every > 0 && state.step.is_multiple_of(config.checkpoint_every);
         if end_of_epoch || periodic {
             if let Some(v) = task.validate(&model)? {
                 report.validations.push((state.step, v));

@@ -150,12 +150,16 @@ pub struct SeriesData {
     pub scaled: Arc<Vec<Vec<f32>>>,
 }
 
+/// Why a series cannot be split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplitProblem(pub String);
+
 /// Row borders `[start, end)` of train, validation and test (inputs included).
 pub fn borders(
     scheme: SplitScheme,
     rows: usize,
     input_len: usize,
-) -> Result<[(usize, usize); 3], String> {
+) -> std::result::Result<[(usize, usize); 3], SplitProblem> {
     let (tr, va, te) = match scheme {
         SplitScheme::EttHourly | SplitScheme::EttMinute => {
             let per_month = if scheme == SplitScheme::EttHourly {
@@ -165,15 +169,17 @@ pub fn borders(
             };
             let need = 20 * per_month;
             if rows < need {
-                return Err(format!(
+                return Err(SplitProblem(format!(
                     "the ETT split needs 20 months = {need} rows (12 train, 4 validation, 4 test)"
-                ));
+                )));
             }
             (12 * per_month, 4 * per_month, 4 * per_month)
         }
         SplitScheme::Ratio { train, test } => {
             if !(train > 0.0 && test > 0.0 && train + test < 1.0) {
-                return Err("train and test fractions must be positive and sum below 1".into());
+                return Err(SplitProblem(
+                    "train and test fractions must be positive and sum below 1".into(),
+                ));
             }
             let tr = (rows as f64 * train) as usize;
             let te = (rows as f64 * test) as usize;
@@ -181,9 +187,9 @@ pub fn borders(
         }
     };
     if tr < input_len || va == 0 || te == 0 {
-        return Err(format!(
+        return Err(SplitProblem(format!(
             "every split needs more than the input length {input_len}"
-        ));
+        )));
     }
     Ok([
         (0, tr),
@@ -215,7 +221,7 @@ pub fn prepare_scaled(
         rows: frame.len(),
         needed,
     };
-    let b = borders(spec.scheme, frame.len(), spec.input_len).map_err(too_short)?;
+    let b = borders(spec.scheme, frame.len(), spec.input_len).map_err(|p| too_short(p.0))?;
     let scaler = match scaler {
         Some(s) if s.mean.len() == frame.columns.len() => s.clone(),
         Some(s) => {

@@ -140,11 +140,11 @@ mod tests {
             &device,
         );
         let protos = r.prototypes(embed_t);
-        let pv: Vec<f32> = protos.clone().into_data().to_vec().expect("f32");
+        let pv: Vec<f32> = protos.clone().into_data().try_to_vec::<f32>().expect("f32");
         assert_eq!(pv, [1.5, -1.0, 0.0, 2.0]);
         let patch = [0.3f32, -0.7];
         let x = Tensor::<3>::from_data(TensorData::new(patch.to_vec(), [1, 1, 2]), &device);
-        let y: Vec<f32> = r.forward(x, protos).into_data().to_vec().expect("f32");
+        let y: Vec<f32> = r.forward(x, protos).into_data().try_to_vec::<f32>().expect("f32");
         let prot = [[1.5f32, -1.0], [0.0, 2.0]];
         for head in 0..2 {
             let s: Vec<f32> = prot.iter().map(|p| patch[head] * p[head]).collect();
