@@ -219,6 +219,8 @@ fn time_llm_on_smollm2_beats_repeat_last_on_etth1() {
         },
         description: ts::experiment::ETT_DESCRIPTION.into(),
         eval_batch: 64,
+        loss: glaze::core::RegressionLoss::Mse,
+        covariates: None,
     };
     let digest = model.llama.weights_digest();
     let (_, outcome) = ts::run(

@@ -125,6 +125,7 @@ fn run(
         train: &data.train,
         val: Some(&data.val),
         eval_batch: 64,
+        loss: glaze::core::RegressionLoss::Mse,
     };
     let mut kill = |s: &StepInfo| match kill_at {
         Some(k) if s.step == k => ControlFlow::Break(()),

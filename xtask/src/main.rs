@@ -5,6 +5,7 @@
 //! - `demo`   generation on the fetched SmolLM2, then soft-prompt training on it
 //! - `tidy`   the project's own conventions, checked
 //! - `bench`  speed and memory against peers, written to docs/benchmarks.md
+//! - `results timeseries`  the ETTh1/ETTh2 sweep behind docs/results/timeseries.md
 
 mod bench;
 mod fetch;
@@ -21,8 +22,11 @@ fn main() -> ExitCode {
         Some("demo") => demo(),
         Some("tidy") => tidy::tidy(&root()),
         Some("bench") => bench::bench(&args[1..]),
+        Some("results") if args.get(1).map(String::as_str) == Some("timeseries") => {
+            results_timeseries(&args[2..])
+        }
         _ => {
-            eprintln!("usage: cargo xtask <fetch|ci|demo|tidy|bench>");
+            eprintln!("usage: cargo xtask <fetch|ci|demo|tidy|bench|results timeseries>");
             return ExitCode::from(2);
         }
     };
@@ -170,6 +174,54 @@ fn run_tests(cmd: &mut Command) -> Result<(usize, usize), String> {
             describe(cmd)
         ))
     }
+}
+
+/// The CPU configuration of docs/results/timeseries.md. Finished runs are read back from
+/// `docs/results/timeseries.jsonl` and skipped (a sweep resumes); `--fresh` starts over.
+fn results_timeseries(args: &[String]) -> Result<(), String> {
+    fetch::fetch(&[])?;
+    let results = root().join("docs/results/timeseries.jsonl");
+    if args.iter().any(|a| a == "--fresh") {
+        let _ = std::fs::remove_file(&results);
+    }
+    let shared = std::env::var_os("GLAZE_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared"));
+    run(cargo()
+        .args([
+            "run",
+            "--quiet",
+            "-p",
+            "glaze-cli",
+            "--",
+            "timeseries",
+            "sweep",
+        ])
+        .arg("--data-dir")
+        .arg(shared.join("data/ett"))
+        .arg("--results")
+        .arg(&results)
+        .arg("--markdown")
+        .arg(root().join("docs/results/timeseries.md"))
+        .arg("--runs")
+        .arg(fetch::cache_dir().join("ts-runs"))
+        .args([
+            "--train-stride",
+            "16",
+            "--eval-stride",
+            "24",
+            "--eval-every",
+            "40",
+            "--lr",
+            "2e-3",
+            "--layers",
+            "2",
+            "--prototypes",
+            "100",
+            "--input-len",
+            "96",
+        ])
+        .env("RAYON_NUM_THREADS", "2"))
 }
 
 fn demo() -> Result<(), String> {

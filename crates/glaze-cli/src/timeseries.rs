@@ -35,6 +35,12 @@ impl From<Kind> for ModelKind {
     }
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LossArg {
+    Mse,
+    Mae,
+}
+
 /// Model, window and training settings shared by `train` and `sweep`.
 #[derive(Args, Clone)]
 pub struct Setup {
@@ -80,6 +86,12 @@ pub struct Setup {
     /// Validate every this many steps (besides each epoch end).
     #[arg(long)]
     eval_every: Option<usize>,
+    /// Training loss.
+    #[arg(long, value_enum, default_value = "mse")]
+    loss: LossArg,
+    /// Covariates read beside the target (default: every other column), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    covariates: Option<Vec<String>>,
     /// Prompt-prefix cache directory (default: $GLAZE_CACHE/features); `none` disables it.
     #[arg(long)]
     cache: Option<String>,
@@ -259,6 +271,11 @@ fn spec(
         },
         description: ETT_DESCRIPTION.to_string(),
         eval_batch: 256,
+        loss: match setup.loss {
+            LossArg::Mse => glaze::core::RegressionLoss::Mse,
+            LossArg::Mae => glaze::core::RegressionLoss::Mae,
+        },
+        covariates: setup.covariates.clone(),
     }
 }
 
@@ -694,6 +711,7 @@ fn bench_step(
         train: &set.train,
         val: None,
         eval_batch: 256,
+        loss: spec.loss,
     };
     let identity = ts::experiment::identity(
         &model.llama,

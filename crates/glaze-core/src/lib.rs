@@ -27,6 +27,7 @@ pub use checkpoint::{AdapterIdentity, BackboneIdentity, Checkpoint, TrainState};
 pub use device::DeviceChoice;
 pub use error::{Error, Result};
 pub use feature_cache::{CachedArray, FeatureCache};
+pub use loss::RegressionLoss;
 pub use optim::{AdamW, AdamWSettings};
 pub use params::{NamedTensor, count_params, export_params, import_params};
 pub use plot::LinePlot;

@@ -22,6 +22,31 @@ pub fn masked_cross_entropy(
     (picked * weights).sum().neg() / total
 }
 
+/// A regression loss for heads that read hidden states (forecasting, scores).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegressionLoss {
+    /// Mean squared error.
+    #[default]
+    Mse,
+    /// Mean absolute error.
+    Mae,
+}
+
+impl RegressionLoss {
+    /// The mean loss over all elements.
+    ///
+    /// # Shapes
+    /// `pred [B, H]`, `target [B, H]` → scalar `[1]`.
+    pub fn apply(self, pred: Tensor<2>, target: Tensor<2>) -> Tensor<1> {
+        let diff = pred - target;
+        match self {
+            RegressionLoss::Mse => (diff.clone() * diff).mean(),
+            RegressionLoss::Mae => diff.abs().mean(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -36,5 +61,18 @@ mod tests {
         let loss = masked_cross_entropy(logits, targets, weights).into_scalar::<f32>();
         let expected = -(2.0f32 - (0.5f32.exp() * 2.0 + 2.0f32.exp()).ln());
         assert!((loss - expected).abs() < 1e-5, "{loss} vs {expected}");
+    }
+
+    #[test]
+    fn regression_losses_by_hand() {
+        let device = Device::flex();
+        let p = Tensor::<2>::from_data([[1.0f32, 2.0], [0.0, -1.0]], &device);
+        let t = Tensor::<2>::from_data([[0.0f32, 2.0], [2.0, -1.0]], &device);
+        let mse = RegressionLoss::Mse
+            .apply(p.clone(), t.clone())
+            .into_scalar::<f32>();
+        let mae = RegressionLoss::Mae.apply(p, t).into_scalar::<f32>();
+        assert!((mse - 5.0 / 4.0).abs() < 1e-6, "{mse}");
+        assert!((mae - 3.0 / 4.0).abs() < 1e-6, "{mae}");
     }
 }

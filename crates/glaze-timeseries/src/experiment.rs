@@ -36,6 +36,12 @@ pub struct RunSpec {
     pub description: String,
     /// Batch size for validation and test.
     pub eval_batch: usize,
+    /// Training loss (default MSE).
+    #[serde(default)]
+    pub loss: glaze_core::RegressionLoss,
+    /// Covariates read beside the target (default: every other column).
+    #[serde(default)]
+    pub covariates: Option<Vec<String>>,
 }
 
 /// What a finished run reports.
@@ -89,7 +95,7 @@ pub fn load_data(spec: &RunSpec) -> Result<SeriesData> {
         &spec.data,
         &ColumnSelection {
             target: spec.target.clone(),
-            covariates: None,
+            covariates: spec.covariates.clone(),
         },
     )?;
     prepare(&frame, &spec.window)
@@ -129,6 +135,7 @@ pub fn run(
         train: &data.train,
         val: Some(&data.val),
         eval_batch: spec.eval_batch,
+        loss: spec.loss,
     };
     let t0 = Instant::now();
     let (model, report) = train(

@@ -144,7 +144,11 @@ mod tests {
         assert_eq!(pv, [1.5, -1.0, 0.0, 2.0]);
         let patch = [0.3f32, -0.7];
         let x = Tensor::<3>::from_data(TensorData::new(patch.to_vec(), [1, 1, 2]), &device);
-        let y: Vec<f32> = r.forward(x, protos).into_data().try_to_vec::<f32>().expect("f32");
+        let y: Vec<f32> = r
+            .forward(x, protos)
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32");
         let prot = [[1.5f32, -1.0], [0.0, 2.0]];
         for head in 0..2 {
             let s: Vec<f32> = prot.iter().map(|p| patch[head] * p[head]).collect();

@@ -65,7 +65,10 @@ mod tests {
             assert!((a - b).abs() < 1e-6, "{a} vs {b}");
         }
         let y = Tensor::<2>::from_data(TensorData::new(n[0].clone(), [1, 4]), &Device::flex());
-        let back: Vec<f32> = denormalize(y, &s).into_data().try_to_vec::<f32>().expect("f32");
+        let back: Vec<f32> = denormalize(y, &s)
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32");
         for (a, b) in back.iter().zip(x) {
             assert!((a - b).abs() < 1e-5, "{a} vs {b}");
         }

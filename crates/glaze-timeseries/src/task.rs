@@ -51,6 +51,8 @@ pub struct ForecastTask<'p, 'a> {
     pub val: Option<&'p WindowSet>,
     /// Batch size for validation.
     pub eval_batch: usize,
+    /// Training loss (validation is always MSE, the papers' headline metric).
+    pub loss: glaze_core::RegressionLoss,
 }
 
 fn to_tensor(rows: &[&[f32]], device: &Device) -> Tensor<2> {
@@ -79,8 +81,7 @@ impl TrainTask for ForecastTask<'_, '_> {
             .pipeline
             .predict(model, &inputs, &device)
             .map_err(into_core)?;
-        let diff = pred - to_tensor(&targets, &device);
-        Ok((diff.clone() * diff).mean())
+        Ok(self.loss.apply(pred, to_tensor(&targets, &device)))
     }
 
     fn validate(&self, model: &Forecaster) -> glaze_core::Result<Option<f64>> {
