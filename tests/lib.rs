@@ -29,6 +29,35 @@ pub fn smollm2() -> &'static LanguageModel {
     })
 }
 
+/// A tiny random Llama for the byte codec, with room for Time-LLM's text prompts.
+pub fn tiny_llama_long() -> glaze::llm::Llama {
+    let device = Device::flex();
+    device.seed(11);
+    glaze::llm::Llama::init(
+        &glaze::llm::LlamaConfig::tiny(glaze::core::harness::ByteCodec::VOCAB)
+            .with_context_length(512),
+        &device,
+    )
+}
+
+/// A tiny forecaster configuration (L = 32, H = 8, patches 8/4) for `backbone`.
+pub fn tiny_forecaster(
+    kind: glaze::timeseries::ModelKind,
+    backbone: &glaze::llm::Llama,
+    layers: usize,
+) -> glaze::timeseries::ForecasterConfig {
+    let s = glaze::core::FrozenBackbone::spec(backbone);
+    glaze::timeseries::ForecasterConfig::new(kind, 32, 8, s.d_model, s.vocab_size)
+        .with_patch_len(8)
+        .with_stride(4)
+        .with_d_patch(8)
+        .with_d_ff(16)
+        .with_num_prototypes(10)
+        .with_n_heads(2)
+        .with_d_keys(4)
+        .with_llm_layers(layers)
+}
+
 /// Reads a little-endian float32 `.npy` array: (shape, values).
 pub fn read_npy_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

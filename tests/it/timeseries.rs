@@ -4,31 +4,17 @@
 use burn::prelude::*;
 use glaze::core::harness::ByteCodec;
 use glaze::core::{FrozenBackbone, LrSchedule, TrainConfig};
-use glaze::llm::{Llama, LlamaConfig};
+use glaze::llm::Llama;
 use glaze::timeseries::{
     self as ts, Channels, ForecasterConfig, ModelKind, Pipeline, SplitScheme, WindowSpec,
 };
 
 fn tiny() -> Llama {
-    let device = Device::flex();
-    device.seed(11);
-    Llama::init(
-        &LlamaConfig::tiny(ByteCodec::VOCAB).with_context_length(512),
-        &device,
-    )
+    glaze_tests::tiny_llama_long()
 }
 
 fn config(kind: ModelKind, backbone: &Llama) -> ForecasterConfig {
-    let s = backbone.spec();
-    ForecasterConfig::new(kind, 32, 8, s.d_model, s.vocab_size)
-        .with_patch_len(8)
-        .with_stride(4)
-        .with_d_patch(8)
-        .with_d_ff(16)
-        .with_num_prototypes(10)
-        .with_n_heads(2)
-        .with_d_keys(4)
-        .with_llm_layers(2)
+    glaze_tests::tiny_forecaster(kind, backbone, 2)
 }
 
 fn wave(n: usize, phase: f32) -> Vec<f32> {
@@ -71,6 +57,17 @@ fn cached_prompt_prefix_equals_the_full_sequence() {
     assert_eq!(cache.misses(), misses, "no recomputation");
     assert!(cache.hits() >= 2);
     let _ = std::fs::remove_dir_all(&root);
+}
+
+fn ett_spec(horizon: usize, train_stride: usize, eval_stride: usize) -> WindowSpec {
+    WindowSpec {
+        input_len: 96,
+        horizon,
+        scheme: SplitScheme::EttHourly,
+        channels: Channels::Multivariate,
+        train_stride,
+        eval_stride,
+    }
 }
 
 fn ett(name: &str) -> std::path::PathBuf {
@@ -130,14 +127,7 @@ fn bad_series_files_are_typed_errors_naming_row_and_column() {
         c.truncate(5000);
     }
     short.dates.truncate(5000);
-    let spec = WindowSpec {
-        input_len: 96,
-        horizon: 96,
-        scheme: SplitScheme::EttHourly,
-        channels: Channels::Multivariate,
-        train_stride: 1,
-        eval_stride: 1,
-    };
+    let spec = ett_spec(96, 1, 1);
     let err = ts::prepare(&short, &spec).expect_err("too short");
     assert!(
         matches!(err, ts::Error::TooShort { rows: 5000, .. }),
@@ -164,15 +154,7 @@ fn ett_files_load_with_the_standard_splits() {
             frame.columns,
             ["HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT"]
         );
-        let spec = WindowSpec {
-            input_len: 96,
-            horizon: 96,
-            scheme: SplitScheme::EttHourly,
-            channels: Channels::Multivariate,
-            train_stride: 1,
-            eval_stride: 1,
-        };
-        let d = ts::prepare(&frame, &spec).expect("prepare");
+        let d = ts::prepare(&frame, &ett_spec(96, 1, 1)).expect("prepare");
         // The papers' window counts: 8640 - 96 - 96 + 1 training and 2880 - 96 + 1 test windows.
         assert_eq!(d.train.starts.len(), 8449);
         assert_eq!(d.val.starts.len(), 2785);
@@ -194,14 +176,7 @@ fn time_llm_on_smollm2_beats_repeat_last_on_etth1() {
     let spec = ts::RunSpec {
         data: ett("ETTh1.csv"),
         target: Some("OT".into()),
-        window: WindowSpec {
-            input_len: 96,
-            horizon: 96,
-            scheme: SplitScheme::EttHourly,
-            channels: Channels::Multivariate,
-            train_stride: 16,
-            eval_stride: 400,
-        },
+        window: ett_spec(96, 16, 400),
         model: ForecasterConfig::new(ModelKind::TimeLlm, 96, 96, s.d_model, s.vocab_size)
             .with_num_prototypes(100)
             .with_llm_layers(2),

@@ -17,25 +17,35 @@ use glaze::timeseries::{
 };
 
 fn tiny() -> Llama {
-    let device = Device::flex();
-    device.seed(11);
-    Llama::init(
-        &LlamaConfig::tiny(ByteCodec::VOCAB).with_context_length(512),
-        &device,
-    )
+    glaze_tests::tiny_llama_long()
 }
 
 fn config(kind: ModelKind, backbone: &Llama, layers: usize) -> ForecasterConfig {
-    let s = backbone.spec();
-    ForecasterConfig::new(kind, 32, 8, s.d_model, s.vocab_size)
-        .with_patch_len(8)
-        .with_stride(4)
-        .with_d_patch(8)
-        .with_d_ff(16)
-        .with_num_prototypes(10)
-        .with_n_heads(2)
-        .with_d_keys(4)
-        .with_llm_layers(layers)
+    glaze_tests::tiny_forecaster(kind, backbone, layers)
+}
+
+fn window() -> WindowSpec {
+    WindowSpec {
+        input_len: 32,
+        horizon: 8,
+        scheme: SplitScheme::Ratio {
+            train: 0.6,
+            test: 0.2,
+        },
+        channels: Channels::Multivariate,
+        train_stride: 4,
+        eval_stride: 16,
+    }
+}
+
+fn stored(cfg: &ForecasterConfig, data: &ts::SeriesData) -> StoredConfig {
+    StoredConfig {
+        model: cfg.clone(),
+        window: window(),
+        columns: data.columns.clone(),
+        scaler: data.scaler.clone(),
+        description: "Synthetic.".into(),
+    }
 }
 
 fn data() -> ts::SeriesData {
@@ -51,18 +61,7 @@ fn data() -> ts::SeriesData {
                 .collect(),
         ],
     };
-    let spec = WindowSpec {
-        input_len: 32,
-        horizon: 8,
-        scheme: SplitScheme::Ratio {
-            train: 0.6,
-            test: 0.2,
-        },
-        channels: Channels::Multivariate,
-        train_stride: 4,
-        eval_stride: 16,
-    };
-    ts::prepare(&frame, &spec).expect("synthetic data")
+    ts::prepare(&frame, &window()).expect("synthetic data")
 }
 
 fn tmp(name: &str) -> PathBuf {
@@ -99,23 +98,7 @@ fn run(
     let cfg = config(ModelKind::TimeLlm, backbone, 2);
     let pipeline =
         Pipeline::new(backbone, &ByteCodec, cfg.clone(), "Synthetic.", None).expect("pipeline");
-    let stored = StoredConfig {
-        model: cfg.clone(),
-        window: WindowSpec {
-            input_len: 32,
-            horizon: 8,
-            scheme: SplitScheme::Ratio {
-                train: 0.6,
-                test: 0.2,
-            },
-            channels: Channels::Multivariate,
-            train_stride: 4,
-            eval_stride: 16,
-        },
-        columns: data.columns.clone(),
-        scaler: data.scaler.clone(),
-        description: "Synthetic.".into(),
-    };
+    let stored = stored(&cfg, data);
     let identity = ts::experiment::identity(backbone, &stored).expect("identity");
     let device = backbone.device().clone().autodiff();
     device.seed(21);
@@ -193,23 +176,7 @@ fn checkpoints_name_the_backbone_they_need() {
     let data = data();
     let dir = tmp("identity");
     let cfg = config(ModelKind::Gpt4ts, &backbone, 2);
-    let spec_stored = StoredConfig {
-        model: cfg.clone(),
-        window: WindowSpec {
-            input_len: 32,
-            horizon: 8,
-            scheme: SplitScheme::Ratio {
-                train: 0.6,
-                test: 0.2,
-            },
-            channels: Channels::Multivariate,
-            train_stride: 4,
-            eval_stride: 16,
-        },
-        columns: data.columns.clone(),
-        scaler: data.scaler.clone(),
-        description: "Synthetic.".into(),
-    };
+    let spec_stored = stored(&cfg, &data);
     let identity = ts::experiment::identity(&backbone, &spec_stored).expect("identity");
     let device = backbone.device().clone();
     let model = cfg.init(&device);

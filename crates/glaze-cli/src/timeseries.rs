@@ -435,22 +435,17 @@ fn forecast_plot(
         .map_err(|e| format!("{e:?}"))?;
     let c = set.scaled.len() - 1;
     let unscale = |x: &[f32]| stored.scaler.inverse(c, x);
-    let hist: Vec<(f64, f64)> = unscale(input)
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| ((start + i) as f64, v as f64))
-        .collect();
-    let fc: Vec<(f64, f64)> = unscale(&pred)
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| ((start + l + i) as f64, v as f64))
-        .collect();
+    let points = |from: usize, values: &[f32]| -> Vec<(f64, f64)> {
+        unscale(values)
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| ((from + i) as f64, v as f64))
+            .collect()
+    };
+    let hist = points(start, input);
+    let fc = points(start + l, &pred);
     let truth_end = (start + l + h).min(rows);
-    let truth: Vec<(f64, f64)> = unscale(&series[start + l..truth_end])
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| ((start + l + i) as f64, v as f64))
-        .collect();
+    let truth = points(start + l, &series[start + l..truth_end]);
     let target = stored.columns.last().cloned().unwrap_or_default();
     let mut plot = LinePlot::new(
         format!("{} {target}: {l} IN, {h} OUT", stored.model.kind.name()),

@@ -388,13 +388,7 @@ pub fn train<T: TrainTask>(
                     state.best = Some((v, state.step));
                     state.bad_evals = 0;
                     if let Some(bp) = &best_path {
-                        Checkpoint {
-                            identity: run.identity.clone(),
-                            weights: export_params(&model),
-                            state: None,
-                            optimizer: Vec::new(),
-                        }
-                        .save(bp)?;
+                        save_weights(bp, &run.identity, &model)?;
                     }
                     best_model = Some(model.clone());
                 } else {
@@ -419,13 +413,7 @@ pub fn train<T: TrainTask>(
     report.seconds = started.elapsed().as_secs_f64();
     let result = best_model.unwrap_or(model);
     if let Some(d) = &dir {
-        Checkpoint {
-            identity: run.identity.clone(),
-            weights: export_params(&result),
-            state: None,
-            optimizer: Vec::new(),
-        }
-        .save(&d.join("adapter.safetensors"))?;
+        save_weights(&d.join("adapter.safetensors"), &run.identity, &result)?;
         let metrics = d.join("metrics.jsonl");
         plot_curve(
             &metrics,
@@ -434,4 +422,19 @@ pub fn train<T: TrainTask>(
         )?;
     }
     Ok((result, report))
+}
+
+/// Writes a weights-only checkpoint (no training state) of `model`.
+fn save_weights<M: Module>(
+    path: &std::path::Path,
+    identity: &AdapterIdentity,
+    model: &M,
+) -> Result<()> {
+    Checkpoint {
+        identity: identity.clone(),
+        weights: export_params(model),
+        state: None,
+        optimizer: Vec::new(),
+    }
+    .save(path)
 }
