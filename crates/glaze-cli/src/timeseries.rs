@@ -322,8 +322,7 @@ pub fn run(cmd: TsCmd) -> Res<()> {
             eval_stride,
             llm,
         } => {
-            let model = crate::load(&llm)?;
-            let (forecaster, stored) = ts::load_checkpoint(&model.llama, &checkpoint)?;
+            let (model, forecaster, stored) = load_trained(&llm, &checkpoint)?;
             let (set, pipeline) = rebuild(&model, &stored, &data, eval_stride)?;
             let m = ts::evaluate(&pipeline, &forecaster, &set.test, 256)?;
             let base = repeat_last(&set.test);
@@ -344,8 +343,7 @@ pub fn run(cmd: TsCmd) -> Res<()> {
             at,
             llm,
         } => {
-            let model = crate::load(&llm)?;
-            let (forecaster, stored) = ts::load_checkpoint(&model.llama, &checkpoint)?;
+            let (model, forecaster, stored) = load_trained(&llm, &checkpoint)?;
             forecast_plot(&model, &forecaster, &stored, &data, &out, at)?;
         }
         TsCmd::BenchStep {
@@ -372,6 +370,16 @@ pub fn run(cmd: TsCmd) -> Res<()> {
         )?,
     }
     Ok(())
+}
+
+/// The frozen model and a trained forecaster checked against it.
+fn load_trained(
+    llm: &ModelArgs,
+    checkpoint: &Path,
+) -> Res<(LanguageModel, ts::Forecaster, ts::StoredConfig)> {
+    let model = crate::load(llm)?;
+    let (forecaster, stored) = ts::load_checkpoint(&model.llama, checkpoint)?;
+    Ok((model, forecaster, stored))
 }
 
 fn rebuild<'a>(
