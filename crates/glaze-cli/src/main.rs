@@ -2,6 +2,7 @@
 #![allow(clippy::print_stdout)]
 
 mod bench;
+mod sweep;
 mod timeseries;
 
 use std::io::{BufRead, Write};
