@@ -226,6 +226,8 @@ fn results_timeseries(args: &[String]) -> Result<(), String> {
             "100",
             "--input-len",
             "96",
+            "--horizons",
+            "96,192,336",
         ])
         .env("RAYON_NUM_THREADS", "2"))
 }
