@@ -97,29 +97,24 @@ pub(crate) fn sweep(
                         row.mae,
                         row.train_seconds
                     );
-                    let mut f = std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(results)?;
-                    writeln!(f, "{}", serde_json::to_string(&row)?)?;
-                    done.push(row);
+                    record(results, &mut done, row)?;
                 }
             }
             // Repeat-last needs no training; one row per (dataset, horizon).
-            let spec = spec(
-                setup,
-                &data,
-                Some("OT".into()),
-                h,
-                ModelKind::Dlinear,
-                0,
-                &model,
-            );
-            let base = repeat_last(&ts::experiment::load_data(&spec)?.test);
             if !done
                 .iter()
                 .any(|r| r.dataset == *ds && r.horizon == h && r.model == "repeat-last")
             {
+                let spec = spec(
+                    setup,
+                    &data,
+                    Some("OT".into()),
+                    h,
+                    ModelKind::Dlinear,
+                    0,
+                    &model,
+                );
+                let base = repeat_last(&ts::experiment::load_data(&spec)?.test);
                 let row = SweepRow {
                     dataset: ds.clone(),
                     horizon: h,
@@ -135,16 +130,22 @@ pub(crate) fn sweep(
                     trainable_params: 0,
                     prefix_cache: None,
                 };
-                let mut f = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(results)?;
-                writeln!(f, "{}", serde_json::to_string(&row)?)?;
-                done.push(row);
+                record(results, &mut done, row)?;
             }
         }
     }
     write_table(&done, markdown)?;
+    Ok(())
+}
+
+/// Appends a finished run to the results file (so a sweep resumes after it) and to `done`.
+fn record(results: &Path, done: &mut Vec<SweepRow>, row: SweepRow) -> Res<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(results)?;
+    writeln!(f, "{}", serde_json::to_string(&row)?)?;
+    done.push(row);
     Ok(())
 }
 

@@ -43,12 +43,15 @@ impl Path_ {
     }
 }
 
-struct Exporter {
+/// Walks a module's float parameters with their field paths: `each(name, values, shape,
+/// gradient)`, values and gradient flattened (the gradient from `grads`, when given and held).
+struct Walk<'g, F: FnMut(String, Tensor<1>, Vec<usize>, Option<Tensor<1>>)> {
     path: Path_,
-    out: Vec<NamedTensor>,
+    grads: Option<&'g GradientsParams>,
+    each: F,
 }
 
-impl ModuleVisitor for Exporter {
+impl<F: FnMut(String, Tensor<1>, Vec<usize>, Option<Tensor<1>>)> ModuleVisitor for Walk<'_, F> {
     fn enter_module(&mut self, name: &str, _: &str) {
         self.path.stack.push(name.to_string());
     }
@@ -59,22 +62,38 @@ impl ModuleVisitor for Exporter {
         let t = param.val();
         let shape = t.dims().to_vec();
         let n: usize = shape.iter().product();
-        self.out.push(NamedTensor {
-            name: self.path.name(),
-            shape,
-            data: host(t.reshape([n])),
-        });
+        let id: ParamId = param.id;
+        let grad = self
+            .grads
+            .and_then(|g| g.get::<D>(id))
+            .map(|g| g.reshape([n]));
+        (self.each)(self.path.name(), t.reshape([n]), shape, grad);
     }
+}
+
+fn walk<M: Module>(
+    module: &M,
+    grads: Option<&GradientsParams>,
+    each: impl FnMut(String, Tensor<1>, Vec<usize>, Option<Tensor<1>>),
+) {
+    module.visit(&mut Walk {
+        path: Path_::default(),
+        grads,
+        each,
+    });
 }
 
 /// Every float parameter of `module`, by name, in visiting order.
 pub fn export_params<M: Module>(module: &M) -> Vec<NamedTensor> {
-    let mut v = Exporter {
-        path: Path_::default(),
-        out: Vec::new(),
-    };
-    module.visit(&mut v);
-    v.out
+    let mut out = Vec::new();
+    walk(module, None, |name, t, shape, _| {
+        out.push(NamedTensor {
+            name,
+            shape,
+            data: host(t),
+        })
+    });
+    out
 }
 
 /// Number of float parameters (scalars) in `module`.
@@ -179,38 +198,16 @@ pub struct HostGrads {
     pub grads: BTreeMap<String, Vec<f32>>,
 }
 
-struct GradCollector<'a> {
-    path: Path_,
-    grads: &'a GradientsParams,
-    out: BTreeMap<String, Vec<f32>>,
-}
-
-impl ModuleVisitor for GradCollector<'_> {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.stack.push(name.to_string());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.stack.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let id: ParamId = param.id;
-        if let Some(g) = self.grads.get::<D>(id) {
-            let n: usize = g.dims().iter().product();
-            self.out.insert(self.path.name(), host(g.reshape([n])));
-        }
-    }
-}
-
 impl HostGrads {
     /// The gradients `grads` holds for the parameters of `module`.
     pub fn collect<M: Module>(module: &M, grads: &GradientsParams) -> Self {
-        let mut c = GradCollector {
-            path: Path_::default(),
-            grads,
-            out: BTreeMap::new(),
-        };
-        module.visit(&mut c);
-        HostGrads { grads: c.out }
+        let mut out = BTreeMap::new();
+        walk(module, Some(grads), |name, _, _, grad| {
+            if let Some(g) = grad {
+                out.insert(name, host(g));
+            }
+        });
+        HostGrads { grads: out }
     }
 
     /// Adds `other` (gradient accumulation).
