@@ -61,6 +61,23 @@ pub fn tiny_forecaster(
 /// Reads a little-endian float32 `.npy` array: (shape, values).
 pub fn read_npy_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    parse_npy_f32(&bytes, path)
+}
+
+/// Reads one float32 member (`name` without `.npy`) of a `.npz` archive: (shape, values).
+pub fn read_npz_f32(path: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {
+    use std::io::Read;
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut archive = zip::ZipArchive::new(file).expect("npz is a zip archive");
+    let mut member = archive
+        .by_name(&format!("{name}.npy"))
+        .unwrap_or_else(|e| panic!("{}: no member {name}: {e}", path.display()));
+    let mut bytes = Vec::new();
+    member.read_to_end(&mut bytes).expect("npz member reads");
+    parse_npy_f32(&bytes, path)
+}
+
+fn parse_npy_f32(bytes: &[u8], path: &Path) -> (Vec<usize>, Vec<f32>) {
     assert_eq!(
         &bytes[..6],
         b"\x93NUMPY",

@@ -69,3 +69,46 @@ fn cache_grows_past_its_capacity() {
     let diff = (last - want).abs().max().into_scalar::<f32>();
     assert!(diff < 1e-4, "step-by-step decoding differs by {diff}");
 }
+
+#[test]
+fn vision_adapters_keep_the_contract() {
+    use glaze::vision::VisionAdapterConfig;
+    let backbone = tiny(RopeLayout::Half, true);
+    let kinds = [
+        VisionAdapterConfig::Linear { pool: 1 },
+        VisionAdapterConfig::Mlp { pool: 2 },
+        VisionAdapterConfig::QFormer {
+            queries: 4,
+            width: 16,
+            layers: 1,
+            heads: 2,
+            instruction: true,
+        },
+        VisionAdapterConfig::Perceiver {
+            latents: 3,
+            width: 16,
+            layers: 1,
+            heads: 2,
+        },
+    ];
+    for kind in kinds {
+        // 1 CLS + a 4×4 patch grid of width 24, into the tiny backbone's width 32.
+        harness::check_adapter(
+            &backbone,
+            &ByteCodec,
+            |d| kind.init(24, 32, d).expect("valid adapter config"),
+            // Deterministic features: burn initialises parameters lazily from the device RNG, so
+            // random features drawn between two inits would change the second adapter.
+            |d| {
+                let v: Vec<f32> = (0..2 * 17 * 24).map(|i| (i as f32 * 0.37).sin()).collect();
+                Features::new(Tensor::from_data(TensorData::new(v, [2, 17, 24]), d))
+            },
+        );
+        assert_eq!(kind.num_tokens(17), match kind {
+            VisionAdapterConfig::Linear { .. } => 17,
+            VisionAdapterConfig::Mlp { .. } => 5,
+            VisionAdapterConfig::QFormer { .. } => 4,
+            VisionAdapterConfig::Perceiver { .. } => 3,
+        });
+    }
+}

@@ -8,5 +8,6 @@ mod real_model;
 mod timeseries;
 mod tokenizer;
 mod training;
+mod vision;
 #[cfg(feature = "wgpu")]
 mod wgpu;

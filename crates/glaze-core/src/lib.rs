@@ -42,6 +42,20 @@ pub use soft_prompt::{SoftPrompt, SoftPromptConfig};
 pub use trainer::{RunOptions, StepInfo, TrainConfig, TrainReport, TrainTask, train};
 pub use tuning::{PromptTuningConfig, TuningExample, TuningReport, tune_soft_prompt};
 
+/// The asset cache shared by every crate (weights, datasets, feature caches):
+/// `$GLAZE_CACHE`, else `$XDG_CACHE_HOME/glaze`, else `$HOME/.cache/glaze`.
+pub fn cache_dir() -> std::path::PathBuf {
+    use std::path::PathBuf;
+    if let Some(dir) = std::env::var_os("GLAZE_CACHE").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("glaze");
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".cache").join("glaze")
+}
+
 /// FNV-1a, 64 bit: a stable, dependency-free hash for weight files and weight digests.
 pub fn fnv1a64(bytes: &[u8], seed: u64) -> u64 {
     let mut h = if seed == 0 {

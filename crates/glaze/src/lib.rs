@@ -8,3 +8,5 @@ pub use glaze_core::{
 pub use glaze_llm as llm;
 #[cfg(feature = "timeseries")]
 pub use glaze_timeseries as timeseries;
+#[cfg(feature = "vision")]
+pub use glaze_vision as vision;

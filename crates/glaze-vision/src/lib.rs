@@ -1,0 +1,27 @@
+#![doc = include_str!("../README.md")]
+
+pub mod adapter;
+pub mod attention;
+pub mod decode;
+pub mod encoder;
+pub mod error;
+pub mod hf;
+pub mod linear;
+pub mod mlp;
+pub mod onnx;
+pub mod perceiver;
+pub mod pool;
+pub mod pos_embed;
+pub mod preprocess;
+pub mod qformer;
+pub mod vit;
+pub mod vit_layer;
+pub mod weights;
+
+pub use adapter::{VisionAdapter, VisionAdapterConfig};
+pub use decode::{DecodeLimits, decode_bytes, decode_file};
+pub use encoder::{VisionEncoder, default_dinov2_path};
+pub use error::{Error, Result};
+pub use preprocess::{PreprocessConfig, Pixels, Preprocessor, SquareMode};
+pub use vit::{FeatureSelect, ViT, ViTConfig};
+pub use weights::{Flavour, TensorStore, load_vit};

@@ -1,0 +1,71 @@
+//! Two linear layers with an exact GELU between them: LLaVA-1.5's `mlp2x_gelu` projector and the
+//! feed-forward block of the Q-Former and the Perceiver resampler.
+
+use burn::nn::{Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::activation::gelu;
+
+use crate::pool::pool_grid;
+
+/// Configuration of an [`Mlp`].
+#[derive(Config, Debug)]
+pub struct MlpConfig {
+    /// Input width.
+    pub d_in: usize,
+    /// Hidden width.
+    pub d_hidden: usize,
+    /// Output width.
+    pub d_out: usize,
+}
+
+impl MlpConfig {
+    /// Random initialisation.
+    pub fn init(&self, device: &Device) -> Mlp {
+        Mlp {
+            fc1: LinearConfig::new(self.d_in, self.d_hidden).init(device),
+            fc2: LinearConfig::new(self.d_hidden, self.d_out).init(device),
+        }
+    }
+}
+
+/// `fc2(GELU(fc1 x))`.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    /// First layer.
+    pub fc1: Linear,
+    /// Second layer.
+    pub fc2: Linear,
+}
+
+impl Mlp {
+    /// # Shapes
+    /// `[B, N, d_in]` → `[B, N, d_out]`.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.fc2.forward(gelu(self.fc1.forward(x)))
+    }
+}
+
+/// LLaVA-1.5's projector: optional grid pooling, then an [`Mlp`] from feature width to LLM width.
+#[derive(Module, Debug)]
+pub struct MlpProjector {
+    /// The MLP `F → D → D`.
+    pub mlp: Mlp,
+    /// Pooling factor on the patch grid (1 = every patch is a token).
+    pub pool: usize,
+}
+
+impl MlpProjector {
+    /// Random initialisation.
+    pub fn init(d_feature: usize, d_model: usize, pool: usize, device: &Device) -> Self {
+        MlpProjector {
+            mlp: MlpConfig::new(d_feature, d_model, d_model).init(device),
+            pool,
+        }
+    }
+
+    /// # Shapes
+    /// `[B, N, F]` → `[B, pooled(N), D]`.
+    pub fn forward(&self, features: Tensor<3>) -> Tensor<3> {
+        self.mlp.forward(pool_grid(features, self.pool))
+    }
+}
