@@ -6,6 +6,7 @@
 //! - `tidy`   the project's own conventions, checked
 //! - `bench`  speed and memory against peers, written to docs/benchmarks.md
 //! - `results timeseries`  the ETTh1/ETTh2 sweep behind docs/results/timeseries.md
+//! - `results vision`  the textile and generated-shapes sweep behind docs/results/vision.md
 
 mod bench;
 mod fetch;
@@ -25,8 +26,11 @@ fn main() -> ExitCode {
         Some("results") if args.get(1).map(String::as_str) == Some("timeseries") => {
             results_timeseries(&args[2..])
         }
+        Some("results") if args.get(1).map(String::as_str) == Some("vision") => {
+            results_vision(&args[2..])
+        }
         _ => {
-            eprintln!("usage: cargo xtask <fetch|ci|demo|tidy|bench|results timeseries>");
+            eprintln!("usage: cargo xtask <fetch|ci|demo|tidy|bench|results timeseries|results vision>");
             return ExitCode::from(2);
         }
     };
@@ -231,6 +235,53 @@ fn results_timeseries(args: &[String]) -> Result<(), String> {
         ])
         .env("RAYON_NUM_THREADS", "2"))
 }
+
+/// The configuration of docs/results/vision.md: every adapter on the textile images and on the
+/// generated shapes. Finished rows of `docs/results/vision.jsonl` are skipped; `--fresh` redoes
+/// them. Image features come from the offline feature cache (computed on the first run).
+fn results_vision(args: &[String]) -> Result<(), String> {
+    fetch::fetch(&["all".to_string()])?;
+    let results = root().join("docs/results/vision.jsonl");
+    if args.iter().any(|a| a == "--fresh") {
+        let _ = std::fs::remove_file(&results);
+    }
+    run(cargo()
+        .args(VISION_SWEEP)
+        .arg("--results")
+        .arg(&results)
+        .arg("--markdown")
+        .arg(root().join("docs/results/vision.md"))
+        .arg("--runs")
+        .arg(fetch::cache_dir().join("vision-runs"))
+        .env("RAYON_NUM_THREADS", "2"))
+}
+
+/// `cargo run` arguments of the vision sweep (the settings are stated in docs/results/vision.md).
+const VISION_SWEEP: &[&str] = &[
+    "run",
+    "--quiet",
+    "-p",
+    "glaze-cli",
+    "--",
+    "vision",
+    "sweep",
+    "--adapters",
+    "linear,mlp,qformer,perceiver",
+    "--steps",
+    "80",
+    "--batch",
+    "8",
+    "--lr",
+    "2e-3",
+    "--pool",
+    "4",
+    "--queries",
+    "16",
+    "--test-limit",
+    "150",
+    "--scenes",
+    "1200,60,150",
+];
 
 fn demo() -> Result<(), String> {
     fetch::fetch(&[])?;

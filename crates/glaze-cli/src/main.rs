@@ -4,6 +4,7 @@
 mod bench;
 mod sweep;
 mod timeseries;
+mod vision;
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -117,6 +118,22 @@ enum Cmd {
     /// Time-series forecasting through the frozen LLM (Time-LLM, GPT4TS-style, baselines).
     #[command(subcommand)]
     Timeseries(timeseries::TsCmd),
+    /// Images through the frozen LLM: train and evaluate vision adapters.
+    #[command(subcommand)]
+    Vision(vision::VisionCmd),
+    /// Ask the frozen LLM about an image with a trained vision adapter.
+    Ask {
+        /// The image file.
+        #[arg(long)]
+        image: PathBuf,
+        /// The trained adapter (`adapter.safetensors` of `glaze vision train`).
+        #[arg(long)]
+        adapter: PathBuf,
+        /// The question.
+        question: String,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
     /// Measure prefill and decode speed (used by `cargo xtask bench`).
     Bench(bench::BenchArgs),
 }
@@ -289,6 +306,16 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
         Cmd::Bench(args) => bench::run(args)?,
         Cmd::Timeseries(cmd) => timeseries::run(cmd)?,
+        Cmd::Vision(cmd) => vision::run(cmd)?,
+        Cmd::Ask {
+            image,
+            adapter,
+            question,
+            model,
+        } => {
+            let model = load(&model)?;
+            println!("{}", vision::ask(&model, &image, &adapter, &question)?);
+        }
     }
     Ok(())
 }

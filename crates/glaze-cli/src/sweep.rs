@@ -140,12 +140,35 @@ pub(crate) fn sweep(
 
 /// Appends a finished run to the results file (so a sweep resumes after it) and to `done`.
 fn record(results: &Path, done: &mut Vec<SweepRow>, row: SweepRow) -> Res<()> {
+    append_json_line(results, &row)?;
+    done.push(row);
+    Ok(())
+}
+
+/// Appends one JSON line to a results file (creating it and its folder).
+pub(crate) fn append_json_line(path: &Path, row: &impl serde::Serialize) -> Res<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(results)?;
-    writeln!(f, "{}", serde_json::to_string(&row)?)?;
-    done.push(row);
+        .open(path)?;
+    writeln!(f, "{}", serde_json::to_string(row)?)?;
+    Ok(())
+}
+
+/// Replaces the text between `<!-- sweep:begin -->` and `<!-- sweep:end -->` of a markdown
+/// file (appending the markers when they are missing).
+pub(crate) fn replace_between_markers(path: &Path, table: &str) -> Res<()> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let begin = "<!-- sweep:begin -->";
+    let end = "<!-- sweep:end -->";
+    let new = match (text.find(begin), text.find(end)) {
+        (Some(a), Some(b)) if a < b => format!("{}{begin}\n{table}{}", &text[..a], &text[b..]),
+        _ => format!("{text}\n{begin}\n{table}{end}\n"),
+    };
+    std::fs::write(path, new)?;
     Ok(())
 }
 
@@ -178,13 +201,5 @@ fn write_table(rows: &[SweepRow], path: &Path) -> Res<()> {
             rs[0].trainable_params
         ));
     }
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let begin = "<!-- sweep:begin -->";
-    let end = "<!-- sweep:end -->";
-    let new = match (text.find(begin), text.find(end)) {
-        (Some(a), Some(b)) if a < b => format!("{}{begin}\n{t}{}", &text[..a], &text[b..]),
-        _ => format!("{text}\n{begin}\n{t}{end}\n"),
-    };
-    std::fs::write(path, new)?;
-    Ok(())
+    replace_between_markers(path, &t)
 }

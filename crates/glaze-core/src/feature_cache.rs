@@ -66,20 +66,36 @@ impl FeatureCache {
         key: &[u8],
         compute: impl FnOnce() -> Result<CachedArray>,
     ) -> Result<CachedArray> {
+        if let Some(a) = self.get(key) {
+            return Ok(a);
+        }
+        let a = compute()?;
+        self.put(key, &a)?;
+        Ok(a)
+    }
+
+    /// The entry for `key` when it is on disk and intact (counted as a hit).
+    pub fn get(&self, key: &[u8]) -> Option<CachedArray> {
         let path = self.path(key);
-        if path.exists() {
-            match read_entry(&path) {
-                Ok(a) => {
-                    self.hits.fetch_add(1, Ordering::Relaxed);
-                    return Ok(a);
-                }
-                Err(e) => tracing::warn!("{e}; recomputing it"),
+        if !path.exists() {
+            return None;
+        }
+        match read_entry(&path) {
+            Ok(a) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                Some(a)
+            }
+            Err(e) => {
+                tracing::warn!("{e}; it will be recomputed");
+                None
             }
         }
+    }
+
+    /// Stores a computed entry (counted as a miss), for callers that compute in batches.
+    pub fn put(&self, key: &[u8], array: &CachedArray) -> Result<()> {
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let a = compute()?;
-        write_entry(&path, &a)?;
-        Ok(a)
+        write_entry(&self.path(key), array)
     }
 
     /// Entries served from disk so far.

@@ -5,7 +5,6 @@ pub mod block;
 pub mod config;
 pub mod decode;
 pub mod error;
-pub mod generate;
 pub mod gguf;
 pub mod hf;
 pub mod linear;
@@ -22,7 +21,9 @@ pub mod weights;
 
 pub use config::{LlamaConfig, RopeLayout};
 pub use error::{Error, GgufProblem, Result};
-pub use generate::{FinishReason, Generation, GenerationConfig, generate, generate_batch};
+pub use glaze_core::generate::{
+    self, FinishReason, Generation, GenerationConfig, generate, generate_batch,
+};
 pub use gguf::GgufFile;
 pub use llama::Llama;
 pub use model::{LanguageModel, cache_dir, default_model_path};

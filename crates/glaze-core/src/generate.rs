@@ -4,9 +4,8 @@
 use std::time::Instant;
 
 use burn::prelude::*;
-use glaze_core::{ForwardOptions, FrozenBackbone, Prompt, TextCodec, embed_batch};
-
 use crate::error::Result;
+use crate::{ForwardOptions, FrozenBackbone, Prompt, TextCodec, embed_batch};
 
 /// Settings of a generation.
 #[derive(Config, Debug)]
@@ -61,7 +60,7 @@ pub struct Generation {
     pub decode_secs: f64,
 }
 
-pub use glaze_core::rng::SplitMix64;
+pub use crate::rng::SplitMix64;
 
 /// Picks the next token from one row of logits.
 pub fn sample(logits: &[f32], config: &GenerationConfig, rng: &mut SplitMix64) -> u32 {

@@ -1,0 +1,253 @@
+//! Visual question answering through the frozen LLM: soft tokens from an adapter are spliced into
+//! a chat prompt, the LLM answers in words. Training minimises cross-entropy on the answer tokens
+//! only (prompt and soft tokens masked out); evaluation generates greedily and compares text.
+
+use burn::prelude::*;
+use glaze_core::loss::masked_cross_entropy;
+use glaze_core::{
+    Adapter, ChatMessage, Condition, Features, ForwardOptions, FrozenBackbone, GenerationConfig,
+    Prompt, SoftTokens, TextCodec, TrainTask, embed_batch, generate_batch,
+};
+
+use crate::adapter::VisionAdapter;
+
+/// Frozen features of a set of images, on the host: one `[N, F]` array per image.
+#[derive(Debug, Clone)]
+pub struct FeatureBank {
+    /// Feature vectors per image.
+    pub n: usize,
+    /// Feature width.
+    pub f: usize,
+    /// Row-major `[N, F]` per image.
+    pub rows: Vec<Vec<f32>>,
+}
+
+impl FeatureBank {
+    /// `[B, N, F]` for the given images.
+    pub fn batch(&self, images: &[usize], device: &Device) -> Tensor<3> {
+        let mut data = Vec::with_capacity(images.len() * self.n * self.f);
+        for &i in images {
+            data.extend_from_slice(&self.rows[i]);
+        }
+        Tensor::from_data(TensorData::new(data, [images.len(), self.n, self.f]), device)
+    }
+}
+
+/// A question about an image and its answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VqaItem {
+    /// Index into the [`FeatureBank`].
+    pub image: usize,
+    /// The question.
+    pub question: String,
+    /// The expected answer.
+    pub answer: String,
+}
+
+/// The system line of every prompt (short: each token costs training time).
+pub const SYSTEM: &str = "You answer questions about images.";
+/// Where the soft tokens go in the user turn.
+const MARKER: &str = "<image>";
+
+/// The frozen LLM and its text side.
+#[derive(Clone, Copy)]
+pub struct VisionPipeline<'a> {
+    /// The frozen backbone.
+    pub backbone: &'a dyn FrozenBackbone,
+    /// Its tokenizer and chat template.
+    pub codec: &'a dyn TextCodec,
+}
+
+impl VisionPipeline<'_> {
+    /// Token ids before and after the image in the rendered chat (with the generation prompt).
+    pub fn frame(&self, question: &str) -> glaze_core::Result<(Vec<u32>, Vec<u32>)> {
+        let text = self.codec.render_chat(
+            &[
+                ChatMessage::new("system", SYSTEM),
+                ChatMessage::user(format!("{MARKER}\n{question}")),
+            ],
+            true,
+        )?;
+        let (before, after) = text
+            .split_once(MARKER)
+            .expect("invariant: the marker survives the chat template");
+        Ok((self.codec.encode(before)?, self.codec.encode(after)?))
+    }
+
+    /// The instruction as adapter condition (InstructBLIP): question embeddings, left-padded.
+    fn condition(&self, questions: &[&str], device: &Device) -> glaze_core::Result<Condition> {
+        let prompts: Vec<Prompt> = questions.iter().map(|q| Prompt::new().text(*q)).collect();
+        let batch = embed_batch(self.backbone, self.codec, &prompts)?;
+        Ok(Condition {
+            embeds: batch.embeds.to_device(device),
+            mask: Some(batch.mask.to_device(&device.clone().without_autodiff())),
+        })
+    }
+
+    /// Soft tokens for a batch of images `[B, T, D]`.
+    pub fn soft_tokens(
+        &self,
+        model: &VisionAdapter,
+        bank: &FeatureBank,
+        items: &[&VqaItem],
+        device: &Device,
+    ) -> glaze_core::Result<Tensor<3>> {
+        let images: Vec<usize> = items.iter().map(|i| i.image).collect();
+        let features = Features::new(bank.batch(&images, device));
+        let condition = match model {
+            VisionAdapter::QFormer(q) if q.instruction.is_some() => {
+                let qs: Vec<&str> = items.iter().map(|i| i.question.as_str()).collect();
+                Some(self.condition(&qs, device)?)
+            }
+            _ => None,
+        };
+        Ok(model.adapt(&features, condition.as_ref()))
+    }
+
+    fn prompts(
+        &self,
+        soft: Option<Tensor<3>>,
+        items: &[&VqaItem],
+        answers: Option<&[Vec<u32>]>,
+    ) -> glaze_core::Result<Vec<Prompt>> {
+        let runs = soft.map(SoftTokens::from_batch);
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let (before, after) = self.frame(&item.question)?;
+                let mut p = Prompt::new().ids(before);
+                if let Some(runs) = &runs {
+                    p = p.soft(runs[i].clone());
+                }
+                p = p.ids(after);
+                if let Some(a) = answers {
+                    p = p.ids(a[i].clone());
+                }
+                Ok(p)
+            })
+            .collect()
+    }
+
+    /// Answer ids followed by the end-of-turn id.
+    fn target(&self, answer: &str) -> glaze_core::Result<Vec<u32>> {
+        let mut ids = self.codec.encode(answer)?;
+        ids.push(*self.codec.stop_ids().first().unwrap_or(&self.codec.pad_id()));
+        Ok(ids)
+    }
+
+    /// Mean cross-entropy of the answers (and their end-of-turn), a tracked scalar.
+    pub fn answer_loss(
+        &self,
+        model: &VisionAdapter,
+        bank: &FeatureBank,
+        items: &[&VqaItem],
+        device: &Device,
+    ) -> glaze_core::Result<Tensor<1>> {
+        let targets: Vec<Vec<u32>> = items
+            .iter()
+            .map(|i| self.target(&i.answer))
+            .collect::<glaze_core::Result<_>>()?;
+        let soft = self.soft_tokens(model, bank, items, device)?;
+        let prompts = self.prompts(Some(soft), items, Some(&targets))?;
+        let batch = embed_batch(self.backbone, self.codec, &prompts)?;
+        let t = batch.embeds.dims()[1];
+        let b = items.len();
+        let l = targets.iter().map(Vec::len).max().unwrap_or(1);
+        let mut ids = vec![0i64; b * l];
+        let mut weights = vec![0f32; b * l];
+        for (r, tgt) in targets.iter().enumerate() {
+            let off = l - tgt.len();
+            for (j, &id) in tgt.iter().enumerate() {
+                ids[r * l + off + j] = i64::from(id);
+                weights[r * l + off + j] = 1.0;
+            }
+        }
+        let padded = batch.lengths.iter().any(|&n| n != t);
+        let hidden = self.backbone.forward(
+            batch.embeds,
+            ForwardOptions {
+                mask: padded.then_some(batch.mask),
+                ..Default::default()
+            },
+        );
+        // Positions t-l-1 .. t-1 predict the last l tokens of every (left-padded) row.
+        let logits = self.backbone.lm_head(hidden.slice(s![.., t - l - 1..t - 1, ..]));
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, l]), device);
+        let weights = Tensor::<2>::from_data(TensorData::new(weights, [b, l]), device);
+        Ok(masked_cross_entropy(logits, ids, weights))
+    }
+
+    /// Greedy answers, `batch` prompts at a time. `model = None` asks without any soft tokens
+    /// (the "no image" baseline).
+    pub fn answer(
+        &self,
+        model: Option<&VisionAdapter>,
+        bank: &FeatureBank,
+        items: &[VqaItem],
+        batch: usize,
+        max_new_tokens: usize,
+    ) -> glaze_core::Result<Vec<String>> {
+        let device = self.backbone.device().clone();
+        let config = GenerationConfig::new().with_max_new_tokens(max_new_tokens);
+        let mut out = Vec::with_capacity(items.len());
+        for chunk in items.chunks(batch.max(1)) {
+            let refs: Vec<&VqaItem> = chunk.iter().collect();
+            let soft = match model {
+                Some(m) => Some(self.soft_tokens(m, bank, &refs, &device)?),
+                None => None,
+            };
+            let prompts = self.prompts(soft, &refs, None)?;
+            for g in generate_batch(self.backbone, self.codec, &prompts, &config)? {
+                out.push(g.text);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Training a vision adapter on question/answer pairs.
+pub struct VqaTask<'a> {
+    /// The frozen LLM.
+    pub pipeline: VisionPipeline<'a>,
+    /// Frozen image features.
+    pub bank: &'a FeatureBank,
+    /// Training pairs.
+    pub train: &'a [VqaItem],
+    /// Validation pairs (answer cross-entropy is the validation value).
+    pub val: Option<&'a [VqaItem]>,
+    /// Micro-batch for validation.
+    pub eval_batch: usize,
+}
+
+impl TrainTask for VqaTask<'_> {
+    type Model = VisionAdapter;
+
+    fn train_len(&self) -> usize {
+        self.train.len()
+    }
+
+    fn loss(&self, model: &VisionAdapter, batch: &[usize]) -> glaze_core::Result<Tensor<1>> {
+        let device = self.pipeline.backbone.device().clone().autodiff();
+        let items: Vec<&VqaItem> = batch.iter().map(|&i| &self.train[i]).collect();
+        self.pipeline.answer_loss(model, self.bank, &items, &device)
+    }
+
+    fn validate(&self, model: &VisionAdapter) -> glaze_core::Result<Option<f64>> {
+        let Some(val) = self.val else {
+            return Ok(None);
+        };
+        let device = self.pipeline.backbone.device().clone();
+        let model = model.valid();
+        let mut total = 0.0;
+        for chunk in val.chunks(self.eval_batch.max(1)) {
+            let items: Vec<&VqaItem> = chunk.iter().collect();
+            let loss = self
+                .pipeline
+                .answer_loss(&model, self.bank, &items, &device)?
+                .into_scalar::<f32>();
+            total += f64::from(loss) * chunk.len() as f64;
+        }
+        Ok(Some(total / val.len() as f64))
+    }
+}
