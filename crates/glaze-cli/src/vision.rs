@@ -52,6 +52,9 @@ pub struct DataArgs {
     /// Test on at most this many items (spread over the split).
     #[arg(long)]
     test_limit: Option<usize>,
+    /// Train on at most this many items (spread over the split).
+    #[arg(long)]
+    train_limit: Option<usize>,
     /// Validate on at most this many items (spread over the split).
     #[arg(long, default_value_t = 64)]
     val_limit: usize,
@@ -86,6 +89,10 @@ pub enum VisionCmd {
         /// Append one JSON line with the results to this file.
         #[arg(long)]
         results: Option<PathBuf>,
+        /// After training, ask the question about the first held-out image through the saved
+        /// adapter, as `glaze ask --image` does (textiles).
+        #[arg(long)]
+        ask: bool,
         #[command(flatten)]
         model: ModelArgs,
     },
@@ -117,6 +124,16 @@ pub enum VisionCmd {
         #[command(flatten)]
         model: ModelArgs,
     },
+    /// Image → soft tokens latency, one image at a time (used by `cargo xtask bench`): decode,
+    /// preprocess, encode, adapt (MLP projector, pool 4); prints one JSON line.
+    Bench {
+        /// Image files.
+        #[arg(long, value_delimiter = ',')]
+        images: Vec<PathBuf>,
+        /// Repetitions per image (the median is reported, after one warm-up).
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+    },
     /// Evaluate a trained adapter on the test split.
     Eval {
         #[command(flatten)]
@@ -143,7 +160,12 @@ fn load_data(
     let mut data = match args.task {
         TaskArg::Textiles => {
             let dir = args.data.clone().unwrap_or_else(default_textiles_dir);
-            ex::load_textiles(encoder, &cache, &dir, args.data_seed, device)?
+            let limits = ex::SplitLimits {
+                train: args.train_limit,
+                val: Some(args.val_limit),
+                test: args.test_limit,
+            };
+            ex::load_textiles(encoder, &cache, &dir, args.data_seed, limits, device)?
         }
         TaskArg::Shapes => {
             let [train, val, test] = args.scenes[..] else {
@@ -162,18 +184,9 @@ fn load_data(
         data.val.len(),
         data.test.len()
     );
-    let spread = |items: &mut Vec<VqaItem>, limit: usize| {
-        if limit < items.len() {
-            let step = items.len() as f64 / limit as f64;
-            *items = (0..limit)
-                .map(|i| items[(i as f64 * step) as usize].clone())
-                .collect();
-        }
-    };
-    if let Some(limit) = args.test_limit {
-        spread(&mut data.test, limit);
-    }
-    spread(&mut data.val, args.val_limit);
+    data.train = ex::spread(&data.train, args.train_limit);
+    data.val = ex::spread(&data.val, Some(args.val_limit));
+    data.test = ex::spread(&data.test, args.test_limit);
     Ok(data)
 }
 
@@ -365,6 +378,7 @@ pub fn run(cmd: VisionCmd) -> Res<()> {
             out,
             baselines,
             results,
+            ask: ask_after,
             model: model_args,
         } => {
             let (model, encoder) = setup(&model_args)?;
@@ -372,6 +386,21 @@ pub fn run(cmd: VisionCmd) -> Res<()> {
             let data = load_data(&data_args, &encoder, &device)?;
             let adapter = adapter_config(&adapter, train.pool, train.queries)?;
             let mut row = train_one(&model, &encoder, &data, &data_args, &adapter, &train, seed, &out)?;
+            if let Some(item) = data.test.first()
+                && let Some(path) = data.paths.get(item.image)
+            {
+                let file = out.join("adapter.safetensors");
+                eprintln!(
+                    "held-out image: glaze ask --image {} --adapter {} \"{}\"",
+                    path.display(),
+                    file.display(),
+                    item.question
+                );
+                if ask_after {
+                    let answer = ask(&model, path, &file, &item.question)?;
+                    println!("question: {}\nanswer:   {answer}\n(truth: {})", item.question, item.answer);
+                }
+            }
             if baselines {
                 row["baselines"] = baselines_row(&model, &data, &data_args)?;
             }
@@ -437,6 +466,7 @@ pub fn run(cmd: VisionCmd) -> Res<()> {
             }
             write_tables(&done, &markdown)?;
         }
+        VisionCmd::Bench { images, reps } => bench(&images, reps)?,
         VisionCmd::Eval {
             data: data_args,
             adapter,
@@ -461,6 +491,59 @@ pub fn run(cmd: VisionCmd) -> Res<()> {
             report(data_args.task, config.name(), &answers, &data);
         }
     }
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn bench(images: &[PathBuf], reps: usize) -> Res<()> {
+    use glaze::core::{Adapter, Features};
+    use std::time::Instant;
+    let device = burn::prelude::Device::flex();
+    let encoder = VisionEncoder::load_default(&device)?;
+    let adapter = VisionAdapterConfig::Mlp { pool: 4 }.init(384, 576, &device)?;
+    let limits = DecodeLimits::default();
+    let (mut total, mut decode, mut prep, mut encode, mut adapt) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for path in images {
+        for rep in 0..=reps {
+            let t0 = Instant::now();
+            let img = decode_file(path, &limits)?;
+            let t1 = Instant::now();
+            let pixels = [encoder.preprocessor().prepare(&img)];
+            let t2 = Instant::now();
+            let feats = encoder.encode_pixels(&pixels, &device);
+            let _ = feats.clone().into_data();
+            let t3 = Instant::now();
+            let soft = adapter.adapt(&Features::new(feats), None);
+            let _ = soft.into_data();
+            let t4 = Instant::now();
+            if rep > 0 {
+                let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
+                total.push(ms(t0, t4));
+                decode.push(ms(t0, t1));
+                prep.push(ms(t1, t2));
+                encode.push(ms(t2, t3));
+                adapt.push(ms(t3, t4));
+            }
+        }
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "engine": "glaze",
+            "mode": "decode + preprocess + DINOv2-S/14 encode + MLP adapter (flex)",
+            "ms_per_image": median(total),
+            "decode_ms": median(decode),
+            "preprocess_ms": median(prep),
+            "encode_ms": median(encode),
+            "adapt_ms": median(adapt),
+            "peak_rss_mb": crate::bench::peak_rss_mb(),
+        })
+    );
     Ok(())
 }
 

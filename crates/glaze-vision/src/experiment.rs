@@ -107,6 +107,8 @@ pub struct VisionData {
     pub scenes: Vec<Scene>,
     /// Textiles only: the class of every image.
     pub classes: Vec<usize>,
+    /// Textiles only: the file of every image.
+    pub paths: Vec<PathBuf>,
 }
 
 /// Sizes of the generated shapes task.
@@ -120,15 +122,44 @@ pub struct ShapesSizes {
     pub test: usize,
 }
 
-/// Textile images from `dir` (70/10/20 split per class), with their features.
+/// At most `limit` items, evenly spread over the list (all when `None` or larger).
+pub fn spread<T: Clone>(items: &[T], limit: Option<usize>) -> Vec<T> {
+    match limit {
+        Some(limit) if limit < items.len() => {
+            let step = items.len() as f64 / limit as f64;
+            (0..limit)
+                .map(|i| items[(i as f64 * step) as usize].clone())
+                .collect()
+        }
+        _ => items.to_vec(),
+    }
+}
+
+/// Optional caps on the split sizes (applied before any image is encoded).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SplitLimits {
+    /// Training items.
+    pub train: Option<usize>,
+    /// Validation items.
+    pub val: Option<usize>,
+    /// Test items.
+    pub test: Option<usize>,
+}
+
+/// Textile images from `dir` (70/10/20 split per class, then capped by `limits`), with their
+/// features.
 pub fn load_textiles(
     encoder: &VisionEncoder,
     cache: &FeatureCache,
     dir: &Path,
     seed: u64,
+    limits: SplitLimits,
     device: &Device,
 ) -> Result<VisionData> {
-    let splits = load_splits(dir, (0.7, 0.1), seed)?;
+    let mut splits = load_splits(dir, (0.7, 0.1), seed)?;
+    splits.train = spread(&splits.train, limits.train);
+    splits.val = spread(&splits.val, limits.val);
+    splits.test = spread(&splits.test, limits.test);
     let all: Vec<_> = splits
         .train
         .iter()
@@ -163,6 +194,7 @@ pub fn load_textiles(
         test: (b..all.len()).map(item).collect(),
         scenes: Vec::new(),
         classes: all.iter().map(|x| x.class).collect(),
+        paths: all.iter().map(|x| x.path.clone()).collect(),
     })
 }
 
@@ -204,6 +236,7 @@ pub fn load_shapes(
         test: (b..total).map(item).collect(),
         scenes,
         classes: Vec::new(),
+        paths: Vec::new(),
     })
 }
 
