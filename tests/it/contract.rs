@@ -104,11 +104,14 @@ fn vision_adapters_keep_the_contract() {
                 Features::new(Tensor::from_data(TensorData::new(v, [2, 17, 24]), d))
             },
         );
-        assert_eq!(kind.num_tokens(17), match kind {
-            VisionAdapterConfig::Linear { .. } => 17,
-            VisionAdapterConfig::Mlp { .. } => 5,
-            VisionAdapterConfig::QFormer { .. } => 4,
-            VisionAdapterConfig::Perceiver { .. } => 3,
-        });
+        assert_eq!(
+            kind.num_tokens(17),
+            match kind {
+                VisionAdapterConfig::Linear { .. } => 17,
+                VisionAdapterConfig::Mlp { .. } => 5,
+                VisionAdapterConfig::QFormer { .. } => 4,
+                VisionAdapterConfig::Perceiver { .. } => 3,
+            }
+        );
     }
 }

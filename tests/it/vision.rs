@@ -33,7 +33,11 @@ fn values(t: Tensor<3>) -> Vec<f32> {
 /// max |a − b| / max |b|.
 fn rel_err(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    let diff = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
     let scale = b.iter().map(|y| y.abs()).fold(0.0f32, f32::max);
     diff / scale
 }
@@ -52,16 +56,27 @@ fn dinov2_matches_onnxruntime_on_three_real_images() {
         assert_eq!(shape, [1, 3, 224, 224]);
         let (tshape, want) = read_npz_f32(&npz, &format!("{name}_tokens"));
         assert_eq!(tshape, [1, 257, 384]);
-        let got = values(enc.encode_pixels(&[Pixels { data: px, size: 224 }], &device));
+        let got = values(enc.encode_pixels(
+            &[Pixels {
+                data: px,
+                size: 224,
+            }],
+            &device,
+        ));
         let cls = rel_err(&got[..384], &want[..384]);
         let patches = rel_err(&got[384..], &want[384..]);
         eprintln!("{name}: relative error CLS {cls:.2e}, patches {patches:.2e}");
-        assert!(cls <= 1e-4 && patches <= 1e-4, "{name}: CLS {cls:.2e}, patches {patches:.2e}");
+        assert!(
+            cls <= 1e-4 && patches <= 1e-4,
+            "{name}: CLS {cls:.2e}, patches {patches:.2e}"
+        );
     }
 }
 
 fn skimage(name: &str) -> PathBuf {
-    glaze::core::cache_dir().join("scikit-image-0.26.0").join(name)
+    glaze::core::cache_dir()
+        .join("scikit-image-0.26.0")
+        .join(name)
 }
 
 /// Our decode + bicubic resize + crop + normalise against Pillow's (the reference pixels), and
@@ -86,7 +101,9 @@ fn preprocessing_is_close_to_pillow() {
         let a = values(dinov2().encode_pixels(&[ours], &device));
         let (_, b) = read_npz_f32(&npz, &format!("{name}_tokens"));
         let dot: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-        let cos = dot / (a.iter().map(|x| x * x).sum::<f32>().sqrt() * b.iter().map(|x| x * x).sum::<f32>().sqrt());
+        let cos = dot
+            / (a.iter().map(|x| x * x).sum::<f32>().sqrt()
+                * b.iter().map(|x| x * x).sum::<f32>().sqrt());
         eprintln!("{name}: mean |Δpixel| {mean_abs:.4} (normalised units), token cosine {cos:.5}");
         assert!(mean_abs < 0.03, "{name}: mean pixel difference {mean_abs}");
         assert!(cos > 0.99, "{name}: token cosine {cos}");
@@ -117,11 +134,16 @@ fn write_hf(vit: &ViT, config: &ViTConfig, dinov2: bool, dir: &Path, f16: bool) 
     let mut named: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
     let t = |x: Tensor<2>| x.transpose(); // burn [in, out] → HF [out, in]
     let mut push = |name: String, shape: Vec<usize>, v: Vec<f32>| named.push((name, shape, v));
-    let v1 = |p: &burn::module::Param<Tensor<1>>| p.val().into_data().try_to_vec::<f32>().expect("f32");
+    let v1 =
+        |p: &burn::module::Param<Tensor<1>>| p.val().into_data().try_to_vec::<f32>().expect("f32");
     let v2 = |x: Tensor<2>| x.into_data().try_to_vec::<f32>().expect("f32");
     let d = config.dim;
     let p = config.patch_size;
-    push("embeddings.cls_token".into(), vec![1, 1, d], values(vit.cls_token.val()));
+    push(
+        "embeddings.cls_token".into(),
+        vec![1, 1, d],
+        values(vit.cls_token.val()),
+    );
     push(
         "embeddings.position_embeddings".into(),
         vec![1, 1 + config.pos_grid * config.pos_grid, d],
@@ -147,11 +169,20 @@ fn write_hf(vit: &ViT, config: &ViTConfig, dinov2: bool, dir: &Path, f16: bool) 
         let (n1, n2, f1, f2) = if dinov2 {
             ("norm1", "norm2", "mlp.fc1", "mlp.fc2")
         } else {
-            ("layernorm_before", "layernorm_after", "intermediate.dense", "output.dense")
+            (
+                "layernorm_before",
+                "layernorm_after",
+                "intermediate.dense",
+                "output.dense",
+            )
         };
         for (name, norm) in [(n1, &layer.norm1), (n2, &layer.norm2)] {
             push(format!("{pre}{name}.weight"), vec![d], v1(&norm.gamma));
-            push(format!("{pre}{name}.bias"), vec![d], v1(norm.beta.as_ref().expect("beta")));
+            push(
+                format!("{pre}{name}.bias"),
+                vec![d],
+                v1(norm.beta.as_ref().expect("beta")),
+            );
         }
         for (name, l) in [
             ("attention.attention.query", &layer.attn.query),
@@ -166,17 +197,31 @@ fn write_hf(vit: &ViT, config: &ViTConfig, dinov2: bool, dir: &Path, f16: bool) 
             push(format!("{pre}{name}.weight"), shape, w);
         }
         if dinov2 {
-            push(format!("{pre}layer_scale1.lambda1"), vec![d], v1(layer.scale1.as_ref().expect("scale")));
-            push(format!("{pre}layer_scale2.lambda1"), vec![d], v1(layer.scale2.as_ref().expect("scale")));
+            push(
+                format!("{pre}layer_scale1.lambda1"),
+                vec![d],
+                v1(layer.scale1.as_ref().expect("scale")),
+            );
+            push(
+                format!("{pre}layer_scale2.lambda1"),
+                vec![d],
+                v1(layer.scale2.as_ref().expect("scale")),
+            );
         }
     }
     push("layernorm.weight".into(), vec![d], v1(&vit.norm.gamma));
-    push("layernorm.bias".into(), vec![d], v1(vit.norm.beta.as_ref().expect("beta")));
+    push(
+        "layernorm.bias".into(),
+        vec![d],
+        v1(vit.norm.beta.as_ref().expect("beta")),
+    );
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = named
         .into_iter()
         .map(|(n, s, v)| {
             let b = if f16 {
-                v.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect()
+                v.iter()
+                    .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+                    .collect()
             } else {
                 v.iter().flat_map(|x| x.to_le_bytes()).collect()
             };
@@ -187,7 +232,10 @@ fn write_hf(vit: &ViT, config: &ViTConfig, dinov2: bool, dir: &Path, f16: bool) 
         .iter()
         .map(|(n, s, b)| {
             let dtype = if f16 { Dtype::F16 } else { Dtype::F32 };
-            (n.clone(), TensorView::new(dtype, s.clone(), b).expect("view"))
+            (
+                n.clone(),
+                TensorView::new(dtype, s.clone(), b).expect("view"),
+            )
         })
         .collect();
     safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).expect("write");
@@ -224,7 +272,11 @@ fn hf_safetensors_directories_load_both_flavours() {
         let st = dir.join("model.safetensors");
         std::fs::write(&st, b"{}").expect("overwrite");
         let err = VisionEncoder::from_hf_dir(&dir, 16, &device).expect_err("broken");
-        assert!(err.to_string().contains("model.safetensors") || err.to_string().contains(&dir.display().to_string()), "{err}");
+        assert!(
+            err.to_string().contains("model.safetensors")
+                || err.to_string().contains(&dir.display().to_string()),
+            "{err}"
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 }
@@ -233,25 +285,44 @@ fn hf_safetensors_directories_load_both_flavours() {
 fn feature_layer_and_cls_selection() {
     let enc = dinov2();
     let device = Device::flex();
-    let img = image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 4) as u8, (y * 5) as u8, 90]));
+    let img = image::RgbImage::from_fn(64, 48, |x, y| {
+        image::Rgb([(x * 4) as u8, (y * 5) as u8, 90])
+    });
     let pixels = [enc.preprocessor().prepare(&img)];
     let last = values(enc.encode_pixels(&pixels, &device));
     let penultimate = enc
         .clone()
-        .with_select(FeatureSelect::new().with_layer(Some(11)).with_final_norm(false).with_cls(false))
+        .with_select(
+            FeatureSelect::new()
+                .with_layer(Some(11))
+                .with_final_norm(false)
+                .with_cls(false),
+        )
         .expect("valid layer");
     use glaze::core::Encoder;
     assert_eq!(penultimate.num_features(&img), 256);
-    assert_ne!(penultimate.spec().name, enc.spec().name, "the selection is part of the identity");
+    assert_ne!(
+        penultimate.spec().name,
+        enc.spec().name,
+        "the selection is part of the identity"
+    );
     let pen = values(penultimate.encode_pixels(&pixels, &device));
     assert_eq!(pen.len(), 256 * 384);
-    assert!(rel_err(&pen, &last[384..]) > 0.01, "a different layer gives different features");
-    assert!(enc.clone().with_select(FeatureSelect::new().with_layer(Some(13))).is_err());
+    assert!(
+        rel_err(&pen, &last[384..]) > 0.01,
+        "a different layer gives different features"
+    );
+    assert!(
+        enc.clone()
+            .with_select(FeatureSelect::new().with_layer(Some(13)))
+            .is_err()
+    );
 }
 
 fn png(img: &image::DynamicImage) -> Vec<u8> {
     let mut out = Cursor::new(Vec::new());
-    img.write_to(&mut out, image::ImageFormat::Png).expect("png");
+    img.write_to(&mut out, image::ImageFormat::Png)
+        .expect("png");
     out.into_inner()
 }
 
@@ -261,7 +332,11 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         c ^= u32::from(b);
         for _ in 0..8 {
-            c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 != 0 {
+                0xedb8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
         }
     }
     !c
@@ -275,14 +350,23 @@ fn huge_headers_and_decompression_bombs_are_refused_before_allocation() {
     bytes[20..24].copy_from_slice(&60000u32.to_be_bytes());
     let crc = crc32(&bytes[12..29]);
     bytes[29..33].copy_from_slice(&crc.to_be_bytes());
-    let err = decode_bytes(&bytes, Path::new("huge.png"), &DecodeLimits::default()).expect_err("huge");
+    let err =
+        decode_bytes(&bytes, Path::new("huge.png"), &DecodeLimits::default()).expect_err("huge");
     assert!(matches!(err, Error::TooLarge { .. }), "{err}");
     assert!(err.to_string().contains("huge.png"), "{err}");
     // A bomb: 12000×12000 black pixels compress to a small file but would need 432 MB.
     let bomb = png(&image::DynamicImage::new_luma8(12000, 12000));
-    assert!(bomb.len() < 1 << 20, "the bomb file is small ({} bytes)", bomb.len());
-    let err = decode_bytes(&bomb, Path::new("bomb.png"), &DecodeLimits::default()).expect_err("bomb");
-    assert!(matches!(err, Error::TooLarge { .. } | Error::MemoryLimit { .. }), "{err}");
+    assert!(
+        bomb.len() < 1 << 20,
+        "the bomb file is small ({} bytes)",
+        bomb.len()
+    );
+    let err =
+        decode_bytes(&bomb, Path::new("bomb.png"), &DecodeLimits::default()).expect_err("bomb");
+    assert!(
+        matches!(err, Error::TooLarge { .. } | Error::MemoryLimit { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("bomb.png"), "{err}");
 }
 
@@ -291,7 +375,11 @@ fn huge_headers_and_decompression_bombs_are_refused_before_allocation() {
 #[test]
 fn exif_orientation_is_applied() {
     let img = image::RgbImage::from_fn(16, 8, |x, _| {
-        if x < 8 { image::Rgb([250, 0, 0]) } else { image::Rgb([0, 0, 250]) }
+        if x < 8 {
+            image::Rgb([250, 0, 0])
+        } else {
+            image::Rgb([0, 0, 250])
+        }
     });
     let mut jpeg = Cursor::new(Vec::new());
     image::DynamicImage::ImageRgb8(img)
@@ -308,13 +396,23 @@ fn exif_orientation_is_applied() {
     out.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
     out.extend_from_slice(&app1);
     out.extend_from_slice(&jpeg[2..]);
-    let plain = decode_bytes(&jpeg, Path::new("plain.jpg"), &DecodeLimits::default()).expect("plain");
+    let plain =
+        decode_bytes(&jpeg, Path::new("plain.jpg"), &DecodeLimits::default()).expect("plain");
     assert_eq!(plain.dimensions(), (16, 8));
-    let rotated = decode_bytes(&out, Path::new("exif.jpg"), &DecodeLimits::default()).expect("exif");
+    let rotated =
+        decode_bytes(&out, Path::new("exif.jpg"), &DecodeLimits::default()).expect("exif");
     assert_eq!(rotated.dimensions(), (8, 16));
     // Rotating 90° clockwise puts the left (red) half on top.
-    assert!(rotated.get_pixel(4, 2).0[0] > 200, "{:?}", rotated.get_pixel(4, 2));
-    assert!(rotated.get_pixel(4, 13).0[2] > 200, "{:?}", rotated.get_pixel(4, 13));
+    assert!(
+        rotated.get_pixel(4, 2).0[0] > 200,
+        "{:?}",
+        rotated.get_pixel(4, 2)
+    );
+    assert!(
+        rotated.get_pixel(4, 13).0[2] > 200,
+        "{:?}",
+        rotated.get_pixel(4, 13)
+    );
 }
 
 #[test]
@@ -382,7 +480,11 @@ fn tiny_vision_run_caches_trains_and_checks_identity() {
     let backbone = glaze_tests::tiny_llama_long();
     let encoder = tiny_encoder("tiny-vit");
     let root = scratch("tiny-run");
-    let sizes = ShapesSizes { train: 8, val: 4, test: 4 };
+    let sizes = ShapesSizes {
+        train: 8,
+        val: 4,
+        test: 4,
+    };
     let (data, hits) = tiny_shapes(&encoder, &root.join("features"), sizes);
     assert_eq!(hits, 0, "first load computes every feature");
     let (again, hits) = tiny_shapes(&encoder, &root.join("features"), sizes);
@@ -421,7 +523,10 @@ fn tiny_vision_run_caches_trains_and_checks_identity() {
     let other = tiny_encoder("other-vit");
     let err = load_adapter(&backbone, &other, &file).expect_err("wrong encoder");
     let msg = err.to_string();
-    assert!(msg.contains("tiny-vit") && msg.contains("other-vit"), "{msg}");
+    assert!(
+        msg.contains("tiny-vit") && msg.contains("other-vit"),
+        "{msg}"
+    );
     let _ = std::fs::remove_dir_all(root);
 }
 
@@ -440,7 +545,11 @@ fn real_models_learn_to_caption_generated_shapes() {
     let data = glaze::vision::experiment::load_shapes(
         encoder,
         &cache,
-        ShapesSizes { train: 24, val: 8, test: 4 },
+        ShapesSizes {
+            train: 24,
+            val: 8,
+            test: 4,
+        },
         9,
         &Device::flex(),
     )
@@ -467,10 +576,7 @@ fn real_models_learn_to_caption_generated_shapes() {
     };
     let device = Device::flex();
     device.seed(0);
-    let untrained = spec
-        .adapter
-        .init(384, 576, &device)
-        .expect("adapter");
+    let untrained = spec.adapter.init(384, 576, &device).expect("adapter");
     let before = pipeline
         .answer_loss(&untrained, &data.bank, &val, &device)
         .expect("loss")
@@ -480,7 +586,10 @@ fn real_models_learn_to_caption_generated_shapes() {
         .answer_loss(&outcome.adapter, &data.bank, &val, &device)
         .expect("loss")
         .into_scalar::<f32>();
-    eprintln!("held-out caption loss {before:.3} → {after:.3}; e.g. {:?}", outcome.answers[0]);
+    eprintln!(
+        "held-out caption loss {before:.3} → {after:.3}; e.g. {:?}",
+        outcome.answers[0]
+    );
     assert!(after < 0.6 * before, "caption loss {before} → {after}");
     let _ = std::fs::remove_dir_all(root);
 }

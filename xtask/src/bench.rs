@@ -272,7 +272,14 @@ fn vision_rows(glaze: &Path) -> Vec<String> {
     let mut rows = vec![
         capture(
             Command::new(glaze)
-                .args(["vision", "bench", "--images", &list, "--reps", &REPS_VISION.to_string()])
+                .args([
+                    "vision",
+                    "bench",
+                    "--images",
+                    &list,
+                    "--reps",
+                    &REPS_VISION.to_string(),
+                ])
                 .env("RAYON_NUM_THREADS", THREADS.to_string()),
         )
         .map(|o| o.trim().to_string())
@@ -319,12 +326,12 @@ fn vision_table(rows: &[String]) -> String {
     for row in rows {
         let engine = text_field(row, "engine").unwrap_or_else(|| "?".into());
         if let Some(err) = text_field(row, "error") {
-            t.push_str(&format!("| {engine} | – | – | – | – | – | – | – | {err} |\n"));
+            t.push_str(&format!(
+                "| {engine} | – | – | – | – | – | – | – | {err} |\n"
+            ));
             continue;
         }
-        let f = |k: &str| {
-            field(row, k).map_or_else(|| "–".to_string(), |v| format!("{v:.1}"))
-        };
+        let f = |k: &str| field(row, k).map_or_else(|| "–".to_string(), |v| format!("{v:.1}"));
         t.push_str(&format!(
             "| {engine} | {} | {} | {} | {} | {} | {} | {} | {:.2} |\n",
             text_field(row, "mode").unwrap_or_default(),

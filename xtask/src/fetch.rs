@@ -156,16 +156,13 @@ pub fn fetch(names: &[String]) -> Result<(), String> {
             ));
         }
     }
-    for asset in ASSETS
-        .iter()
-        .filter(|a| {
-            if names.is_empty() {
-                a.default
-            } else {
-                names.iter().any(|n| n == a.name || n == "all")
-            }
-        })
-    {
+    for asset in ASSETS.iter().filter(|a| {
+        if names.is_empty() {
+            a.default
+        } else {
+            names.iter().any(|n| n == a.name || n == "all")
+        }
+    }) {
         fetch_one(asset)?;
     }
     Ok(())

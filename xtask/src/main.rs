@@ -30,7 +30,9 @@ fn main() -> ExitCode {
             results_vision(&args[2..])
         }
         _ => {
-            eprintln!("usage: cargo xtask <fetch|ci|demo|tidy|bench|results timeseries|results vision>");
+            eprintln!(
+                "usage: cargo xtask <fetch|ci|demo|tidy|bench|results timeseries|results vision>"
+            );
             return ExitCode::from(2);
         }
     };
@@ -354,7 +356,9 @@ fn demo() -> Result<(), String> {
         out.join("curve.png").display(),
         png.display()
     );
-    step("vision: an MLP adapter on frozen DINOv2 features teaches the frozen SmolLM2 to inspect fabric");
+    step(
+        "vision: an MLP adapter on frozen DINOv2 features teaches the frozen SmolLM2 to inspect fabric",
+    );
     fetch::fetch(&["textiles".to_string()])?;
     let out = fetch::cache_dir().join("demo/vision");
     let _ = std::fs::remove_dir_all(&out);

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use glaze::timeseries::{self as ts, ModelKind, baselines::repeat_last};
 
@@ -29,6 +29,20 @@ struct SweepRow {
     prefix_cache: Option<(usize, usize)>,
 }
 
+/// Where a sweep keeps its results, its table and its run directories.
+#[derive(clap::Args, Clone)]
+pub struct SweepFiles {
+    /// Finished runs, one JSON per line (a sweep resumes by skipping them).
+    #[arg(long)]
+    pub results: PathBuf,
+    /// Markdown file whose table (between its sweep markers) is rewritten.
+    #[arg(long)]
+    pub markdown: PathBuf,
+    /// Folder of the run directories.
+    #[arg(long)]
+    pub runs: PathBuf,
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn sweep(
     data_dir: &Path,
@@ -36,12 +50,11 @@ pub(crate) fn sweep(
     horizons: &[usize],
     seeds: &[u64],
     models: &[Kind],
-    results: &Path,
-    markdown: &Path,
-    runs: &Path,
+    files: &SweepFiles,
     setup: &Setup,
     llm: &ModelArgs,
 ) -> Res<()> {
+    let (results, markdown, runs) = (&files.results, &files.markdown, &files.runs);
     let model = crate::load(llm)?;
     let mut done: Vec<SweepRow> = std::fs::read_to_string(results)
         .unwrap_or_default()

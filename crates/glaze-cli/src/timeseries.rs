@@ -191,15 +191,8 @@ pub enum TsCmd {
             default_value = "dlinear,no-llm,gpt4ts,time-llm"
         )]
         forecasters: Vec<Kind>,
-        /// Finished runs, one JSON per line (a sweep resumes by skipping them).
-        #[arg(long)]
-        results: PathBuf,
-        /// Markdown table to write.
-        #[arg(long)]
-        markdown: PathBuf,
-        /// Directory for run directories.
-        #[arg(long)]
-        runs: PathBuf,
+        #[command(flatten)]
+        files: crate::sweep::SweepFiles,
         #[command(flatten)]
         setup: Setup,
         #[command(flatten)]
@@ -357,14 +350,11 @@ pub fn run(cmd: TsCmd) -> Res<()> {
             horizons,
             seeds,
             forecasters: models,
-            results,
-            markdown,
-            runs,
+            files,
             setup,
             llm,
         } => crate::sweep::sweep(
-            &data_dir, &datasets, &horizons, &seeds, &models, &results, &markdown, &runs, &setup,
-            &llm,
+            &data_dir, &datasets, &horizons, &seeds, &models, &files, &setup, &llm,
         )?,
     }
     Ok(())

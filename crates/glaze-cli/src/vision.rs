@@ -102,25 +102,27 @@ pub enum VisionCmd {
         #[command(flatten)]
         data: DataArgs,
         /// Tasks.
-        #[arg(long, value_enum, value_delimiter = ',', default_value = "textiles,shapes")]
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "textiles,shapes"
+        )]
         tasks: Vec<TaskArg>,
         /// Adapters.
-        #[arg(long, value_delimiter = ',', default_value = "linear,mlp,qformer,qformer-instruct,perceiver")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "linear,mlp,qformer,qformer-instruct,perceiver"
+        )]
         adapters: Vec<String>,
         #[command(flatten)]
         train: TrainArgs,
         /// Seeds.
         #[arg(long, value_delimiter = ',', default_value = "0")]
         seeds: Vec<u64>,
-        /// Results file (JSON lines).
-        #[arg(long)]
-        results: PathBuf,
-        /// Markdown file whose tables are rewritten.
-        #[arg(long)]
-        markdown: PathBuf,
-        /// Folder of the run directories.
-        #[arg(long)]
-        runs: PathBuf,
+        #[command(flatten)]
+        files: crate::sweep::SweepFiles,
         #[command(flatten)]
         model: ModelArgs,
     },
@@ -171,7 +173,13 @@ fn load_data(
             let [train, val, test] = args.scenes[..] else {
                 return Err("--scenes takes three counts: train,val,test".into());
             };
-            ex::load_shapes(encoder, &cache, ShapesSizes { train, val, test }, args.data_seed, device)?
+            ex::load_shapes(
+                encoder,
+                &cache,
+                ShapesSizes { train, val, test },
+                args.data_seed,
+                device,
+            )?
         }
     };
     pb.finish_and_clear();
@@ -190,7 +198,11 @@ fn load_data(
     Ok(data)
 }
 
-fn adapter_config(name: &str, pool: Option<usize>, queries: Option<usize>) -> Res<VisionAdapterConfig> {
+fn adapter_config(
+    name: &str,
+    pool: Option<usize>,
+    queries: Option<usize>,
+) -> Res<VisionAdapterConfig> {
     let mut cfg = VisionAdapterConfig::preset(name)?;
     match &mut cfg {
         VisionAdapterConfig::Linear { pool: p } | VisionAdapterConfig::Mlp { pool: p } => {
@@ -208,12 +220,7 @@ fn adapter_config(name: &str, pool: Option<usize>, queries: Option<usize>) -> Re
     Ok(cfg)
 }
 
-fn report(
-    task: TaskArg,
-    label: &str,
-    answers: &[String],
-    data: &VisionData,
-) -> serde_json::Value {
+fn report(task: TaskArg, label: &str, answers: &[String], data: &VisionData) -> serde_json::Value {
     let acc = ex::accuracy(answers, &data.test);
     match task {
         TaskArg::Textiles => {
@@ -330,7 +337,11 @@ fn train_one(
 }
 
 /// Majority class, the frozen LLM without soft tokens, and (textiles) a linear probe.
-fn baselines_row(model: &LanguageModel, data: &VisionData, data_args: &DataArgs) -> Res<serde_json::Value> {
+fn baselines_row(
+    model: &LanguageModel,
+    data: &VisionData,
+    data_args: &DataArgs,
+) -> Res<serde_json::Value> {
     let pipeline = VisionPipeline {
         backbone: &model.llama,
         codec: &model.tokenizer,
@@ -385,7 +396,9 @@ pub fn run(cmd: VisionCmd) -> Res<()> {
             let device = glaze::FrozenBackbone::device(&model.llama).clone();
             let data = load_data(&data_args, &encoder, &device)?;
             let adapter = adapter_config(&adapter, train.pool, train.queries)?;
-            let mut row = train_one(&model, &encoder, &data, &data_args, &adapter, &train, seed, &out)?;
+            let mut row = train_one(
+                &model, &encoder, &data, &data_args, &adapter, &train, seed, &out,
+            )?;
             if let Some(item) = data.test.first()
                 && let Some(path) = data.paths.get(item.image)
             {
@@ -398,7 +411,10 @@ pub fn run(cmd: VisionCmd) -> Res<()> {
                 );
                 if ask_after {
                     let answer = ask(&model, path, &file, &item.question)?;
-                    println!("question: {}\nanswer:   {answer}\n(truth: {})", item.question, item.answer);
+                    println!(
+                        "question: {}\nanswer:   {answer}\n(truth: {})",
+                        item.question, item.answer
+                    );
                 }
             }
             if baselines {
@@ -414,11 +430,10 @@ pub fn run(cmd: VisionCmd) -> Res<()> {
             adapters,
             train,
             seeds,
-            results,
-            markdown,
-            runs,
+            files,
             model: model_args,
         } => {
+            let (results, markdown, runs) = (files.results, files.markdown, files.runs);
             let (model, encoder) = setup(&model_args)?;
             let device = glaze::FrozenBackbone::device(&model.llama).clone();
             let mut done: Vec<serde_json::Value> = std::fs::read_to_string(&results)
@@ -440,7 +455,9 @@ pub fn run(cmd: VisionCmd) -> Res<()> {
                 };
                 let name = task_name(task);
                 let todo = !has(&done, name, "baselines", None)
-                    || adapters.iter().any(|a| seeds.iter().any(|&s| !has(&done, name, a, Some(s))));
+                    || adapters
+                        .iter()
+                        .any(|a| seeds.iter().any(|&s| !has(&done, name, a, Some(s))));
                 if !todo {
                     continue;
                 }
@@ -457,7 +474,8 @@ pub fn run(cmd: VisionCmd) -> Res<()> {
                             continue;
                         }
                         let out = runs.join(format!("{name}-{}-{seed}", cfg.name()));
-                        let row = train_one(&model, &encoder, &data, &args, &cfg, &train, seed, &out)?;
+                        let row =
+                            train_one(&model, &encoder, &data, &args, &cfg, &train, seed, &out)?;
                         crate::sweep::append_json_line(&results, &row)?;
                         done.push(row);
                         write_tables(&done, &markdown)?;
@@ -660,7 +678,11 @@ pub fn ask(model: &LanguageModel, image: &Path, adapter: &Path, question: &str) 
         .try_to_vec::<f32>()
         .map_err(|e| format!("{e:?}"))?;
     let n = feats.len() / f;
-    let bank = glaze::vision::FeatureBank { n, f, rows: vec![feats] };
+    let bank = glaze::vision::FeatureBank {
+        n,
+        f,
+        rows: vec![feats],
+    };
     let pipeline = VisionPipeline {
         backbone: &model.llama,
         codec: &model.tokenizer,

@@ -3,9 +3,9 @@
 
 use std::time::Instant;
 
-use burn::prelude::*;
 use crate::error::Result;
 use crate::{ForwardOptions, FrozenBackbone, Prompt, TextCodec, embed_batch};
+use burn::prelude::*;
 
 /// Settings of a generation.
 #[derive(Config, Debug)]

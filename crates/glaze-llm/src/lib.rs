@@ -21,10 +21,10 @@ pub mod weights;
 
 pub use config::{LlamaConfig, RopeLayout};
 pub use error::{Error, GgufProblem, Result};
+pub use gguf::GgufFile;
 pub use glaze_core::generate::{
     self, FinishReason, Generation, GenerationConfig, generate, generate_batch,
 };
-pub use gguf::GgufFile;
 pub use llama::Llama;
 pub use model::{LanguageModel, cache_dir, default_model_path};
 pub use tokenizer::Tokenizer;

@@ -115,7 +115,7 @@ impl VisionAdapterConfig {
         };
         let heads_divide = |width: usize, heads: usize| {
             positive("heads", heads)?;
-            if width % heads != 0 {
+            if !width.is_multiple_of(heads) {
                 return Err(Error::config(
                     "heads",
                     format!("{heads} heads do not divide the width {width}"),

@@ -1,6 +1,7 @@
 //! Multi-head attention with separate query and context widths: self-attention in the ViT,
 //! cross-attention from Q-Former queries or Perceiver latents onto image features.
 
+use burn::module::Param;
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
@@ -22,7 +23,7 @@ impl AttentionConfig {
     /// Random initialisation.
     pub fn init(&self, device: &Device) -> Attention {
         assert!(
-            self.n_heads > 0 && self.d_inner % self.n_heads == 0,
+            self.n_heads > 0 && self.d_inner.is_multiple_of(self.n_heads),
             "invariant: heads divide the inner width (validated by the owning config)"
         );
         Attention {
@@ -71,12 +72,47 @@ impl Attention {
         let v = split(self.value.forward(context), nk);
         let mut scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (dh as f64).sqrt());
         if let Some(mask) = key_mask {
-            let blocked = mask.bool_not().reshape([b, 1, 1, nk]).expand([b, h, nq, nk]);
+            let blocked = mask
+                .bool_not()
+                .reshape([b, 1, 1, nk])
+                .expand([b, h, nq, nk]);
             scores = scores.mask_fill(blocked, -1.0e9);
         }
         let att = softmax(scores, 3).matmul(v);
-        self.out.forward(att.swap_dims(1, 2).reshape([b, nq, inner]))
+        self.out
+            .forward(att.swap_dims(1, 2).reshape([b, nq, inner]))
     }
+}
+
+/// `[1, n, width]` learned tokens (queries, latents, CLS), initialised N(0, 0.02) as BLIP-2 and
+/// Flamingo do.
+pub fn learned_tokens(n: usize, width: usize, device: &Device) -> Param<Tensor<3>> {
+    Param::from_tensor(Tensor::random(
+        [1, n, width],
+        burn::tensor::Distribution::Normal(0.0, 0.02),
+        device,
+    ))
+}
+
+/// A key mask over `[extra; keys]` (`extra_first`) or `[keys; extra]`, where the `n_extra`
+/// positions are always attended. `None` stays `None` (no padding anywhere).
+pub fn with_always_attended(
+    mask: Option<Tensor<2, Bool>>,
+    n_extra: usize,
+    extra_first: bool,
+) -> Option<Tensor<2, Bool>> {
+    mask.map(|m| {
+        let b = m.dims()[0];
+        let ones = Tensor::<2, Bool>::from_data(
+            TensorData::new(vec![true; b * n_extra], [b, n_extra]),
+            &m.device(),
+        );
+        if extra_first {
+            Tensor::cat(vec![ones, m], 1)
+        } else {
+            Tensor::cat(vec![m, ones], 1)
+        }
+    })
 }
 
 #[cfg(test)]

@@ -167,15 +167,23 @@ mod tests {
         let img = sample();
         let want = img.to_rgb8();
         for format in [ImageFormat::Png, ImageFormat::Bmp, ImageFormat::Tiff] {
-            let got = decode_bytes(&encode(&img, format), Path::new("x"), &DecodeLimits::default())
-                .expect("decodes");
+            let got = decode_bytes(
+                &encode(&img, format),
+                Path::new("x"),
+                &DecodeLimits::default(),
+            )
+            .expect("decodes");
             assert_eq!(got, want, "{format:?}");
         }
         // Lossy or palette formats: same size, close colours.
         let rgb = DynamicImage::ImageRgb8(want.clone());
         for format in [ImageFormat::Jpeg, ImageFormat::Gif, ImageFormat::WebP] {
-            let got = decode_bytes(&encode(&rgb, format), Path::new("x"), &DecodeLimits::default())
-                .expect("decodes");
+            let got = decode_bytes(
+                &encode(&rgb, format),
+                Path::new("x"),
+                &DecodeLimits::default(),
+            )
+            .expect("decodes");
             assert_eq!(got.dimensions(), (5, 3), "{format:?}");
         }
     }
@@ -210,7 +218,17 @@ mod tests {
             ..DecodeLimits::default()
         };
         let err = decode_bytes(&png, Path::new("big.png"), &limits).expect_err("too many");
-        assert!(matches!(err, Error::TooLarge { width: 5, height: 3, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                Error::TooLarge {
+                    width: 5,
+                    height: 3,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
@@ -221,10 +239,15 @@ mod tests {
             .expect_err("truncated");
         assert!(matches!(err, Error::Corrupt { .. }), "{err}");
         assert!(err.to_string().contains("cut.png"));
-        let err = decode_bytes(&[], Path::new("e.png"), &DecodeLimits::default()).expect_err("empty");
+        let err =
+            decode_bytes(&[], Path::new("e.png"), &DecodeLimits::default()).expect_err("empty");
         assert!(matches!(err, Error::Corrupt { .. }), "{err}");
-        let err = decode_bytes(b"hello, not an image", Path::new("t.txt"), &DecodeLimits::default())
-            .expect_err("text");
+        let err = decode_bytes(
+            b"hello, not an image",
+            Path::new("t.txt"),
+            &DecodeLimits::default(),
+        )
+        .expect_err("text");
         assert!(matches!(err, Error::UnsupportedFormat { .. }), "{err}");
     }
 }

@@ -8,9 +8,9 @@ use glaze_core::{Encoder, EncoderSpec, Features};
 use image::RgbImage;
 
 use crate::error::{Error, Result};
-use crate::hf::read_hf_dir;
+use crate::hf::{read_hf_dir, safetensors_files};
 use crate::onnx::read_onnx;
-use crate::preprocess::{PreprocessConfig, Pixels, Preprocessor};
+use crate::preprocess::{Pixels, PreprocessConfig, Preprocessor};
 use crate::vit::{FeatureSelect, ViT, ViTConfig};
 use crate::weights::{Flavour, load_vit};
 
@@ -21,7 +21,9 @@ pub const DINOV2_FILE: &str = "vit_s_focus.onnx";
 
 /// Where `cargo xtask fetch` puts the DINOv2 ViT-S/14 ONNX file.
 pub fn default_dinov2_path() -> PathBuf {
-    glaze_core::cache_dir().join(DINOV2_PACKAGE).join(DINOV2_FILE)
+    glaze_core::cache_dir()
+        .join(DINOV2_PACKAGE)
+        .join(DINOV2_FILE)
 }
 
 /// Images per forward pass when encoding many.
@@ -82,7 +84,12 @@ impl VisionEncoder {
     pub fn dinov2_onnx(path: &Path, device: &Device) -> Result<Self> {
         let store = read_onnx(path)?;
         let vit = load_vit(&ViTConfig::dinov2_small(), Flavour::Dinov2, &store, device)?;
-        Self::new(vit, PreprocessConfig::new(), "dinov2-vit-s14", &file_hash(path)?)
+        Self::new(
+            vit,
+            PreprocessConfig::new(),
+            "dinov2-vit-s14",
+            &file_hash(path)?,
+        )
     }
 
     /// The default encoder from the cache, with a fetch hint when it is missing.
@@ -103,15 +110,7 @@ impl VisionEncoder {
         let (config, flavour, store) = read_hf_dir(dir)?;
         let vit = load_vit(&config, flavour, &store, device)?;
         let mut hash = String::new();
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|source| Error::Io {
-                path: dir.to_path_buf(),
-                source,
-            })?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-            .collect();
-        files.sort();
+        let files = safetensors_files(dir)?;
         for f in &files {
             hash.push_str(&file_hash(f)?);
         }
@@ -121,7 +120,8 @@ impl VisionEncoder {
                 Flavour::Dinov2 => "dinov2",
                 Flavour::Vit => "vit",
             },
-            dir.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+            dir.file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
         );
         let pre = PreprocessConfig::new()
             .with_patch_size(config.patch_size)
@@ -136,7 +136,10 @@ impl VisionEncoder {
         {
             return Err(Error::config(
                 "layer",
-                format!("{k} is not a block of this encoder (1..={})", self.vit.layers.len()),
+                format!(
+                    "{k} is not a block of this encoder (1..={})",
+                    self.vit.layers.len()
+                ),
             ));
         }
         self.select = select;
@@ -194,7 +197,10 @@ impl Encoder for VisionEncoder {
                 problem: "no image to encode".into(),
             });
         }
-        let pixels: Vec<Pixels> = inputs.iter().map(|i| self.preprocessor.prepare(i)).collect();
+        let pixels: Vec<Pixels> = inputs
+            .iter()
+            .map(|i| self.preprocessor.prepare(i))
+            .collect();
         Ok(Features::new(self.encode_pixels(&pixels, device)))
     }
 

@@ -29,7 +29,11 @@ pub fn open_cache(root: &Path, encoder: &VisionEncoder) -> Result<FeatureCache> 
     let spec = encoder.spec();
     Ok(FeatureCache::open(
         root,
-        &format!("vision-{}-{}", spec.name.replace(['/', '@', '+'], "_"), spec.weights_hash),
+        &format!(
+            "vision-{}-{}",
+            spec.name.replace(['/', '@', '+'], "_"),
+            spec.weights_hash
+        ),
     )?)
 }
 
@@ -54,7 +58,11 @@ pub fn encode_all(
         }
     }
     if !missing.is_empty() {
-        tracing::info!("encoding {} images ({} cached)", missing.len(), count - missing.len());
+        tracing::info!(
+            "encoding {} images ({} cached)",
+            missing.len(),
+            count - missing.len()
+        );
     }
     for chunk in missing.chunks(ENCODE_CHUNK) {
         let pixels = chunk
@@ -68,7 +76,13 @@ pub fn encode_all(
             .expect("invariant: f32 features");
         for (j, &i) in chunk.iter().enumerate() {
             let data = out[j * n * f..(j + 1) * n * f].to_vec();
-            cache.put(&key(i)?, &CachedArray { shape: vec![n, f], data: data.clone() })?;
+            cache.put(
+                &key(i)?,
+                &CachedArray {
+                    shape: vec![n, f],
+                    data: data.clone(),
+                },
+            )?;
             rows[i] = Some(data);
         }
     }
@@ -248,7 +262,8 @@ pub fn identity(
 ) -> Result<AdapterIdentity> {
     Ok(AdapterIdentity {
         kind: format!("vision/{}", adapter.name()),
-        config: serde_json::to_value(adapter).map_err(|e| Error::config("adapter", e.to_string()))?,
+        config: serde_json::to_value(adapter)
+            .map_err(|e| Error::config("adapter", e.to_string()))?,
         encoder: Some(encoder.spec().clone()),
         backbone: BackboneIdentity::of(backbone.spec(), backbone.spec().n_layers),
     })
@@ -261,10 +276,12 @@ pub fn load_adapter(
     path: &Path,
 ) -> Result<(VisionAdapter, VisionAdapterConfig)> {
     let ck = Checkpoint::load(path)?;
-    let config: VisionAdapterConfig = serde_json::from_value(ck.identity.config.clone())
-        .map_err(|e| glaze_core::Error::Checkpoint {
-            path: path.to_path_buf(),
-            problem: format!("not a vision adapter: {e}"),
+    let config: VisionAdapterConfig =
+        serde_json::from_value(ck.identity.config.clone()).map_err(|e| {
+            glaze_core::Error::Checkpoint {
+                path: path.to_path_buf(),
+                problem: format!("not a vision adapter: {e}"),
+            }
         })?;
     ck.identity
         .check_compatible(&identity(backbone, encoder, &config)?, path)?;

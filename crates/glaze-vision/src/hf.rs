@@ -49,15 +49,24 @@ impl HfVisionConfig {
             }
         };
         if self.use_swiglu_ffn {
-            return Err(Error::weights(path, "SwiGLU MLPs (DINOv2-g) are not supported"));
+            return Err(Error::weights(
+                path,
+                "SwiGLU MLPs (DINOv2-g) are not supported",
+            ));
         }
         let mlp_dim = match (self.intermediate_size, self.mlp_ratio) {
             (Some(m), _) => m,
             (None, Some(r)) => (self.hidden_size as f64 * r).round() as usize,
             (None, None) => 4 * self.hidden_size,
         };
-        if self.patch_size == 0 || self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
-            return Err(Error::weights(path, "heads must divide hidden_size and patch_size must be positive"));
+        if self.patch_size == 0
+            || self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
+            return Err(Error::weights(
+                path,
+                "heads must divide hidden_size and patch_size must be positive",
+            ));
         }
         let config = ViTConfig::new(
             self.hidden_size,
@@ -73,6 +82,20 @@ impl HfVisionConfig {
     }
 }
 
+/// The `*.safetensors` files of a directory, sorted.
+pub fn safetensors_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
 /// Reads `dir/config.json` and every `*.safetensors` file in `dir` (cast to f32).
 pub fn read_hf_dir(dir: &Path) -> Result<(ViTConfig, Flavour, TensorStore)> {
     let cfg_path = dir.join("config.json");
@@ -83,15 +106,7 @@ pub fn read_hf_dir(dir: &Path) -> Result<(ViTConfig, Flavour, TensorStore)> {
     let hf: HfVisionConfig = serde_json::from_str(&text)
         .map_err(|e| Error::weights(&cfg_path, format!("not a ViT/DINOv2 config: {e}")))?;
     let (config, flavour) = hf.into_config(&cfg_path)?;
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|source| Error::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-        .collect();
-    files.sort();
+    let files = safetensors_files(dir)?;
     if files.is_empty() {
         return Err(Error::weights(dir, "no *.safetensors file"));
     }

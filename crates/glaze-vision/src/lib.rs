@@ -27,7 +27,7 @@ pub use adapter::{VisionAdapter, VisionAdapterConfig};
 pub use decode::{DecodeLimits, decode_bytes, decode_file};
 pub use encoder::{VisionEncoder, default_dinov2_path};
 pub use error::{Error, Result};
+pub use preprocess::{Pixels, PreprocessConfig, Preprocessor, SquareMode};
 pub use task::{FeatureBank, VisionPipeline, VqaItem, VqaTask};
-pub use preprocess::{PreprocessConfig, Pixels, Preprocessor, SquareMode};
 pub use vit::{FeatureSelect, ViT, ViTConfig};
 pub use weights::{Flavour, TensorStore, load_vit};

@@ -69,7 +69,8 @@ struct TensorProto {
 const FLOAT: i32 = 1;
 
 fn values(t: &TensorProto, path: &Path) -> Result<StoredTensor> {
-    let bad = |problem: String| Error::weights(path, format!("initializer `{}`: {problem}", t.name));
+    let bad =
+        |problem: String| Error::weights(path, format!("initializer `{}`: {problem}", t.name));
     if t.data_type != FLOAT {
         return Err(bad(format!("data type {} is not float32", t.data_type)));
     }
@@ -96,7 +97,10 @@ fn values(t: &TensorProto, path: &Path) -> Result<StoredTensor> {
             .collect()
     } else {
         if t.float_data.len() != n {
-            return Err(bad(format!("{} floats for shape {shape:?}", t.float_data.len())));
+            return Err(bad(format!(
+                "{} floats for shape {shape:?}",
+                t.float_data.len()
+            )));
         }
         t.float_data.clone()
     };
@@ -162,7 +166,10 @@ pub fn read_onnx(path: &Path) -> Result<TensorStore> {
                 .trim_end_matches("/MatMul")
                 .replace('/', ".");
             store.tensors.insert(format!("{hf}.weight"), transpose(t));
-        } else if users.iter().any(|n| n.name.starts_with("/backbone/embeddings/")) {
+        } else if users
+            .iter()
+            .any(|n| n.name.starts_with("/backbone/embeddings/"))
+        {
             let t = values(init, path)?;
             match t.shape.as_slice() {
                 [1, 1, _] => cls_pos = Some(t),
@@ -183,7 +190,10 @@ pub fn read_onnx(path: &Path) -> Result<TensorStore> {
         ));
     };
     if cls.shape[2] != grid.shape[2] {
-        return Err(Error::weights(path, "position embedding parts differ in width"));
+        return Err(Error::weights(
+            path,
+            "position embedding parts differ in width",
+        ));
     }
     let mut data = cls.data;
     data.extend_from_slice(&grid.data);

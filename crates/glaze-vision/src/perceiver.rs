@@ -7,7 +7,7 @@ use burn::module::Param;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 
-use crate::attention::{Attention, AttentionConfig};
+use crate::attention::{Attention, AttentionConfig, learned_tokens, with_always_attended};
 use crate::mlp::{Mlp, MlpConfig};
 
 /// Configuration of a [`Perceiver`].
@@ -43,11 +43,7 @@ impl PerceiverConfig {
             ff: MlpConfig::new(w, 4 * w, w).init(device),
         };
         Perceiver {
-            latents: Param::from_tensor(Tensor::random(
-                [1, self.num_latents, w],
-                burn::tensor::Distribution::Normal(0.0, 0.02),
-                device,
-            )),
+            latents: learned_tokens(self.num_latents, w, device),
             input: LinearConfig::new(self.d_feature, w).init(device),
             blocks: (0..self.layers).map(block).collect(),
             norm: LayerNormConfig::new(w).init(device),
@@ -103,13 +99,7 @@ impl Perceiver {
             let f = block.norm_features.forward(feats.clone());
             let l = block.norm_latents.forward(x.clone());
             let kv = Tensor::cat(vec![f, l.clone()], 1);
-            let mask = feature_mask.clone().map(|m| {
-                let ones = Tensor::<2, Bool>::from_data(
-                    TensorData::new(vec![true; b * q], [b, q]),
-                    &m.device(),
-                );
-                Tensor::cat(vec![m, ones], 1)
-            });
+            let mask = with_always_attended(feature_mask.clone(), q, false);
             x = x + block.attn.forward(l, kv, mask);
             x = x.clone() + block.ff.forward(block.norm_ff.forward(x));
         }

@@ -47,10 +47,7 @@ pub fn pool_grid(x: Tensor<3>, k: usize) -> Tensor<3> {
         .reshape([b, g, g, f])
         .slice([0..b, 0..m * k, 0..m * k, 0..f])
         .reshape([b, m, k, m, k, f]);
-    let pooled = grid
-        .mean_dim(4)
-        .mean_dim(2)
-        .reshape([b, m * m, f]);
+    let pooled = grid.mean_dim(4).mean_dim(2).reshape([b, m * m, f]);
     if cls {
         Tensor::cat(vec![x.slice([0..b, 0..1, 0..f]), pooled], 1)
     } else {
@@ -72,7 +69,10 @@ mod tests {
         // 1 CLS + 4×4 grid of value = index, one channel.
         let v: Vec<f32> = (0..17).map(|i| i as f32).collect();
         let x = Tensor::<3>::from_data(TensorData::new(v, [1, 17, 1]), &device);
-        let got: Vec<f32> = pool_grid(x, 2).into_data().try_to_vec::<f32>().expect("f32");
+        let got: Vec<f32> = pool_grid(x, 2)
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32");
         // Grid values are 1..=16 laid out row-major; top-left 2×2 = 1,2,5,6 → 3.5.
         assert_eq!(got, vec![0.0, 3.5, 5.5, 11.5, 13.5]);
     }

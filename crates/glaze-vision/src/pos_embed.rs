@@ -86,9 +86,11 @@ mod tests {
         let g: Vec<f32> = (0..12).map(|v| v as f32).collect();
         assert_eq!(resize_grid(&g, (2, 3), (2, 3), 2), g);
         let c = vec![3.5f32; 4 * 4];
-        assert!(resize_grid(&c, (4, 4), (3, 3), 1)
-            .iter()
-            .all(|v| (v - 3.5).abs() < 1e-5));
+        assert!(
+            resize_grid(&c, (4, 4), (3, 3), 1)
+                .iter()
+                .all(|v| (v - 3.5).abs() < 1e-5)
+        );
         // 1-D case 2 → 1 on a row [a, b]: x = 0.5, taps at -1(→0), 0, 1, 2(→1) with weights of
         // t = 0.5: far(1.5) = near(0.5)... so the result is (a + b) / 2 by symmetry.
         let r = resize_grid(&[1.0, 5.0], (1, 2), (1, 1), 1);
@@ -99,6 +101,9 @@ mod tests {
         let w = [-0.09375f32, 0.59375, 0.59375, -0.09375];
         let want0 = w[0] * 0.0 + w[1] * 0.0 + w[2] * 1.0 + w[3] * 2.0;
         let want1 = w[0] * 1.0 + w[1] * 2.0 + w[2] * 3.0 + w[3] * 3.0;
-        assert!((r[0] - want0).abs() < 1e-6 && (r[1] - want1).abs() < 1e-6, "{r:?}");
+        assert!(
+            (r[0] - want0).abs() < 1e-6 && (r[1] - want1).abs() < 1e-6,
+            "{r:?}"
+        );
     }
 }

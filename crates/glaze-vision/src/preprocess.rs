@@ -77,7 +77,10 @@ pub struct Preprocessor {
 impl Preprocessor {
     /// Validates the configuration.
     pub fn new(config: PreprocessConfig) -> Result<Self> {
-        if config.patch_size == 0 || config.size == 0 || config.size % config.patch_size != 0 {
+        if config.patch_size == 0
+            || config.size == 0
+            || !config.size.is_multiple_of(config.patch_size)
+        {
             return Err(Error::config(
                 "size",
                 format!(
@@ -122,7 +125,10 @@ impl Preprocessor {
             SquareMode::Pad => {
                 let (nw, nh) = scaled(w, h, s, true);
                 let resized = resize(img, nw, nh, FilterType::CatmullRom);
-                let fill = self.config.mean.map(|m| (m * 255.0).round().clamp(0.0, 255.0) as u8);
+                let fill = self
+                    .config
+                    .mean
+                    .map(|m| (m * 255.0).round().clamp(0.0, 255.0) as u8);
                 let mut canvas = RgbImage::from_pixel(s as u32, s as u32, image::Rgb(fill));
                 let x0 = (s as u32 - nw) / 2;
                 let y0 = (s as u32 - nh) / 2;
@@ -159,9 +165,15 @@ fn scaled(w: u32, h: u32, s: usize, fit: bool) -> (u32, u32) {
     let (w64, h64) = (u64::from(w), u64::from(h));
     let short_is_w = (w64 <= h64) != fit;
     let (nw, nh) = if short_is_w {
-        (s, ((h64 * s + w64 / 2) / w64).max(s * u64::from(!fit)).max(1))
+        (
+            s,
+            ((h64 * s + w64 / 2) / w64).max(s * u64::from(!fit)).max(1),
+        )
     } else {
-        (((w64 * s + h64 / 2) / h64).max(s * u64::from(!fit)).max(1), s)
+        (
+            ((w64 * s + h64 / 2) / h64).max(s * u64::from(!fit)).max(1),
+            s,
+        )
     };
     (nw as u32, nh as u32)
 }
@@ -199,9 +211,11 @@ mod tests {
         assert_eq!(px.size, 28);
         let plane = 28 * 28;
         assert!(px.data[..plane].iter().all(|v| (v - 2.0).abs() < 1e-6));
-        assert!(px.data[plane..2 * plane]
-            .iter()
-            .all(|v| (v - (128.0 / 255.0 - 0.5) / 0.25).abs() < 1e-6));
+        assert!(
+            px.data[plane..2 * plane]
+                .iter()
+                .all(|v| (v - (128.0 / 255.0 - 0.5) / 0.25).abs() < 1e-6)
+        );
         assert!(px.data[2 * plane..].iter().all(|v| (v + 2.0).abs() < 1e-6));
     }
 

@@ -29,7 +29,14 @@ pub fn probe_input(features: &[f32], n: usize, f: usize) -> Vec<f32> {
 
 impl LinearProbe {
     /// Fits `classes`-way logistic regression with L2 penalty `l2`.
-    pub fn fit(xs: &[Vec<f32>], ys: &[usize], classes: usize, steps: usize, lr: f32, l2: f32) -> Self {
+    pub fn fit(
+        xs: &[Vec<f32>],
+        ys: &[usize],
+        classes: usize,
+        steps: usize,
+        lr: f32,
+        l2: f32,
+    ) -> Self {
         let d = xs.first().map_or(0, Vec::len);
         let n = xs.len().max(1) as f32;
         let mut mean = vec![0.0f32; d];
@@ -128,8 +135,15 @@ mod tests {
             ys.push(c);
         }
         let probe = LinearProbe::fit(&xs, &ys, 3, 300, 0.5, 0.0);
-        let right = xs.iter().zip(&ys).filter(|(x, y)| probe.predict(x) == **y).count();
+        let right = xs
+            .iter()
+            .zip(&ys)
+            .filter(|(x, y)| probe.predict(x) == **y)
+            .count();
         assert_eq!(right, 90);
-        assert_eq!(probe_input(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 3, 2), vec![1.0, 2.0, 4.0, 5.0]);
+        assert_eq!(
+            probe_input(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 3, 2),
+            vec![1.0, 2.0, 4.0, 5.0]
+        );
     }
 }

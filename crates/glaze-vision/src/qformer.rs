@@ -14,7 +14,7 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use glaze_core::Condition;
 
-use crate::attention::{Attention, AttentionConfig};
+use crate::attention::{Attention, AttentionConfig, learned_tokens, with_always_attended};
 use crate::mlp::{Mlp, MlpConfig};
 
 /// Configuration of a [`QFormer`].
@@ -54,11 +54,7 @@ impl QFormerConfig {
             ff: MlpConfig::new(w, 4 * w, w).init(device),
         };
         QFormer {
-            queries: Param::from_tensor(Tensor::random(
-                [1, self.num_queries, w],
-                burn::tensor::Distribution::Normal(0.0, 0.02),
-                device,
-            )),
+            queries: learned_tokens(self.num_queries, w, device),
             feature_norm: LayerNormConfig::new(self.d_feature).init(device),
             instruction: self
                 .instruction
@@ -129,22 +125,17 @@ impl QFormer {
         for block in &self.blocks {
             let h = block.norm_self.forward(x.clone());
             let (kv, mask) = match &context {
-                Some((t, m)) => {
-                    let kv = Tensor::cat(vec![h.clone(), t.clone()], 1);
-                    let mask = m.as_ref().map(|m| {
-                        let ones = Tensor::<2, Bool>::from_data(
-                            TensorData::new(vec![true; b * q], [b, q]),
-                            &m.device(),
-                        );
-                        Tensor::cat(vec![ones, m.clone()], 1)
-                    });
-                    (kv, mask)
-                }
+                Some((t, m)) => (
+                    Tensor::cat(vec![h.clone(), t.clone()], 1),
+                    with_always_attended(m.clone(), q, true),
+                ),
                 None => (h.clone(), None),
             };
             x = x + block.self_attn.forward(h, kv, mask);
             let h = block.norm_cross.forward(x.clone());
-            x = x + block.cross_attn.forward(h, feats.clone(), feature_mask.clone());
+            x = x + block
+                .cross_attn
+                .forward(h, feats.clone(), feature_mask.clone());
             x = x.clone() + block.ff.forward(block.norm_ff.forward(x));
         }
         self.out.forward(self.norm.forward(x))

@@ -116,8 +116,14 @@ impl Scene {
             let cx = ((o.cell % 3) as f64 + 0.5) * cell + jitter(rng);
             let cy = ((o.cell / 3) as f64 + 0.5) * cell + jitter(rng);
             let colour = Rgb(COLOURS[o.colour].1);
-            let (x0, x1) = ((cx - r).floor().max(0.0) as u32, ((cx + r).ceil() as u32).min(CANVAS - 1));
-            let (y0, y1) = ((cy - r).floor().max(0.0) as u32, ((cy + r).ceil() as u32).min(CANVAS - 1));
+            let (x0, x1) = (
+                (cx - r).floor().max(0.0) as u32,
+                ((cx + r).ceil() as u32).min(CANVAS - 1),
+            );
+            let (y0, y1) = (
+                (cy - r).floor().max(0.0) as u32,
+                ((cy + r).ceil() as u32).min(CANVAS - 1),
+            );
             for y in y0..=y1 {
                 for x in x0..=x1 {
                     let (dx, dy) = (x as f64 + 0.5 - cx, y as f64 + 0.5 - cy);
@@ -137,7 +143,11 @@ impl Scene {
 }
 
 fn relation(a: &Object, b: &Object) -> &'static str {
-    if a.cell % 3 == b.cell % 3 { "above" } else { "left of" }
+    if a.cell % 3 == b.cell % 3 {
+        "above"
+    } else {
+        "left of"
+    }
 }
 
 /// A caption read back into attributes (words it does not know are `None`).
@@ -160,9 +170,15 @@ pub fn parse_caption(text: &str) -> ParsedCaption {
     let (objects_text, place) = if let Some((a, cell)) = norm.split_once(" at the ") {
         (vec![a.to_string()], Some(cell.trim().to_string()))
     } else if let Some((a, b)) = norm.split_once(" above ") {
-        (vec![a.to_string(), b.to_string()], Some("above".to_string()))
+        (
+            vec![a.to_string(), b.to_string()],
+            Some("above".to_string()),
+        )
     } else if let Some((a, b)) = norm.split_once(" left of ") {
-        (vec![a.to_string(), b.to_string()], Some("left of".to_string()))
+        (
+            vec![a.to_string(), b.to_string()],
+            Some("left of".to_string()),
+        )
     } else {
         (vec![norm.clone()], None)
     };
@@ -212,7 +228,11 @@ pub fn score(scene: &Scene, predicted: &str) -> CaptionScore {
     let p = parse_caption(predicted);
     let truth = &scene.objects;
     let attr = |o: &Object, q: &(Option<usize>, Option<usize>, Option<usize>)| {
-        [q.0 == Some(o.size), q.1 == Some(o.colour), q.2 == Some(o.shape)]
+        [
+            q.0 == Some(o.size),
+            q.1 == Some(o.colour),
+            q.2 == Some(o.shape),
+        ]
     };
     let pairing = |order: &[usize]| -> [usize; 3] {
         let mut hits = [0; 3];
@@ -226,7 +246,11 @@ pub fn score(scene: &Scene, predicted: &str) -> CaptionScore {
         hits
     };
     let straight = pairing(&[0, 1]);
-    let swapped = if truth.len() == 2 { pairing(&[1, 0]) } else { [0; 3] };
+    let swapped = if truth.len() == 2 {
+        pairing(&[1, 0])
+    } else {
+        [0; 3]
+    };
     let total = |h: [usize; 3]| h.iter().sum::<usize>();
     let in_order = total(straight) >= total(swapped);
     let best = if in_order { straight } else { swapped };
@@ -258,18 +282,37 @@ mod tests {
             let caption = scene.caption();
             let s = score(&scene, &caption);
             assert!(s.exact && s.count && s.position, "{caption}: {s:?}");
-            assert_eq!((s.colour, s.shape, s.size), (s.objects, s.objects, s.objects));
+            assert_eq!(
+                (s.colour, s.shape, s.size),
+                (s.objects, s.objects, s.objects)
+            );
         }
         let scene = Scene {
             objects: vec![
-                Object { colour: 0, shape: 0, size: 0, cell: 0 },
-                Object { colour: 2, shape: 1, size: 1, cell: 3 },
+                Object {
+                    colour: 0,
+                    shape: 0,
+                    size: 0,
+                    cell: 0,
+                },
+                Object {
+                    colour: 2,
+                    shape: 1,
+                    size: 1,
+                    cell: 3,
+                },
             ],
         };
-        assert_eq!(scene.caption(), "a small red circle above a large blue square");
+        assert_eq!(
+            scene.caption(),
+            "a small red circle above a large blue square"
+        );
         // Swapped order: attributes right under the best pairing, position wrong.
         let s = score(&scene, "A large blue square above a small red circle.");
-        assert_eq!((s.colour, s.shape, s.size, s.position, s.exact), (2, 2, 2, false, false));
+        assert_eq!(
+            (s.colour, s.shape, s.size, s.position, s.exact),
+            (2, 2, 2, false, false)
+        );
         // Wrong colour of one object only.
         let s = score(&scene, "a small green circle above a large blue square");
         assert_eq!((s.colour, s.position), (1, true));
@@ -278,7 +321,12 @@ mod tests {
     #[test]
     fn drawing_puts_colour_in_the_right_cell() {
         let scene = Scene {
-            objects: vec![Object { colour: 2, shape: 1, size: 1, cell: 8 }],
+            objects: vec![Object {
+                colour: 2,
+                shape: 1,
+                size: 1,
+                cell: 8,
+            }],
         };
         let img = scene.draw(&mut SplitMix64::new(1));
         let centre = (CANVAS as f64 * 5.0 / 6.0) as u32;

@@ -29,7 +29,10 @@ impl FeatureBank {
         for &i in images {
             data.extend_from_slice(&self.rows[i]);
         }
-        Tensor::from_data(TensorData::new(data, [images.len(), self.n, self.f]), device)
+        Tensor::from_data(
+            TensorData::new(data, [images.len(), self.n, self.f]),
+            device,
+        )
     }
 }
 
@@ -132,7 +135,13 @@ impl VisionPipeline<'_> {
     /// Answer ids followed by the end-of-turn id.
     fn target(&self, answer: &str) -> glaze_core::Result<Vec<u32>> {
         let mut ids = self.codec.encode(answer)?;
-        ids.push(*self.codec.stop_ids().first().unwrap_or(&self.codec.pad_id()));
+        ids.push(
+            *self
+                .codec
+                .stop_ids()
+                .first()
+                .unwrap_or(&self.codec.pad_id()),
+        );
         Ok(ids)
     }
 
@@ -172,7 +181,9 @@ impl VisionPipeline<'_> {
             },
         );
         // Positions t-l-1 .. t-1 predict the last l tokens of every (left-padded) row.
-        let logits = self.backbone.lm_head(hidden.slice(s![.., t - l - 1..t - 1, ..]));
+        let logits = self
+            .backbone
+            .lm_head(hidden.slice(s![.., t - l - 1..t - 1, ..]));
         let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, l]), device);
         let weights = Tensor::<2>::from_data(TensorData::new(weights, [b, l]), device);
         Ok(masked_cross_entropy(logits, ids, weights))

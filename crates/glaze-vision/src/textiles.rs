@@ -67,9 +67,9 @@ pub fn load_splits(dir: &Path, fractions: (f64, f64), seed: u64) -> Result<Split
             })?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
-                p.extension()
-                    .and_then(|x| x.to_str())
-                    .is_some_and(|x| matches!(x.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
+                p.extension().and_then(|x| x.to_str()).is_some_and(|x| {
+                    matches!(x.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png")
+                })
             })
             .collect();
         if files.is_empty() {

@@ -6,6 +6,7 @@ use burn::module::Param;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 
+use crate::attention::learned_tokens;
 use crate::pos_embed::resize_grid;
 use crate::vit_layer::{ViTLayer, ViTLayerConfig};
 
@@ -55,16 +56,8 @@ impl ViTConfig {
         let p = self.patch_size;
         ViT {
             patch: LinearConfig::new(3 * p * p, self.dim).init(device),
-            cls_token: Param::from_tensor(Tensor::random(
-                [1, 1, self.dim],
-                burn::tensor::Distribution::Normal(0.0, 0.02),
-                device,
-            )),
-            pos_embed: Param::from_tensor(Tensor::random(
-                [1, 1 + self.pos_grid * self.pos_grid, self.dim],
-                burn::tensor::Distribution::Normal(0.0, 0.02),
-                device,
-            )),
+            cls_token: learned_tokens(1, self.dim, device),
+            pos_embed: learned_tokens(1 + self.pos_grid * self.pos_grid, self.dim, device),
             layers: (0..self.depth).map(|_| layer.init(device)).collect(),
             norm: LayerNormConfig::new(self.dim)
                 .with_epsilon(self.eps)
@@ -158,7 +151,10 @@ impl ViT {
     /// # Shapes
     /// `pixels [B, 3, H, W]` → `[B, N, D]` with `N = (H/p)(W/p) (+1 with CLS)`.
     pub fn forward(&self, pixels: Tensor<4>, select: &FeatureSelect) -> Tensor<3> {
-        let blocks = select.layer.unwrap_or(self.layers.len()).min(self.layers.len());
+        let blocks = select
+            .layer
+            .unwrap_or(self.layers.len())
+            .min(self.layers.len());
         let mut x = self.embed(pixels);
         for layer in &self.layers[..blocks] {
             x = layer.forward(x);
@@ -189,14 +185,20 @@ mod tests {
         assert_eq!(all.dims(), [2, 17, 32]);
         let no_cls = vit.forward(px.clone(), &FeatureSelect::new().with_cls(false));
         assert_eq!(no_cls.dims(), [2, 16, 32]);
-        let diff = (all.clone().slice([0..2, 1..17]) - no_cls).abs().max().into_scalar::<f32>();
+        let diff = (all.clone().slice([0..2, 1..17]) - no_cls)
+            .abs()
+            .max()
+            .into_scalar::<f32>();
         assert_eq!(diff, 0.0);
         // A smaller input uses an interpolated grid.
-        let small = Tensor::<4>::random([1, 3, 8, 12], burn::tensor::Distribution::Default, &device);
+        let small =
+            Tensor::<4>::random([1, 3, 8, 12], burn::tensor::Distribution::Default, &device);
         assert_eq!(vit.forward(small, &FeatureSelect::new()).dims(), [1, 7, 32]);
         let first = vit.forward(
             px,
-            &FeatureSelect::new().with_layer(Some(1)).with_final_norm(false),
+            &FeatureSelect::new()
+                .with_layer(Some(1))
+                .with_final_norm(false),
         );
         assert!((first - all).abs().max().into_scalar::<f32>() > 1e-3);
     }
@@ -215,8 +217,22 @@ mod tests {
                 .reshape([1, 4, 48]),
         );
         let pv: Vec<f32> = px.into_data().try_to_vec::<f32>().expect("f32");
-        let w: Vec<f32> = vit.patch.weight.val().into_data().try_to_vec::<f32>().expect("f32");
-        let bias: Vec<f32> = vit.patch.bias.as_ref().expect("bias").val().into_data().try_to_vec::<f32>().expect("f32");
+        let w: Vec<f32> = vit
+            .patch
+            .weight
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32");
+        let bias: Vec<f32> = vit
+            .patch
+            .bias
+            .as_ref()
+            .expect("bias")
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32");
         // Patch (row 1, col 0), output channel 5.
         let (py, pxi, o) = (1, 0, 5);
         let mut want = bias[o];

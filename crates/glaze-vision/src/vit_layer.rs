@@ -78,7 +78,9 @@ impl ViTLayer {
         };
         let h = self.norm1.forward(x.clone());
         let x = x + scaled(self.attn.forward(h.clone(), h, None), &self.scale1);
-        let h = self.fc2.forward(gelu(self.fc1.forward(self.norm2.forward(x.clone()))));
+        let h = self
+            .fc2
+            .forward(gelu(self.fc1.forward(self.norm2.forward(x.clone()))));
         x + scaled(h, &self.scale2)
     }
 }

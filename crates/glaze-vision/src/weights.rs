@@ -66,9 +66,10 @@ impl TensorStore {
 
     /// The tensor `name` with exactly `shape`.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<&StoredTensor> {
-        let t = self.tensors.get(name).ok_or_else(|| {
-            Error::weights(&self.path, format!("missing tensor `{name}`"))
-        })?;
+        let t = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| Error::weights(&self.path, format!("missing tensor `{name}`")))?;
         if t.shape != shape {
             return Err(Error::weights(
                 &self.path,
@@ -90,7 +91,10 @@ impl TensorStore {
             .collect();
         found.sort();
         let key = found.first().ok_or_else(|| {
-            Error::weights(&self.path, "no `embeddings.cls_token`: not a ViT/DINOv2 checkpoint")
+            Error::weights(
+                &self.path,
+                "no `embeddings.cls_token`: not a ViT/DINOv2 checkpoint",
+            )
         })?;
         Ok(key.trim_end_matches("embeddings.cls_token").to_string())
     }
@@ -124,7 +128,13 @@ fn set_linear(
     Ok(())
 }
 
-fn set_norm(n: &mut LayerNorm, store: &TensorStore, name: &str, d: usize, device: &Device) -> Result<()> {
+fn set_norm(
+    n: &mut LayerNorm,
+    store: &TensorStore,
+    name: &str,
+    d: usize,
+    device: &Device,
+) -> Result<()> {
     let w = store.get(&format!("{name}.weight"), &[d])?;
     let b = store.get(&format!("{name}.bias"), &[d])?;
     n.gamma = Param::from_tensor(tensor(w, [d], device));
@@ -144,10 +154,18 @@ pub fn load_vit(
     if depth != config.depth {
         return Err(Error::weights(
             &store.path,
-            format!("{depth} encoder layers, the configuration says {}", config.depth),
+            format!(
+                "{depth} encoder layers, the configuration says {}",
+                config.depth
+            ),
         ));
     }
-    let (d, p, g, m) = (config.dim, config.patch_size, config.pos_grid, config.mlp_dim);
+    let (d, p, g, m) = (
+        config.dim,
+        config.patch_size,
+        config.pos_grid,
+        config.mlp_dim,
+    );
     let mut vit = config.init(device);
     let e = format!("{prefix}embeddings.");
     vit.cls_token = Param::from_tensor(tensor(
@@ -160,7 +178,10 @@ pub fn load_vit(
         [1, 1 + g * g, d],
         device,
     ));
-    let pw = store.get(&format!("{e}patch_embeddings.projection.weight"), &[d, 3, p, p])?;
+    let pw = store.get(
+        &format!("{e}patch_embeddings.projection.weight"),
+        &[d, 3, p, p],
+    )?;
     let pb = store.get(&format!("{e}patch_embeddings.projection.bias"), &[d])?;
     vit.patch.weight = Param::from_tensor(tensor(pw, [d, 3 * p * p], device).transpose());
     vit.patch.bias = Some(Param::from_tensor(tensor(pb, [d], device)));
@@ -178,9 +199,27 @@ pub fn load_vit(
         set_norm(&mut layer.norm1, store, &format!("{l}{n1}"), d, device)?;
         set_norm(&mut layer.norm2, store, &format!("{l}{n2}"), d, device)?;
         let a = format!("{l}attention.attention.");
-        set_linear(&mut layer.attn.query, store, &format!("{a}query"), (d, d), device)?;
-        set_linear(&mut layer.attn.key, store, &format!("{a}key"), (d, d), device)?;
-        set_linear(&mut layer.attn.value, store, &format!("{a}value"), (d, d), device)?;
+        set_linear(
+            &mut layer.attn.query,
+            store,
+            &format!("{a}query"),
+            (d, d),
+            device,
+        )?;
+        set_linear(
+            &mut layer.attn.key,
+            store,
+            &format!("{a}key"),
+            (d, d),
+            device,
+        )?;
+        set_linear(
+            &mut layer.attn.value,
+            store,
+            &format!("{a}value"),
+            (d, d),
+            device,
+        )?;
         set_linear(
             &mut layer.attn.out,
             store,
@@ -197,6 +236,12 @@ pub fn load_vit(
             }
         }
     }
-    set_norm(&mut vit.norm, store, &format!("{prefix}layernorm"), d, device)?;
+    set_norm(
+        &mut vit.norm,
+        store,
+        &format!("{prefix}layernorm"),
+        d,
+        device,
+    )?;
     Ok(vit.freeze())
 }
