@@ -63,9 +63,9 @@ pub fn decode_bytes(bytes: &[u8], name: &Path, limits: &DecodeLimits) -> Result<
         });
     }
     let mut reader = reader;
+    // Width and height are checked by `check_dimensions` right after the header is read (with
+    // the numbers in the error); the allocation limit guards everything the decoder allocates.
     let mut lim = image::Limits::default();
-    lim.max_image_width = Some(limits.max_side);
-    lim.max_image_height = Some(limits.max_side);
     lim.max_alloc = Some(limits.max_alloc);
     reader.limits(lim);
     let mut decoder = reader
@@ -73,6 +73,13 @@ pub fn decode_bytes(bytes: &[u8], name: &Path, limits: &DecodeLimits) -> Result<
         .map_err(|e| map_error(e, &path, limits))?;
     let (width, height) = decoder.dimensions();
     check_dimensions(&path, width, height, limits)?;
+    // Some decoders treat the allocation limit as advisory; the output buffer is checked here.
+    if decoder.total_bytes() > limits.max_alloc {
+        return Err(Error::MemoryLimit {
+            path,
+            limit_bytes: limits.max_alloc,
+        });
+    }
     let orientation = decoder
         .orientation()
         .map_err(|e| map_error(e, &path, limits))?;
@@ -229,6 +236,32 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    /// An image inside the pixel limits whose decoding needs more memory than allowed.
+    #[test]
+    fn allocation_limit_is_a_typed_error() {
+        let big = DynamicImage::ImageRgb8(RgbImage::new(200, 200));
+        let png = encode(&big, ImageFormat::Png);
+        let limits = DecodeLimits {
+            max_alloc: 10_000,
+            ..DecodeLimits::default()
+        };
+        let err = match decode_bytes(&png, Path::new("wide.png"), &limits) {
+            Ok(img) => panic!("decoded {:?} despite the limit", img.dimensions()),
+            Err(e) => e,
+        };
+        assert!(
+            matches!(
+                err,
+                Error::MemoryLimit {
+                    limit_bytes: 10_000,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("wide.png"));
     }
 
     #[test]
