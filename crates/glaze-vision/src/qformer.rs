@@ -141,3 +141,46 @@ impl QFormer {
         self.out.forward(self.norm.forward(x))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t3(v: Vec<f32>, shape: [usize; 3], device: &Device) -> Tensor<3> {
+        Tensor::from_data(TensorData::new(v, shape), device)
+    }
+
+    /// InstructBLIP mode: the queries read the instruction (another instruction, other soft
+    /// tokens), and padded instruction positions are ignored.
+    #[test]
+    fn instruction_conditions_the_queries_and_padding_is_ignored() {
+        let device = Device::flex();
+        device.seed(5);
+        let q = QFormerConfig::new(6, 8)
+            .with_num_queries(3)
+            .with_width(8)
+            .with_layers(1)
+            .with_heads(2)
+            .with_instruction(true)
+            .init(&device);
+        let feats = t3((0..2 * 6).map(|i| (i as f32 * 0.3).sin()).collect(), [1, 2, 6], &device);
+        let instr = |v: f32| t3(vec![v; 2 * 8], [1, 2, 8], &device);
+        let cond = |embeds: Tensor<3>, mask: Option<Vec<bool>>| Condition {
+            mask: mask.map(|m| {
+                let n = m.len();
+                Tensor::<2, Bool>::from_data(TensorData::new(m, [1, n]), &device)
+            }),
+            embeds,
+        };
+        let a = q.forward(feats.clone(), None, Some(&cond(instr(0.5), None)));
+        let b = q.forward(feats.clone(), None, Some(&cond(instr(-0.5), None)));
+        assert_eq!(a.dims(), [1, 3, 8]);
+        let diff = (a.clone() - b).abs().max().into_scalar::<f32>();
+        assert!(diff > 1e-4, "the instruction changes the soft tokens ({diff})");
+        // A padded third instruction token changes nothing.
+        let padded = Tensor::cat(vec![instr(0.5), t3(vec![9.0; 8], [1, 1, 8], &device)], 1);
+        let c = q.forward(feats, None, Some(&cond(padded, Some(vec![true, true, false]))));
+        let same = (a - c).abs().max().into_scalar::<f32>();
+        assert!(same < 1e-5, "padding leaked into the queries ({same})");
+    }
+}
