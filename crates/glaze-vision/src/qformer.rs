@@ -163,7 +163,11 @@ mod tests {
             .with_heads(2)
             .with_instruction(true)
             .init(&device);
-        let feats = t3((0..2 * 6).map(|i| (i as f32 * 0.3).sin()).collect(), [1, 2, 6], &device);
+        let feats = t3(
+            (0..2 * 6).map(|i| (i as f32 * 0.3).sin()).collect(),
+            [1, 2, 6],
+            &device,
+        );
         let instr = |v: f32| t3(vec![v; 2 * 8], [1, 2, 8], &device);
         let cond = |embeds: Tensor<3>, mask: Option<Vec<bool>>| Condition {
             mask: mask.map(|m| {
@@ -176,10 +180,17 @@ mod tests {
         let b = q.forward(feats.clone(), None, Some(&cond(instr(-0.5), None)));
         assert_eq!(a.dims(), [1, 3, 8]);
         let diff = (a.clone() - b).abs().max().into_scalar::<f32>();
-        assert!(diff > 1e-4, "the instruction changes the soft tokens ({diff})");
+        assert!(
+            diff > 1e-4,
+            "the instruction changes the soft tokens ({diff})"
+        );
         // A padded third instruction token changes nothing.
         let padded = Tensor::cat(vec![instr(0.5), t3(vec![9.0; 8], [1, 1, 8], &device)], 1);
-        let c = q.forward(feats, None, Some(&cond(padded, Some(vec![true, true, false]))));
+        let c = q.forward(
+            feats,
+            None,
+            Some(&cond(padded, Some(vec![true, true, false]))),
+        );
         let same = (a - c).abs().max().into_scalar::<f32>();
         assert!(same < 1e-5, "padding leaked into the queries ({same})");
     }
