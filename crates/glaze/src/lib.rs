@@ -1,5 +1,7 @@
 #![doc = include_str!("../README.md")]
 
+#[cfg(feature = "audio")]
+pub use glaze_audio as audio;
 pub use glaze_core as core;
 pub use glaze_core::{
     Adapter, ChatMessage, Encoder, Error, ForwardOptions, FrozenBackbone, Prompt, PromptTemplate,
