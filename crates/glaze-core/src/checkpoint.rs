@@ -291,3 +291,25 @@ impl Checkpoint {
         Ok(ck)
     }
 }
+
+/// The values of a safetensors tensor as f32 (F32, F16 and BF16 are cast; `None` for other
+/// dtypes). Shared by every loader of safetensors weights.
+pub fn view_to_f32(view: &safetensors::tensor::TensorView<'_>) -> Option<Vec<f32>> {
+    use safetensors::Dtype;
+    let data = view.data();
+    Some(match view.dtype() {
+        Dtype::F32 => data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        Dtype::F16 => data
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => data
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        _ => return None,
+    })
+}

@@ -4,8 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use half::{bf16, f16};
-use safetensors::{Dtype, SafeTensors};
+use safetensors::SafeTensors;
 
 use crate::error::{Error, Result};
 use crate::weights::WeightSource;
@@ -108,26 +107,12 @@ impl WeightSource for HfWeights {
         };
         let st = SafeTensors::deserialize(bytes).map_err(|e| st_err(e.to_string()))?;
         let view = st.tensor(name).map_err(|e| st_err(e.to_string()))?;
-        let data = view.data();
-        let values: Vec<f32> = match view.dtype() {
-            Dtype::F32 => data
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => data
-                .chunks_exact(2)
-                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => data
-                .chunks_exact(2)
-                .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            other => {
-                return Err(st_err(format!(
-                    "tensor `{name}` has dtype {other:?}; only F32, F16 and BF16 are loaded"
-                )));
-            }
-        };
+        let values = glaze_core::checkpoint::view_to_f32(&view).ok_or_else(|| {
+            st_err(format!(
+                "tensor `{name}` has dtype {:?}; only F32, F16 and BF16 are loaded",
+                view.dtype()
+            ))
+        })?;
         Ok((view.shape().to_vec(), values))
     }
 }

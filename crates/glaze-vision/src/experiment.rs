@@ -50,11 +50,13 @@ pub fn encode_all(
     let n = encoder.preprocessor().num_features(encoder.select().cls);
     let f = encoder.spec().feature_dim;
     let mut rows: Vec<Option<Vec<f32>>> = vec![None; count];
+    // (index, cache key) of the images to encode; each key is computed once.
     let mut missing = Vec::new();
     for (i, row) in rows.iter_mut().enumerate() {
-        match cache.get(&key(i)?) {
+        let k = key(i)?;
+        match cache.get(&k) {
             Some(a) if a.shape == [n, f] => *row = Some(a.data),
-            _ => missing.push(i),
+            _ => missing.push((i, k)),
         }
     }
     if !missing.is_empty() {
@@ -67,23 +69,23 @@ pub fn encode_all(
     for chunk in missing.chunks(ENCODE_CHUNK) {
         let pixels = chunk
             .iter()
-            .map(|&i| Ok(encoder.preprocessor().prepare(&load(i)?)))
+            .map(|(i, _)| Ok(encoder.preprocessor().prepare(&load(*i)?)))
             .collect::<Result<Vec<_>>>()?;
         let out: Vec<f32> = encoder
             .encode_pixels(&pixels, device)
             .into_data()
             .try_to_vec::<f32>()
             .expect("invariant: f32 features");
-        for (j, &i) in chunk.iter().enumerate() {
+        for (j, (i, k)) in chunk.iter().enumerate() {
             let data = out[j * n * f..(j + 1) * n * f].to_vec();
             cache.put(
-                &key(i)?,
+                k,
                 &CachedArray {
                     shape: vec![n, f],
                     data: data.clone(),
                 },
             )?;
-            rows[i] = Some(data);
+            rows[*i] = Some(data);
         }
     }
     Ok(FeatureBank {

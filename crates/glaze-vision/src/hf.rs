@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use safetensors::{Dtype, SafeTensors};
+use safetensors::SafeTensors;
 
 use crate::error::{Error, Result};
 use crate::vit::ViTConfig;
@@ -119,27 +119,15 @@ pub fn read_hf_dir(dir: &Path) -> Result<(ViTConfig, Flavour, TensorStore)> {
         let st = SafeTensors::deserialize(&bytes)
             .map_err(|e| Error::weights(file, format!("not a safetensors file: {e}")))?;
         for (name, view) in st.tensors() {
-            let raw = view.data();
-            let data: Vec<f32> = match view.dtype() {
-                Dtype::F32 => raw
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect(),
-                Dtype::F16 => raw
-                    .chunks_exact(2)
-                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                    .collect(),
-                Dtype::BF16 => raw
-                    .chunks_exact(2)
-                    .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                    .collect(),
-                other => {
-                    return Err(Error::weights(
-                        file,
-                        format!("tensor `{name}` has dtype {other:?}; expected f32, f16 or bf16"),
-                    ));
-                }
-            };
+            let data = glaze_core::checkpoint::view_to_f32(&view).ok_or_else(|| {
+                Error::weights(
+                    file,
+                    format!(
+                        "tensor `{name}` has dtype {:?}; expected f32, f16 or bf16",
+                        view.dtype()
+                    ),
+                )
+            })?;
             store.tensors.insert(
                 name,
                 StoredTensor {
