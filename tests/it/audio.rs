@@ -99,3 +99,222 @@ fn animal_mp3s_decode_resample_and_survive_truncation() {
     let err = decode_file(&names[0], &limits).expect_err("longer than 0.2 s");
     assert!(matches!(err, glaze::audio::Error::TooLong { .. }), "{err}");
 }
+
+fn tiny_en() -> glaze::audio::AudioEncoder {
+    let path = glaze::audio::default_tiny_en_path();
+    assert!(
+        path.exists(),
+        "{} missing: run `cargo xtask fetch`",
+        path.display()
+    );
+    glaze::audio::AudioEncoder::from_ct2(&path, &burn::prelude::Device::flex())
+        .expect("tiny.en loads from model.bin")
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max)
+}
+
+/// Whisper tiny.en from the CTranslate2 `model.bin` (fp16 cast to f32) on the reference mel:
+/// `encoder_out [1, 1500, 384]` within 1e-3; and from our own log-mel of jfk.wav through
+/// `encode_clip` (full window), the clip's 551 frames agree as well.
+#[test]
+fn whisper_tiny_encoder_matches_the_reference_on_jfk() {
+    use burn::prelude::*;
+    let device = Device::flex();
+    let enc = tiny_en();
+    let npz = reference("whisper/whisper_tiny_en_jfk_ref.npz");
+    let (_, mel) = read_npz_f32(&npz, "mel");
+    let (shape, want) = read_npz_f32(&npz, "encoder_out");
+    assert_eq!(shape, [1, 1500, 384]);
+    let x = Tensor::<3>::from_data(TensorData::new(mel, [1, 80, 3000]), &device);
+    let got = enc
+        .whisper()
+        .forward(x)
+        .into_data()
+        .try_to_vec::<f32>()
+        .expect("f32");
+    let diff = max_abs_diff(&got, &want);
+    eprintln!("encoder_out max |Δ| {diff:.2e}");
+    assert!(diff <= 1e-3, "max |Δ| {diff}");
+
+    let audio = decode_file(&jfk(), &AudioLimits::default()).expect("decodes");
+    let full = enc.clone().with_window(glaze::audio::Window::Full);
+    let clip = full.encode_clip(&audio, &device).expect("encodes");
+    let n = clip.dims()[1];
+    assert_eq!(n, (audio.samples.len() / 160 + 1).div_ceil(2));
+    let clip = clip.into_data().try_to_vec::<f32>().expect("f32");
+    let diff = max_abs_diff(&clip, &want[..n * 384]);
+    eprintln!("jfk.wav → full-window features, max |Δ| {diff:.2e}");
+    assert!(diff <= 1e-3, "max |Δ| {diff}");
+}
+
+/// The same weights written as an HF `WhisperForConditionalGeneration`-style safetensors
+/// directory (separate q/k/v, no key bias, f16) give the same encoder; a directory without
+/// a config or with a missing tensor is a typed error naming it.
+#[test]
+fn whisper_hf_directory_loads_the_same_encoder() {
+    use burn::prelude::*;
+    use std::collections::HashMap;
+    let device = Device::flex();
+    let (_, store) = glaze::audio::ct2::read_ct2(&glaze::audio::default_tiny_en_path(), "encoder/")
+        .expect("reads");
+    let mut out: HashMap<String, (Vec<usize>, Vec<f32>)> = HashMap::new();
+    let mut put = |name: String, t: &glaze::core::StoredTensor| {
+        out.insert(name, (t.shape.clone(), t.data.clone()));
+    };
+    let p = "model.encoder.";
+    for (k, t) in &store.tensors {
+        let k = k.strip_prefix("encoder/").expect("encoder prefix");
+        let name = match k {
+            "num_heads" => continue,
+            "position_encodings/encodings" => "embed_positions.weight".to_string(),
+            "layer_norm/gamma" => "layer_norm.weight".to_string(),
+            "layer_norm/beta" => "layer_norm.bias".to_string(),
+            _ if k.starts_with("conv") => k.replace('/', "."),
+            _ => {
+                let (layer, rest) = k.split_once('/').expect("layer");
+                let i = layer.trim_start_matches("layer_");
+                let rest = rest
+                    .replace(
+                        "self_attention/layer_norm/gamma",
+                        "self_attn_layer_norm.weight",
+                    )
+                    .replace(
+                        "self_attention/layer_norm/beta",
+                        "self_attn_layer_norm.bias",
+                    )
+                    .replace("ffn/layer_norm/gamma", "final_layer_norm.weight")
+                    .replace("ffn/layer_norm/beta", "final_layer_norm.bias")
+                    .replace("self_attention/linear_1/", "self_attn.out_proj.")
+                    .replace("ffn/linear_0/", "fc1.")
+                    .replace("ffn/linear_1/", "fc2.");
+                if rest.starts_with("self_attention/linear_0/") {
+                    let d = 384;
+                    let is_w = rest.ends_with("weight");
+                    for (j, part) in ["q", "k", "v"].into_iter().enumerate() {
+                        if part == "k" && !is_w {
+                            continue;
+                        }
+                        let chunk = if is_w { d * d } else { d };
+                        let shape = if is_w { vec![d, d] } else { vec![d] };
+                        let data = t.data[j * chunk..(j + 1) * chunk].to_vec();
+                        let field = if is_w { "weight" } else { "bias" };
+                        put(
+                            format!("{p}layers.{i}.self_attn.{part}_proj.{field}"),
+                            &glaze::core::StoredTensor { shape, data },
+                        );
+                    }
+                    continue;
+                }
+                format!("layers.{i}.{rest}")
+            }
+        };
+        put(format!("{p}{name}"), t);
+    }
+    let dir = std::env::temp_dir().join(format!("glaze-whisper-hf-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let bytes: HashMap<String, Vec<u8>> = out
+        .iter()
+        .map(|(k, (_, d))| {
+            (
+                k.clone(),
+                d.iter()
+                    .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                    .collect(),
+            )
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = out
+        .iter()
+        .map(|(k, (s, _))| {
+            (
+                k.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F16, s.clone(), &bytes[k])
+                    .expect("view"),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).expect("write");
+    let missing_cfg =
+        glaze::audio::AudioEncoder::from_hf_dir(&dir, &device).expect_err("no config");
+    assert!(
+        missing_cfg.to_string().contains("config.json"),
+        "{missing_cfg}"
+    );
+    std::fs::write(
+        dir.join("config.json"),
+        r#"{"model_type": "whisper", "encoder_attention_heads": 6, "d_model": 384}"#,
+    )
+    .expect("config");
+    let hf = glaze::audio::AudioEncoder::from_hf_dir(&dir, &device).expect("HF dir loads");
+    let ct2 = tiny_en();
+    let audio = decode_file(&jfk(), &AudioLimits::default()).expect("decodes");
+    let a = ct2
+        .encode_clip(&audio, &device)
+        .expect("ct2")
+        .into_data()
+        .try_to_vec::<f32>()
+        .expect("f32");
+    let b = hf
+        .encode_clip(&audio, &device)
+        .expect("hf")
+        .into_data()
+        .try_to_vec::<f32>()
+        .expect("f32");
+    let diff = max_abs_diff(&a, &b);
+    assert!(diff < 1e-4, "HF dir vs model.bin: max |Δ| {diff}");
+    use glaze::core::Encoder;
+    assert_ne!(
+        hf.spec().name,
+        ct2.spec().name,
+        "the identity names the format"
+    );
+    // A tensor gone: typed error naming the directory and the tensor.
+    let mut views: Vec<(String, safetensors::tensor::TensorView<'_>)> = out
+        .iter()
+        .filter(|(k, _)| !k.ends_with("layers.2.fc2.weight"))
+        .map(|(k, (s, _))| {
+            (
+                k.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F16, s.clone(), &bytes[k])
+                    .expect("view"),
+            )
+        })
+        .collect();
+    views.sort_by(|x, y| x.0.cmp(&y.0));
+    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).expect("write");
+    let err = glaze::audio::AudioEncoder::from_hf_dir(&dir, &device).expect_err("missing tensor");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("layers.2.fc2.weight") && msg.contains("glaze-whisper-hf"),
+        "{msg}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Broken `model.bin` files are typed errors naming the file: empty, garbage, truncated, and a
+/// CTranslate2 model of another kind.
+#[test]
+fn broken_ct2_files_are_typed_errors() {
+    let device = burn::prelude::Device::flex();
+    let dir = std::env::temp_dir().join(format!("glaze-ct2-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let real = std::fs::read(glaze::audio::default_tiny_en_path()).expect("model.bin");
+    for (name, bytes) in [
+        ("empty.bin", Vec::new()),
+        ("garbage.bin", b"definitely not a model".to_vec()),
+        ("truncated.bin", real[..real.len() / 3].to_vec()),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, &bytes).expect("write");
+        let err = glaze::audio::AudioEncoder::from_ct2(&path, &device).expect_err(name);
+        assert!(err.to_string().contains(name), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

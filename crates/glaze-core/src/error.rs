@@ -120,6 +120,15 @@ pub enum Error {
         /// What the pipeline has.
         expected: String,
     },
+    /// A weights file or directory of a frozen encoder that cannot be used (bad header, missing or
+    /// misshapen tensors, unsupported dtype).
+    #[error("{path}: unusable weights: {problem}")]
+    Weights {
+        /// The file or directory.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
     /// A feature-cache entry that cannot be used.
     #[error("feature cache entry {path}: {problem}")]
     Cache {

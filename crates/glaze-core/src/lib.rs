@@ -19,6 +19,7 @@ pub mod rng;
 pub mod schedule;
 pub mod soft;
 pub mod soft_prompt;
+pub mod tensor_store;
 pub mod trainer;
 pub mod tuning;
 
@@ -41,6 +42,7 @@ pub use rng::SplitMix64;
 pub use schedule::LrSchedule;
 pub use soft::SoftTokens;
 pub use soft_prompt::{SoftPrompt, SoftPromptConfig};
+pub use tensor_store::{StoredTensor, TensorStore};
 pub use trainer::{RunOptions, StepInfo, TrainConfig, TrainReport, TrainTask, train};
 pub use tuning::{PromptTuningConfig, TuningExample, TuningReport, tune_soft_prompt};
 

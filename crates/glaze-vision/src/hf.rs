@@ -3,11 +3,11 @@
 
 use std::path::Path;
 
-use safetensors::SafeTensors;
+use glaze_core::tensor_store::safetensors_files;
 
 use crate::error::{Error, Result};
 use crate::vit::ViTConfig;
-use crate::weights::{Flavour, StoredTensor, TensorStore};
+use crate::weights::{Flavour, TensorStore};
 
 /// The fields of HF's `config.json` Glaze reads, with HF's names.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -82,20 +82,6 @@ impl HfVisionConfig {
     }
 }
 
-/// The `*.safetensors` files of a directory, sorted.
-pub fn safetensors_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|source| Error::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-        .collect();
-    files.sort();
-    Ok(files)
-}
-
 /// Reads `dir/config.json` and every `*.safetensors` file in `dir` (cast to f32).
 pub fn read_hf_dir(dir: &Path) -> Result<(ViTConfig, Flavour, TensorStore)> {
     let cfg_path = dir.join("config.json");
@@ -106,36 +92,7 @@ pub fn read_hf_dir(dir: &Path) -> Result<(ViTConfig, Flavour, TensorStore)> {
     let hf: HfVisionConfig = serde_json::from_str(&text)
         .map_err(|e| Error::weights(&cfg_path, format!("not a ViT/DINOv2 config: {e}")))?;
     let (config, flavour) = hf.into_config(&cfg_path)?;
-    let files = safetensors_files(dir)?;
-    if files.is_empty() {
-        return Err(Error::weights(dir, "no *.safetensors file"));
-    }
     let mut store = TensorStore::new(dir);
-    for file in &files {
-        let bytes = std::fs::read(file).map_err(|source| Error::Io {
-            path: file.clone(),
-            source,
-        })?;
-        let st = SafeTensors::deserialize(&bytes)
-            .map_err(|e| Error::weights(file, format!("not a safetensors file: {e}")))?;
-        for (name, view) in st.tensors() {
-            let data = glaze_core::checkpoint::view_to_f32(&view).ok_or_else(|| {
-                Error::weights(
-                    file,
-                    format!(
-                        "tensor `{name}` has dtype {:?}; expected f32, f16 or bf16",
-                        view.dtype()
-                    ),
-                )
-            })?;
-            store.tensors.insert(
-                name,
-                StoredTensor {
-                    shape: view.shape().to_vec(),
-                    data,
-                },
-            );
-        }
-    }
+    store.read_safetensors(&safetensors_files(dir)?)?;
     Ok((config, flavour, store))
 }

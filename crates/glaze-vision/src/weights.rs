@@ -17,9 +17,6 @@
 //! and, outside the layers: `embeddings.cls_token`, `embeddings.position_embeddings`,
 //! `embeddings.patch_embeddings.projection.{weight,bias}`, `layernorm.{weight,bias}`.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-
 use burn::module::Param;
 use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
@@ -37,77 +34,26 @@ pub enum Flavour {
     Vit,
 }
 
-/// One tensor of a store: shape and f32 values (cast at load).
-#[derive(Debug, Clone)]
-pub struct StoredTensor {
-    /// Shape.
-    pub shape: Vec<usize>,
-    /// Values, row-major.
-    pub data: Vec<f32>,
+pub use glaze_core::{StoredTensor, TensorStore};
+
+/// The prefix before `embeddings.cls_token` (`""`, `"backbone."`, `"dinov2."`, `"vit."`).
+pub fn prefix(store: &TensorStore) -> Result<String> {
+    store.prefix_of("embeddings.cls_token").ok_or_else(|| {
+        Error::weights(
+            &store.path,
+            "no `embeddings.cls_token`: not a ViT/DINOv2 checkpoint",
+        )
+    })
 }
 
-/// Named f32 tensors read from a weights file.
-#[derive(Debug, Clone)]
-pub struct TensorStore {
-    /// The file or directory they came from (for errors).
-    pub path: PathBuf,
-    /// Tensors by HF name.
-    pub tensors: HashMap<String, StoredTensor>,
-}
-
-impl TensorStore {
-    /// An empty store for `path`.
-    pub fn new(path: &Path) -> Self {
-        TensorStore {
-            path: path.to_path_buf(),
-            tensors: HashMap::new(),
-        }
-    }
-
-    /// The tensor `name` with exactly `shape`.
-    pub fn get(&self, name: &str, shape: &[usize]) -> Result<&StoredTensor> {
-        let t = self
-            .tensors
-            .get(name)
-            .ok_or_else(|| Error::weights(&self.path, format!("missing tensor `{name}`")))?;
-        if t.shape != shape {
-            return Err(Error::weights(
-                &self.path,
-                format!(
-                    "tensor `{name}` has shape {:?}, expected {shape:?}",
-                    t.shape
-                ),
-            ));
-        }
-        Ok(t)
-    }
-
-    /// The prefix before `embeddings.cls_token` (`""`, `"backbone."`, `"dinov2."`, `"vit."`).
-    pub fn prefix(&self) -> Result<String> {
-        let mut found: Vec<&String> = self
-            .tensors
-            .keys()
-            .filter(|k| k.ends_with("embeddings.cls_token"))
-            .collect();
-        found.sort();
-        let key = found.first().ok_or_else(|| {
-            Error::weights(
-                &self.path,
-                "no `embeddings.cls_token`: not a ViT/DINOv2 checkpoint",
-            )
-        })?;
-        Ok(key.trim_end_matches("embeddings.cls_token").to_string())
-    }
-
-    /// Number of `encoder.layer.{i}.` blocks present under `prefix`.
-    pub fn depth(&self, prefix: &str) -> usize {
-        (0..)
-            .take_while(|i| {
-                let head = format!("{prefix}encoder.layer.{i}.");
-                self.tensors.keys().any(|k| k.starts_with(&head))
-            })
-            .count()
-    }
+/// Number of `encoder.layer.{i}.` blocks under `prefix`.
+pub fn depth(store: &TensorStore, prefix: &str) -> usize {
+    (0..)
+        .take_while(|i| {
+            let head = format!("{prefix}encoder.layer.{i}.");
+            store.tensors.keys().any(|k| k.starts_with(&head))
+        })
+        .count()
 }
 
 fn tensor<const D: usize>(t: &StoredTensor, shape: [usize; D], device: &Device) -> Tensor<D> {
@@ -149,8 +95,8 @@ pub fn load_vit(
     store: &TensorStore,
     device: &Device,
 ) -> Result<ViT> {
-    let prefix = store.prefix()?;
-    let depth = store.depth(&prefix);
+    let prefix = prefix(store)?;
+    let depth = depth(store, &prefix);
     if depth != config.depth {
         return Err(Error::weights(
             &store.path,
