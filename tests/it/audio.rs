@@ -318,3 +318,31 @@ fn broken_ct2_files_are_typed_errors() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Whisper base, joined from its two PyPI parts, on jfk.wav (full window) against CTranslate2's
+/// own encoder output (tests/fixtures/make_whisper_base_ref.py; every 10th frame): within 1e-3.
+#[test]
+fn whisper_base_encoder_matches_ctranslate2_on_jfk() {
+    let device = burn::prelude::Device::flex();
+    let path = glaze::audio::default_base_path();
+    assert!(path.exists(), "{} missing: run `cargo xtask fetch`", path.display());
+    let enc = glaze::audio::AudioEncoder::from_ct2(&path, &device)
+        .expect("base loads")
+        .with_window(glaze::audio::Window::Full);
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/whisper_base_jfk_ref.npz");
+    let (shape, want) = read_npz_f32(&fixture, "encoder_out");
+    assert_eq!(shape, [56, 512]);
+    let audio = decode_file(&jfk(), &AudioLimits::default()).expect("decodes");
+    let got = enc
+        .encode_clip(&audio, &device)
+        .expect("encodes")
+        .into_data()
+        .try_to_vec::<f32>()
+        .expect("f32");
+    let picked: Vec<f32> = (0..56)
+        .flat_map(|i| got[i * 10 * 512..(i * 10 + 1) * 512].iter().copied())
+        .collect();
+    let diff = max_abs_diff(&picked, &want);
+    eprintln!("base encoder_out max |Δ| {diff:.2e}");
+    assert!(diff <= 1e-3, "max |Δ| {diff}");
+}

@@ -115,3 +115,35 @@ fn vision_adapters_keep_the_contract() {
         );
     }
 }
+
+#[test]
+fn speech_adapters_keep_the_contract() {
+    use glaze::speech::SpeechAdapterConfig;
+    let backbone = tiny(RopeLayout::Half, true);
+    for kind in [
+        SpeechAdapterConfig::FrameStack {
+            stride: 3,
+            hidden: 0,
+        },
+        SpeechAdapterConfig::FrameStack {
+            stride: 2,
+            hidden: 16,
+        },
+        SpeechAdapterConfig::Conv {
+            stride: 2,
+            layers: 2,
+            hidden: 16,
+        },
+    ] {
+        // 11 encoder frames of width 24 (not a multiple of the strides), into width 32.
+        harness::check_adapter(
+            &backbone,
+            &ByteCodec,
+            |d| kind.init(24, 32, d).expect("valid adapter config"),
+            |d| {
+                let v: Vec<f32> = (0..2 * 11 * 24).map(|i| (i as f32 * 0.29).cos()).collect();
+                Features::new(Tensor::from_data(TensorData::new(v, [2, 11, 24]), d))
+            },
+        );
+    }
+}

@@ -4,12 +4,14 @@
 //! - `ci`     fmt → tidy → clippy → fetch → tests → docs (what `.ci/run` calls)
 //! - `demo`   generation on the fetched SmolLM2, then soft-prompt training on it
 //! - `tidy`   the project's own conventions, checked
+//! - `speech-data`  an espeak-ng corpus of transcribed sentences (into the cache)
 //! - `bench`  speed and memory against peers, written to docs/benchmarks.md
 //! - `results timeseries`  the ETTh1/ETTh2 sweep behind docs/results/timeseries.md
 //! - `results vision`  the textile and generated-shapes sweep behind docs/results/vision.md
 
 mod bench;
 mod fetch;
+mod speech_data;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +25,7 @@ fn main() -> ExitCode {
         Some("demo") => demo(),
         Some("tidy") => tidy::tidy(&root()),
         Some("bench") => bench::bench(&args[1..]),
+        Some("speech-data") => speech_data::speech_data(&args[1..]),
         Some("results") if args.get(1).map(String::as_str) == Some("timeseries") => {
             results_timeseries(&args[2..])
         }
@@ -31,7 +34,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <fetch|ci|demo|tidy|bench|results timeseries|results vision>"
+                "usage: cargo xtask <fetch|ci|demo|tidy|bench|speech-data|results timeseries|results vision>"
             );
             return ExitCode::from(2);
         }

@@ -2,6 +2,7 @@
 #![allow(clippy::print_stdout)]
 
 mod bench;
+mod speech;
 mod sweep;
 mod timeseries;
 mod vision;
@@ -121,6 +122,9 @@ enum Cmd {
     /// Images through the frozen LLM: train and evaluate vision adapters.
     #[command(subcommand)]
     Vision(vision::VisionCmd),
+    /// Speech through the frozen LLM: train, evaluate and use speech recognition adapters.
+    #[command(subcommand)]
+    Speech(speech::SpeechCmd),
     /// Ask the frozen LLM about an image with a trained vision adapter.
     Ask {
         /// The image file.
@@ -307,6 +311,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Cmd::Bench(args) => bench::run(args)?,
         Cmd::Timeseries(cmd) => timeseries::run(cmd)?,
         Cmd::Vision(cmd) => vision::run(cmd)?,
+        Cmd::Speech(cmd) => speech::run(cmd)?,
         Cmd::Ask {
             image,
             adapter,

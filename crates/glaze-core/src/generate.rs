@@ -3,8 +3,8 @@
 
 use std::time::Instant;
 
-use crate::error::Result;
-use crate::{ForwardOptions, FrozenBackbone, Prompt, TextCodec, embed_batch};
+use crate::error::{Error, Result};
+use crate::{ForwardOptions, FrozenBackbone, KvCache, Prompt, TextCodec, embed_batch};
 use burn::prelude::*;
 
 /// Settings of a generation.
@@ -176,9 +176,41 @@ fn generate_inner(
             ..Default::default()
         },
     );
-    let (mut logits, v) = last_logits(backbone, hidden);
+    let (logits, v) = last_logits(backbone, hidden);
     let prefill_secs = start.elapsed().as_secs_f64();
     let start = Instant::now();
+    let (ids, done) = decode_loop(backbone, codec, &mut cache, logits, v, b, budget, config, on_text)?;
+    let decode_secs = start.elapsed().as_secs_f64();
+    ids.into_iter()
+        .zip(done)
+        .zip(batch.lengths)
+        .map(|((ids, done), prompt_len)| {
+            Ok(Generation {
+                text: codec.decode(&ids, false)?,
+                ids,
+                prompt_len,
+                finish: done.unwrap_or(FinishReason::Length),
+                prefill_secs,
+                decode_secs,
+            })
+        })
+        .collect()
+}
+
+/// Greedy/sampled decoding from logits `[b, v]` of the last prompt position, feeding each new
+/// token through the cache. Returns the new ids per row and why each row stopped.
+#[allow(clippy::too_many_arguments)]
+fn decode_loop(
+    backbone: &dyn FrozenBackbone,
+    codec: &dyn TextCodec,
+    cache: &mut KvCache,
+    mut logits: Vec<f32>,
+    v: usize,
+    b: usize,
+    budget: usize,
+    config: &GenerationConfig,
+    on_text: &mut dyn FnMut(&str),
+) -> Result<(Vec<Vec<u32>>, Vec<Option<FinishReason>>)> {
     let mut rng = SplitMix64::new(config.seed);
     let mut ids: Vec<Vec<u32>> = vec![Vec::new(); b];
     let mut done: Vec<Option<FinishReason>> = vec![None; b];
@@ -219,24 +251,51 @@ fn generate_inner(
             break;
         }
         let t = Tensor::<2, Int>::from_data(TensorData::new(next, [b, 1]), backbone.device());
-        let hidden = backbone.forward(backbone.embed(t), ForwardOptions::cached(&mut cache));
+        let hidden = backbone.forward(backbone.embed(t), ForwardOptions::cached(cache));
         logits = last_logits(backbone, hidden).0;
     }
-    let decode_secs = start.elapsed().as_secs_f64();
-    ids.into_iter()
-        .zip(done)
-        .zip(batch.lengths)
-        .map(|((ids, done), prompt_len)| {
-            Ok(Generation {
-                text: codec.decode(&ids, false)?,
-                ids,
-                prompt_len,
-                finish: done.unwrap_or(FinishReason::Length),
-                prefill_secs,
-                decode_secs,
-            })
-        })
-        .collect()
+    Ok((ids, done))
+}
+
+/// Continues a single prompt whose beginning is already in `cache`: prefills `tail` (embeddings
+/// `[1, T, D]`, T ≥ 1) through the cache, then decodes. Used by streaming, where most of the
+/// prompt was prefilled while the input was still arriving; `prefill_secs` covers only the tail.
+pub fn generate_cached(
+    backbone: &dyn FrozenBackbone,
+    codec: &dyn TextCodec,
+    cache: &mut KvCache,
+    tail: Tensor<3>,
+    config: &GenerationConfig,
+    mut on_text: impl FnMut(&str),
+) -> Result<Generation> {
+    let [b, t, _] = tail.dims();
+    if b != 1 || t == 0 {
+        return Err(Error::InvalidConfig {
+            field: "tail",
+            problem: format!("one row of at least one position, got [{b}, {t}]"),
+        });
+    }
+    let max = backbone.spec().context_length;
+    let prompt_len = cache.len() + t;
+    if prompt_len > max {
+        return Err(Error::ContextOverflow { len: prompt_len, max });
+    }
+    let budget = config.max_new_tokens.min(max - prompt_len);
+    let start = Instant::now();
+    let hidden = backbone.forward(tail, ForwardOptions::cached(cache));
+    let (logits, v) = last_logits(backbone, hidden);
+    let prefill_secs = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let (mut ids, mut done) = decode_loop(backbone, codec, cache, logits, v, 1, budget, config, &mut on_text)?;
+    let ids = ids.remove(0);
+    Ok(Generation {
+        text: codec.decode(&ids, false)?,
+        ids,
+        prompt_len,
+        finish: done.remove(0).unwrap_or(FinishReason::Length),
+        prefill_secs,
+        decode_secs: start.elapsed().as_secs_f64(),
+    })
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod adapter;
+pub mod answer;
 pub mod atomic;
 pub mod backbone;
 pub mod checkpoint;
@@ -29,7 +30,9 @@ pub use checkpoint::{AdapterIdentity, BackboneIdentity, Checkpoint, TrainState};
 pub use device::DeviceChoice;
 pub use error::{Error, Result};
 pub use feature_cache::{CachedArray, FeatureCache};
-pub use generate::{FinishReason, Generation, GenerationConfig, generate, generate_batch};
+pub use generate::{
+    FinishReason, Generation, GenerationConfig, generate, generate_batch, generate_cached,
+};
 pub use loss::RegressionLoss;
 pub use optim::{AdamW, AdamWSettings};
 pub use params::{NamedTensor, count_params, export_params, import_params};

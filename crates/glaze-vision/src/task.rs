@@ -3,10 +3,10 @@
 //! only (prompt and soft tokens masked out); evaluation generates greedily and compares text.
 
 use burn::prelude::*;
-use glaze_core::loss::masked_cross_entropy;
+use glaze_core::answer::{answer_loss, answer_target, chat_segments};
 use glaze_core::{
-    Adapter, ChatMessage, Condition, Features, ForwardOptions, FrozenBackbone, GenerationConfig,
-    Prompt, SoftTokens, TextCodec, TrainTask, embed_batch, generate_batch,
+    Adapter, Condition, Features, FrozenBackbone, GenerationConfig, Prompt, SoftTokens, TextCodec,
+    TrainTask, embed_batch, generate_batch,
 };
 
 use crate::adapter::VisionAdapter;
@@ -64,17 +64,10 @@ pub struct VisionPipeline<'a> {
 impl VisionPipeline<'_> {
     /// Token ids before and after the image in the rendered chat (with the generation prompt).
     pub fn frame(&self, question: &str) -> glaze_core::Result<(Vec<u32>, Vec<u32>)> {
-        let text = self.codec.render_chat(
-            &[
-                ChatMessage::new("system", SYSTEM),
-                ChatMessage::user(format!("{MARKER}\n{question}")),
-            ],
-            true,
-        )?;
-        let (before, after) = text
-            .split_once(MARKER)
-            .expect("invariant: the marker survives the chat template");
-        Ok((self.codec.encode(before)?, self.codec.encode(after)?))
+        let mut parts =
+            chat_segments(self.codec, SYSTEM, &format!("{MARKER}\n{question}"), MARKER)?;
+        let after = parts.pop().unwrap_or_default();
+        Ok((parts.pop().unwrap_or_default(), after))
     }
 
     /// The instruction as adapter condition (InstructBLIP): question embeddings, left-padded.
@@ -132,19 +125,6 @@ impl VisionPipeline<'_> {
             .collect()
     }
 
-    /// Answer ids followed by the end-of-turn id.
-    fn target(&self, answer: &str) -> glaze_core::Result<Vec<u32>> {
-        let mut ids = self.codec.encode(answer)?;
-        ids.push(
-            *self
-                .codec
-                .stop_ids()
-                .first()
-                .unwrap_or(&self.codec.pad_id()),
-        );
-        Ok(ids)
-    }
-
     /// Mean cross-entropy of the answers (and their end-of-turn), a tracked scalar.
     pub fn answer_loss(
         &self,
@@ -155,38 +135,11 @@ impl VisionPipeline<'_> {
     ) -> glaze_core::Result<Tensor<1>> {
         let targets: Vec<Vec<u32>> = items
             .iter()
-            .map(|i| self.target(&i.answer))
+            .map(|i| answer_target(self.codec, &i.answer))
             .collect::<glaze_core::Result<_>>()?;
         let soft = self.soft_tokens(model, bank, items, device)?;
         let prompts = self.prompts(Some(soft), items, Some(&targets))?;
-        let batch = embed_batch(self.backbone, self.codec, &prompts)?;
-        let t = batch.embeds.dims()[1];
-        let b = items.len();
-        let l = targets.iter().map(Vec::len).max().unwrap_or(1);
-        let mut ids = vec![0i64; b * l];
-        let mut weights = vec![0f32; b * l];
-        for (r, tgt) in targets.iter().enumerate() {
-            let off = l - tgt.len();
-            for (j, &id) in tgt.iter().enumerate() {
-                ids[r * l + off + j] = i64::from(id);
-                weights[r * l + off + j] = 1.0;
-            }
-        }
-        let padded = batch.lengths.iter().any(|&n| n != t);
-        let hidden = self.backbone.forward(
-            batch.embeds,
-            ForwardOptions {
-                mask: padded.then_some(batch.mask),
-                ..Default::default()
-            },
-        );
-        // Positions t-l-1 .. t-1 predict the last l tokens of every (left-padded) row.
-        let logits = self
-            .backbone
-            .lm_head(hidden.slice(s![.., t - l - 1..t - 1, ..]));
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, l]), device);
-        let weights = Tensor::<2>::from_data(TensorData::new(weights, [b, l]), device);
-        Ok(masked_cross_entropy(logits, ids, weights))
+        answer_loss(self.backbone, self.codec, &prompts, &targets, device)
     }
 
     /// Greedy answers, `batch` prompts at a time. `model = None` asks without any soft tokens

@@ -8,6 +8,8 @@ pub use glaze_core::{
     SoftPrompt, SoftTokens, TextCodec,
 };
 pub use glaze_llm as llm;
+#[cfg(feature = "speech")]
+pub use glaze_speech as speech;
 #[cfg(feature = "timeseries")]
 pub use glaze_timeseries as timeseries;
 #[cfg(feature = "vision")]

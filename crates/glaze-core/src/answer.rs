@@ -1,0 +1,111 @@
+//! Answering in words through the frozen LLM — what every plugin's question-answering,
+//! captioning and transcription tasks share: a chat prompt with soft-token runs spliced in at
+//! markers, a teacher-forced cross-entropy on the answer tokens only (prompt and soft tokens
+//! masked out), and greedy answers.
+
+use burn::prelude::*;
+
+use crate::backbone::{ChatMessage, ForwardOptions, FrozenBackbone, TextCodec};
+use crate::error::{Error, Result};
+use crate::loss::masked_cross_entropy;
+use crate::prompt::{Prompt, embed_batch};
+
+/// The rendered chat (system line, user turn, generation prompt) as token ids, split at every
+/// occurrence of `marker` in the user turn: `k` markers give `k + 1` segments, between which
+/// soft tokens go.
+pub fn chat_segments(
+    codec: &dyn TextCodec,
+    system: &str,
+    user: &str,
+    marker: &str,
+) -> Result<Vec<Vec<u32>>> {
+    let text = codec.render_chat(
+        &[ChatMessage::new("system", system), ChatMessage::user(user)],
+        true,
+    )?;
+    let expected = user.matches(marker).count();
+    let parts: Vec<&str> = text.split(marker).collect();
+    if parts.len() != expected + 1 {
+        return Err(Error::InvalidConfig {
+            field: "marker",
+            problem: format!(
+                "`{marker}` appears {expected} times in the user turn but {} times in the rendered chat",
+                parts.len() - 1
+            ),
+        });
+    }
+    parts.into_iter().map(|p| codec.encode(p)).collect()
+}
+
+/// A prompt from chat segments with soft-token runs between them (`runs.len()` must be
+/// `segments.len() - 1`), optionally followed by the answer ids.
+pub fn interleave(
+    segments: &[Vec<u32>],
+    runs: Vec<crate::soft::SoftTokens>,
+    answer: Option<Vec<u32>>,
+) -> Prompt {
+    let mut p = Prompt::new();
+    let mut runs = runs.into_iter();
+    for (i, seg) in segments.iter().enumerate() {
+        if i > 0
+            && let Some(r) = runs.next()
+        {
+            p = p.soft(r);
+        }
+        p = p.ids(seg.clone());
+    }
+    if let Some(a) = answer {
+        p = p.ids(a);
+    }
+    p
+}
+
+/// The ids of `answer` followed by the end-of-turn id (so the model learns to stop).
+pub fn answer_target(codec: &dyn TextCodec, answer: &str) -> Result<Vec<u32>> {
+    let mut ids = codec.encode(answer)?;
+    ids.push(*codec.stop_ids().first().unwrap_or(&codec.pad_id()));
+    Ok(ids)
+}
+
+/// Mean cross-entropy of `targets[i]`, which each `prompts[i]` ends with (a tracked scalar when
+/// the soft tokens are). Rows are left-padded to one length; only target positions count.
+pub fn answer_loss(
+    backbone: &dyn FrozenBackbone,
+    codec: &dyn TextCodec,
+    prompts: &[Prompt],
+    targets: &[Vec<u32>],
+    device: &Device,
+) -> Result<Tensor<1>> {
+    let batch = embed_batch(backbone, codec, prompts)?;
+    let t = batch.embeds.dims()[1];
+    let b = targets.len();
+    let l = targets.iter().map(Vec::len).max().unwrap_or(1);
+    if l + 1 > t {
+        return Err(Error::InvalidConfig {
+            field: "targets",
+            problem: format!("answers of {l} tokens do not fit prompts of {t} positions"),
+        });
+    }
+    let mut ids = vec![0i64; b * l];
+    let mut weights = vec![0f32; b * l];
+    for (r, tgt) in targets.iter().enumerate() {
+        let off = l - tgt.len();
+        for (j, &id) in tgt.iter().enumerate() {
+            ids[r * l + off + j] = i64::from(id);
+            weights[r * l + off + j] = 1.0;
+        }
+    }
+    let padded = batch.lengths.iter().any(|&n| n != t);
+    let hidden = backbone.forward(
+        batch.embeds,
+        ForwardOptions {
+            mask: padded.then_some(batch.mask),
+            ..Default::default()
+        },
+    );
+    // Positions t-l-1 .. t-1 predict the last l tokens of every (left-padded) row.
+    let logits = backbone.lm_head(hidden.slice(s![.., t - l - 1..t - 1, ..]));
+    let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, l]), device);
+    let weights = Tensor::<2>::from_data(TensorData::new(weights, [b, l]), device);
+    Ok(masked_cross_entropy(logits, ids, weights))
+}

@@ -1,0 +1,160 @@
+//! Speech recognition through the frozen LLM: the adapter's soft tokens for a clip go into a
+//! chat prompt ("<audio> Transcribe the audio."), the LLM writes the transcript. Training is
+//! cross-entropy on the transcript tokens only (core `answer_loss`); recognition is greedy.
+
+use burn::prelude::*;
+use glaze_core::answer::{answer_loss, answer_target, chat_segments, interleave};
+use glaze_core::{Adapter, FrozenBackbone, GenerationConfig, Prompt, SoftTokens, TextCodec, TrainTask, generate_batch};
+
+use crate::adapter::SpeechAdapter;
+use crate::bank::ClipBank;
+
+/// The system line of every prompt.
+pub const SYSTEM: &str = "You transcribe speech.";
+/// The user turn; the soft tokens replace [`MARKER`].
+pub const INSTRUCTION: &str = "<audio>\nTranscribe the audio.";
+/// Where the soft tokens go.
+pub const MARKER: &str = "<audio>";
+
+/// A clip of the bank and its transcript.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpeechItem {
+    /// Index into the [`ClipBank`].
+    pub clip: usize,
+    /// The transcript.
+    pub text: String,
+}
+
+/// The frozen LLM and its text side.
+#[derive(Clone, Copy)]
+pub struct SpeechPipeline<'a> {
+    /// The frozen backbone.
+    pub backbone: &'a dyn FrozenBackbone,
+    /// Its tokenizer and chat template.
+    pub codec: &'a dyn TextCodec,
+}
+
+impl SpeechPipeline<'_> {
+    /// Token ids around the audio in the rendered chat.
+    pub fn segments(&self) -> glaze_core::Result<Vec<Vec<u32>>> {
+        chat_segments(self.codec, SYSTEM, INSTRUCTION, MARKER)
+    }
+
+    /// Soft tokens per clip: each row keeps its own `num_tokens(frames)` tokens.
+    pub fn soft_tokens(
+        &self,
+        model: &SpeechAdapter,
+        bank: &ClipBank,
+        clips: &[usize],
+        device: &Device,
+    ) -> Vec<SoftTokens> {
+        let features = bank.batch(clips, device);
+        let all = model.adapt(&features, None);
+        let d = all.dims()[2];
+        clips
+            .iter()
+            .enumerate()
+            .map(|(r, &c)| {
+                let n = model.num_tokens(bank.len_of(c));
+                SoftTokens::new(all.clone().slice([r..r + 1, 0..n, 0..d]).reshape([n, d]))
+            })
+            .collect()
+    }
+
+    /// Prompts for `clips`, optionally ending with the target ids.
+    pub fn prompts(
+        &self,
+        soft: Vec<SoftTokens>,
+        targets: Option<&[Vec<u32>]>,
+    ) -> glaze_core::Result<Vec<Prompt>> {
+        let segments = self.segments()?;
+        Ok(soft
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| interleave(&segments, vec![s], targets.map(|t| t[i].clone())))
+            .collect())
+    }
+
+    /// Mean cross-entropy of the transcripts.
+    pub fn loss(
+        &self,
+        model: &SpeechAdapter,
+        bank: &ClipBank,
+        items: &[&SpeechItem],
+        device: &Device,
+    ) -> glaze_core::Result<Tensor<1>> {
+        let targets: Vec<Vec<u32>> = items
+            .iter()
+            .map(|i| answer_target(self.codec, &i.text))
+            .collect::<glaze_core::Result<_>>()?;
+        let clips: Vec<usize> = items.iter().map(|i| i.clip).collect();
+        let soft = self.soft_tokens(model, bank, &clips, device);
+        let prompts = self.prompts(soft, Some(&targets))?;
+        answer_loss(self.backbone, self.codec, &prompts, &targets, device)
+    }
+
+    /// Greedy transcripts, `batch` clips at a time.
+    pub fn transcribe(
+        &self,
+        model: &SpeechAdapter,
+        bank: &ClipBank,
+        clips: &[usize],
+        batch: usize,
+        max_new_tokens: usize,
+    ) -> glaze_core::Result<Vec<String>> {
+        let device = self.backbone.device().clone();
+        let config = GenerationConfig::new().with_max_new_tokens(max_new_tokens);
+        let mut out = Vec::with_capacity(clips.len());
+        for chunk in clips.chunks(batch.max(1)) {
+            let soft = self.soft_tokens(model, bank, chunk, &device);
+            let prompts = self.prompts(soft, None)?;
+            for g in generate_batch(self.backbone, self.codec, &prompts, &config)? {
+                out.push(g.text.trim().to_string());
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Training a speech adapter on transcribed clips.
+pub struct AsrTask<'a> {
+    /// The frozen LLM.
+    pub pipeline: SpeechPipeline<'a>,
+    /// Frozen clip features.
+    pub bank: &'a ClipBank,
+    /// Training clips.
+    pub train: &'a [SpeechItem],
+    /// Validation clips (transcript cross-entropy is the validation value).
+    pub val: Option<&'a [SpeechItem]>,
+    /// Micro-batch for validation.
+    pub eval_batch: usize,
+}
+
+impl TrainTask for AsrTask<'_> {
+    type Model = SpeechAdapter;
+
+    fn train_len(&self) -> usize {
+        self.train.len()
+    }
+
+    fn loss(&self, model: &SpeechAdapter, batch: &[usize]) -> glaze_core::Result<Tensor<1>> {
+        let device = self.pipeline.backbone.device().clone().autodiff();
+        let items: Vec<&SpeechItem> = batch.iter().map(|&i| &self.train[i]).collect();
+        self.pipeline.loss(model, self.bank, &items, &device)
+    }
+
+    fn validate(&self, model: &SpeechAdapter) -> glaze_core::Result<Option<f64>> {
+        let Some(val) = self.val else {
+            return Ok(None);
+        };
+        let device = self.pipeline.backbone.device().clone();
+        let model = model.valid();
+        let mut total = 0.0;
+        for chunk in val.chunks(self.eval_batch.max(1)) {
+            let items: Vec<&SpeechItem> = chunk.iter().collect();
+            let loss = self.pipeline.loss(&model, self.bank, &items, &device)?.into_scalar::<f32>();
+            total += f64::from(loss) * chunk.len() as f64;
+        }
+        Ok(Some(total / val.len() as f64))
+    }
+}

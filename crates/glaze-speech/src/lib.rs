@@ -1,0 +1,20 @@
+#![doc = include_str!("../README.md")]
+
+pub mod adapter;
+pub mod asr;
+pub mod bank;
+pub mod conv;
+pub mod corpus;
+pub mod error;
+pub mod experiment;
+pub mod frame_stack;
+pub mod stream;
+pub mod wer;
+
+pub use adapter::{SpeechAdapter, SpeechAdapterConfig};
+pub use asr::{AsrTask, SpeechItem, SpeechPipeline};
+pub use bank::{ClipBank, encode_files, open_cache};
+pub use stream::{StreamResult, StreamingRecognizer};
+pub use corpus::{Split, Utterance, fsdd, synthetic};
+pub use error::{Error, Result};
+pub use wer::{WerCount, wer};
