@@ -325,11 +325,16 @@ fn broken_ct2_files_are_typed_errors() {
 fn whisper_base_encoder_matches_ctranslate2_on_jfk() {
     let device = burn::prelude::Device::flex();
     let path = glaze::audio::default_base_path();
-    assert!(path.exists(), "{} missing: run `cargo xtask fetch`", path.display());
+    assert!(
+        path.exists(),
+        "{} missing: run `cargo xtask fetch`",
+        path.display()
+    );
     let enc = glaze::audio::AudioEncoder::from_ct2(&path, &device)
         .expect("base loads")
         .with_window(glaze::audio::Window::Full);
-    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/whisper_base_jfk_ref.npz");
+    let fixture =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/whisper_base_jfk_ref.npz");
     let (shape, want) = read_npz_f32(&fixture, "encoder_out");
     assert_eq!(shape, [56, 512]);
     let audio = decode_file(&jfk(), &AudioLimits::default()).expect("decodes");

@@ -147,3 +147,24 @@ fn speech_adapters_keep_the_contract() {
         );
     }
 }
+
+#[test]
+fn audio_aligner_keeps_the_contract() {
+    let backbone = tiny(RopeLayout::Half, true);
+    let config = glaze::audio::AptConfig {
+        queries: 4,
+        width: 16,
+        layers: 1,
+        heads: 2,
+        instruction: false,
+    };
+    harness::check_adapter(
+        &backbone,
+        &ByteCodec,
+        |d| config.init(24, 32, d).expect("valid aligner config"),
+        |d| {
+            let v: Vec<f32> = (0..2 * 9 * 24).map(|i| (i as f32 * 0.17).sin()).collect();
+            Features::new(Tensor::from_data(TensorData::new(v, [2, 9, 24]), d))
+        },
+    );
+}

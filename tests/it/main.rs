@@ -5,6 +5,7 @@ mod bad_input;
 mod contract;
 mod hf_dir;
 mod kquants;
+mod mixed;
 mod real_model;
 mod speech;
 mod timeseries;

@@ -42,7 +42,10 @@ fn frame_stacking_groups_frames_and_ignores_padding() {
     let long: Vec<f32> = (0..8 * 4).map(|i| (i as f32 * 0.3).sin()).collect();
     let short = long[..5 * 4].to_vec();
     let alone = model.adapt(
-        &Features::new(Tensor::from_data(TensorData::new(short.clone(), [1, 5, 4]), &device)),
+        &Features::new(Tensor::from_data(
+            TensorData::new(short.clone(), [1, 5, 4]),
+            &device,
+        )),
         None,
     );
     assert_eq!(alone.dims(), [1, 2, 6]);
@@ -54,13 +57,20 @@ fn frame_stacking_groups_frames_and_ignores_padding() {
     assert_eq!(batch.dims(), [2, 3, 6]);
     let row = values(batch.slice([1..2, 0..2, 0..6]));
     let a = values(alone.clone());
-    let diff = row.iter().zip(&a).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    let diff = row
+        .iter()
+        .zip(&a)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
     assert!(diff < 1e-6, "padded row differs by {diff}");
     // Changing frame 4 (token 1) leaves token 0 alone.
     let mut changed = bank.rows[1].clone();
     changed[4 * 4] += 1.0;
     let other = model.adapt(
-        &Features::new(Tensor::from_data(TensorData::new(changed, [1, 5, 4]), &device)),
+        &Features::new(Tensor::from_data(
+            TensorData::new(changed, [1, 5, 4]),
+            &device,
+        )),
         None,
     );
     let t0 = |t: Tensor<3>| values(t.slice([0..1, 0..1, 0..6]));
@@ -76,15 +86,15 @@ fn frame_stacking_groups_frames_and_ignores_padding() {
     };
     assert_eq!(conv.num_tokens(50), 13);
     let conv_model = conv.init(4, 6, &device).expect("init");
-    let out = conv_model.adapt(
-        &Features::new(Tensor::zeros([1, 50, 4], &device)),
-        None,
-    );
+    let out = conv_model.adapt(&Features::new(Tensor::zeros([1, 50, 4], &device)), None);
     assert_eq!(out.dims(), [1, 13, 6]);
     assert!(
-        SpeechAdapterConfig::FrameStack { stride: 0, hidden: 0 }
-            .init(4, 6, &device)
-            .is_err()
+        SpeechAdapterConfig::FrameStack {
+            stride: 0,
+            hidden: 0
+        }
+        .init(4, 6, &device)
+        .is_err()
     );
 }
 
@@ -92,7 +102,9 @@ fn fsdd_data(encoder: &AudioEncoder, limits: SplitLimits) -> SpeechData {
     let utts = glaze::speech::fsdd(&shared_dir().join("data/fsdd")).expect("FSDD");
     assert_eq!(utts.len(), 3000);
     assert_eq!(
-        utts.iter().filter(|u| u.split == glaze::speech::Split::Test).count(),
+        utts.iter()
+            .filter(|u| u.split == glaze::speech::Split::Test)
+            .count(),
         300
     );
     let mut data = SpeechData::default();
@@ -107,11 +119,21 @@ fn fsdd_data(encoder: &AudioEncoder, limits: SplitLimits) -> SpeechData {
 fn tiny_recognition_run_checkpoints_and_checks_identity() {
     let encoder = tiny_encoder(1);
     let backbone = tiny_llama_long();
-    let data = fsdd_data(&encoder, SplitLimits { train: 12, val: 4, test: 4 });
+    let data = fsdd_data(
+        &encoder,
+        SplitLimits {
+            train: 12,
+            val: 4,
+            test: 4,
+        },
+    );
     assert_eq!((data.train.len(), data.val.len()), (12, 4));
     let dir = scratch("tiny");
     let spec = ex::RunSpec {
-        adapter: SpeechAdapterConfig::FrameStack { stride: 4, hidden: 0 },
+        adapter: SpeechAdapterConfig::FrameStack {
+            stride: 4,
+            hidden: 0,
+        },
         train: TrainConfig {
             batch_size: 4,
             lr: 1e-3,
@@ -141,9 +163,20 @@ fn tiny_recognition_run_checkpoints_and_checks_identity() {
     let other = tiny_encoder(1).with_window(Window::Full);
     let err = ex::load_adapter(&backbone, &other, &path).expect_err("other window");
     let msg = err.to_string();
-    assert!(msg.contains("tiny-random/trim") && msg.contains("tiny-random/full"), "{msg}");
-    let (hyps, counts) = ex::evaluate(&backbone, &ByteCodec, &loaded, &data.bank, &data.tests[0].1, 4, 4)
-        .expect("transcribes");
+    assert!(
+        msg.contains("tiny-random/trim") && msg.contains("tiny-random/full"),
+        "{msg}"
+    );
+    let (hyps, counts) = ex::evaluate(
+        &backbone,
+        &ByteCodec,
+        &loaded,
+        &data.bank,
+        &data.tests[0].1,
+        4,
+        4,
+    )
+    .expect("transcribes");
     assert_eq!(hyps.len(), 4);
     assert_eq!(counts.words, 4, "one digit word per clip");
     let _ = std::fs::remove_dir_all(&dir);
@@ -157,18 +190,24 @@ fn streaming_matches_the_offline_prompt_over_the_same_chunks() {
     let backbone = tiny_llama_long();
     let device = Device::flex();
     device.seed(6);
-    let adapter = SpeechAdapterConfig::FrameStack { stride: 4, hidden: 0 }
-        .init(24, 32, &device)
-        .expect("init");
+    let adapter = SpeechAdapterConfig::FrameStack {
+        stride: 4,
+        hidden: 0,
+    }
+    .init(24, 32, &device)
+    .expect("init");
     let audio = glaze::audio::resample(
-        &decode_file(&shared_dir().join("data/fsdd/recordings/5_george_3.wav"), &AudioLimits::default())
-            .expect("decodes"),
+        &decode_file(
+            &shared_dir().join("data/fsdd/recordings/5_george_3.wav"),
+            &AudioLimits::default(),
+        )
+        .expect("decodes"),
         16_000,
     )
     .expect("resamples");
     let chunk = 8000; // 0.5 s
-    let mut stream = StreamingRecognizer::new(&backbone, &ByteCodec, &encoder, &adapter, 0.5)
-        .expect("starts");
+    let mut stream =
+        StreamingRecognizer::new(&backbone, &ByteCodec, &encoder, &adapter, 0.5).expect("starts");
     let mut processed = 0;
     for piece in audio.samples.chunks(3000) {
         processed += stream.push(piece);
@@ -218,13 +257,23 @@ fn real_speech_adapter_learns_digits() {
     let model = smollm2();
     let device = Device::flex();
     let encoder = AudioEncoder::load_default(&device).expect("tiny.en (cargo xtask fetch)");
-    let data = fsdd_data(&encoder, SplitLimits { train: 80, val: 0, test: 16 });
+    let data = fsdd_data(
+        &encoder,
+        SplitLimits {
+            train: 80,
+            val: 0,
+            test: 16,
+        },
+    );
     let test: Vec<&SpeechItem> = data.tests[0].1.iter().collect();
     let pipeline = SpeechPipeline {
         backbone: &model.llama,
         codec: &model.tokenizer,
     };
-    let cfg = SpeechAdapterConfig::FrameStack { stride: 4, hidden: 0 };
+    let cfg = SpeechAdapterConfig::FrameStack {
+        stride: 4,
+        hidden: 0,
+    };
     let spec = ex::RunSpec {
         adapter: cfg.clone(),
         train: TrainConfig {
@@ -266,5 +315,98 @@ fn real_speech_adapter_learns_digits() {
     let err = glaze::speech::encode_files(&encoder, None, &[bad], &AudioLimits::default(), &device)
         .expect_err("corrupt");
     assert!(err.to_string().contains("broken.wav"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// General audio on tiny models: the three tasks are built over real FSDD clips and generated
+/// sounds (pairs hold two clips, never the same digit), the aligner trains and reloads, and
+/// the no-audio baseline prompt carries no soft tokens.
+#[test]
+fn tiny_audio_tasks_train_and_reload() {
+    use glaze::audio::experiment::{self as aex, TaskSizes};
+    use glaze::audio::{AptConfig, AudioPipeline};
+    let encoder = tiny_encoder(9);
+    let backbone = tiny_llama_long();
+    let fsdd = glaze::audio::corpus::fsdd(&shared_dir().join("data/fsdd")).expect("FSDD");
+    let data = aex::build(
+        &encoder,
+        None,
+        &fsdd,
+        TaskSizes {
+            speaker: (6, 2, 3),
+            compare: (4, 0, 2),
+            sound: (6, 2, 3),
+        },
+        &Device::flex(),
+    )
+    .expect("builds");
+    let count = |task: &str| data.train.iter().filter(|i| i.task == task).count();
+    assert_eq!(
+        (count("speaker"), count("compare"), count("sound")),
+        (6, 4, 6)
+    );
+    for pair in data.train.iter().filter(|i| i.task == "compare") {
+        assert_eq!(pair.clips.len(), 2);
+        assert_eq!(pair.question.matches("<audio>").count(), 2);
+    }
+    let speakers: std::collections::BTreeSet<&str> =
+        fsdd.iter().map(|u| u.speaker.as_str()).collect();
+    assert_eq!(speakers.len(), 6);
+    let config = AptConfig {
+        queries: 3,
+        width: 16,
+        layers: 1,
+        heads: 2,
+        instruction: true,
+    };
+    let dir = scratch("audio");
+    let train = TrainConfig {
+        batch_size: 4,
+        lr: 1e-3,
+        max_steps: Some(2),
+        epochs: 1,
+        schedule: LrSchedule::Constant,
+        seed: 3,
+        checkpoint_every: 1,
+        ..TrainConfig::default()
+    };
+    let (trained, steps, _, _) = aex::train_aligner(
+        &backbone,
+        &ByteCodec,
+        &encoder,
+        &data,
+        &config,
+        &train,
+        Some(&dir),
+        false,
+    )
+    .expect("trains");
+    assert_eq!(steps, 2);
+    let (loaded, _) =
+        aex::load_aligner(&backbone, &encoder, &dir.join("adapter.safetensors")).expect("reloads");
+    let pipeline = AudioPipeline {
+        backbone: &backbone,
+        codec: &ByteCodec,
+    };
+    let items: Vec<_> = data.test.iter().collect();
+    let a = pipeline
+        .soft_tokens(&trained, &data.bank, &items, &Device::flex())
+        .expect("soft");
+    let b = pipeline
+        .soft_tokens(&loaded, &data.bank, &items, &Device::flex())
+        .expect("soft");
+    let compare = items
+        .iter()
+        .position(|i| i.task == "compare")
+        .expect("a pair");
+    assert_eq!(a[compare].len(), 2, "two clips, two runs of soft tokens");
+    assert_eq!(
+        a[0][0].tensor().clone().into_data(),
+        b[0][0].tensor().clone().into_data()
+    );
+    let answers = pipeline
+        .answer(None, &data.bank, &data.test, 4, 3)
+        .expect("baseline");
+    assert_eq!(answers.len(), data.test.len());
     let _ = std::fs::remove_dir_all(&dir);
 }

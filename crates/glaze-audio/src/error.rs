@@ -57,6 +57,14 @@ pub enum Error {
         /// What is wrong.
         problem: String,
     },
+    /// A data folder or file that is not what a loader expects (naming scheme, manifest).
+    #[error("{path}: {problem}")]
+    Data {
+        /// The file or folder.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
     /// An adapter checkpoint or training run failed in the core engine.
     #[error(transparent)]
     Core(#[from] glaze_core::Error),

@@ -1,18 +1,27 @@
 #![doc = include_str!("../README.md")]
 
+pub mod aligner;
+pub mod bank;
+pub mod corpus;
 pub mod ct2;
 pub mod decode;
 pub mod encoder;
 pub mod error;
+pub mod experiment;
 pub mod mel;
 pub mod resample;
+pub mod sounds;
+pub mod tasks;
 pub mod whisper;
 pub mod whisper_layer;
 pub mod whisper_load;
 
+pub use aligner::{AptAligner, AptConfig};
+pub use bank::{ClipBank, encode_clips, encode_files, open_cache};
 pub use decode::{Audio, AudioLimits, decode_bytes, decode_file};
 pub use encoder::{AudioEncoder, Window, default_base_path, default_tiny_en_path};
 pub use error::{Error, Result};
 pub use mel::{LogMel, MelConfig, log_mel, mel_filters, pad_frames, whisper_input};
 pub use resample::{WHISPER_RATE, resample};
+pub use tasks::{AudioItem, AudioPipeline, AudioQaTask};
 pub use whisper::{WhisperEncoder, WhisperEncoderConfig};

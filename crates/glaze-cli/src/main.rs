@@ -1,6 +1,7 @@
 //! `glaze`: generate, chat and prompt-tune with a frozen LLM from the command line.
 #![allow(clippy::print_stdout)]
 
+mod audio;
 mod bench;
 mod speech;
 mod sweep;
@@ -122,15 +123,22 @@ enum Cmd {
     /// Images through the frozen LLM: train and evaluate vision adapters.
     #[command(subcommand)]
     Vision(vision::VisionCmd),
+    /// General audio through the frozen LLM: train and evaluate APT aligners.
+    #[command(subcommand)]
+    Audio(audio::AudioCmd),
     /// Speech through the frozen LLM: train, evaluate and use speech recognition adapters.
     #[command(subcommand)]
     Speech(speech::SpeechCmd),
-    /// Ask the frozen LLM about an image with a trained vision adapter.
+    /// Ask the frozen LLM about an image (vision adapter) or an audio clip (speech adapter).
     Ask {
         /// The image file.
+        #[arg(long, conflicts_with = "audio", required_unless_present = "audio")]
+        image: Option<PathBuf>,
+        /// The audio file (WAV, FLAC, MP3, Ogg; at most 30 s).
         #[arg(long)]
-        image: PathBuf,
-        /// The trained adapter (`adapter.safetensors` of `glaze vision train`).
+        audio: Option<PathBuf>,
+        /// The trained adapter (`adapter.safetensors` of `glaze vision train` or
+        /// `glaze speech train`).
         #[arg(long)]
         adapter: PathBuf,
         /// The question.
@@ -312,14 +320,28 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Cmd::Timeseries(cmd) => timeseries::run(cmd)?,
         Cmd::Vision(cmd) => vision::run(cmd)?,
         Cmd::Speech(cmd) => speech::run(cmd)?,
+        Cmd::Audio(cmd) => audio::run(cmd)?,
         Cmd::Ask {
             image,
+            audio,
             adapter,
             question,
             model,
         } => {
             let model = load(&model)?;
-            println!("{}", vision::ask(&model, &image, &adapter, &question)?);
+            let answer = match (image, audio) {
+                (Some(image), _) => vision::ask(&model, &image, &adapter, &question)?,
+                (None, Some(audio)) => {
+                    let kind = glaze::core::Checkpoint::load(&adapter)?.identity.kind;
+                    if kind.starts_with("audio/") {
+                        audio::ask(&model, &audio, &adapter, &question)?
+                    } else {
+                        speech::ask(&model, &audio, &adapter, &question)?
+                    }
+                }
+                (None, None) => return Err("give --image or --audio".into()),
+            };
+            println!("{answer}");
         }
     }
     Ok(())

@@ -98,10 +98,61 @@ pub enum SpeechCmd {
         /// The trained adapter.
         #[arg(long)]
         adapter: PathBuf,
+        /// Evaluate an adapter trained on this window's features with `--window`'s features
+        /// (to measure what the window does); the checkpoint is checked against this window.
+        #[arg(long)]
+        trained_window: Option<String>,
+        /// Append the results row to this JSONL file.
+        #[arg(long)]
+        results: Option<PathBuf>,
+        /// Label of the results row.
+        #[arg(long, default_value = "eval")]
+        label: String,
         #[command(flatten)]
         corpus: CorpusArgs,
         #[command(flatten)]
         encoder: EncoderArgs,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Write the test clips (`{"set", "path", "ref"}` JSON lines) for a peer to transcribe.
+    ListTests {
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        corpus: CorpusArgs,
+    },
+    /// WER per set of `{"set", "ref", "hyp"}` JSON lines (a peer's transcripts), printed as JSON
+    /// (and appended as a results row labelled `--label` when `--results` is given).
+    Wer {
+        /// The transcripts.
+        file: PathBuf,
+        /// Append a results row to this JSONL file.
+        #[arg(long)]
+        results: Option<PathBuf>,
+        /// Label of the results row.
+        #[arg(long, default_value = "peer")]
+        label: String,
+    },
+    /// Write the WER table of a results JSONL file between the markers of a Markdown file.
+    Report {
+        /// The results rows.
+        #[arg(long)]
+        results: PathBuf,
+        /// The Markdown file (its `<!-- sweep:begin -->` … `<!-- sweep:end -->` part).
+        #[arg(long)]
+        markdown: PathBuf,
+    },
+    /// Real-time factor of decode + log-mel + encoder (both windows), and streaming first-token
+    /// latency with a frame-stacking adapter (used by `cargo xtask bench`).
+    Bench {
+        /// Audio files, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        files: Vec<PathBuf>,
+        /// Timed repetitions per file (after one warm-up).
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
         #[command(flatten)]
         model: ModelArgs,
     },
@@ -126,7 +177,11 @@ fn jfk_path() -> PathBuf {
 /// The jfk.wav transcript (../shared/ASSETS.md).
 pub const JFK_TEXT: &str = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
 
-fn load_data(args: &CorpusArgs, encoder: &AudioEncoder, device: &burn::prelude::Device) -> Res<SpeechData> {
+fn load_data(
+    args: &CorpusArgs,
+    encoder: &AudioEncoder,
+    device: &burn::prelude::Device,
+) -> Res<SpeechData> {
     let [train, val, test] = args.limits[..] else {
         return Err("--limits takes three numbers: train,val,test".into());
     };
@@ -135,10 +190,9 @@ fn load_data(args: &CorpusArgs, encoder: &AudioEncoder, device: &burn::prelude::
     let mut data = SpeechData::default();
     let start = Instant::now();
     if args.fsdd {
-        let dir = args
-            .fsdd_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/fsdd"));
+        let dir = args.fsdd_dir.clone().unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/fsdd")
+        });
         let utts = glaze::speech::fsdd(&dir)?;
         data.add_corpus("fsdd", &utts, limits, encoder, Some(&cache), device)?;
     }
@@ -147,7 +201,13 @@ fn load_data(args: &CorpusArgs, encoder: &AudioEncoder, device: &burn::prelude::
         data.add_corpus("synthetic", &utts, limits, encoder, Some(&cache), device)?;
     }
     let jfk = jfk_path();
-    let bank = glaze::speech::encode_files(encoder, Some(&cache), &[jfk], &AudioLimits::default(), device)?;
+    let bank = glaze::speech::encode_files(
+        encoder,
+        Some(&cache),
+        &[jfk],
+        &AudioLimits::default(),
+        device,
+    )?;
     let clip = data.bank.extend(bank);
     data.tests.push((
         "jfk".into(),
@@ -168,17 +228,68 @@ fn load_data(args: &CorpusArgs, encoder: &AudioEncoder, device: &burn::prelude::
     Ok(data)
 }
 
+/// The utterances of each test set, as `load_data` selects them.
+fn test_sets(args: &CorpusArgs) -> Res<Vec<(String, Vec<glaze::speech::Utterance>)>> {
+    let test = args.limits.get(2).copied().unwrap_or(0);
+    let mut sets = Vec::new();
+    let keep = |utts: Vec<glaze::speech::Utterance>| -> Vec<glaze::speech::Utterance> {
+        utts.into_iter()
+            .filter(|u| u.split == glaze::speech::Split::Test)
+            .take(test)
+            .collect()
+    };
+    if args.fsdd {
+        let dir = args.fsdd_dir.clone().unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/fsdd")
+        });
+        sets.push(("fsdd".to_string(), keep(glaze::speech::fsdd(&dir)?)));
+    }
+    if args.synthetic {
+        let utts = glaze::speech::synthetic(&glaze::speech::corpus::default_synthetic_dir())?;
+        sets.push(("synthetic".to_string(), keep(utts)));
+    }
+    sets.push((
+        "jfk".to_string(),
+        vec![glaze::speech::Utterance {
+            path: jfk_path(),
+            text: JFK_TEXT.into(),
+            speaker: "jfk".into(),
+            split: glaze::speech::Split::Test,
+        }],
+    ));
+    Ok(sets)
+}
+
 fn max_tokens(name: &str) -> usize {
     if name == "jfk" { 48 } else { 24 }
 }
 
-fn evaluate_all(model: &LanguageModel, adapter: &glaze::speech::SpeechAdapter, data: &SpeechData, batch: usize) -> Res<serde_json::Value> {
+fn evaluate_all(
+    model: &LanguageModel,
+    adapter: &glaze::speech::SpeechAdapter,
+    data: &SpeechData,
+    batch: usize,
+) -> Res<serde_json::Value> {
     let mut out = serde_json::Map::new();
     for (name, items) in &data.tests {
         let start = Instant::now();
-        let (hyps, counts) = ex::evaluate(&model.llama, &model.tokenizer, adapter, &data.bank, items, batch, max_tokens(name))?;
+        let (hyps, counts) = ex::evaluate(
+            &model.llama,
+            &model.tokenizer,
+            adapter,
+            &data.bank,
+            items,
+            batch,
+            max_tokens(name),
+        )?;
         let secs = start.elapsed().as_secs_f64();
-        println!("{name:>10}: WER {:.3} ({} errors / {} words, {} clips, {secs:.0} s)", counts.rate(), counts.errors, counts.words, items.len());
+        println!(
+            "{name:>10}: WER {:.3} ({} errors / {} words, {} clips, {secs:.0} s)",
+            counts.rate(),
+            counts.errors,
+            counts.words,
+            items.len()
+        );
         for (item, hyp) in items.iter().zip(&hyps).take(3) {
             println!("            \"{}\" → \"{hyp}\"", item.text);
         }
@@ -193,7 +304,19 @@ fn evaluate_all(model: &LanguageModel, adapter: &glaze::speech::SpeechAdapter, d
 
 pub fn run(cmd: SpeechCmd) -> Res<()> {
     match cmd {
-        SpeechCmd::Train { adapter, stride, steps, batch, lr, seed, out, results, corpus, encoder, model } => {
+        SpeechCmd::Train {
+            adapter,
+            stride,
+            steps,
+            batch,
+            lr,
+            seed,
+            out,
+            results,
+            corpus,
+            encoder,
+            model,
+        } => {
             let model = crate::load(&model)?;
             let device = glaze::FrozenBackbone::device(&model.llama).clone();
             let encoder = encoder.load(&device)?;
@@ -201,7 +324,8 @@ pub fn run(cmd: SpeechCmd) -> Res<()> {
             let mut config = SpeechAdapterConfig::preset(&adapter)?;
             if let Some(s) = stride {
                 match &mut config {
-                    SpeechAdapterConfig::FrameStack { stride, .. } | SpeechAdapterConfig::Conv { stride, .. } => *stride = s,
+                    SpeechAdapterConfig::FrameStack { stride, .. }
+                    | SpeechAdapterConfig::Conv { stride, .. } => *stride = s,
                 }
             }
             let train = TrainConfig {
@@ -209,15 +333,28 @@ pub fn run(cmd: SpeechCmd) -> Res<()> {
                 lr,
                 max_steps: Some(steps),
                 epochs: (steps * batch).div_ceil(data.train.len().max(1)).max(1),
-                schedule: LrSchedule::WarmupCosine { warmup: 0.05, min_ratio: 0.1 },
+                schedule: LrSchedule::WarmupCosine {
+                    warmup: 0.05,
+                    min_ratio: 0.1,
+                },
                 seed,
                 eval_every: Some((steps / 4).max(1)),
                 checkpoint_every: 25,
                 ..TrainConfig::default()
             };
-            let spec = ex::RunSpec { adapter: config.clone(), train, dir: Some(out.clone()), eval_batch: corpus.eval_batch, progress: true };
-            let (trained, steps_done, params, secs) = ex::train_adapter(&model.llama, &model.tokenizer, &encoder, &data, &spec)?;
-            eprintln!("{}: {params} params, {steps_done} steps in {secs:.0} s", config.name());
+            let spec = ex::RunSpec {
+                adapter: config.clone(),
+                train,
+                dir: Some(out.clone()),
+                eval_batch: corpus.eval_batch,
+                progress: true,
+            };
+            let (trained, steps_done, params, secs) =
+                ex::train_adapter(&model.llama, &model.tokenizer, &encoder, &data, &spec)?;
+            eprintln!(
+                "{}: {params} params, {steps_done} steps in {secs:.0} s",
+                config.name()
+            );
             let scores = evaluate_all(&model, &trained, &data, corpus.eval_batch)?;
             let row = serde_json::json!({
                 "adapter": config.name(), "config": config, "encoder": glaze::core::Encoder::spec(&encoder).name,
@@ -229,21 +366,109 @@ pub fn run(cmd: SpeechCmd) -> Res<()> {
                 crate::sweep::append_json_line(&path, &row)?;
             }
         }
-        SpeechCmd::Eval { adapter, corpus, encoder, model } => {
+        SpeechCmd::Eval {
+            adapter,
+            trained_window,
+            results,
+            label,
+            corpus,
+            encoder,
+            model,
+        } => {
             let model = crate::load(&model)?;
             let device = glaze::FrozenBackbone::device(&model.llama).clone();
             let encoder = encoder.load(&device)?;
-            let (trained, _) = ex::load_adapter(&model.llama, &encoder, &adapter)?;
+            let check = match &trained_window {
+                Some(w) => encoder.clone().with_window(w.parse::<Window>()?),
+                None => encoder.clone(),
+            };
+            let (trained, config) = ex::load_adapter(&model.llama, &check, &adapter)?;
             let data = load_data(&corpus, &encoder, &device)?;
-            evaluate_all(&model, &trained, &data, corpus.eval_batch)?;
+            let scores = evaluate_all(&model, &trained, &data, corpus.eval_batch)?;
+            if let Some(path) = results {
+                let row = serde_json::json!({
+                    "adapter": label, "config": config,
+                    "encoder": glaze::core::Encoder::spec(&encoder).name,
+                    "trained_on": glaze::core::Encoder::spec(&check).name, "scores": scores,
+                });
+                crate::sweep::append_json_line(&path, &row)?;
+            }
         }
-        SpeechCmd::Transcribe { adapter, files, encoder, model } => {
+        SpeechCmd::Report { results, markdown } => report(&results, &markdown)?,
+        SpeechCmd::ListTests { out, corpus } => {
+            let mut text = String::new();
+            for (set, utts) in test_sets(&corpus)? {
+                for u in utts {
+                    let path = u.path.canonicalize().unwrap_or(u.path);
+                    text.push_str(
+                        &serde_json::json!({"set": set, "path": path, "ref": u.text}).to_string(),
+                    );
+                    text.push('\n');
+                }
+            }
+            std::fs::write(&out, text)?;
+        }
+        SpeechCmd::Wer {
+            file,
+            results,
+            label,
+        } => {
+            let text = std::fs::read_to_string(&file)?;
+            let mut sets: std::collections::BTreeMap<String, glaze::speech::WerCount> =
+                Default::default();
+            for (n, line) in text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+            {
+                let v: serde_json::Value = serde_json::from_str(line)
+                    .map_err(|e| format!("{}: line {}: {e}", file.display(), n + 1))?;
+                let field = |k: &str| {
+                    v[k].as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| format!("{}: line {}: no `{k}`", file.display(), n + 1))
+                };
+                let (set, r, h) = (field("set")?, field("ref")?, field("hyp")?);
+                let c = glaze::speech::wer([(r.as_str(), h.as_str())]);
+                let e = sets.entry(set).or_default();
+                e.errors += c.errors;
+                e.words += c.words;
+            }
+            let out: serde_json::Map<String, serde_json::Value> = sets
+                .into_iter()
+                .map(|(k, c)| {
+                    (
+                        k,
+                        serde_json::json!({"wer": c.rate(), "errors": c.errors, "words": c.words}),
+                    )
+                })
+                .collect();
+            let scores = serde_json::Value::Object(out);
+            println!("{scores}");
+            if let Some(path) = results {
+                crate::sweep::append_json_line(
+                    &path,
+                    &serde_json::json!({"adapter": label, "scores": scores}),
+                )?;
+            }
+        }
+        SpeechCmd::Bench { files, reps, model } => bench(&files, reps, &model)?,
+        SpeechCmd::Transcribe {
+            adapter,
+            files,
+            encoder,
+            model,
+        } => {
             let model = crate::load(&model)?;
             let device = glaze::FrozenBackbone::device(&model.llama).clone();
             let encoder = encoder.load(&device)?;
             let (trained, _) = ex::load_adapter(&model.llama, &encoder, &adapter)?;
             for file in &files {
-                println!("{}: {}", file.display(), transcribe(&model, &encoder, &trained, file)?);
+                println!(
+                    "{}: {}",
+                    file.display(),
+                    transcribe(&model, &encoder, &trained, file)?
+                );
             }
         }
     }
@@ -251,13 +476,213 @@ pub fn run(cmd: SpeechCmd) -> Res<()> {
 }
 
 /// One file through the encoder, the adapter and the frozen LLM.
-pub fn transcribe(model: &LanguageModel, encoder: &AudioEncoder, adapter: &glaze::speech::SpeechAdapter, file: &Path) -> Res<String> {
+pub fn transcribe(
+    model: &LanguageModel,
+    encoder: &AudioEncoder,
+    adapter: &glaze::speech::SpeechAdapter,
+    file: &Path,
+) -> Res<String> {
     let device = glaze::FrozenBackbone::device(&model.llama).clone();
-    let audio = resample(&decode_file(file, &AudioLimits::default())?, glaze::audio::WHISPER_RATE)?;
+    let audio = resample(
+        &decode_file(file, &AudioLimits::default())?,
+        glaze::audio::WHISPER_RATE,
+    )?;
     let feats = encoder.encode_clip(&audio, &device)?;
     let f = feats.dims()[2];
-    let bank = ClipBank { f, rows: vec![feats.into_data().try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?] };
-    let pipeline = SpeechPipeline { backbone: &model.llama, codec: &model.tokenizer };
+    let bank = ClipBank {
+        f,
+        rows: vec![
+            feats
+                .into_data()
+                .try_to_vec::<f32>()
+                .map_err(|e| format!("{e:?}"))?,
+        ],
+    };
+    let pipeline = SpeechPipeline {
+        backbone: &model.llama,
+        codec: &model.tokenizer,
+    };
     let text = pipeline.transcribe(adapter, &bank, &[0], 1, 64)?;
     Ok(text.into_iter().next().unwrap_or_default())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn bench(files: &[PathBuf], reps: usize, model_args: &ModelArgs) -> Res<()> {
+    let device = burn::prelude::Device::flex();
+    let tiny = AudioEncoder::load_default(&device)?;
+    for window in [Window::Trim, Window::Full] {
+        let enc = tiny.clone().with_window(window);
+        let mut total = 0.0;
+        let mut audio_secs = 0.0;
+        for f in files {
+            let mut times = Vec::new();
+            for rep in 0..=reps {
+                let t0 = Instant::now();
+                let audio = resample(
+                    &decode_file(f, &AudioLimits::default())?,
+                    glaze::audio::WHISPER_RATE,
+                )?;
+                let feats = enc.encode_clip(&audio, &device)?;
+                let _ = feats.into_data();
+                if rep > 0 {
+                    times.push(t0.elapsed().as_secs_f64());
+                } else {
+                    audio_secs += audio.seconds();
+                }
+            }
+            total += median(times);
+        }
+        println!(
+            "{}",
+            serde_json::json!({
+                "engine": "glaze", "mode": format!("decode + log-mel + tiny.en encoder, {} window (flex)", window.as_str()),
+                "window": window.as_str(), "audio_secs": audio_secs, "secs": total, "x_realtime": audio_secs / total,
+                "peak_rss_mb": crate::bench::peak_rss_mb(),
+            })
+        );
+    }
+    // Streaming: 1 s chunks of the longest file, arriving in real time; latency from its end.
+    let model = crate::load(model_args)?;
+    let longest = files
+        .iter()
+        .max_by_key(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+        .ok_or("no file")?;
+    let audio = resample(
+        &decode_file(longest, &AudioLimits::default())?,
+        glaze::audio::WHISPER_RATE,
+    )?;
+    device.seed(0);
+    let adapter = SpeechAdapterConfig::preset("frame-stack")?.init(384, 576, &device)?;
+    let (mut stream_first, mut offline_first) = (Vec::new(), Vec::new());
+    for _ in 0..reps.max(1) {
+        let mut s = glaze::speech::StreamingRecognizer::new(
+            &model.llama,
+            &model.tokenizer,
+            &tiny,
+            &adapter,
+            1.0,
+        )?;
+        for piece in audio.samples.chunks(16_000) {
+            s.push(piece);
+        }
+        stream_first.push(s.finish(1)?.first_token_secs);
+        // Offline: everything happens after the end of the audio.
+        let t0 = Instant::now();
+        let feats = tiny.encode_clip(&audio, &device)?;
+        let f = feats.dims()[2];
+        let bank = ClipBank {
+            f,
+            rows: vec![
+                feats
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .map_err(|e| format!("{e:?}"))?,
+            ],
+        };
+        let pipeline = SpeechPipeline {
+            backbone: &model.llama,
+            codec: &model.tokenizer,
+        };
+        let _ = pipeline.transcribe(&adapter, &bank, &[0], 1, 1)?;
+        offline_first.push(t0.elapsed().as_secs_f64());
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "engine": "glaze", "mode": "first-token latency after the end of the audio",
+            "file": longest.file_name().map(|n| n.to_string_lossy().into_owned()), "audio_secs": audio.seconds(),
+            "stream_first_token_ms": median(stream_first) * 1e3, "offline_first_token_ms": median(offline_first) * 1e3,
+            "chunk_secs": 1.0,
+        })
+    );
+    Ok(())
+}
+
+/// The WER table (one row per results line; the last line of a label wins).
+fn report(results: &Path, markdown: &Path) -> Res<()> {
+    let text = std::fs::read_to_string(results)?;
+    let mut rows: Vec<serde_json::Value> = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line)?;
+        let key = |r: &serde_json::Value| {
+            (
+                r["adapter"].clone(),
+                r["encoder"].clone(),
+                r["trained_on"].clone(),
+            )
+        };
+        rows.retain(|r| key(r) != key(&v));
+        rows.push(v);
+    }
+    let wer = |r: &serde_json::Value, set: &str| {
+        let s = &r["scores"][set];
+        match (s["wer"].as_f64(), s["errors"].as_u64(), s["words"].as_u64()) {
+            (Some(w), Some(e), Some(n)) => format!("{:.1} % ({e}/{n})", 100.0 * w),
+            _ => "–".into(),
+        }
+    };
+    let mut t = String::from(
+        "| system | encoder features | steps | trainable params | train s | FSDD test WER | synthetic test WER | jfk.wav WER |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in &rows {
+        let num = |k: &str| {
+            r[k].as_f64()
+                .map_or_else(|| "–".to_string(), |v| format!("{v:.0}"))
+        };
+        let enc = match (r["encoder"].as_str(), r["trained_on"].as_str()) {
+            (Some(e), Some(t)) if e != t => format!("{e} (trained on {t})"),
+            (Some(e), _) => e.to_string(),
+            _ => "its own (30 s window)".into(),
+        };
+        t.push_str(&format!(
+            "| {} | {enc} | {} | {} | {} | {} | {} | {} |\n",
+            r["adapter"].as_str().unwrap_or("?"),
+            num("steps"),
+            num("params"),
+            num("train_secs"),
+            wer(r, "fsdd"),
+            wer(r, "synthetic"),
+            wer(r, "jfk"),
+        ));
+    }
+    crate::sweep::replace_between_markers(markdown, &t)
+}
+
+/// `glaze ask --audio FILE --adapter FILE "question"` with a speech adapter (Whisper tiny.en,
+/// the window the adapter was trained on).
+pub fn ask(model: &LanguageModel, file: &Path, adapter: &Path, question: &str) -> Res<String> {
+    let device = glaze::FrozenBackbone::device(&model.llama).clone();
+    let ck = glaze::core::Checkpoint::load(adapter)?;
+    let window = ck
+        .identity
+        .encoder
+        .as_ref()
+        .and_then(|e| e.name.rsplit('/').next().map(str::to_string))
+        .unwrap_or_else(|| "trim".into());
+    let encoder = AudioEncoder::load_default(&device)?.with_window(window.parse::<Window>()?);
+    let (trained, _) = ex::load_adapter(&model.llama, &encoder, adapter)?;
+    let audio = resample(
+        &decode_file(file, &AudioLimits::default())?,
+        glaze::audio::WHISPER_RATE,
+    )?;
+    let feats = encoder.encode_clip(&audio, &device)?;
+    let f = feats.dims()[2];
+    let bank = ClipBank {
+        f,
+        rows: vec![
+            feats
+                .into_data()
+                .try_to_vec::<f32>()
+                .map_err(|e| format!("{e:?}"))?,
+        ],
+    };
+    let pipeline = SpeechPipeline {
+        backbone: &model.llama,
+        codec: &model.tokenizer,
+    };
+    Ok(pipeline.ask(&trained, &bank, 0, question, 64)?)
 }

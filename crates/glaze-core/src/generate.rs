@@ -179,7 +179,9 @@ fn generate_inner(
     let (logits, v) = last_logits(backbone, hidden);
     let prefill_secs = start.elapsed().as_secs_f64();
     let start = Instant::now();
-    let (ids, done) = decode_loop(backbone, codec, &mut cache, logits, v, b, budget, config, on_text)?;
+    let (ids, done) = decode_loop(
+        backbone, codec, &mut cache, logits, v, b, budget, config, on_text,
+    )?;
     let decode_secs = start.elapsed().as_secs_f64();
     ids.into_iter()
         .zip(done)
@@ -278,7 +280,10 @@ pub fn generate_cached(
     let max = backbone.spec().context_length;
     let prompt_len = cache.len() + t;
     if prompt_len > max {
-        return Err(Error::ContextOverflow { len: prompt_len, max });
+        return Err(Error::ContextOverflow {
+            len: prompt_len,
+            max,
+        });
     }
     let budget = config.max_new_tokens.min(max - prompt_len);
     let start = Instant::now();
@@ -286,7 +291,17 @@ pub fn generate_cached(
     let (logits, v) = last_logits(backbone, hidden);
     let prefill_secs = start.elapsed().as_secs_f64();
     let start = Instant::now();
-    let (mut ids, mut done) = decode_loop(backbone, codec, cache, logits, v, 1, budget, config, &mut on_text)?;
+    let (mut ids, mut done) = decode_loop(
+        backbone,
+        codec,
+        cache,
+        logits,
+        v,
+        1,
+        budget,
+        config,
+        &mut on_text,
+    )?;
     let ids = ids.remove(0);
     Ok(Generation {
         text: codec.decode(&ids, false)?,

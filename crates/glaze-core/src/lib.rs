@@ -10,6 +10,7 @@ pub mod error;
 pub mod feature_cache;
 pub mod generate;
 pub mod harness;
+pub mod layers;
 pub mod loss;
 pub mod metrics;
 pub mod optim;

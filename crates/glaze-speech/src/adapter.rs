@@ -147,7 +147,11 @@ impl Adapter for SpeechAdapter {
         let x = match &features.mask {
             Some(mask) => {
                 let [b, n, _] = features.tokens.dims();
-                let keep = mask.clone().float().reshape([b, n, 1]).to_device(&features.tokens.device());
+                let keep = mask
+                    .clone()
+                    .float()
+                    .reshape([b, n, 1])
+                    .to_device(&features.tokens.device());
                 features.tokens.clone() * keep
             }
             None => features.tokens.clone(),

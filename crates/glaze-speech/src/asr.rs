@@ -4,10 +4,13 @@
 
 use burn::prelude::*;
 use glaze_core::answer::{answer_loss, answer_target, chat_segments, interleave};
-use glaze_core::{Adapter, FrozenBackbone, GenerationConfig, Prompt, SoftTokens, TextCodec, TrainTask, generate_batch};
+use glaze_core::{
+    Adapter, FrozenBackbone, GenerationConfig, Prompt, SoftTokens, TextCodec, TrainTask,
+    generate_batch,
+};
 
 use crate::adapter::SpeechAdapter;
-use crate::bank::ClipBank;
+use glaze_audio::bank::ClipBank;
 
 /// The system line of every prompt.
 pub const SYSTEM: &str = "You transcribe speech.";
@@ -93,6 +96,28 @@ impl SpeechPipeline<'_> {
         answer_loss(self.backbone, self.codec, &prompts, &targets, device)
     }
 
+    /// A free question about one clip (`glaze ask --audio`): the question replaces the
+    /// transcription instruction; the answer is greedy.
+    pub fn ask(
+        &self,
+        model: &SpeechAdapter,
+        bank: &ClipBank,
+        clip: usize,
+        question: &str,
+        max_new_tokens: usize,
+    ) -> glaze_core::Result<String> {
+        let device = self.backbone.device().clone();
+        let segments = chat_segments(self.codec, SYSTEM, &format!("{MARKER}\n{question}"), MARKER)?;
+        let soft = self.soft_tokens(model, bank, &[clip], &device);
+        let prompt = interleave(&segments, soft, None);
+        let config = GenerationConfig::new().with_max_new_tokens(max_new_tokens);
+        let g = generate_batch(self.backbone, self.codec, &[prompt], &config)?;
+        Ok(g.into_iter()
+            .next()
+            .map(|g| g.text.trim().to_string())
+            .unwrap_or_default())
+    }
+
     /// Greedy transcripts, `batch` clips at a time.
     pub fn transcribe(
         &self,
@@ -152,7 +177,10 @@ impl TrainTask for AsrTask<'_> {
         let mut total = 0.0;
         for chunk in val.chunks(self.eval_batch.max(1)) {
             let items: Vec<&SpeechItem> = chunk.iter().collect();
-            let loss = self.pipeline.loss(&model, self.bank, &items, &device)?.into_scalar::<f32>();
+            let loss = self
+                .pipeline
+                .loss(&model, self.bank, &items, &device)?
+                .into_scalar::<f32>();
             total += f64::from(loss) * chunk.len() as f64;
         }
         Ok(Some(total / val.len() as f64))

@@ -14,10 +14,10 @@ use glaze_core::{
 
 use crate::adapter::{SpeechAdapter, SpeechAdapterConfig};
 use crate::asr::{AsrTask, SpeechItem, SpeechPipeline};
-use crate::bank::{ClipBank, encode_files};
 use crate::corpus::{Split, Utterance};
 use crate::error::{Error, Result};
 use crate::wer::{WerCount, wer};
+use glaze_audio::bank::{ClipBank, encode_files};
 
 /// Clips of all corpora, features cached, split for training.
 #[derive(Debug, Clone, Default)]
@@ -56,15 +56,25 @@ impl SpeechData {
         cache: Option<&FeatureCache>,
         device: &Device,
     ) -> Result<()> {
-        let mut train: Vec<&Utterance> = utterances.iter().filter(|u| u.split == Split::Train).collect();
+        let mut train: Vec<&Utterance> = utterances
+            .iter()
+            .filter(|u| u.split == Split::Train)
+            .collect();
         // Interleave speakers and words: a fixed stride walk instead of file order.
         let n = train.len();
         if n > 1 {
-            let step = (1..n).rev().find(|s| gcd(*s, n) == 1 && *s > n / 3).unwrap_or(1);
+            let step = (1..n)
+                .rev()
+                .find(|s| gcd(*s, n) == 1 && *s > n / 3)
+                .unwrap_or(1);
             train = (0..n).map(|i| train[(i * step) % n]).collect();
         }
         let pick = |split: Split, k: usize| -> Vec<&Utterance> {
-            utterances.iter().filter(|u| u.split == split).take(k).collect()
+            utterances
+                .iter()
+                .filter(|u| u.split == split)
+                .take(k)
+                .collect()
         };
         let groups = [
             train.into_iter().take(limits.train).collect::<Vec<_>>(),
@@ -116,7 +126,8 @@ pub fn identity(
 ) -> Result<AdapterIdentity> {
     Ok(AdapterIdentity {
         kind: format!("speech/{}", adapter.name()),
-        config: serde_json::to_value(adapter).map_err(|e| Error::config("adapter", e.to_string()))?,
+        config: serde_json::to_value(adapter)
+            .map_err(|e| Error::config("adapter", e.to_string()))?,
         encoder: Some(encoder.spec().clone()),
         backbone: BackboneIdentity::of(backbone.spec(), backbone.spec().n_layers),
     })
@@ -129,13 +140,15 @@ pub fn load_adapter(
     path: &Path,
 ) -> Result<(SpeechAdapter, SpeechAdapterConfig)> {
     let ck = Checkpoint::load(path)?;
-    let config: SpeechAdapterConfig = serde_json::from_value(ck.identity.config.clone()).map_err(|e| {
-        glaze_core::Error::Checkpoint {
-            path: path.to_path_buf(),
-            problem: format!("not a speech adapter: {e}"),
-        }
-    })?;
-    ck.identity.check_compatible(&identity(backbone, encoder, &config)?, path)?;
+    let config: SpeechAdapterConfig =
+        serde_json::from_value(ck.identity.config.clone()).map_err(|e| {
+            glaze_core::Error::Checkpoint {
+                path: path.to_path_buf(),
+                problem: format!("not a speech adapter: {e}"),
+            }
+        })?;
+    ck.identity
+        .check_compatible(&identity(backbone, encoder, &config)?, path)?;
     let device = backbone.device().clone();
     let model = config.init(encoder.spec().feature_dim, backbone.spec().d_model, &device)?;
     Ok((import_params(model, &ck.weight_map(), path)?, config))
@@ -167,7 +180,9 @@ pub fn train_adapter(
 ) -> Result<(SpeechAdapter, usize, usize, f64)> {
     let device = backbone.device().clone().autodiff();
     device.seed(spec.train.seed);
-    let model = spec.adapter.init(data.bank.f, backbone.spec().d_model, &device)?;
+    let model = spec
+        .adapter
+        .init(data.bank.f, backbone.spec().d_model, &device)?;
     let task = AsrTask {
         pipeline: SpeechPipeline { backbone, codec },
         bank: &data.bank,
@@ -210,6 +225,9 @@ pub fn evaluate(
     let pipeline = SpeechPipeline { backbone, codec };
     let clips: Vec<usize> = items.iter().map(|i| i.clip).collect();
     let hyps = pipeline.transcribe(model, bank, &clips, batch, max_new_tokens)?;
-    let counts = wer(items.iter().zip(&hyps).map(|(i, h)| (i.text.as_str(), h.as_str())));
+    let counts = wer(items
+        .iter()
+        .zip(&hyps)
+        .map(|(i, h)| (i.text.as_str(), h.as_str())));
     Ok((hyps, counts))
 }

@@ -2,7 +2,6 @@
 
 pub mod adapter;
 pub mod asr;
-pub mod bank;
 pub mod conv;
 pub mod corpus;
 pub mod error;
@@ -13,8 +12,8 @@ pub mod wer;
 
 pub use adapter::{SpeechAdapter, SpeechAdapterConfig};
 pub use asr::{AsrTask, SpeechItem, SpeechPipeline};
-pub use bank::{ClipBank, encode_files, open_cache};
-pub use stream::{StreamResult, StreamingRecognizer};
 pub use corpus::{Split, Utterance, fsdd, synthetic};
 pub use error::{Error, Result};
+pub use glaze_audio::bank::{ClipBank, encode_files, open_cache};
+pub use stream::{StreamResult, StreamingRecognizer};
 pub use wer::{WerCount, wer};

@@ -131,7 +131,10 @@ impl<'a> StreamingRecognizer<'a> {
         let backbone = self.pipeline.backbone;
         let n = self.tail_ids.len();
         let ids = Tensor::<2, Int>::from_data(
-            TensorData::new(self.tail_ids.iter().map(|&i| i64::from(i)).collect(), [1, n]),
+            TensorData::new(
+                self.tail_ids.iter().map(|&i| i64::from(i)).collect(),
+                [1, n],
+            ),
             backbone.device(),
         );
         let mut first = None;

@@ -8,7 +8,7 @@ use crate::linear::LinearProjector;
 use crate::mlp::MlpProjector;
 use crate::perceiver::{Perceiver, PerceiverConfig};
 use crate::pool::pooled_count;
-use crate::qformer::{QFormer, QFormerConfig};
+use glaze_core::layers::qformer::{QFormer, QFormerConfig};
 
 /// Which adapter, with its size. The token count per image follows from it: all (pooled) patches
 /// for the projectors, `queries`/`latents` for the Q-Former and the resampler.

@@ -1,7 +1,6 @@
 #![doc = include_str!("../README.md")]
 
 pub mod adapter;
-pub mod attention;
 pub mod decode;
 pub mod encoder;
 pub mod error;
@@ -15,7 +14,6 @@ pub mod pool;
 pub mod pos_embed;
 pub mod preprocess;
 pub mod probe;
-pub mod qformer;
 pub mod shapes;
 pub mod task;
 pub mod textiles;

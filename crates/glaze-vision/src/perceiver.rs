@@ -7,8 +7,10 @@ use burn::module::Param;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 
-use crate::attention::{Attention, AttentionConfig, learned_tokens, with_always_attended};
-use crate::mlp::{Mlp, MlpConfig};
+use glaze_core::layers::attention::{
+    Attention, AttentionConfig, learned_tokens, with_always_attended,
+};
+use glaze_core::layers::mlp::{Mlp, MlpConfig};
 
 /// Configuration of a [`Perceiver`].
 #[derive(Config, Debug)]

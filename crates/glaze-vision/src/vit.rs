@@ -6,9 +6,9 @@ use burn::module::Param;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 
-use crate::attention::learned_tokens;
 use crate::pos_embed::resize_grid;
 use crate::vit_layer::{ViTLayer, ViTLayerConfig};
+use glaze_core::layers::attention::learned_tokens;
 
 /// Configuration of a [`ViT`].
 #[derive(Config, Debug, PartialEq)]

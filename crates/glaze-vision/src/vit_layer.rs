@@ -6,7 +6,7 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::gelu;
 
-use crate::attention::{Attention, AttentionConfig};
+use glaze_core::layers::attention::{Attention, AttentionConfig};
 
 /// Configuration of a [`ViTLayer`].
 #[derive(Config, Debug)]

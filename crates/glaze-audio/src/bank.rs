@@ -3,8 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::decode::{AudioLimits, decode_file};
+use crate::encoder::AudioEncoder;
+use crate::resample::resample;
 use burn::prelude::*;
-use glaze_audio::{AudioEncoder, AudioLimits, decode_file, resample};
 use glaze_core::{CachedArray, Encoder, FeatureCache, Features};
 
 use crate::error::Result;
@@ -52,13 +54,16 @@ impl ClipBank {
         for (r, &i) in clips.iter().enumerate() {
             let n = self.len_of(i);
             data[r * max * self.f..r * max * self.f + n * self.f].copy_from_slice(&self.rows[i]);
-            mask[r * max..r * max + n].iter_mut().for_each(|m| *m = true);
+            mask[r * max..r * max + n]
+                .iter_mut()
+                .for_each(|m| *m = true);
         }
         let tokens = Tensor::from_data(TensorData::new(data, [clips.len(), max, self.f]), device);
         let same = clips.iter().all(|&i| self.len_of(i) == max);
         Features {
             tokens,
-            mask: (!same).then(|| Tensor::from_data(TensorData::new(mask, [clips.len(), max]), device)),
+            mask: (!same)
+                .then(|| Tensor::from_data(TensorData::new(mask, [clips.len(), max]), device)),
         }
     }
 }
@@ -68,7 +73,11 @@ pub fn open_cache(root: &Path, encoder: &AudioEncoder) -> Result<FeatureCache> {
     let spec = encoder.spec();
     Ok(FeatureCache::open(
         root,
-        &format!("audio-{}-{}", spec.name.replace(['/', '@', '+'], "_"), spec.weights_hash),
+        &format!(
+            "audio-{}-{}",
+            spec.name.replace(['/', '@', '+'], "_"),
+            spec.weights_hash
+        ),
     )?)
 }
 
@@ -84,10 +93,12 @@ pub fn encode_files(
     let mut rows = Vec::with_capacity(files.len());
     for path in files {
         let key = match cache {
-            Some(_) => Some(std::fs::read(path).map_err(|source| glaze_audio::Error::Io {
-                path: path.clone(),
-                source,
-            })?),
+            Some(_) => Some(
+                std::fs::read(path).map_err(|source| crate::error::Error::Io {
+                    path: path.clone(),
+                    source,
+                })?,
+            ),
             None => None,
         };
         if let (Some(c), Some(k)) = (cache, &key)
@@ -98,7 +109,7 @@ pub fn encode_files(
             rows.push(hit.data);
             continue;
         }
-        let audio = resample(&decode_file(path, limits)?, glaze_audio::WHISPER_RATE)?;
+        let audio = resample(&decode_file(path, limits)?, crate::resample::WHISPER_RATE)?;
         let t = encoder.encode_clip(&audio, device)?;
         let n = t.dims()[1];
         let data = t
@@ -106,7 +117,51 @@ pub fn encode_files(
             .try_to_vec::<f32>()
             .expect("invariant: the encoder computes in f32");
         if let (Some(c), Some(k)) = (cache, &key) {
-            c.put(k, &CachedArray { shape: vec![n, f], data: data.clone() })?;
+            c.put(
+                k,
+                &CachedArray {
+                    shape: vec![n, f],
+                    data: data.clone(),
+                },
+            )?;
+        }
+        rows.push(data);
+    }
+    Ok(ClipBank { f, rows })
+}
+
+/// Encodes in-memory clips (generated sounds), cached under `keys[i]` when a cache is given.
+pub fn encode_clips(
+    encoder: &AudioEncoder,
+    cache: Option<&FeatureCache>,
+    clips: &[(Vec<u8>, crate::decode::Audio)],
+    device: &Device,
+) -> Result<ClipBank> {
+    let f = encoder.spec().feature_dim;
+    let mut rows = Vec::with_capacity(clips.len());
+    for (key, audio) in clips {
+        if let Some(c) = cache
+            && let Some(hit) = c.get(key)
+            && hit.shape.len() == 2
+            && hit.shape[1] == f
+        {
+            rows.push(hit.data);
+            continue;
+        }
+        let t = encoder.encode_clip(audio, device)?;
+        let n = t.dims()[1];
+        let data = t
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("invariant: the encoder computes in f32");
+        if let Some(c) = cache {
+            c.put(
+                key,
+                &CachedArray {
+                    shape: vec![n, f],
+                    data: data.clone(),
+                },
+            )?;
         }
         rows.push(data);
     }

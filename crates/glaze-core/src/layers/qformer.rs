@@ -1,7 +1,8 @@
 //! BLIP-2's Querying Transformer (Li et al. 2023; LAVIS `Blip2Qformer`), sized for Glaze:
 //! `Q` learned queries pass through blocks of self-attention, cross-attention onto the frozen
-//! image features, and a feed-forward layer; a final linear map brings them to the LLM width
-//! (BLIP-2's `llm_proj`). So every image becomes exactly `Q` soft tokens.
+//! encoder features (image patches, audio frames), and a feed-forward layer; a final linear map
+//! brings them to the LLM width (BLIP-2's `llm_proj`). So every image or clip becomes exactly
+//! `Q` soft tokens.
 //!
 //! Instruction-aware mode (InstructBLIP, Dai et al. 2023): the instruction's LLM embeddings are
 //! projected to the Q-Former width and join the keys/values of every self-attention, so the
@@ -9,13 +10,13 @@
 //! trained from scratch (no BERT initialisation, no image-text pre-training stage), and instruction
 //! tokens are not themselves updated layer by layer (they are context only).
 
+use crate::adapter::Condition;
 use burn::module::Param;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
-use glaze_core::Condition;
 
-use crate::attention::{Attention, AttentionConfig, learned_tokens, with_always_attended};
-use crate::mlp::{Mlp, MlpConfig};
+use crate::layers::attention::{Attention, AttentionConfig, learned_tokens, with_always_attended};
+use crate::layers::mlp::{Mlp, MlpConfig};
 
 /// Configuration of a [`QFormer`].
 #[derive(Config, Debug)]

@@ -1,0 +1,232 @@
+//! General-audio experiments: FSDD speakers, pairs and generated sound events → cached features
+//! → one APT aligner trained on the task mixture through the frozen LLM → accuracy per task
+//! against the "no audio" baseline. Used by `glaze audio` and the tests.
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::prelude::*;
+use glaze_core::{
+    AdapterIdentity, BackboneIdentity, Checkpoint, Encoder, FeatureCache, FrozenBackbone,
+    RunOptions, TextCodec, TrainConfig, import_params, train,
+};
+
+use crate::aligner::{AptAligner, AptConfig};
+use crate::bank::{ClipBank, encode_clips, encode_files};
+use crate::corpus::{Split, Utterance};
+use crate::decode::AudioLimits;
+use crate::encoder::AudioEncoder;
+use crate::error::{Error, Result};
+use crate::sounds::{event, render};
+use crate::tasks::{
+    AudioItem, AudioPipeline, AudioQaTask, comparison_items, sound_items, speaker_items,
+};
+
+/// How many items of each task and split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskSizes {
+    /// FSDD clips for speaker identification (train, val, test).
+    pub speaker: (usize, usize, usize),
+    /// Two-clip pairs (train, val, test), drawn from the same splits' clips.
+    pub compare: (usize, usize, usize),
+    /// Generated sound events (train, val, test).
+    pub sound: (usize, usize, usize),
+}
+
+/// Items of every task over one bank.
+#[derive(Debug, Clone, Default)]
+pub struct AudioData {
+    /// Features of every clip.
+    pub bank: ClipBank,
+    /// Training items (tasks mixed).
+    pub train: Vec<AudioItem>,
+    /// Validation items.
+    pub val: Vec<AudioItem>,
+    /// Test items (tasks mixed; `AudioItem::task` tells them apart).
+    pub test: Vec<AudioItem>,
+}
+
+/// Seed of the sound-event sequence; test events start at index 1,000,000.
+const SOUND_SEED: u64 = 0x5EED;
+
+/// FSDD utterances of a split, speakers and digits interleaved by a fixed stride walk.
+fn spread(utts: &[Utterance], split: Split, n: usize) -> Vec<&Utterance> {
+    let all: Vec<&Utterance> = utts.iter().filter(|u| u.split == split).collect();
+    let len = all.len();
+    if len == 0 {
+        return Vec::new();
+    }
+    let step = (len / 3..len).find(|s| gcd(*s, len) == 1).unwrap_or(1);
+    (0..len.min(n)).map(|i| all[(i * step) % len]).collect()
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// Builds the data: FSDD clips through the cache (file bytes as keys), sound events rendered
+/// and cached under their seed and index.
+pub fn build(
+    encoder: &AudioEncoder,
+    cache: Option<&FeatureCache>,
+    fsdd: &[Utterance],
+    sizes: TaskSizes,
+    device: &Device,
+) -> Result<AudioData> {
+    let mut data = AudioData::default();
+    let splits = [
+        (
+            Split::Train,
+            sizes.speaker.0,
+            sizes.compare.0,
+            sizes.sound.0,
+            0u64,
+        ),
+        (
+            Split::Val,
+            sizes.speaker.1,
+            sizes.compare.1,
+            sizes.sound.1,
+            500_000,
+        ),
+        (
+            Split::Test,
+            sizes.speaker.2,
+            sizes.compare.2,
+            sizes.sound.2,
+            1_000_000,
+        ),
+    ];
+    for (split, n_speaker, n_compare, n_sound, sound_from) in splits {
+        // Pairs need clips of every speaker: take at least 60 clips of the split.
+        let utts = spread(
+            fsdd,
+            split,
+            n_speaker.max(if n_compare > 0 { 60 } else { 0 }),
+        );
+        let files: Vec<std::path::PathBuf> = utts.iter().map(|u| u.path.clone()).collect();
+        let first = data.bank.extend(encode_files(
+            encoder,
+            cache,
+            &files,
+            &AudioLimits::default(),
+            device,
+        )?);
+        let indexed: Vec<(usize, &Utterance)> = utts
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (first + i, *u))
+            .collect();
+        let mut items = speaker_items(&indexed[..n_speaker.min(indexed.len())]);
+        items.extend(comparison_items(
+            &indexed,
+            n_compare,
+            SOUND_SEED ^ sound_from,
+        ));
+        let events: Vec<_> = (0..n_sound as u64)
+            .map(|i| event(SOUND_SEED, sound_from + i))
+            .collect();
+        let clips: Vec<(Vec<u8>, crate::decode::Audio)> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let idx = sound_from + i as u64;
+                (
+                    format!("sound:{SOUND_SEED}:{idx}").into_bytes(),
+                    render(e, idx),
+                )
+            })
+            .collect();
+        let first = data
+            .bank
+            .extend(encode_clips(encoder, cache, &clips, device)?);
+        items.extend(sound_items(&events, first));
+        match split {
+            Split::Train => data.train = items,
+            Split::Val => data.val = items,
+            Split::Test => data.test = items,
+        }
+    }
+    Ok(data)
+}
+
+/// The identity recorded in aligner checkpoints.
+pub fn identity(
+    backbone: &dyn FrozenBackbone,
+    encoder: &AudioEncoder,
+    config: &AptConfig,
+) -> Result<AdapterIdentity> {
+    Ok(AdapterIdentity {
+        kind: format!("audio/{}", config.name()),
+        config: serde_json::to_value(config).map_err(|e| Error::config("apt", e.to_string()))?,
+        encoder: Some(encoder.spec().clone()),
+        backbone: BackboneIdentity::of(backbone.spec(), backbone.spec().n_layers),
+    })
+}
+
+/// Loads a trained aligner, checking encoder and backbone.
+pub fn load_aligner(
+    backbone: &dyn FrozenBackbone,
+    encoder: &AudioEncoder,
+    path: &Path,
+) -> Result<(AptAligner, AptConfig)> {
+    let ck = Checkpoint::load(path)?;
+    let config: AptConfig = serde_json::from_value(ck.identity.config.clone()).map_err(|e| {
+        glaze_core::Error::Checkpoint {
+            path: path.to_path_buf(),
+            problem: format!("not an audio aligner: {e}"),
+        }
+    })?;
+    ck.identity
+        .check_compatible(&identity(backbone, encoder, &config)?, path)?;
+    let model = config.init(
+        encoder.spec().feature_dim,
+        backbone.spec().d_model,
+        backbone.device(),
+    )?;
+    Ok((import_params(model, &ck.weight_map(), path)?, config))
+}
+
+/// Trains an aligner on `data.train`; returns it with steps, trainable parameters and seconds.
+#[allow(clippy::too_many_arguments)]
+pub fn train_aligner(
+    backbone: &dyn FrozenBackbone,
+    codec: &dyn TextCodec,
+    encoder: &AudioEncoder,
+    data: &AudioData,
+    config: &AptConfig,
+    train_config: &TrainConfig,
+    dir: Option<&Path>,
+    progress: bool,
+) -> Result<(AptAligner, usize, usize, f64)> {
+    let device = backbone.device().clone().autodiff();
+    device.seed(train_config.seed);
+    let model = config.init(data.bank.f, backbone.spec().d_model, &device)?;
+    let task = AudioQaTask {
+        pipeline: AudioPipeline { backbone, codec },
+        bank: &data.bank,
+        train: &data.train,
+        val: (!data.val.is_empty()).then_some(data.val.as_slice()),
+        eval_batch: 16,
+    };
+    let id = identity(backbone, encoder, config)?;
+    let mut options = match dir {
+        Some(d) => RunOptions {
+            dir: Some(d.to_path_buf()),
+            identity: id,
+            progress,
+            resume: true,
+            on_step: None,
+        },
+        None => RunOptions::in_memory(id),
+    };
+    options.progress = progress;
+    let start = Instant::now();
+    let (model, report) = train(&task, model, train_config, options)?;
+    Ok((
+        model.valid(),
+        report.steps,
+        report.trainable_params,
+        start.elapsed().as_secs_f64(),
+    ))
+}

@@ -1,0 +1,318 @@
+//! General-audio tasks through the frozen LLM (issue 5): questions about one or several clips,
+//! answered in words. A prompt's user turn holds one `<audio>` marker per clip — interleaved
+//! audio-text prompts — and each marker becomes the aligner's soft tokens for that clip. The
+//! "no audio" baseline asks the same question with the markers removed.
+//!
+//! Tasks built here: (a) speaker identification on FSDD (6 speakers), (b) description of
+//! generated sound events, (c) two-clip comparison ("same speaker?"), and (d) zero-shot questions
+//! on the animal sounds (`glaze audio` CLI).
+
+use burn::prelude::*;
+use glaze_core::answer::{answer_loss, answer_target, chat_segments, interleave};
+use glaze_core::{
+    Adapter, Condition, FrozenBackbone, GenerationConfig, Prompt, SoftTokens, TextCodec, TrainTask,
+    embed_batch, generate_batch,
+};
+
+use crate::aligner::AptAligner;
+use crate::bank::ClipBank;
+use crate::corpus::{Split, Utterance};
+use crate::sounds::SoundEvent;
+
+/// The system line of every prompt.
+pub const SYSTEM: &str = "You answer questions about sounds.";
+/// Where a clip's soft tokens go.
+pub const MARKER: &str = "<audio>";
+
+/// A question about clips of a bank, and its answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudioItem {
+    /// The task it belongs to (`speaker`, `sound`, `compare`, …).
+    pub task: String,
+    /// Clips, in the order of the markers.
+    pub clips: Vec<usize>,
+    /// The user turn with one [`MARKER`] per clip.
+    pub question: String,
+    /// The expected answer.
+    pub answer: String,
+}
+
+/// The frozen LLM and its text side.
+#[derive(Clone, Copy)]
+pub struct AudioPipeline<'a> {
+    /// The frozen backbone.
+    pub backbone: &'a dyn FrozenBackbone,
+    /// Its tokenizer and chat template.
+    pub codec: &'a dyn TextCodec,
+}
+
+fn instruction_text(question: &str) -> String {
+    question
+        .replace(MARKER, " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl AudioPipeline<'_> {
+    /// Soft tokens per item: one run per clip, in marker order.
+    pub fn soft_tokens(
+        &self,
+        model: &AptAligner,
+        bank: &ClipBank,
+        items: &[&AudioItem],
+        device: &Device,
+    ) -> glaze_core::Result<Vec<Vec<SoftTokens>>> {
+        let clips: Vec<usize> = items.iter().flat_map(|i| i.clips.iter().copied()).collect();
+        let features = bank.batch(&clips, device);
+        let condition = if model.uses_instruction() {
+            let prompts: Vec<Prompt> = items
+                .iter()
+                .flat_map(|i| {
+                    let text = instruction_text(&i.question);
+                    i.clips
+                        .iter()
+                        .map(move |_| Prompt::new().text(text.clone()))
+                })
+                .collect();
+            let batch = embed_batch(self.backbone, self.codec, &prompts)?;
+            Some(Condition {
+                embeds: batch.embeds.to_device(device),
+                mask: Some(batch.mask.to_device(&device.clone().without_autodiff())),
+            })
+        } else {
+            None
+        };
+        let all = model.adapt(&features, condition.as_ref());
+        let runs = SoftTokens::from_batch(all);
+        let mut runs = runs.into_iter();
+        Ok(items
+            .iter()
+            .map(|i| i.clips.iter().filter_map(|_| runs.next()).collect())
+            .collect())
+    }
+
+    fn prompts(
+        &self,
+        soft: Option<Vec<Vec<SoftTokens>>>,
+        items: &[&AudioItem],
+        targets: Option<&[Vec<u32>]>,
+    ) -> glaze_core::Result<Vec<Prompt>> {
+        items
+            .iter()
+            .enumerate()
+            .map(|(r, item)| {
+                let target = targets.map(|t| t[r].clone());
+                match &soft {
+                    Some(s) => {
+                        let segments = chat_segments(self.codec, SYSTEM, &item.question, MARKER)?;
+                        Ok(interleave(&segments, s[r].clone(), target))
+                    }
+                    None => {
+                        let segments = chat_segments(
+                            self.codec,
+                            SYSTEM,
+                            &instruction_text(&item.question),
+                            MARKER,
+                        )?;
+                        Ok(interleave(&segments, Vec::new(), target))
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// Mean cross-entropy of the answers.
+    pub fn loss(
+        &self,
+        model: &AptAligner,
+        bank: &ClipBank,
+        items: &[&AudioItem],
+        device: &Device,
+    ) -> glaze_core::Result<Tensor<1>> {
+        let targets: Vec<Vec<u32>> = items
+            .iter()
+            .map(|i| answer_target(self.codec, &i.answer))
+            .collect::<glaze_core::Result<_>>()?;
+        let soft = self.soft_tokens(model, bank, items, device)?;
+        let prompts = self.prompts(Some(soft), items, Some(&targets))?;
+        answer_loss(self.backbone, self.codec, &prompts, &targets, device)
+    }
+
+    /// Greedy answers; `model = None` asks without audio (the baseline).
+    pub fn answer(
+        &self,
+        model: Option<&AptAligner>,
+        bank: &ClipBank,
+        items: &[AudioItem],
+        batch: usize,
+        max_new_tokens: usize,
+    ) -> glaze_core::Result<Vec<String>> {
+        let device = self.backbone.device().clone();
+        let config = GenerationConfig::new().with_max_new_tokens(max_new_tokens);
+        let mut out = Vec::with_capacity(items.len());
+        for chunk in items.chunks(batch.max(1)) {
+            let refs: Vec<&AudioItem> = chunk.iter().collect();
+            let soft = match model {
+                Some(m) => Some(self.soft_tokens(m, bank, &refs, &device)?),
+                None => None,
+            };
+            let prompts = self.prompts(soft, &refs, None)?;
+            for g in generate_batch(self.backbone, self.codec, &prompts, &config)? {
+                out.push(g.text.trim().to_string());
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Training the aligner on a mixture of tasks.
+pub struct AudioQaTask<'a> {
+    /// The frozen LLM.
+    pub pipeline: AudioPipeline<'a>,
+    /// Frozen clip features.
+    pub bank: &'a ClipBank,
+    /// Training items (all tasks mixed).
+    pub train: &'a [AudioItem],
+    /// Validation items.
+    pub val: Option<&'a [AudioItem]>,
+    /// Micro-batch for validation.
+    pub eval_batch: usize,
+}
+
+impl TrainTask for AudioQaTask<'_> {
+    type Model = AptAligner;
+
+    fn train_len(&self) -> usize {
+        self.train.len()
+    }
+
+    fn loss(&self, model: &AptAligner, batch: &[usize]) -> glaze_core::Result<Tensor<1>> {
+        let device = self.pipeline.backbone.device().clone().autodiff();
+        let items: Vec<&AudioItem> = batch.iter().map(|&i| &self.train[i]).collect();
+        self.pipeline.loss(model, self.bank, &items, &device)
+    }
+
+    fn validate(&self, model: &AptAligner) -> glaze_core::Result<Option<f64>> {
+        let Some(val) = self.val else {
+            return Ok(None);
+        };
+        let device = self.pipeline.backbone.device().clone();
+        let model = model.valid();
+        let mut total = 0.0;
+        for chunk in val.chunks(self.eval_batch.max(1)) {
+            let items: Vec<&AudioItem> = chunk.iter().collect();
+            let loss = self
+                .pipeline
+                .loss(&model, self.bank, &items, &device)?
+                .into_scalar::<f32>();
+            total += f64::from(loss) * chunk.len() as f64;
+        }
+        Ok(Some(total / val.len() as f64))
+    }
+}
+
+/// Speaker identification items: one per utterance whose clip index is `clip_of(utterance)`.
+pub fn speaker_items(utts: &[(usize, &Utterance)]) -> Vec<AudioItem> {
+    utts.iter()
+        .map(|(clip, u)| AudioItem {
+            task: "speaker".into(),
+            clips: vec![*clip],
+            question: format!("{MARKER}\nWho is speaking?"),
+            answer: u.speaker.clone(),
+        })
+        .collect()
+}
+
+/// Two-clip comparison items: `n` pairs, half from one speaker (different digits), half from
+/// two speakers, drawn with `seed`.
+pub fn comparison_items(utts: &[(usize, &Utterance)], n: usize, seed: u64) -> Vec<AudioItem> {
+    let mut s = seed;
+    let mut next = |m: usize| {
+        s = s
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((s >> 33) % m.max(1) as u64) as usize
+    };
+    let mut out = Vec::with_capacity(n);
+    let mut guard = 0;
+    while out.len() < n && guard < 100 * n.max(1) {
+        guard += 1;
+        let (a, ua) = utts[next(utts.len())];
+        let same = out.len() % 2 == 0;
+        let (b, ub) = utts[next(utts.len())];
+        if a == b || (ua.speaker == ub.speaker) != same || ua.text == ub.text {
+            continue;
+        }
+        out.push(AudioItem {
+            task: "compare".into(),
+            clips: vec![a, b],
+            question: format!("{MARKER}\n{MARKER}\nDo these two clips come from the same speaker?"),
+            answer: if same { "yes" } else { "no" }.into(),
+        });
+    }
+    out
+}
+
+/// Sound-description items for events whose clips start at `first`.
+pub fn sound_items(events: &[SoundEvent], first: usize) -> Vec<AudioItem> {
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| AudioItem {
+            task: "sound".into(),
+            clips: vec![first + i],
+            question: format!("{MARKER}\nDescribe the sound."),
+            answer: e.caption(),
+        })
+        .collect()
+}
+
+/// Lower case, punctuation dropped, whitespace collapsed.
+pub fn normalise(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_alphanumeric() || c == '.' {
+                c.to_ascii_lowercase()
+            } else {
+                ' '
+            }
+        })
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .trim_end_matches('.')
+        .to_string()
+}
+
+/// Exact-match accuracy after [`normalise`].
+pub fn accuracy(answers: &[String], items: &[AudioItem]) -> f64 {
+    let right = answers
+        .iter()
+        .zip(items)
+        .filter(|(a, i)| normalise(a) == normalise(&i.answer))
+        .count();
+    right as f64 / items.len().max(1) as f64
+}
+
+/// The sound class (tone, noise, chirp, clicks, beeps → rhythm) an answer names first.
+pub fn sound_class(answer: &str) -> Option<&'static str> {
+    let a = normalise(answer);
+    [
+        ("tone", "tone"),
+        ("noise", "noise"),
+        ("chirp", "chirp"),
+        ("click", "clicks"),
+        ("beep", "rhythm"),
+    ]
+    .iter()
+    .filter_map(|(w, c)| a.find(w).map(|at| (at, *c)))
+    .min_by_key(|(at, _)| *at)
+    .map(|(_, c)| c)
+}
+
+/// Utterances of one split.
+pub fn of_split(utts: &[Utterance], split: Split) -> Vec<&Utterance> {
+    utts.iter().filter(|u| u.split == split).collect()
+}
