@@ -216,7 +216,7 @@ mod tests {
         assert_eq!(h.revision, 3);
         let w = s.get("encoder/w", &[2, 1])?;
         assert_eq!(w.data, vec![1.5, -2.0]);
-        assert!(s.tensors.get("decoder/n").is_none());
+        assert!(!s.tensors.contains_key("decoder/n"));
         Ok(())
     }
 

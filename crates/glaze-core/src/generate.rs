@@ -199,6 +199,9 @@ fn generate_inner(
         .collect()
 }
 
+/// New ids per row, and why each row stopped (`None`: the budget ran out).
+type Decoded = (Vec<Vec<u32>>, Vec<Option<FinishReason>>);
+
 /// Greedy/sampled decoding from logits `[b, v]` of the last prompt position, feeding each new
 /// token through the cache. Returns the new ids per row and why each row stopped.
 #[allow(clippy::too_many_arguments)]
@@ -212,7 +215,7 @@ fn decode_loop(
     budget: usize,
     config: &GenerationConfig,
     on_text: &mut dyn FnMut(&str),
-) -> Result<(Vec<Vec<u32>>, Vec<Option<FinishReason>>)> {
+) -> Result<Decoded> {
     let mut rng = SplitMix64::new(config.seed);
     let mut ids: Vec<Vec<u32>> = vec![Vec::new(); b];
     let mut done: Vec<Option<FinishReason>> = vec![None; b];
