@@ -371,3 +371,88 @@ fn whisper_base_encoder_matches_ctranslate2_on_jfk() {
     eprintln!("base encoder_out max |Δ| {diff:.2e}");
     assert!(diff <= 1e-3, "max |Δ| {diff}");
 }
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+/// FLAC (lossless) and Ogg/Vorbis (lossy) stereo fixtures (tests/fixtures/make_audio_fixtures.py)
+/// decode through symphonia and down-mix to the mean of the two channels of the formula they were
+/// written from.
+#[test]
+fn flac_and_ogg_decode_and_downmix() {
+    let rate = 22_050.0f32;
+    let want: Vec<f32> = (0..22_050)
+        .map(|i| {
+            let t = i as f32 / rate;
+            let l = 0.5 * (2.0 * std::f32::consts::PI * 440.0 * t).sin();
+            let r = 0.3 * (2.0 * std::f32::consts::PI * 1000.0 * t).sin();
+            (l + r) / 2.0
+        })
+        .collect();
+    for (name, tol_max, min_corr) in [("tone.flac", 5e-4f32, 0.9999f32), ("tone.ogg", 0.2, 0.98)] {
+        let audio = decode_file(&fixture(name), &AudioLimits::default()).expect(name);
+        assert_eq!(audio.sample_rate, 22_050, "{name}");
+        assert_eq!(audio.samples.len(), want.len(), "{name}");
+        let diff = max_abs_diff(&audio.samples, &want);
+        let dot: f32 = audio.samples.iter().zip(&want).map(|(a, b)| a * b).sum();
+        let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let corr = dot / (norm(&audio.samples) * norm(&want));
+        eprintln!("{name}: max |Δ| {diff:.2e}, correlation {corr:.5}");
+        assert!(diff <= tol_max && corr >= min_corr, "{name}: {diff} {corr}");
+        let up = resample(&audio, 16_000).expect("resamples");
+        assert!((up.seconds() - 1.0).abs() < 0.002);
+    }
+    // Truncated FLAC / Ogg: a typed error naming the file, or fewer samples — never a panic.
+    let dir = std::env::temp_dir().join(format!("glaze-audio-trunc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    for name in ["tone.flac", "tone.ogg"] {
+        let bytes = std::fs::read(fixture(name)).expect("read");
+        let cut = dir.join(format!("cut-{name}"));
+        std::fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write");
+        match decode_file(&cut, &AudioLimits::default()) {
+            Ok(a) => assert!(a.samples.len() < want.len(), "{name}"),
+            Err(e) => assert!(e.to_string().contains("cut-"), "{e}"),
+        }
+        let head = dir.join(format!("head-{name}"));
+        std::fs::write(&head, &bytes[..40]).expect("write");
+        let err = decode_file(&head, &AudioLimits::default()).expect_err("a header alone");
+        assert!(err.to_string().contains("head-"), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// 128 mel bins (Whisper large-v3's input) against faster-whisper's FeatureExtractor on jfk.wav:
+/// 64 sampled values and the mean, within 1e-4.
+#[test]
+fn log_mel_with_128_bins_matches_faster_whisper() {
+    let audio = decode_file(&jfk(), &AudioLimits::default()).expect("decodes");
+    let config = MelConfig {
+        n_mels: 128,
+        ..MelConfig::default()
+    };
+    let mel = log_mel(&audio.samples, &config, Some(audio.samples.len() + 160));
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("mel128_jfk.json")).expect("fixture"),
+    )
+    .expect("json");
+    assert_eq!(reference["shape"], serde_json::json!([128, mel.frames]));
+    let mut worst = 0.0f32;
+    for s in reference["samples"].as_array().expect("samples") {
+        let (b, f, v) = (
+            s[0].as_u64().expect("bin") as usize,
+            s[1].as_u64().expect("frame") as usize,
+            s[2].as_f64().expect("value") as f32,
+        );
+        worst = worst.max((mel.data[b * mel.frames + f] - v).abs());
+    }
+    let mean = mel.data.iter().sum::<f32>() / mel.data.len() as f32;
+    let want_mean = reference["mean"].as_f64().expect("mean") as f32;
+    eprintln!("128-bin log-mel: max |Δ| {worst:.2e} on 64 samples, mean {mean} vs {want_mean}");
+    assert!(
+        worst <= 1e-4 && (mean - want_mean).abs() <= 1e-4,
+        "{worst} {mean} {want_mean}"
+    );
+}

@@ -10,6 +10,7 @@
 //! - `results timeseries`  the ETTh1/ETTh2 sweep behind docs/results/timeseries.md
 //! - `results vision`  the textile and generated-shapes sweep behind docs/results/vision.md
 //! - `results speech`  recognition runs and the faster-whisper peer behind docs/results/speech.md
+//! - `results audio`  the APT aligner run (and its no-instruction ablation) behind docs/results/audio.md
 
 mod bench;
 mod fetch;
@@ -37,9 +38,10 @@ fn main() -> ExitCode {
         Some("results") if args.get(1).map(String::as_str) == Some("speech") => {
             results_speech(&args[2..])
         }
+        Some("results") if args.get(1).map(String::as_str) == Some("audio") => results_audio(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <fetch|ci|demo|tidy|bench|speech-data|results timeseries|results vision|results speech>"
+                "usage: cargo xtask <fetch|ci|demo|tidy|bench|speech-data|results timeseries|results vision|results speech|results audio>"
             );
             return ExitCode::from(2);
         }
@@ -344,8 +346,46 @@ fn results_speech(args: &[String]) -> Result<(), String> {
         .arg(root().join("docs/results/speech.md")))
 }
 
+/// General-audio results: the APT aligner and a plain Q-Former (no instruction), each trained on
+/// the task mixture, rows appended to docs/results/audio.jsonl (tables in audio.md are written
+/// from them by hand, with the findings).
+fn results_audio() -> Result<(), String> {
+    fetch::fetch(&[])?;
+    let results = root().join("docs/results/audio.jsonl");
+    let runs = fetch::cache_dir().join("audio-runs");
+    for (name, extra) in [("apt", None), ("qformer", Some("--no-instruction"))] {
+        let out = runs.join(format!("{name}-s0"));
+        if out.join("report.json").exists() {
+            eprintln!("results audio: {name} done ({})", out.display());
+            continue;
+        }
+        run(cargo()
+            .args(["run", "--quiet", "-p", "glaze-cli", "--", "audio", "train"])
+            .args(AUDIO_TRAIN)
+            .args(extra)
+            .arg("--out")
+            .arg(&out)
+            .arg("--results")
+            .arg(&results)
+            .env("RAYON_NUM_THREADS", "2"))?;
+    }
+    Ok(())
+}
+
+/// Settings of the `results audio` runs.
+const AUDIO_TRAIN: &[&str] = &[
+    "--steps",
+    "200",
+    "--batch",
+    "8",
+    "--lr",
+    "1e-3",
+    "--queries",
+    "16",
+];
+
 /// Adapters and their optimizer steps in `results speech`.
-const SPEECH_RUNS: [(&str, &str); 2] = [("frame-stack", "400"), ("conv", "200")];
+const SPEECH_RUNS: [(&str, &str); 2] = [("frame-stack", "400"), ("conv", "150")];
 /// Train/validation/test clips per corpus.
 const SPEECH_LIMITS: &str = "100000,40,300";
 /// Settings shared by the `results speech` runs.
