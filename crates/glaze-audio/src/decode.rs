@@ -166,7 +166,12 @@ fn decode_other(bytes: &[u8], name: &Path, limits: &AudioLimits) -> Result<Audio
         symphonia::default::get_probe().format(
             &hint,
             mss,
-            &FormatOptions::default(),
+            // Gapless: packets say how many encoder-delay and padding frames to drop (Ogg/Vorbis
+            // pads its last block; MP3 has encoder delay), so durations come out exact.
+            &FormatOptions {
+                enable_gapless: true,
+                ..FormatOptions::default()
+            },
             &MetadataOptions::default(),
         )
     };
@@ -229,10 +234,26 @@ fn decode_other(bytes: &[u8], name: &Path, limits: &AudioLimits) -> Result<Audio
         let spec = *decoded.spec();
         let mut buf = SampleBuffer::<f32>::new(decoded.capacity() as u64, spec);
         buf.copy_interleaved_ref(decoded);
+        let start = samples.len();
         downmix(buf.samples(), spec.channels.count(), &mut samples);
+        let got = samples.len() - start;
+        let (head, tail) = (packet.trim_start as usize, packet.trim_end as usize);
+        if head + tail >= got {
+            samples.truncate(start);
+        } else {
+            samples.truncate(samples.len() - tail);
+            samples.drain(start..start + head);
+        }
         if samples.len() > max_samples {
             too_long(name, samples.len() as u64, rate, limits)?;
         }
+    }
+    // The container's frame count, where it has one, is exact (an Ogg stream's last granule
+    // position): decoders may emit the padding of a final block beyond it.
+    if let Some(n) = params.n_frames.filter(|&n| n > 0)
+        && samples.len() as u64 > n
+    {
+        samples.truncate(n as usize);
     }
     Ok(Audio {
         samples,
