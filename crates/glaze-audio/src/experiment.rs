@@ -19,7 +19,8 @@ use crate::encoder::AudioEncoder;
 use crate::error::{Error, Result};
 use crate::sounds::{event, render};
 use crate::tasks::{
-    AudioItem, AudioPipeline, AudioQaTask, comparison_items, sound_items, speaker_items,
+    AudioItem, AudioPipeline, AudioQaLoss, AudioQaTask, comparison_items, sound_items,
+    speaker_items,
 };
 
 /// How many items of each task and split.
@@ -203,8 +204,10 @@ pub fn train_aligner(
     device.seed(train_config.seed);
     let model = config.init(data.bank.f, backbone.spec().d_model, &device)?;
     let task = AudioQaTask {
-        pipeline: AudioPipeline { backbone, codec },
-        bank: &data.bank,
+        pipeline: AudioQaLoss {
+            pipeline: AudioPipeline { backbone, codec },
+            bank: &data.bank,
+        },
         train: &data.train,
         val: (!data.val.is_empty()).then_some(data.val.as_slice()),
         eval_batch: 16,

@@ -8,9 +8,11 @@
 //! on the animal sounds (`glaze audio` CLI).
 
 use burn::prelude::*;
-use glaze_core::answer::{answer_loss, answer_target, chat_segments, interleave};
+use glaze_core::answer::{
+    ItemLoss, ItemTask, answer_loss, answer_target, chat_segments, interleave,
+};
 use glaze_core::{
-    Adapter, Condition, FrozenBackbone, GenerationConfig, Prompt, SoftTokens, TextCodec, TrainTask,
+    Adapter, Condition, FrozenBackbone, GenerationConfig, Prompt, SoftTokens, TextCodec,
     embed_batch, generate_batch,
 };
 
@@ -166,51 +168,35 @@ impl AudioPipeline<'_> {
     }
 }
 
-/// Training the aligner on a mixture of tasks.
-pub struct AudioQaTask<'a> {
+/// Questions over a feature bank: the audio pipeline's [`ItemLoss`].
+#[derive(Clone, Copy)]
+pub struct AudioQaLoss<'a> {
     /// The frozen LLM.
     pub pipeline: AudioPipeline<'a>,
     /// Frozen clip features.
     pub bank: &'a ClipBank,
-    /// Training items (all tasks mixed).
-    pub train: &'a [AudioItem],
-    /// Validation items.
-    pub val: Option<&'a [AudioItem]>,
-    /// Micro-batch for validation.
-    pub eval_batch: usize,
 }
 
-impl TrainTask for AudioQaTask<'_> {
+impl ItemLoss for AudioQaLoss<'_> {
     type Model = AptAligner;
+    type Item = AudioItem;
 
-    fn train_len(&self) -> usize {
-        self.train.len()
+    fn backbone(&self) -> &dyn FrozenBackbone {
+        self.pipeline.backbone
     }
 
-    fn loss(&self, model: &AptAligner, batch: &[usize]) -> glaze_core::Result<Tensor<1>> {
-        let device = self.pipeline.backbone.device().clone().autodiff();
-        let items: Vec<&AudioItem> = batch.iter().map(|&i| &self.train[i]).collect();
-        self.pipeline.loss(model, self.bank, &items, &device)
-    }
-
-    fn validate(&self, model: &AptAligner) -> glaze_core::Result<Option<f64>> {
-        let Some(val) = self.val else {
-            return Ok(None);
-        };
-        let device = self.pipeline.backbone.device().clone();
-        let model = model.valid();
-        let mut total = 0.0;
-        for chunk in val.chunks(self.eval_batch.max(1)) {
-            let items: Vec<&AudioItem> = chunk.iter().collect();
-            let loss = self
-                .pipeline
-                .loss(&model, self.bank, &items, &device)?
-                .into_scalar::<f32>();
-            total += f64::from(loss) * chunk.len() as f64;
-        }
-        Ok(Some(total / val.len() as f64))
+    fn item_loss(
+        &self,
+        model: &AptAligner,
+        items: &[&AudioItem],
+        device: &Device,
+    ) -> glaze_core::Result<Tensor<1>> {
+        self.pipeline.loss(model, self.bank, items, device)
     }
 }
+
+/// Training the aligner on a mixture of tasks.
+pub type AudioQaTask<'a> = ItemTask<'a, AudioQaLoss<'a>>;
 
 /// Speaker identification items: one per utterance whose clip index is `clip_of(utterance)`.
 pub fn speaker_items(utts: &[(usize, &Utterance)]) -> Vec<AudioItem> {

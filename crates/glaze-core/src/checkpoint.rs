@@ -72,6 +72,25 @@ pub struct AdapterIdentity {
 }
 
 impl AdapterIdentity {
+    /// The identity of an adapter of `kind` with serialisable `config`, trained against
+    /// `encoder` (if any) and all blocks of `backbone`.
+    pub fn new(
+        kind: impl Into<String>,
+        config: &impl serde::Serialize,
+        encoder: Option<EncoderSpec>,
+        backbone: &dyn crate::backbone::FrozenBackbone,
+    ) -> Result<Self> {
+        Ok(AdapterIdentity {
+            kind: kind.into(),
+            config: serde_json::to_value(config).map_err(|e| Error::InvalidConfig {
+                field: "adapter",
+                problem: e.to_string(),
+            })?,
+            encoder,
+            backbone: BackboneIdentity::of(backbone.spec(), backbone.spec().n_layers),
+        })
+    }
+
     /// Checks that a checkpoint's identity fits the pipeline it is loaded into:
     /// same kind, same encoder, same backbone. The error names both sides and the file.
     pub fn check_compatible(&self, expected: &AdapterIdentity, file: &Path) -> Result<()> {
@@ -154,6 +173,21 @@ fn bad(path: &Path, problem: impl Into<String>) -> Error {
 }
 
 impl Checkpoint {
+    /// Loads a checkpoint and reads its adapter configuration as `C`; `what` names the expected
+    /// kind in the error (e.g. "a speech adapter").
+    pub fn load_config<C: serde::de::DeserializeOwned>(
+        path: &Path,
+        what: &str,
+    ) -> Result<(Checkpoint, C)> {
+        let ck = Checkpoint::load(path)?;
+        let config =
+            serde_json::from_value(ck.identity.config.clone()).map_err(|e| Error::Checkpoint {
+                path: path.to_path_buf(),
+                problem: format!("not {what}: {e}"),
+            })?;
+        Ok((ck, config))
+    }
+
     /// Serialises and writes the checkpoint atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut meta = HashMap::new();

@@ -3,10 +3,11 @@
 //! cross-entropy on the transcript tokens only (core `answer_loss`); recognition is greedy.
 
 use burn::prelude::*;
-use glaze_core::answer::{answer_loss, answer_target, chat_segments, interleave};
+use glaze_core::answer::{
+    ItemLoss, ItemTask, answer_loss, answer_target, chat_segments, interleave,
+};
 use glaze_core::{
-    Adapter, FrozenBackbone, GenerationConfig, Prompt, SoftTokens, TextCodec, TrainTask,
-    generate_batch,
+    Adapter, FrozenBackbone, GenerationConfig, Prompt, SoftTokens, TextCodec, generate_batch,
 };
 
 use crate::adapter::SpeechAdapter;
@@ -141,48 +142,32 @@ impl SpeechPipeline<'_> {
     }
 }
 
-/// Training a speech adapter on transcribed clips.
-pub struct AsrTask<'a> {
+/// Transcribed clips over a feature bank: the speech pipeline's [`ItemLoss`].
+#[derive(Clone, Copy)]
+pub struct AsrLoss<'a> {
     /// The frozen LLM.
     pub pipeline: SpeechPipeline<'a>,
     /// Frozen clip features.
     pub bank: &'a ClipBank,
-    /// Training clips.
-    pub train: &'a [SpeechItem],
-    /// Validation clips (transcript cross-entropy is the validation value).
-    pub val: Option<&'a [SpeechItem]>,
-    /// Micro-batch for validation.
-    pub eval_batch: usize,
 }
 
-impl TrainTask for AsrTask<'_> {
+impl ItemLoss for AsrLoss<'_> {
     type Model = SpeechAdapter;
+    type Item = SpeechItem;
 
-    fn train_len(&self) -> usize {
-        self.train.len()
+    fn backbone(&self) -> &dyn FrozenBackbone {
+        self.pipeline.backbone
     }
 
-    fn loss(&self, model: &SpeechAdapter, batch: &[usize]) -> glaze_core::Result<Tensor<1>> {
-        let device = self.pipeline.backbone.device().clone().autodiff();
-        let items: Vec<&SpeechItem> = batch.iter().map(|&i| &self.train[i]).collect();
-        self.pipeline.loss(model, self.bank, &items, &device)
-    }
-
-    fn validate(&self, model: &SpeechAdapter) -> glaze_core::Result<Option<f64>> {
-        let Some(val) = self.val else {
-            return Ok(None);
-        };
-        let device = self.pipeline.backbone.device().clone();
-        let model = model.valid();
-        let mut total = 0.0;
-        for chunk in val.chunks(self.eval_batch.max(1)) {
-            let items: Vec<&SpeechItem> = chunk.iter().collect();
-            let loss = self
-                .pipeline
-                .loss(&model, self.bank, &items, &device)?
-                .into_scalar::<f32>();
-            total += f64::from(loss) * chunk.len() as f64;
-        }
-        Ok(Some(total / val.len() as f64))
+    fn item_loss(
+        &self,
+        model: &SpeechAdapter,
+        items: &[&SpeechItem],
+        device: &Device,
+    ) -> glaze_core::Result<Tensor<1>> {
+        self.pipeline.loss(model, self.bank, items, device)
     }
 }
+
+/// Training a speech adapter on transcribed clips.
+pub type AsrTask<'a> = ItemTask<'a, AsrLoss<'a>>;

@@ -13,7 +13,7 @@ use glaze_core::{
 };
 
 use crate::adapter::{SpeechAdapter, SpeechAdapterConfig};
-use crate::asr::{AsrTask, SpeechItem, SpeechPipeline};
+use crate::asr::{AsrLoss, AsrTask, SpeechItem, SpeechPipeline};
 use crate::corpus::{Split, Utterance};
 use crate::error::{Error, Result};
 use crate::wer::{WerCount, wer};
@@ -184,8 +184,10 @@ pub fn train_adapter(
         .adapter
         .init(data.bank.f, backbone.spec().d_model, &device)?;
     let task = AsrTask {
-        pipeline: SpeechPipeline { backbone, codec },
-        bank: &data.bank,
+        pipeline: AsrLoss {
+            pipeline: SpeechPipeline { backbone, codec },
+            bank: &data.bank,
+        },
         train: &data.train,
         val: (!data.val.is_empty()).then_some(data.val.as_slice()),
         eval_batch: spec.eval_batch,

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::prelude::*;
-use glaze_core::checkpoint::BackboneIdentity;
 use glaze_core::{
     AdapterIdentity, CachedArray, Checkpoint, Encoder, FeatureCache, FrozenBackbone, RunOptions,
     SplitMix64, TextCodec, TrainConfig, import_params, train,
@@ -18,7 +17,7 @@ use crate::encoder::VisionEncoder;
 use crate::error::{Error, Result};
 use crate::probe::{LinearProbe, probe_input};
 use crate::shapes::{CaptionScore, Scene, normalise, score};
-use crate::task::{FeatureBank, VisionPipeline, VqaItem, VqaTask};
+use crate::task::{FeatureBank, VisionPipeline, VqaItem, VqaLoss, VqaTask};
 use crate::textiles::{CLASSES, QUESTION as TEXTILE_QUESTION, load_splits};
 
 /// Images per encoder forward when filling the cache.
@@ -262,13 +261,12 @@ pub fn identity(
     encoder: &VisionEncoder,
     adapter: &VisionAdapterConfig,
 ) -> Result<AdapterIdentity> {
-    Ok(AdapterIdentity {
-        kind: format!("vision/{}", adapter.name()),
-        config: serde_json::to_value(adapter)
-            .map_err(|e| Error::config("adapter", e.to_string()))?,
-        encoder: Some(encoder.spec().clone()),
-        backbone: BackboneIdentity::of(backbone.spec(), backbone.spec().n_layers),
-    })
+    Ok(AdapterIdentity::new(
+        format!("vision/{}", adapter.name()),
+        adapter,
+        Some(encoder.spec().clone()),
+        backbone,
+    )?)
 }
 
 /// Loads a trained adapter, checking that it was trained for this encoder and backbone.
@@ -277,14 +275,7 @@ pub fn load_adapter(
     encoder: &VisionEncoder,
     path: &Path,
 ) -> Result<(VisionAdapter, VisionAdapterConfig)> {
-    let ck = Checkpoint::load(path)?;
-    let config: VisionAdapterConfig =
-        serde_json::from_value(ck.identity.config.clone()).map_err(|e| {
-            glaze_core::Error::Checkpoint {
-                path: path.to_path_buf(),
-                problem: format!("not a vision adapter: {e}"),
-            }
-        })?;
+    let (ck, config): (_, VisionAdapterConfig) = Checkpoint::load_config(path, "a vision adapter")?;
     ck.identity
         .check_compatible(&identity(backbone, encoder, &config)?, path)?;
     let device = backbone.device().clone();
@@ -419,8 +410,10 @@ pub fn run(
         .adapter
         .init(data.bank.f, backbone.spec().d_model, &device)?;
     let task = VqaTask {
-        pipeline,
-        bank: &data.bank,
+        pipeline: VqaLoss {
+            pipeline,
+            bank: &data.bank,
+        },
         train: &data.train,
         val: (!data.val.is_empty()).then_some(data.val.as_slice()),
         eval_batch: spec.eval_batch,

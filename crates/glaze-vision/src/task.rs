@@ -3,10 +3,10 @@
 //! only (prompt and soft tokens masked out); evaluation generates greedily and compares text.
 
 use burn::prelude::*;
-use glaze_core::answer::{answer_loss, answer_target, chat_segments};
+use glaze_core::answer::{ItemLoss, ItemTask, answer_loss, answer_target, chat_segments};
 use glaze_core::{
     Adapter, Condition, Features, FrozenBackbone, GenerationConfig, Prompt, SoftTokens, TextCodec,
-    TrainTask, embed_batch, generate_batch,
+    embed_batch, generate_batch,
 };
 
 use crate::adapter::VisionAdapter;
@@ -170,48 +170,32 @@ impl VisionPipeline<'_> {
     }
 }
 
-/// Training a vision adapter on question/answer pairs.
-pub struct VqaTask<'a> {
+/// Question/answer pairs over a feature bank: the vision pipeline's [`ItemLoss`].
+#[derive(Clone, Copy)]
+pub struct VqaLoss<'a> {
     /// The frozen LLM.
     pub pipeline: VisionPipeline<'a>,
     /// Frozen image features.
     pub bank: &'a FeatureBank,
-    /// Training pairs.
-    pub train: &'a [VqaItem],
-    /// Validation pairs (answer cross-entropy is the validation value).
-    pub val: Option<&'a [VqaItem]>,
-    /// Micro-batch for validation.
-    pub eval_batch: usize,
 }
 
-impl TrainTask for VqaTask<'_> {
+impl ItemLoss for VqaLoss<'_> {
     type Model = VisionAdapter;
+    type Item = VqaItem;
 
-    fn train_len(&self) -> usize {
-        self.train.len()
+    fn backbone(&self) -> &dyn FrozenBackbone {
+        self.pipeline.backbone
     }
 
-    fn loss(&self, model: &VisionAdapter, batch: &[usize]) -> glaze_core::Result<Tensor<1>> {
-        let device = self.pipeline.backbone.device().clone().autodiff();
-        let items: Vec<&VqaItem> = batch.iter().map(|&i| &self.train[i]).collect();
-        self.pipeline.answer_loss(model, self.bank, &items, &device)
-    }
-
-    fn validate(&self, model: &VisionAdapter) -> glaze_core::Result<Option<f64>> {
-        let Some(val) = self.val else {
-            return Ok(None);
-        };
-        let device = self.pipeline.backbone.device().clone();
-        let model = model.valid();
-        let mut total = 0.0;
-        for chunk in val.chunks(self.eval_batch.max(1)) {
-            let items: Vec<&VqaItem> = chunk.iter().collect();
-            let loss = self
-                .pipeline
-                .answer_loss(&model, self.bank, &items, &device)?
-                .into_scalar::<f32>();
-            total += f64::from(loss) * chunk.len() as f64;
-        }
-        Ok(Some(total / val.len() as f64))
+    fn item_loss(
+        &self,
+        model: &VisionAdapter,
+        items: &[&VqaItem],
+        device: &Device,
+    ) -> glaze_core::Result<Tensor<1>> {
+        self.pipeline.answer_loss(model, self.bank, items, device)
     }
 }
+
+/// Training a vision adapter on question/answer pairs.
+pub type VqaTask<'a> = ItemTask<'a, VqaLoss<'a>>;
