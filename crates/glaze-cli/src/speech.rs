@@ -483,21 +483,13 @@ pub fn transcribe(
     file: &Path,
 ) -> Res<String> {
     let device = glaze::FrozenBackbone::device(&model.llama).clone();
-    let audio = resample(
-        &decode_file(file, &AudioLimits::default())?,
-        glaze::audio::WHISPER_RATE,
+    let bank = glaze::audio::encode_files(
+        encoder,
+        None,
+        &[file.to_path_buf()],
+        &AudioLimits::default(),
+        &device,
     )?;
-    let feats = encoder.encode_clip(&audio, &device)?;
-    let f = feats.dims()[2];
-    let bank = ClipBank {
-        f,
-        rows: vec![
-            feats
-                .into_data()
-                .try_to_vec::<f32>()
-                .map_err(|e| format!("{e:?}"))?,
-        ],
-    };
     let pipeline = SpeechPipeline {
         backbone: &model.llama,
         codec: &model.tokenizer,
@@ -665,21 +657,13 @@ pub fn ask(model: &LanguageModel, file: &Path, adapter: &Path, question: &str) -
         .unwrap_or_else(|| "trim".into());
     let encoder = AudioEncoder::load_default(&device)?.with_window(window.parse::<Window>()?);
     let (trained, _) = ex::load_adapter(&model.llama, &encoder, adapter)?;
-    let audio = resample(
-        &decode_file(file, &AudioLimits::default())?,
-        glaze::audio::WHISPER_RATE,
+    let bank = glaze::audio::encode_files(
+        &encoder,
+        None,
+        &[file.to_path_buf()],
+        &AudioLimits::default(),
+        &device,
     )?;
-    let feats = encoder.encode_clip(&audio, &device)?;
-    let f = feats.dims()[2];
-    let bank = ClipBank {
-        f,
-        rows: vec![
-            feats
-                .into_data()
-                .try_to_vec::<f32>()
-                .map_err(|e| format!("{e:?}"))?,
-        ],
-    };
     let pipeline = SpeechPipeline {
         backbone: &model.llama,
         codec: &model.tokenizer,
