@@ -456,3 +456,53 @@ fn log_mel_with_128_bins_matches_faster_whisper() {
         "{worst} {mean} {want_mean}"
     );
 }
+
+/// The trim window (no padding to 30 s, first position embeddings) against the full window on
+/// jfk.wav (11 s) and a 0.26 s digit: the same frame count, features close for the long clip and
+/// far apart for the short one (the padding frames are no longer attended). The figures are
+/// quoted in docs/results/speech.md.
+#[test]
+fn trim_window_stays_close_to_the_full_window() {
+    use burn::prelude::*;
+    let device = Device::flex();
+    let tiny = tiny_en();
+    for path in [
+        jfk(),
+        shared_dir().join("data/fsdd/recordings/3_theo_0.wav"),
+    ] {
+        let audio = resample(
+            &decode_file(&path, &AudioLimits::default()).expect("decodes"),
+            16_000,
+        )
+        .expect("resamples");
+        let full = tiny.clone().with_window(glaze::audio::Window::Full);
+        let trim = tiny.clone().with_window(glaze::audio::Window::Trim);
+        let a = full.encode_clip(&audio, &device).expect("full");
+        let b = trim.encode_clip(&audio, &device).expect("trim");
+        assert_eq!(a.dims(), b.dims());
+        let [_, n, d] = a.dims();
+        let a = a.into_data().try_to_vec::<f32>().expect("f32");
+        let b = b.into_data().try_to_vec::<f32>().expect("f32");
+        let cos: Vec<f32> = (0..n)
+            .map(|t| {
+                let (x, y) = (&a[t * d..(t + 1) * d], &b[t * d..(t + 1) * d]);
+                let dot: f32 = x.iter().zip(y).map(|(p, q)| p * q).sum();
+                let nx = x.iter().map(|p| p * p).sum::<f32>().sqrt();
+                let ny = y.iter().map(|q| q * q).sum::<f32>().sqrt();
+                dot / (nx * ny)
+            })
+            .collect();
+        let mean = cos.iter().sum::<f32>() / n as f32;
+        let min = cos.iter().copied().fold(1.0f32, f32::min);
+        eprintln!(
+            "{}: {n} frames, per-frame cosine trim vs full: mean {mean:.4}, min {min:.4}",
+            path.file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        );
+        // Long clips barely change; very short ones change a lot (most of a padded window is
+        // padding that the full window attends to).
+        let floor = if n > 100 { 0.98 } else { 0.5 };
+        assert!(mean > floor && mean < 0.99999, "mean cosine {mean}");
+    }
+}
