@@ -1,5 +1,5 @@
 //! Speech recognition through the frozen LLM: the adapter's soft tokens for a clip go into a
-//! chat prompt ("<audio> Transcribe the audio."), the LLM writes the transcript. Training is
+//! chat prompt (`<audio>` then "Transcribe the audio."), the LLM writes the transcript. Training is
 //! cross-entropy on the transcript tokens only (core `answer_loss`); recognition is greedy.
 
 use burn::prelude::*;
