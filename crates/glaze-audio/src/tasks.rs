@@ -9,12 +9,9 @@
 
 use burn::prelude::*;
 use glaze_core::answer::{
-    ItemLoss, ItemTask, answer_loss, answer_target, chat_segments, interleave,
+    ItemLoss, ItemTask, answer_loss, answer_target, chat_segments, greedy_answers, interleave,
 };
-use glaze_core::{
-    Adapter, Condition, FrozenBackbone, GenerationConfig, Prompt, SoftTokens, TextCodec,
-    embed_batch, generate_batch,
-};
+use glaze_core::{Adapter, Condition, FrozenBackbone, Prompt, SoftTokens, TextCodec, embed_batch};
 
 use crate::aligner::AptAligner;
 use crate::bank::ClipBank;
@@ -150,21 +147,20 @@ impl AudioPipeline<'_> {
         batch: usize,
         max_new_tokens: usize,
     ) -> glaze_core::Result<Vec<String>> {
-        let device = self.backbone.device().clone();
-        let config = GenerationConfig::new().with_max_new_tokens(max_new_tokens);
-        let mut out = Vec::with_capacity(items.len());
-        for chunk in items.chunks(batch.max(1)) {
-            let refs: Vec<&AudioItem> = chunk.iter().collect();
-            let soft = match model {
-                Some(m) => Some(self.soft_tokens(m, bank, &refs, &device)?),
-                None => None,
-            };
-            let prompts = self.prompts(soft, &refs, None)?;
-            for g in generate_batch(self.backbone, self.codec, &prompts, &config)? {
-                out.push(g.text.trim().to_string());
-            }
-        }
-        Ok(out)
+        greedy_answers(
+            self.backbone,
+            self.codec,
+            items,
+            batch,
+            max_new_tokens,
+            |refs, device| {
+                let soft = match model {
+                    Some(m) => Some(self.soft_tokens(m, bank, refs, device)?),
+                    None => None,
+                };
+                self.prompts(soft, refs, None)
+            },
+        )
     }
 }
 

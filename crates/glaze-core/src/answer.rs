@@ -174,3 +174,26 @@ impl<P: ItemLoss> crate::trainer::TrainTask for ItemTask<'_, P> {
         Ok(Some(total / val.len().max(1) as f64))
     }
 }
+
+/// Greedy answers to `items`, `batch` at a time: `prompts` builds each chunk's prompts (without
+/// answers); the generated text is trimmed.
+pub fn greedy_answers<T>(
+    backbone: &dyn FrozenBackbone,
+    codec: &dyn TextCodec,
+    items: &[T],
+    batch: usize,
+    max_new_tokens: usize,
+    mut prompts: impl FnMut(&[&T], &Device) -> Result<Vec<Prompt>>,
+) -> Result<Vec<String>> {
+    let device = backbone.device().clone();
+    let config = crate::generate::GenerationConfig::new().with_max_new_tokens(max_new_tokens);
+    let mut out = Vec::with_capacity(items.len());
+    for chunk in items.chunks(batch.max(1)) {
+        let refs: Vec<&T> = chunk.iter().collect();
+        let built = prompts(&refs, &device)?;
+        for g in crate::generate::generate_batch(backbone, codec, &built, &config)? {
+            out.push(g.text.trim().to_string());
+        }
+    }
+    Ok(out)
+}

@@ -4,7 +4,7 @@
 
 use burn::prelude::*;
 use glaze_core::answer::{
-    ItemLoss, ItemTask, answer_loss, answer_target, chat_segments, interleave,
+    ItemLoss, ItemTask, answer_loss, answer_target, chat_segments, greedy_answers, interleave,
 };
 use glaze_core::{
     Adapter, FrozenBackbone, GenerationConfig, Prompt, SoftTokens, TextCodec, generate_batch,
@@ -128,17 +128,17 @@ impl SpeechPipeline<'_> {
         batch: usize,
         max_new_tokens: usize,
     ) -> glaze_core::Result<Vec<String>> {
-        let device = self.backbone.device().clone();
-        let config = GenerationConfig::new().with_max_new_tokens(max_new_tokens);
-        let mut out = Vec::with_capacity(clips.len());
-        for chunk in clips.chunks(batch.max(1)) {
-            let soft = self.soft_tokens(model, bank, chunk, &device);
-            let prompts = self.prompts(soft, None)?;
-            for g in generate_batch(self.backbone, self.codec, &prompts, &config)? {
-                out.push(g.text.trim().to_string());
-            }
-        }
-        Ok(out)
+        greedy_answers(
+            self.backbone,
+            self.codec,
+            clips,
+            batch,
+            max_new_tokens,
+            |chunk, device| {
+                let ids: Vec<usize> = chunk.iter().map(|&&c| c).collect();
+                self.prompts(self.soft_tokens(model, bank, &ids, device), None)
+            },
+        )
     }
 }
 

@@ -3,10 +3,11 @@
 //! only (prompt and soft tokens masked out); evaluation generates greedily and compares text.
 
 use burn::prelude::*;
-use glaze_core::answer::{ItemLoss, ItemTask, answer_loss, answer_target, chat_segments};
+use glaze_core::answer::{
+    ItemLoss, ItemTask, answer_loss, answer_target, chat_segments, greedy_answers,
+};
 use glaze_core::{
-    Adapter, Condition, Features, FrozenBackbone, GenerationConfig, Prompt, SoftTokens, TextCodec,
-    embed_batch, generate_batch,
+    Adapter, Condition, Features, FrozenBackbone, Prompt, SoftTokens, TextCodec, embed_batch,
 };
 
 use crate::adapter::VisionAdapter;
@@ -152,21 +153,20 @@ impl VisionPipeline<'_> {
         batch: usize,
         max_new_tokens: usize,
     ) -> glaze_core::Result<Vec<String>> {
-        let device = self.backbone.device().clone();
-        let config = GenerationConfig::new().with_max_new_tokens(max_new_tokens);
-        let mut out = Vec::with_capacity(items.len());
-        for chunk in items.chunks(batch.max(1)) {
-            let refs: Vec<&VqaItem> = chunk.iter().collect();
-            let soft = match model {
-                Some(m) => Some(self.soft_tokens(m, bank, &refs, &device)?),
-                None => None,
-            };
-            let prompts = self.prompts(soft, &refs, None)?;
-            for g in generate_batch(self.backbone, self.codec, &prompts, &config)? {
-                out.push(g.text);
-            }
-        }
-        Ok(out)
+        greedy_answers(
+            self.backbone,
+            self.codec,
+            items,
+            batch,
+            max_new_tokens,
+            |refs, device| {
+                let soft = match model {
+                    Some(m) => Some(self.soft_tokens(m, bank, refs, device)?),
+                    None => None,
+                };
+                self.prompts(soft, refs, None)
+            },
+        )
     }
 }
 
