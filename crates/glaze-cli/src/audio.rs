@@ -7,7 +7,6 @@ use clap::Subcommand;
 use glaze::audio::experiment::{self as ex, AudioData, TaskSizes};
 use glaze::audio::tasks::{AudioItem, accuracy, sound_class};
 use glaze::audio::{AptAligner, AptConfig, AudioPipeline};
-use glaze::core::{LrSchedule, TrainConfig};
 use glaze::llm::LanguageModel;
 
 use crate::ModelArgs;
@@ -267,20 +266,7 @@ pub fn run(cmd: AudioCmd) -> Res<()> {
                 instruction: !no_instruction,
                 ..AptConfig::default()
             };
-            let train = TrainConfig {
-                batch_size: batch,
-                lr,
-                max_steps: Some(steps),
-                epochs: (steps * batch).div_ceil(data.train.len().max(1)).max(1),
-                schedule: LrSchedule::WarmupCosine {
-                    warmup: 0.05,
-                    min_ratio: 0.1,
-                },
-                seed,
-                eval_every: Some((steps / 4).max(1)),
-                checkpoint_every: 25,
-                ..TrainConfig::default()
-            };
+            let train = crate::speech::step_budget(steps, batch, lr, seed, data.train.len());
             let (aligner, steps_done, params, secs) = ex::train_aligner(
                 &model.llama,
                 &model.tokenizer,

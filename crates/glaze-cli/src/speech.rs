@@ -328,20 +328,7 @@ pub fn run(cmd: SpeechCmd) -> Res<()> {
                     | SpeechAdapterConfig::Conv { stride, .. } => *stride = s,
                 }
             }
-            let train = TrainConfig {
-                batch_size: batch,
-                lr,
-                max_steps: Some(steps),
-                epochs: (steps * batch).div_ceil(data.train.len().max(1)).max(1),
-                schedule: LrSchedule::WarmupCosine {
-                    warmup: 0.05,
-                    min_ratio: 0.1,
-                },
-                seed,
-                eval_every: Some((steps / 4).max(1)),
-                checkpoint_every: 25,
-                ..TrainConfig::default()
-            };
+            let train = crate::speech::step_budget(steps, batch, lr, seed, data.train.len());
             let spec = ex::RunSpec {
                 adapter: config.clone(),
                 train,
@@ -669,4 +656,23 @@ pub fn ask(model: &LanguageModel, file: &Path, adapter: &Path, question: &str) -
         codec: &model.tokenizer,
     };
     Ok(pipeline.ask(&trained, &bank, 0, question, 64)?)
+}
+
+/// The training settings of `glaze speech train` and `glaze audio train`: `steps` AdamW steps of
+/// `batch`, warmup 5 % + cosine to 10 % of `lr`, four validations, a checkpoint every 25 steps.
+pub fn step_budget(steps: usize, batch: usize, lr: f64, seed: u64, n_train: usize) -> TrainConfig {
+    TrainConfig {
+        batch_size: batch,
+        lr,
+        max_steps: Some(steps),
+        epochs: (steps * batch).div_ceil(n_train.max(1)).max(1),
+        schedule: LrSchedule::WarmupCosine {
+            warmup: 0.05,
+            min_ratio: 0.1,
+        },
+        seed,
+        eval_every: Some((steps / 4).max(1)),
+        checkpoint_every: 25,
+        ..TrainConfig::default()
+    }
 }
