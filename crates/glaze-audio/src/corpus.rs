@@ -93,3 +93,19 @@ pub fn fsdd(dir: &Path) -> Result<Vec<Utterance>> {
     out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
 }
+
+/// FSDD utterances of a split, speakers and digits interleaved by a fixed stride walk.
+pub fn spread(utts: &[Utterance], split: Split, n: usize) -> Vec<&Utterance> {
+    let all: Vec<&Utterance> = utts.iter().filter(|u| u.split == split).collect();
+    let len = all.len();
+    if len == 0 {
+        return Vec::new();
+    }
+    let step = (len / 3..len).find(|s| gcd(*s, len) == 1).unwrap_or(1);
+    (0..len.min(n)).map(|i| all[(i * step) % len]).collect()
+}
+
+/// Greatest common divisor (for the stride walks).
+pub fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}

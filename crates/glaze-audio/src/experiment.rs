@@ -13,7 +13,7 @@ use glaze_core::{
 
 use crate::aligner::{AptAligner, AptConfig};
 use crate::bank::{ClipBank, encode_clips, encode_files};
-use crate::corpus::{Split, Utterance};
+use crate::corpus::{Split, Utterance, spread};
 use crate::decode::AudioLimits;
 use crate::encoder::AudioEncoder;
 use crate::error::{Error, Result};
@@ -49,21 +49,6 @@ pub struct AudioData {
 
 /// Seed of the sound-event sequence; test events start at index 1,000,000.
 const SOUND_SEED: u64 = 0x5EED;
-
-/// FSDD utterances of a split, speakers and digits interleaved by a fixed stride walk.
-fn spread(utts: &[Utterance], split: Split, n: usize) -> Vec<&Utterance> {
-    let all: Vec<&Utterance> = utts.iter().filter(|u| u.split == split).collect();
-    let len = all.len();
-    if len == 0 {
-        return Vec::new();
-    }
-    let step = (len / 3..len).find(|s| gcd(*s, len) == 1).unwrap_or(1);
-    (0..len.min(n)).map(|i| all[(i * step) % len]).collect()
-}
-
-fn gcd(a: usize, b: usize) -> usize {
-    if b == 0 { a } else { gcd(b, a % b) }
-}
 
 /// Builds the data: FSDD clips through the cache (file bytes as keys), sound events rendered
 /// and cached under their seed and index.

@@ -232,10 +232,11 @@ fn load_data(
 fn test_sets(args: &CorpusArgs) -> Res<Vec<(String, Vec<glaze::speech::Utterance>)>> {
     let test = args.limits.get(2).copied().unwrap_or(0);
     let mut sets = Vec::new();
+    // The same picks as `SpeechData::add_corpus`.
     let keep = |utts: Vec<glaze::speech::Utterance>| -> Vec<glaze::speech::Utterance> {
-        utts.into_iter()
-            .filter(|u| u.split == glaze::speech::Split::Test)
-            .take(test)
+        glaze::audio::corpus::spread(&utts, glaze::speech::Split::Test, test)
+            .into_iter()
+            .cloned()
             .collect()
     };
     if args.fsdd {

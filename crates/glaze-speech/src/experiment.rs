@@ -18,6 +18,7 @@ use crate::corpus::{Split, Utterance};
 use crate::error::{Error, Result};
 use crate::wer::{WerCount, wer};
 use glaze_audio::bank::{ClipBank, encode_files};
+use glaze_audio::corpus::{gcd, spread};
 
 /// Clips of all corpora, features cached, split for training.
 #[derive(Debug, Clone, Default)]
@@ -69,13 +70,9 @@ impl SpeechData {
                 .unwrap_or(1);
             train = (0..n).map(|i| train[(i * step) % n]).collect();
         }
-        let pick = |split: Split, k: usize| -> Vec<&Utterance> {
-            utterances
-                .iter()
-                .filter(|u| u.split == split)
-                .take(k)
-                .collect()
-        };
+        // Validation and test picks spread over speakers and words too (all of them when the
+        // limit is at least the split's size).
+        let pick = |split: Split, k: usize| spread(utterances, split, k);
         let groups = [
             train.into_iter().take(limits.train).collect::<Vec<_>>(),
             pick(Split::Val, limits.val),
@@ -112,10 +109,6 @@ impl SpeechData {
         }
         Ok(())
     }
-}
-
-fn gcd(a: usize, b: usize) -> usize {
-    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 /// The identity recorded in speech adapter checkpoints.
