@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::decode::{AudioLimits, decode_file};
+use crate::decode::{Audio, AudioLimits, decode_bytes};
 use crate::encoder::AudioEncoder;
-use crate::resample::resample;
+use crate::resample::{WHISPER_RATE, resample};
 use burn::prelude::*;
 use glaze_core::{CachedArray, Encoder, FeatureCache, Features};
 
@@ -81,7 +81,43 @@ pub fn open_cache(root: &Path, encoder: &AudioEncoder) -> Result<FeatureCache> {
     )?)
 }
 
-/// Decodes, resamples and encodes every file (reading the cache first when given).
+/// The features of one clip: from the cache under `key` when present, else `audio()` encoded
+/// (and stored under `key`).
+fn encode_cached(
+    encoder: &AudioEncoder,
+    cache: Option<&FeatureCache>,
+    key: &[u8],
+    audio: impl FnOnce() -> Result<Audio>,
+    device: &Device,
+) -> Result<Vec<f32>> {
+    let f = encoder.spec().feature_dim;
+    if let Some(c) = cache
+        && let Some(hit) = c.get(key)
+        && hit.shape.len() == 2
+        && hit.shape[1] == f
+    {
+        return Ok(hit.data);
+    }
+    let t = encoder.encode_clip(&audio()?, device)?;
+    let n = t.dims()[1];
+    let data = t
+        .into_data()
+        .try_to_vec::<f32>()
+        .expect("invariant: the encoder computes in f32");
+    if let Some(c) = cache {
+        c.put(
+            key,
+            &CachedArray {
+                shape: vec![n, f],
+                data: data.clone(),
+            },
+        )?;
+    }
+    Ok(data)
+}
+
+/// Decodes, resamples and encodes every file (reading the cache first when given; the file's
+/// bytes, read once, are both the cache key and the decoder's input).
 pub fn encode_files(
     encoder: &AudioEncoder,
     cache: Option<&FeatureCache>,
@@ -89,81 +125,40 @@ pub fn encode_files(
     limits: &AudioLimits,
     device: &Device,
 ) -> Result<ClipBank> {
-    let f = encoder.spec().feature_dim;
     let mut rows = Vec::with_capacity(files.len());
     for path in files {
-        let key = match cache {
-            Some(_) => Some(
-                std::fs::read(path).map_err(|source| crate::error::Error::Io {
-                    path: path.clone(),
-                    source,
-                })?,
-            ),
-            None => None,
-        };
-        if let (Some(c), Some(k)) = (cache, &key)
-            && let Some(hit) = c.get(k)
-            && hit.shape.len() == 2
-            && hit.shape[1] == f
-        {
-            rows.push(hit.data);
-            continue;
-        }
-        let audio = resample(&decode_file(path, limits)?, crate::resample::WHISPER_RATE)?;
-        let t = encoder.encode_clip(&audio, device)?;
-        let n = t.dims()[1];
-        let data = t
-            .into_data()
-            .try_to_vec::<f32>()
-            .expect("invariant: the encoder computes in f32");
-        if let (Some(c), Some(k)) = (cache, &key) {
-            c.put(
-                k,
-                &CachedArray {
-                    shape: vec![n, f],
-                    data: data.clone(),
-                },
-            )?;
-        }
-        rows.push(data);
+        let bytes = std::fs::read(path).map_err(|source| crate::error::Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let decode = || resample(&decode_bytes(&bytes, path, limits)?, WHISPER_RATE);
+        rows.push(encode_cached(encoder, cache, &bytes, decode, device)?);
     }
-    Ok(ClipBank { f, rows })
+    Ok(ClipBank {
+        f: encoder.spec().feature_dim,
+        rows,
+    })
 }
 
-/// Encodes in-memory clips (generated sounds), cached under `keys[i]` when a cache is given.
+/// Encodes in-memory clips (generated sounds), cached under their keys when a cache is given.
 pub fn encode_clips(
     encoder: &AudioEncoder,
     cache: Option<&FeatureCache>,
-    clips: &[(Vec<u8>, crate::decode::Audio)],
+    clips: &[(Vec<u8>, Audio)],
     device: &Device,
 ) -> Result<ClipBank> {
-    let f = encoder.spec().feature_dim;
     let mut rows = Vec::with_capacity(clips.len());
     for (key, audio) in clips {
-        if let Some(c) = cache
-            && let Some(hit) = c.get(key)
-            && hit.shape.len() == 2
-            && hit.shape[1] == f
-        {
-            rows.push(hit.data);
-            continue;
-        }
-        let t = encoder.encode_clip(audio, device)?;
-        let n = t.dims()[1];
-        let data = t
-            .into_data()
-            .try_to_vec::<f32>()
-            .expect("invariant: the encoder computes in f32");
-        if let Some(c) = cache {
-            c.put(
-                key,
-                &CachedArray {
-                    shape: vec![n, f],
-                    data: data.clone(),
-                },
-            )?;
-        }
-        rows.push(data);
+        rows.push(encode_cached(
+            encoder,
+            cache,
+            key,
+            || Ok(audio.clone()),
+            device,
+        )?);
     }
-    Ok(ClipBank { f, rows })
+    Ok(ClipBank {
+        f: encoder.spec().feature_dim,
+        rows,
+    })
 }

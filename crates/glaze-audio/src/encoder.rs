@@ -82,14 +82,6 @@ pub struct AudioEncoder {
     spec: EncoderSpec,
 }
 
-fn file_hash(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Ok(format!("{:016x}", glaze_core::fnv1a64(&bytes, 0)))
-}
-
 fn model_name(config: &WhisperEncoderConfig) -> String {
     match (config.d_model, config.n_layers) {
         (384, 4) => "whisper-tiny".into(),
@@ -125,7 +117,11 @@ impl AudioEncoder {
     /// A CTranslate2 Whisper `model.bin`.
     pub fn from_ct2(path: &Path, device: &Device) -> Result<Self> {
         let (config, whisper) = load_ct2(path, device)?;
-        Ok(Self::new(whisper, &model_name(&config), &file_hash(path)?))
+        Ok(Self::new(
+            whisper,
+            &model_name(&config),
+            &glaze_core::file_hash(path)?,
+        ))
     }
 
     /// An HF Whisper safetensors directory.
@@ -133,7 +129,7 @@ impl AudioEncoder {
         let (config, whisper) = load_hf_dir(dir, device)?;
         let mut hash = String::new();
         for f in glaze_core::tensor_store::safetensors_files(dir)? {
-            hash.push_str(&file_hash(&f)?);
+            hash.push_str(&glaze_core::file_hash(&f)?);
         }
         Ok(Self::new(
             whisper,

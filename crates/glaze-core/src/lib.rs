@@ -64,6 +64,13 @@ pub fn cache_dir() -> std::path::PathBuf {
     home.join(".cache").join("glaze")
 }
 
+/// The FNV-1a hash of a file's bytes, as 16 hex digits: the weights hash encoders record in
+/// checkpoints and feature-cache identities.
+pub fn file_hash(path: &std::path::Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    Ok(format!("{:016x}", fnv1a64(&bytes, 0)))
+}
+
 /// FNV-1a, 64 bit: a stable, dependency-free hash for weight files and weight digests.
 pub fn fnv1a64(bytes: &[u8], seed: u64) -> u64 {
     let mut h = if seed == 0 {

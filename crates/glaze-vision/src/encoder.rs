@@ -40,14 +40,6 @@ pub struct VisionEncoder {
     spec: EncoderSpec,
 }
 
-fn file_hash(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Ok(format!("{:016x}", glaze_core::fnv1a64(&bytes, 0)))
-}
-
 impl VisionEncoder {
     /// Wraps a ViT (random or loaded). `name` and `weights_hash` identify it in checkpoints.
     pub fn new(
@@ -89,7 +81,7 @@ impl VisionEncoder {
             vit,
             PreprocessConfig::new(),
             "dinov2-vit-s14",
-            &file_hash(path)?,
+            &glaze_core::file_hash(path)?,
         )
     }
 
@@ -113,7 +105,7 @@ impl VisionEncoder {
         let mut hash = String::new();
         let files = safetensors_files(dir)?;
         for f in &files {
-            hash.push_str(&file_hash(f)?);
+            hash.push_str(&glaze_core::file_hash(f)?);
         }
         let name = format!(
             "hf-{}-{}",
