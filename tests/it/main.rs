@@ -6,6 +6,7 @@ mod contract;
 mod hf_dir;
 mod kquants;
 mod mixed;
+mod quantized;
 mod real_model;
 mod speech;
 mod timeseries;

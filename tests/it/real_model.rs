@@ -14,9 +14,17 @@ fn ref_ids(v: &serde_json::Value, key: &str) -> Vec<u32> {
         .collect()
 }
 
+/// The model with f32 activations in the quantized kernels (the exact path; the default rounds
+/// them to 8 bits, tested in `quantized.rs`).
+fn exact() -> glaze::llm::Llama {
+    let mut llama = smollm2().llama.clone();
+    llama.set_generation_activations(glaze::llm::Activations::F32);
+    llama
+}
+
 #[test]
 fn logits_match_reference_within_1e3() {
-    let model = smollm2();
+    let llama = exact();
     let reference_json = smollm2_reference();
     let ids = ref_ids(&reference_json, "prompt_token_ids");
     let (shape, want) = read_npy_f32(&reference("smollm2/smollm2_ref_prompt_logits.npy"));
@@ -26,10 +34,9 @@ fn logits_match_reference_within_1e3() {
             ids.iter().map(|&i| i as i64).collect::<Vec<_>>(),
             [1, ids.len()],
         ),
-        model.llama.device(),
+        llama.device(),
     );
-    let got: Vec<f32> = model
-        .llama
+    let got: Vec<f32> = llama
         .logits(t, Default::default())
         .into_data()
         .try_into_vec()
@@ -57,8 +64,9 @@ fn greedy_64_tokens_match_reference() {
     let config = GenerationConfig::new()
         .with_max_new_tokens(64)
         .with_min_new_tokens(64);
-    let out =
-        generate(&model.llama, &model.tokenizer, &prompt, &config, |_| {}).expect("generates");
+    // Exact path: with 8-bit activations the text leaves the reference at token 19, a near tie
+    // (`quantized.rs` compares the two paths).
+    let out = generate(&exact(), &model.tokenizer, &prompt, &config, |_| {}).expect("generates");
     eprintln!(
         "prefill {:.3}s, decode {:.3}s ({:.1} tok/s)",
         out.prefill_secs,
@@ -179,43 +187,4 @@ fn soft_prompt_teaches_the_frozen_model_a_sentence() {
         digest,
         "backbone bit-identical"
     );
-}
-
-#[test]
-fn quantized_decode_steps_match_reference_logits() {
-    // One token at a time through the KV cache: every step runs the quantized-block kernels
-    // (weights exactly as stored, f32 activations), not the dense f32 matmuls.
-    use glaze::ForwardOptions;
-    let model = smollm2();
-    let reference_json = smollm2_reference();
-    let ids = ref_ids(&reference_json, "prompt_token_ids");
-    let (_, want) = read_npy_f32(&reference("smollm2/smollm2_ref_prompt_logits.npy"));
-    let mut cache = model.llama.new_cache();
-    for (pos, &id) in ids.iter().enumerate() {
-        let t = Tensor::<2, Int>::from_data([[id as i64]], model.llama.device());
-        let hidden = model
-            .llama
-            .forward(model.llama.embed(t), ForwardOptions::cached(&mut cache));
-        let got: Vec<f32> = model
-            .llama
-            .lm_head(hidden)
-            .into_data()
-            .try_into_vec()
-            .expect("f32");
-        let row = &want[pos * 49152..(pos + 1) * 49152];
-        let max = got
-            .iter()
-            .zip(row)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
-        let argmax = |v: &[f32]| {
-            v.iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .map(|(i, _)| i)
-        };
-        eprintln!("step {pos}: max |Δ| = {max:e}");
-        assert!(max <= 1e-3, "step {pos}: max |Δ| = {max}");
-        assert_eq!(argmax(&got), argmax(row), "top-1 at step {pos}");
-    }
 }

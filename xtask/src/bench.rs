@@ -15,6 +15,9 @@ const THREADS: usize = 2;
 const PROMPT: usize = 256;
 const DECODE: usize = 64;
 const REPS: usize = 3;
+/// Batched decode: sequences at once, and each one's prompt length.
+const BATCH: usize = 8;
+const BATCH_PROMPT: usize = 64;
 
 const LLAMA_CPP: &str = "llama-cpp-python==0.3.36";
 const LLAMA_CMAKE: &str = "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF";
@@ -131,45 +134,66 @@ pub fn bench(args: &[String]) -> Result<(), String> {
         .unwrap_or_else(|| root().join("target"));
     let glaze = target.join("debug/glaze");
     let mut rows: Vec<String> = Vec::new();
-    let glaze_json = capture(
-        Command::new(&glaze)
-            .args(["bench", "--prompt-tokens", &PROMPT.to_string()])
-            .args([
-                "--decode-tokens",
-                &DECODE.to_string(),
-                "--reps",
-                &REPS.to_string(),
-            ])
-            .env("RAYON_NUM_THREADS", THREADS.to_string()),
-    )?;
-    rows.push(glaze_json.trim().to_string());
-    for (venv_name, engine) in [
-        ("bench-venv", "llama.cpp"),
-        ("bench-venv-hf", "transformers"),
-    ] {
-        let python = venv(venv_name).join("bin/python");
-        if !python.exists() {
-            rows.push(format!(
-                "{{\"engine\": \"{engine}\", \"error\": \"not installed (cargo xtask bench --install-peers)\"}}"
-            ));
-            continue;
-        }
-        let out = capture(
-            Command::new(&python)
-                .arg(root().join("xtask/bench/peers.py"))
-                .arg(&model)
-                .args([PROMPT, DECODE, REPS, THREADS].map(|v| v.to_string()))
-                .arg(engine)
-                .env("OMP_NUM_THREADS", THREADS.to_string()),
+    let glaze_bench = |extra: &[&str], prompt: usize| {
+        capture(
+            Command::new(&glaze)
+                .args(["bench", "--prompt-tokens", &prompt.to_string()])
+                .args(["--decode-tokens", &DECODE.to_string()])
+                .args(["--reps", &REPS.to_string()])
+                .args(extra)
+                .env("RAYON_NUM_THREADS", THREADS.to_string()),
         )
-        .unwrap_or_else(|e| {
-            format!(
-                "{{\"engine\": \"{engine}\", \"error\": \"{}\"}}",
-                e.replace('"', "'").replace('\n', " ")
+        .map(|out| out.trim().to_string())
+    };
+    // Glaze's default (8-bit activations) first: the single-sequence ratios refer to it.
+    rows.push(glaze_bench(&[], PROMPT)?);
+    rows.push(glaze_bench(&["--exact"], PROMPT)?);
+    rows.push(glaze_bench(&["--half-soft"], PROMPT)?);
+    let peers = |engines: &[(&str, &str)], prompt: usize, rows: &mut Vec<String>| {
+        for (venv_name, engine) in engines {
+            let python = venv(venv_name).join("bin/python");
+            if !python.exists() {
+                rows.push(format!(
+                    "{{\"engine\": \"{engine}\", \"error\": \"not installed (cargo xtask bench --install-peers)\"}}"
+                ));
+                continue;
+            }
+            let out = capture(
+                Command::new(&python)
+                    .arg(root().join("xtask/bench/peers.py"))
+                    .arg(&model)
+                    .args([prompt, DECODE, REPS, THREADS].map(|v| v.to_string()))
+                    .arg(engine)
+                    .env("OMP_NUM_THREADS", THREADS.to_string()),
             )
-        });
-        rows.extend(out.lines().map(str::to_string));
-    }
+            .unwrap_or_else(|e| {
+                format!(
+                    "{{\"engine\": \"{engine}\", \"error\": \"{}\"}}",
+                    e.replace('"', "'").replace('\n', " ")
+                )
+            });
+            rows.extend(
+                out.lines()
+                    .filter(|l| l.starts_with('{'))
+                    .map(str::to_string),
+            );
+        }
+    };
+    peers(
+        &[
+            ("bench-venv", "llama.cpp"),
+            ("bench-venv-hf", "transformers"),
+        ],
+        PROMPT,
+        &mut rows,
+    );
+    // Batched decode: BATCH sequences of BATCH_PROMPT tokens each.
+    rows.push(glaze_bench(&["--batch", &BATCH.to_string()], BATCH_PROMPT)?);
+    peers(
+        &[("bench-venv", "llama.cpp-batched")],
+        BATCH_PROMPT,
+        &mut rows,
+    );
     let profile = capture(&mut Command::new(
         target.join("debug/examples/decode_profile"),
     ))
@@ -528,24 +552,37 @@ fn write_report(
     speech: &[String],
     path: &Path,
 ) -> Result<(), String> {
-    let glaze = rows.first().cloned().unwrap_or_default();
-    let g = |k: &str| field(&glaze, k).unwrap_or(f64::NAN);
+    let batch_of = |row: &str| field(row, "batch").unwrap_or(1.0);
+    // Ratios refer to Glaze's default row of the same batch size (the first Glaze row of it).
+    let glaze_for = |batch: f64| {
+        rows.iter()
+            .find(|r| text_field(r, "engine").as_deref() == Some("glaze") && batch_of(r) == batch)
+            .cloned()
+            .unwrap_or_default()
+    };
     let mut table = String::from(
-        "| engine | prefill tok/s | decode tok/s | peak RSS MiB | Glaze prefill ratio | Glaze decode ratio |\n|---|---|---|---|---|---|\n",
+        "| engine | mode | sequences × prompt | prefill tok/s | decode tok/s | peak RSS MiB | Glaze prefill ratio | Glaze decode ratio |\n|---|---|---|---|---|---|---|---|\n",
     );
     for row in rows {
         let engine = text_field(row, "engine").unwrap_or_else(|| "?".into());
+        let mode = text_field(row, "mode").unwrap_or_else(|| "default".into());
         if let Some(err) = text_field(row, "error") {
-            table.push_str(&format!("| {engine} | – | – | – | – | {err} |\n"));
+            table.push_str(&format!(
+                "| {engine} | {mode} | – | – | – | – | – | {err} |\n"
+            ));
             continue;
         }
+        let glaze = glaze_for(batch_of(row));
+        let g = |k: &str| field(&glaze, k).unwrap_or(f64::NAN);
         let (p, d) = (
             field(row, "prefill_tok_s").unwrap_or(f64::NAN),
             field(row, "decode_tok_s").unwrap_or(f64::NAN),
         );
         let rss = field(row, "peak_rss_mb").unwrap_or(f64::NAN);
+        let prompt = field(row, "prompt_tokens").unwrap_or(f64::NAN);
         table.push_str(&format!(
-            "| {engine} | {p:.1} | {d:.1} | {rss:.0} | {:.2}× | {:.2}× |\n",
+            "| {engine} | {mode} | {} × {prompt:.0} | {p:.1} | {d:.1} | {rss:.0} | {:.2}× | {:.2}× |\n",
+            batch_of(row),
             g("prefill_tok_s") / p,
             g("decode_tok_s") / d
         ));
@@ -554,8 +591,12 @@ fn write_report(
         "# Benchmarks\n\n\
          Regenerate with `cargo xtask bench` (peers: `cargo xtask bench --install-peers` once).\n\
          Machine: {}. SmolLM2-135M-Instruct Q4_1 GGUF, {THREADS} threads, prompt {PROMPT} tokens, \
-         {DECODE} greedy decode tokens, best of {REPS}; all engines in one invocation. Ratios are \
-         Glaze ÷ engine (above 1 means Glaze is faster).\n\n{table}\n\
+         {DECODE} greedy decode tokens, best of {REPS}; batched decode: {BATCH} sequences of \
+         {BATCH_PROMPT} tokens at once (throughput over all of them). All engines in one \
+         invocation. Ratios are Glaze's default row of the same batch size ÷ the row (above 1 \
+         means Glaze is faster). Glaze's default rounds activations to 8 bits in the \
+         quantized-weight kernels, as llama.cpp does; `f32 activations (exact)` is the path whose \
+         logits match the fp32 reference to 1e-4.\n\n{table}\n\
          ## Where a decode step goes (`decode_profile` example, same invocation)\n\n```text\n{}```\n\n\
          ## Adapter training step: Time-LLM on the truncated frozen SmolLM2\n\n\
          One optimizer step (forward, backward through {STEP_LAYERS} frozen blocks, AdamW on the \

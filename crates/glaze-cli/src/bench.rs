@@ -2,9 +2,10 @@
 
 use std::time::Instant;
 
+use burn::prelude::*;
 use clap::Args;
-use glaze::llm::{GenerationConfig, generate};
-use glaze::{Prompt, TextCodec};
+use glaze::llm::{Activations, GenerationConfig, generate, generate_batch};
+use glaze::{FrozenBackbone, Prompt, SoftTokens, TextCodec};
 
 /// Options of `glaze bench`.
 #[derive(Args)]
@@ -18,40 +19,95 @@ pub struct BenchArgs {
     /// Repetitions (the best is reported).
     #[arg(long, default_value_t = 3)]
     reps: usize,
+    /// Sequences decoded together (left-padded batch, one KV cache); throughput is reported
+    /// over all of them.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Keep activations in f32 in the quantized kernels (the exact path) instead of 8 bits.
+    #[arg(long)]
+    exact: bool,
+    /// Give the first half of the prompt as soft tokens (its embeddings) instead of ids.
+    #[arg(long)]
+    half_soft: bool,
     #[command(flatten)]
     model: super::ModelArgs,
 }
 
 pub fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let model = super::load(&args.model)?;
+    let mut model = super::load(&args.model)?;
+    if args.exact {
+        model.llama.set_generation_activations(Activations::F32);
+    }
     let seed_text = "The history of the river valley begins with small farming villages, \
         whose people traded grain, pottery and tools along the water. ";
     let mut ids = Vec::new();
-    while ids.len() < args.prompt_tokens {
+    while ids.len() < args.prompt_tokens + args.batch {
         ids.extend(model.tokenizer.encode(seed_text)?);
     }
-    ids.truncate(args.prompt_tokens);
+    // Row r starts r tokens into the text: same length, different prompts.
+    let prompts: Vec<Prompt> = (0..args.batch.max(1))
+        .map(|r| {
+            let row = ids[r..r + args.prompt_tokens].to_vec();
+            if !args.half_soft {
+                return Prompt::new().ids(row);
+            }
+            let half = row.len() / 2;
+            let head = Tensor::<2, Int>::from_data(
+                TensorData::new(
+                    row[..half]
+                        .iter()
+                        .map(|&i| i64::from(i))
+                        .collect::<Vec<_>>(),
+                    [1, half],
+                ),
+                model.llama.device(),
+            );
+            let embeds = model
+                .llama
+                .embed(head)
+                .reshape([half, model.llama.spec().d_model]);
+            Prompt::new()
+                .soft(SoftTokens::new(embeds))
+                .ids(row[half..].to_vec())
+        })
+        .collect();
     let config = GenerationConfig::new()
         .with_max_new_tokens(args.decode_tokens)
         .with_min_new_tokens(args.decode_tokens);
     let (mut best_prefill, mut best_decode) = (0f64, 0f64);
     let start = Instant::now();
     for _ in 0..args.reps.max(1) {
-        let out = generate(
-            &model.llama,
-            &model.tokenizer,
-            &Prompt::new().ids(ids.clone()),
-            &config,
-            |_| {},
-        )?;
-        best_prefill = best_prefill.max(ids.len() as f64 / out.prefill_secs);
-        best_decode = best_decode.max((out.ids.len() - 1) as f64 / out.decode_secs);
+        let outs = if prompts.len() == 1 {
+            vec![generate(
+                &model.llama,
+                &model.tokenizer,
+                &prompts[0],
+                &config,
+                |_| {},
+            )?]
+        } else {
+            generate_batch(&model.llama, &model.tokenizer, &prompts, &config)?
+        };
+        let out = &outs[0];
+        let rows = outs.len() as f64;
+        best_prefill = best_prefill.max(rows * args.prompt_tokens as f64 / out.prefill_secs);
+        // The first new token comes from the prefill's logits.
+        let decoded: usize = outs.iter().map(|o| o.ids.len() - 1).sum();
+        best_decode = best_decode.max(decoded as f64 / out.decode_secs);
     }
+    let mode = match (args.exact, args.half_soft, args.batch) {
+        (true, ..) => "f32 activations (exact)".to_string(),
+        (_, true, _) => "half the prompt as soft tokens".to_string(),
+        (_, _, b) if b > 1 => format!("{b} sequences at once"),
+        _ => "8-bit activations".to_string(),
+    };
     println!(
         "{}",
         serde_json::json!({
             "engine": "glaze",
-            "prompt_tokens": ids.len(),
+            "mode": mode,
+            "batch": prompts.len(),
+            "prompt_tokens": args.prompt_tokens,
             "decode_tokens": args.decode_tokens,
             "prefill_tok_s": best_prefill,
             "decode_tok_s": best_decode,

@@ -41,6 +41,10 @@ pub struct ForwardOptions<'a> {
     pub skip_final_norm: bool,
     /// A key/value cache for incremental decoding; it is extended with the new positions.
     pub cache: Option<&'a mut KvCache>,
+    /// The backbone may trade exactness for speed, as inference engines do (Glaze's Llama:
+    /// 8-bit activations in its quantized-weight kernels, like llama.cpp). Generation sets
+    /// it; training, feature caches and reference tests leave it off and get the exact path.
+    pub approximate: bool,
 }
 
 impl<'a> ForwardOptions<'a> {
@@ -48,6 +52,15 @@ impl<'a> ForwardOptions<'a> {
     pub fn cached(cache: &'a mut KvCache) -> Self {
         ForwardOptions {
             cache: Some(cache),
+            ..Default::default()
+        }
+    }
+
+    /// Forward with a cache, for generation (prompt prefill and decode steps): `approximate`.
+    pub fn generating(cache: &'a mut KvCache) -> Self {
+        ForwardOptions {
+            cache: Some(cache),
+            approximate: true,
             ..Default::default()
         }
     }
@@ -169,6 +182,12 @@ pub trait FrozenBackbone {
     /// # Shapes
     /// `hidden [B, T, D]` → logits `[B, T, V]`.
     fn lm_head(&self, hidden: Tensor<3>) -> Tensor<3>;
+
+    /// The LM head during generation, where it may be approximate like
+    /// [`ForwardOptions::approximate`]; by default [`FrozenBackbone::lm_head`].
+    fn generation_head(&self, hidden: Tensor<3>) -> Tensor<3> {
+        self.lm_head(hidden)
+    }
 
     /// A fresh key/value cache for incremental decoding.
     fn new_cache(&self) -> KvCache {

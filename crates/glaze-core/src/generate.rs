@@ -143,7 +143,7 @@ pub fn generate_batch(
 fn last_logits(backbone: &dyn FrozenBackbone, hidden: Tensor<3>) -> (Vec<f32>, usize) {
     let [b, t, d] = hidden.dims();
     let last = hidden.slice(s![.., t - 1..t, ..]).reshape([b, 1, d]);
-    let logits = backbone.lm_head(last);
+    let logits = backbone.generation_head(last);
     let v = logits.dims()[2];
     let data = logits
         .into_data()
@@ -173,6 +173,7 @@ fn generate_inner(
         ForwardOptions {
             mask: padded.then_some(batch.mask),
             cache: Some(&mut cache),
+            approximate: true,
             ..Default::default()
         },
     );
@@ -256,7 +257,7 @@ fn decode_loop(
             break;
         }
         let t = Tensor::<2, Int>::from_data(TensorData::new(next, [b, 1]), backbone.device());
-        let hidden = backbone.forward(backbone.embed(t), ForwardOptions::cached(cache));
+        let hidden = backbone.forward(backbone.embed(t), ForwardOptions::generating(cache));
         logits = last_logits(backbone, hidden).0;
     }
     Ok((ids, done))
@@ -290,7 +291,7 @@ pub fn generate_cached(
     }
     let budget = config.max_new_tokens.min(max - prompt_len);
     let start = Instant::now();
-    let hidden = backbone.forward(tail, ForwardOptions::cached(cache));
+    let hidden = backbone.forward(tail, ForwardOptions::generating(cache));
     let (logits, v) = last_logits(backbone, hidden);
     let prefill_secs = start.elapsed().as_secs_f64();
     let start = Instant::now();

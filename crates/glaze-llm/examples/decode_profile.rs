@@ -6,9 +6,9 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use glaze_core::{ForwardOptions, FrozenBackbone};
-use glaze_llm::LanguageModel;
 use glaze_llm::qmatmul::QMatrix;
 use glaze_llm::quant::GgmlType;
+use glaze_llm::{Activations, LanguageModel};
 
 fn time<T>(label: &str, reps: usize, mut f: impl FnMut() -> T) -> f64 {
     let _ = f();
@@ -17,16 +17,15 @@ fn time<T>(label: &str, reps: usize, mut f: impl FnMut() -> T) -> f64 {
         let _ = std::hint::black_box(f());
     }
     let ms = start.elapsed().as_secs_f64() * 1e3 / reps as f64;
-    println!("{label:<58} {ms:>8.3} ms");
+    println!("{label:<62} {ms:>8.3} ms");
     ms
 }
 
 fn main() {
     let device = Device::flex();
     let lm = LanguageModel::load_default(&device).expect("fetched model (cargo xtask fetch)");
-    let m = &lm.llama;
 
-    // 1. One FFN-sized matrix: dense f32 (burn matmul) vs the quantized-block kernel.
+    // 1. One FFN-sized matrix: dense f32 (burn matmul) vs the quantized-block kernels.
     let (rows, cols) = (3072, 576);
     let bytes: Vec<u8> = (0..rows * cols / 32 * 20)
         .map(|i| if i % 20 < 4 { 0x20 } else { (i * 7) as u8 })
@@ -39,30 +38,43 @@ fn main() {
     time("matvec 576→3072, f32 dense (burn)", 500, || {
         xt.clone().matmul(dense.clone()).into_data()
     });
-    time("matvec 576→3072, Q4_1 blocks (glaze kernel)", 500, || {
-        q.matmul(&x, 1)
-    });
-
-    // 2. The LM head (tied, Q8_0 token embedding) on one position.
-    let h = Tensor::<3>::zeros([1, 1, 576], &device);
-    time("LM head, 576→49152", 50, || {
-        m.lm_head(h.clone()).into_data()
-    });
-
-    // 3. A whole decode step (30 blocks, no LM head) as the cache grows.
-    let one = Tensor::<2, Int>::from_data([[198i64]], &device);
-    for past in [8usize, 256, 512] {
-        let ids: Vec<i64> = (0..past as i64).map(|i| 100 + i % 50).collect();
-        let prompt = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, past]), &device);
-        let mut cache = m.new_cache();
-        let _ = m.forward(m.embed(prompt), ForwardOptions::cached(&mut cache));
+    for act in [Activations::F32, Activations::Int8] {
         time(
-            &format!("30 blocks, one decode step after {past} cached positions"),
-            20,
-            || {
-                m.forward(m.embed(one.clone()), ForwardOptions::cached(&mut cache))
-                    .into_data()
-            },
+            &format!("matvec 576→3072, Q4_1 blocks, {act:?} activations"),
+            500,
+            || q.matmul_act(&x, 1, act),
         );
+    }
+    let xs: Vec<f32> = (0..256 * cols).map(|i| (i % 97) as f32 * 1e-3).collect();
+    time(
+        "matmul 256×576 → 3072, Q4_1 blocks, Int8 (prefill)",
+        10,
+        || q.matmul_act(&xs, 256, Activations::Int8),
+    );
+
+    // 2. The LM head (tied, Q8_0 token embedding) and a whole decode step (30 blocks, no
+    // head) as the cache grows, for both activation treatments.
+    let one = Tensor::<2, Int>::from_data([[198i64]], &device);
+    for act in [Activations::F32, Activations::Int8] {
+        let mut m = lm.llama.clone();
+        m.set_generation_activations(act);
+        let h = Tensor::<3>::zeros([1, 1, 576], &device);
+        time(&format!("LM head, 576→49152, {act:?}"), 50, || {
+            m.generation_head(h.clone()).into_data()
+        });
+        for past in [8usize, 256, 512] {
+            let ids: Vec<i64> = (0..past as i64).map(|i| 100 + i % 50).collect();
+            let prompt = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, past]), &device);
+            let mut cache = m.new_cache();
+            let _ = m.forward(m.embed(prompt), ForwardOptions::generating(&mut cache));
+            time(
+                &format!("30 blocks, decode step after {past} cached positions, {act:?}"),
+                20,
+                || {
+                    m.forward(m.embed(one.clone()), ForwardOptions::generating(&mut cache))
+                        .into_data()
+                },
+            );
+        }
     }
 }

@@ -58,6 +58,9 @@ pub struct AttnContext {
     pub cos: Tensor<4>,
     /// sin table `[B|1, 1, T, hd/2]`.
     pub sin: Tensor<4>,
+    /// How the quantized-weight kernels treat activations in this pass
+    /// ([`crate::Activations::F32`] unless the forward is `approximate`).
+    pub act: crate::qmatmul::Activations,
     /// Additive bias `[B|1, 1, T, S]` (0 or -inf), or `None` when every key is visible.
     pub bias: Option<Tensor<4>>,
     /// Positions already in the cache before this pass.
@@ -96,12 +99,12 @@ impl Attention {
         let [b, t, d] = x.dims();
         let (h, kv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
         let rep = h / kv;
-        let qkv = self.wqkv.forward(x.reshape([b * t, d]));
+        let qkv = self.wqkv.forward_act(x.reshape([b * t, d]), ctx.act);
         let cache = match cache {
             Some(slot) if t == 1 && crate::linear::on_cpu_plain(&qkv.device()) => {
                 let heads = crate::decode::Heads { h, kv, hd };
                 let out = crate::decode::attend(qkv, heads, rope.layout(), ctx, slot);
-                return self.wo.forward(out).reshape([b, t, d]);
+                return self.wo.forward_act(out, ctx.act).reshape([b, t, d]);
             }
             other => other,
         };
@@ -151,7 +154,7 @@ impl Attention {
             .swap_dims(1, 2)
             .reshape([b * t, h * hd]);
         debug_assert!(s_len >= t);
-        self.wo.forward(out).reshape([b, t, d])
+        self.wo.forward_act(out, ctx.act).reshape([b, t, d])
     }
 }
 

@@ -66,6 +66,7 @@ impl Block {
         rope: &Rope,
         ctx: &AttnContext,
         slot: &mut Option<(Tensor<4>, Tensor<4>)>,
+        act: crate::qmatmul::Activations,
     ) {
         let (Some(wqkv), Some(wo), Some(gate_up), Some(down)) = (
             &self.attn.wqkv.quant,
@@ -77,22 +78,22 @@ impl Block {
         };
         let device = self.attn.wo.dense.device();
         let xn = crate::decode::rms_norm(x, self.attn_norm.host_weight(), self.attn_norm.eps());
-        let qkv = wqkv.matmul(&xn, b);
+        let qkv = wqkv.matmul_act(&xn, b, act);
         let heads = self.attn.heads();
         let att = crate::decode::attend_vec(qkv, b, heads, rope.layout(), ctx, slot, &device);
-        let o = wo.matmul(&att, b);
+        let o = wo.matmul_act(&att, b, act);
         x.iter_mut().zip(&o).for_each(|(a, v)| *a += v);
         let xn = crate::decode::rms_norm(x, self.ffn_norm.host_weight(), self.ffn_norm.eps());
-        let gu = gate_up.matmul(&xn, b);
+        let gu = gate_up.matmul_act(&xn, b, act);
         let f = down.cols();
-        let mut act = vec![0f32; b * f];
-        for (row, a) in gu.chunks_exact(2 * f).zip(act.chunks_exact_mut(f)) {
+        let mut silu = vec![0f32; b * f];
+        for (row, a) in gu.chunks_exact(2 * f).zip(silu.chunks_exact_mut(f)) {
             let (gate, up) = row.split_at(f);
             for ((a, g), u) in a.iter_mut().zip(gate).zip(up) {
                 *a = g / (1.0 + (-g).exp()) * u;
             }
         }
-        let dn = down.matmul(&act, b);
+        let dn = down.matmul_act(&silu, b, act);
         x.iter_mut().zip(&dn).for_each(|(a, v)| *a += v);
     }
 
@@ -109,6 +110,6 @@ impl Block {
             + self
                 .attn
                 .forward(self.attn_norm.forward(x), rope, ctx, cache);
-        h.clone() + self.mlp.forward(self.ffn_norm.forward(h))
+        h.clone() + self.mlp.forward_act(self.ffn_norm.forward(h), ctx.act)
     }
 }

@@ -207,18 +207,24 @@ pub(crate) fn attend_vec(
         }
         let (ks, vs) = (&*ks, &*vs);
         let scale = 1.0 / (hd as f32).sqrt();
-        // One task per (row, group): its `rep` query heads share the group's keys and values.
-        let work = |(task, o): (usize, &mut [f32])| {
-            let (r, g) = (task / kv, task % kv);
+        // One task per (row, group) and `heads` of its query heads (the group's keys and values
+        // are read once per task).
+        let work = |heads: usize, (task, o): (usize, &mut [f32])| {
+            let per_group = rep / heads;
+            let (r, g, part) = (
+                task / (kv * per_group),
+                task / per_group % kv,
+                task % per_group,
+            );
             let base = (r * kv + g) * cap * hd;
-            let q = &qkv[r * stride + g * rep * hd..r * stride + (g + 1) * rep * hd];
+            let q0 = r * stride + (g * rep + part * heads) * hd;
             let bias_row = bias.as_ref().map(|bv| {
                 let rows = bv.len() / s_len;
                 let at = if rows == 1 { 0 } else { r * s_len };
                 &bv[at..at + s_len]
             });
             let group = GroupAttention {
-                q,
+                q: &qkv[q0..q0 + heads * hd],
                 keys: &ks[base..base + s_len * hd],
                 values: &vs[base..base + s_len * hd],
                 bias: bias_row,
@@ -227,11 +233,16 @@ pub(crate) fn attend_vec(
             };
             crate::qkernels::group_attention(&group, o);
         };
-        // Splitting the groups over threads pays off once the context is long.
-        if s_len >= 128 {
-            out.par_chunks_mut(rep * hd).enumerate().for_each(work);
+        // A long context is split over threads by query head (more tasks than groups, so
+        // two threads share the work evenly); a short one runs on this thread whole groups
+        // at a time (measured: SmolLM2 decode at 256 cached positions 12.3 → 10.0 ms per
+        // token with the split, no loss at 8–64).
+        if s_len >= 32 && b * h > 1 {
+            out.par_chunks_mut(hd).enumerate().for_each(|t| work(1, t));
         } else {
-            out.chunks_mut(rep * hd).enumerate().for_each(work);
+            out.chunks_mut(rep * hd)
+                .enumerate()
+                .for_each(|t| work(rep, t));
         }
     }
     *slot = Some((Tensor::from_data(kd, device), Tensor::from_data(vd, device)));

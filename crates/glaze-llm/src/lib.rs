@@ -11,6 +11,7 @@ pub mod linear;
 pub mod llama;
 pub mod mlp;
 pub mod model;
+pub mod qint8;
 pub mod qkernels;
 pub mod qmatmul;
 pub mod quant;
@@ -27,5 +28,6 @@ pub use glaze_core::generate::{
 };
 pub use llama::Llama;
 pub use model::{LanguageModel, cache_dir, default_model_path};
+pub use qmatmul::Activations;
 pub use tokenizer::Tokenizer;
 pub use weights::{Naming, WeightSource, load_llama};

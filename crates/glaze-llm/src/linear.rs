@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use burn::prelude::*;
 
-use crate::qmatmul::QMatrix;
+use crate::qmatmul::{Activations, QMatrix};
 
 /// Inputs with at most this many rows use the quantized kernels.
 pub const QUANT_MAX_ROWS: usize = 8;
@@ -45,9 +45,18 @@ impl FrozenLinear {
     /// # Shapes
     /// `[N, in]` → `[N, out]`.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        self.forward_act(x, Activations::F32)
+    }
+
+    /// [`FrozenLinear::forward`] with the activation treatment of the quantized kernels: with
+    /// [`Activations::Int8`] they take any number of rows (prompt prefill included), with
+    /// [`Activations::F32`] only up to [`QUANT_MAX_ROWS`] (beyond, the dense matmul is faster).
+    pub fn forward_act(&self, x: Tensor<2>, act: Activations) -> Tensor<2> {
         let [n, _] = x.dims();
         match &self.quant {
-            Some(q) if n <= QUANT_MAX_ROWS && on_cpu_plain(&x.device()) => quantized(q, x),
+            Some(q) if on_cpu_plain(&x.device()) && (n <= QUANT_MAX_ROWS || q.int8_ready(act)) => {
+                quantized(q, x, act)
+            }
             _ => x.matmul(self.dense.clone()),
         }
     }
@@ -59,7 +68,7 @@ pub(crate) fn on_cpu_plain(device: &Device) -> bool {
 }
 
 /// `x · Wᵀ` through the quantized kernels, for a few rows of a plain CPU tensor `[N, in]`.
-pub(crate) fn quantized(q: &QMatrix, x: Tensor<2>) -> Tensor<2> {
+pub(crate) fn quantized(q: &QMatrix, x: Tensor<2>, act: Activations) -> Tensor<2> {
     let device = x.device();
     let [n, _] = x.dims();
     let data = x
@@ -67,6 +76,6 @@ pub(crate) fn quantized(q: &QMatrix, x: Tensor<2>) -> Tensor<2> {
         .convert::<f32>()
         .try_into_vec::<f32>()
         .expect("invariant: float data converts to f32");
-    let y = q.matmul(&data, n);
+    let y = q.matmul_act(&data, n, act);
     Tensor::from_data(TensorData::new(y, [n, q.rows()]), &device)
 }

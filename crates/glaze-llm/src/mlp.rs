@@ -4,6 +4,7 @@ use burn::prelude::*;
 use burn::tensor::activation::silu;
 
 use crate::linear::FrozenLinear;
+use crate::qmatmul::Activations;
 
 /// Configuration of a [`SwiGlu`] block.
 #[derive(Config, Debug)]
@@ -48,11 +49,18 @@ impl SwiGlu {
     /// # Shapes
     /// `[B, T, D]` → `[B, T, D]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.forward_act(x, Activations::F32)
+    }
+
+    /// [`SwiGlu::forward`] with the activation treatment of the quantized kernels.
+    pub fn forward_act(&self, x: Tensor<3>, act: Activations) -> Tensor<3> {
         let [b, t, d] = x.dims();
         let f = self.w_down.d_in();
-        let gu = self.w_gate_up.forward(x.reshape([b * t, d]));
+        let gu = self.w_gate_up.forward_act(x.reshape([b * t, d]), act);
         let gate = gu.clone().slice(s![.., 0..f]);
         let up = gu.slice(s![.., f..2 * f]);
-        self.w_down.forward(silu(gate) * up).reshape([b, t, d])
+        self.w_down
+            .forward_act(silu(gate) * up, act)
+            .reshape([b, t, d])
     }
 }

@@ -1,9 +1,10 @@
-//! AVX2/FMA kernels for [`crate::qmatmul`]: one weight row against `N ≤ 4` inputs.
+//! AVX2/FMA and AVX-512 kernels for [`crate::qmatmul`] with f32 activations (one weight row
+//! against `N ≤ 4` inputs), and the decode step's group attention.
 //!
 //! Chosen at run time (`is_x86_feature_detected!`); every other CPU takes the portable path in
-//! `qmatmul.rs`. This is the one module that uses `unsafe`: the `#[target_feature]` functions
-//! may only run on CPUs that have the feature (checked by the caller), and every raw load reads
-//! inside a slice whose length is asserted first.
+//! `qmatmul.rs`. This module and `qint8.rs` are the only ones that use `unsafe`: the
+//! `#[target_feature]` functions may only run on CPUs that have the feature (checked by the
+//! caller), and every raw load reads inside a slice whose length is asserted first.
 #![allow(unsafe_code)]
 
 #[cfg(target_arch = "x86_64")]
@@ -49,10 +50,96 @@ pub(crate) fn group_attention(group: &crate::decode::GroupAttention<'_>, out: &m
     group.run(out)
 }
 
+/// The AVX-512 group attention for head widths that are multiples of 16 (≤ 256): each cached
+/// key and value is loaded once for all query heads of the group, and a score's lanes are
+/// summed by a reduction tree (the portable loop sums 16 lanes one after another).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
 fn group_attention_avx512(group: &crate::decode::GroupAttention<'_>, out: &mut [f32]) {
-    group.run(out)
+    let hd = group.hd;
+    if !hd.is_multiple_of(16) || hd > 256 || group.q.len() > 16 * hd {
+        return group.run(out);
+    }
+    let (nv, rep) = (hd / 16, group.q.len() / hd);
+    let s_len = group.keys.len() / hd;
+    assert!(group.values.len() == s_len * hd && out.len() == rep * hd);
+    assert!(group.bias.is_none_or(|b| b.len() >= s_len));
+    let mut scores = vec![0f32; rep * s_len];
+    for (j, key) in group.keys.chunks_exact(hd).enumerate() {
+        let mut k = [_mm512_setzero_ps(); 16];
+        for (c, kc) in k.iter_mut().take(nv).enumerate() {
+            // SAFETY: 16 floats at 16·c < hd inside `key`.
+            *kc = unsafe { _mm512_loadu_ps(key.as_ptr().add(16 * c)) };
+        }
+        let bias = group.bias.map_or(0.0, |b| b[j]);
+        for (r, q) in group.q.chunks_exact(hd).enumerate() {
+            let mut acc = _mm512_setzero_ps();
+            for (c, kc) in k.iter().take(nv).enumerate() {
+                // SAFETY: 16 floats at 16·c < hd inside `q`.
+                let qc = unsafe { _mm512_loadu_ps(q.as_ptr().add(16 * c)) };
+                acc = _mm512_fmadd_ps(qc, *kc, acc);
+            }
+            scores[r * s_len + j] = _mm512_reduce_add_ps(acc) * group.scale + bias;
+        }
+    }
+    for (row, o) in scores.chunks_exact_mut(s_len).zip(out.chunks_exact_mut(hd)) {
+        let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let (mut total, vmax) = (_mm512_setzero_ps(), _mm512_set1_ps(max));
+        for chunk in row.chunks_mut(16) {
+            let mask = ((1u32 << chunk.len()) - 1) as u16;
+            // SAFETY: `mask` covers exactly the `chunk.len()` floats of `chunk`.
+            unsafe {
+                let v = _mm512_maskz_loadu_ps(mask, chunk.as_ptr());
+                let e = _mm512_maskz_mov_ps(mask, exp512(_mm512_sub_ps(v, vmax)));
+                total = _mm512_add_ps(total, e);
+                _mm512_mask_storeu_ps(chunk.as_mut_ptr(), mask, e);
+            }
+        }
+        let inv = _mm512_reduce_add_ps(total).recip();
+        let mut acc = [_mm512_setzero_ps(); 16];
+        for (p, value) in row.iter().zip(group.values.chunks_exact(hd)) {
+            let w = _mm512_set1_ps(p * inv);
+            for (c, a) in acc.iter_mut().take(nv).enumerate() {
+                // SAFETY: 16 floats at 16·c < hd inside `value`.
+                let v = unsafe { _mm512_loadu_ps(value.as_ptr().add(16 * c)) };
+                *a = _mm512_fmadd_ps(w, v, *a);
+            }
+        }
+        for (c, a) in acc.iter().take(nv).enumerate() {
+            // SAFETY: 16 floats at 16·c < hd inside `o`.
+            unsafe { _mm512_storeu_ps(o.as_mut_ptr().add(16 * c), *a) };
+        }
+    }
+}
+
+/// `eˣ` for `x ≤ 0` (softmax arguments after the max is subtracted): `x = n·ln2 + r` with
+/// `n` an integer and `|r| ≤ ln2/2` (ln2 split in two parts, so `r` is exact to f32), a
+/// degree-7 Taylor polynomial for `eʳ` (truncation 5e-9), then `2ⁿ` by `vscalefps`: a few
+/// f32 ulps. `x < -87` (and `-∞`, masked keys) gives exactly 0.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn exp512(x: __m512) -> __m512 {
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let under = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(-87.0));
+    let t = _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E));
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
+    // 1/k! for k = 7 down to 0.
+    let mut p = _mm512_set1_ps(1.0 / 5040.0);
+    for c in [
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    }
+    _mm512_maskz_mov_ps(!under, _mm512_scalef_ps(p, n))
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -394,4 +481,35 @@ fn dot1_avx512(kind: Kind<'_>, x: &[f32], xsum: &[f32]) -> f32 {
     }
     let extra: f32 = (0..xsum.len()).map(|b| kind.offset(b) * xsum[b]).sum();
     _mm512_reduce_add_ps(_mm512_add_ps(acc, acc2)) + extra
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vector_exp_matches_libm() {
+        if !avx512() {
+            return;
+        }
+        let xs: Vec<f32> = (0..=20_000)
+            .map(|i| -90.0 * i as f32 / 20_000.0)
+            .chain([f32::NEG_INFINITY, -1e-30, -0.5, -0.25])
+            .collect();
+        for chunk in xs.chunks(16) {
+            let mut v = [0f32; 16];
+            v[..chunk.len()].copy_from_slice(chunk);
+            let mut got = [0f32; 16];
+            // SAFETY: the CPU has AVX-512 F (checked); 16-float arrays.
+            unsafe {
+                let e = exp512(_mm512_loadu_ps(v.as_ptr()));
+                _mm512_storeu_ps(got.as_mut_ptr(), e);
+            }
+            for (x, g) in chunk.iter().zip(got) {
+                let want = if *x < -87.0 { 0.0 } else { (*x as f64).exp() };
+                let err = (g as f64 - want).abs();
+                assert!(err <= 4e-7 * want, "exp({x}) = {g}, want {want}");
+            }
+        }
+    }
 }

@@ -1,12 +1,13 @@
-//! Matrix products against GGUF-quantized weights kept in their blocks, for small row counts
-//! (decode steps). Decode is bound by memory traffic: an f32 SmolLM2 moves ~540 MB per token,
-//! its Q4_1/Q8_0 blocks ~115 MB. Weights are dequantized on the fly, block by block, with f32
-//! activations (unlike llama.cpp, activations are not quantized), so the result equals the
-//! f32 path up to summation order.
+//! Matrix products against GGUF-quantized weights kept in their blocks. Decode is bound by
+//! memory traffic: an f32 SmolLM2 moves ~540 MB per token, its Q4_1/Q8_0 blocks ~115 MB.
+//! Weights are dequantized on the fly, block by block, against f32 activations
+//! ([`Activations::F32`]: the result equals the f32 path up to summation order), or multiplied
+//! as integers against activations rounded to 8 bits per block ([`Activations::Int8`],
+//! llama.cpp's scheme, [`crate::qint8`]).
 //!
-//! On x86-64 with AVX2/FMA or AVX-512 the kernels of [`crate::qkernels`] run (chosen at run
-//! time); elsewhere the portable code below, written so that LLVM can vectorize it. Rows are
-//! split across rayon's threads.
+//! On x86-64 with AVX2/FMA or AVX-512 the kernels of [`crate::qkernels`] and
+//! [`crate::qint8`] run (chosen at run time); elsewhere the portable code below, written so
+//! that LLVM can vectorize it. Rows are split across rayon's threads.
 
 use half::f16;
 use rayon::prelude::*;
@@ -222,6 +223,65 @@ impl QMatrix {
         self.matmul_with(x, n, crate::qkernels::available())
     }
 
+    /// Whether [`Self::matmul_act`] with `act` runs the 8-bit kernels here.
+    pub fn int8_ready(&self, act: Activations) -> bool {
+        act == Activations::Int8 && crate::qint8::available()
+    }
+
+    /// [`Self::matmul`] with the activations kept in f32 or rounded to 8 bits per block
+    /// ([`crate::qint8`]; only where the CPU has AVX-512 VNNI — elsewhere the f32 kernels
+    /// run). Inputs go through in groups of up to 8 per pass over the weights.
+    pub fn matmul_act(&self, x: &[f32], n: usize, act: Activations) -> Vec<f32> {
+        if !self.int8_ready(act) {
+            return self.matmul(x, n);
+        }
+        assert_eq!(x.len(), n * self.cols, "invariant: x is [n, cols]");
+        let groups: Vec<crate::qint8::QInput> = x
+            .par_chunks(MAX_GROUP * self.cols)
+            .map(|xg| crate::qint8::QInput::new(xg, xg.len() / self.cols, self.cols))
+            .collect();
+        // One parallel region: each task takes its rows through every group of inputs (a
+        // prompt's groups reuse the task's weights from cache) and returns them input-major,
+        // so the result is assembled with one contiguous copy per input and task.
+        let per_task = self.rows_per_task();
+        let parts: Vec<Vec<f32>> = (0..self.rows.div_ceil(per_task))
+            .into_par_iter()
+            .map(|t| {
+                let (r0, r1) = (t * per_task, ((t + 1) * per_task).min(self.rows));
+                let len = r1 - r0;
+                let kind = self.rows_kind(r0, r1);
+                let mut part = vec![0f32; len * MAX_GROUP];
+                let mut block = vec![0f32; n * len];
+                for (g, xq) in groups.iter().enumerate() {
+                    let ng = xq.n();
+                    let part = &mut part[..len * ng];
+                    let done = crate::qint8::rows(kind, xq, part);
+                    assert!(done, "invariant: the int8 kernels run (checked above)");
+                    for (i, p) in part.chunks_exact(ng).enumerate() {
+                        for (kk, v) in p.iter().enumerate() {
+                            block[(g * MAX_GROUP + kk) * len + i] = *v;
+                        }
+                    }
+                }
+                block
+            })
+            .collect();
+        let mut y = vec![0f32; n * self.rows];
+        for (t, block) in parts.iter().enumerate() {
+            let (r0, len) = (t * per_task, block.len() / n);
+            for (k, b) in block.chunks_exact(len).enumerate() {
+                y[k * self.rows + r0..k * self.rows + r0 + len].copy_from_slice(b);
+            }
+        }
+        y
+    }
+
+    /// Rows per parallel task: four tasks per thread, at least 16 rows.
+    fn rows_per_task(&self) -> usize {
+        let threads = rayon::current_num_threads().max(1);
+        self.rows.div_ceil(threads * 4).max(16)
+    }
+
     /// [`Self::matmul`] with the SIMD kernels on or off (the portable path is tested too).
     pub fn matmul_with(&self, x: &[f32], n: usize, simd: bool) -> Vec<f32> {
         assert_eq!(x.len(), n * self.cols, "invariant: x is [n, cols]");
@@ -230,41 +290,42 @@ impl QMatrix {
         for (g, xg) in x.chunks(MAX_GROUP * self.cols).enumerate() {
             let ng = xg.len() / self.cols;
             let yt = self.matmul_group(xg, ng, simd);
-            for r in 0..self.rows {
-                for k in 0..ng {
-                    y[(g * MAX_GROUP + k) * self.rows + r] = yt[r * ng + k];
-                }
-            }
+            let part = transpose_rows(&yt, self.rows, ng);
+            y[g * MAX_GROUP * self.rows..(g * MAX_GROUP + ng) * self.rows].copy_from_slice(&part);
         }
         y
     }
 
-    /// `[rows, n]` results for `n ≤ MAX_GROUP` inputs.
-    fn matmul_group(&self, x: &[f32], n: usize, simd: bool) -> Vec<f32> {
-        let xsum: Vec<f32> = x.chunks_exact(32).map(|c| c.iter().sum()).collect();
-        let threads = rayon::current_num_threads().max(1);
-        let rows_per_task = self.rows.div_ceil(threads * 4).max(16);
+    /// `[rows, n]` results: rows split into tasks over rayon's threads; `task(r0, out)` fills
+    /// `out` (`[len, n]`) for rows `r0..r0 + len`.
+    fn matmul_rows(&self, n: usize, task: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+        let rows_per_task = self.rows_per_task();
         let mut yt = vec![0f32; self.rows * n];
         yt.par_chunks_mut(rows_per_task * n)
             .enumerate()
-            .for_each(|(task, out)| {
-                let r0 = task * rows_per_task;
-                #[cfg(target_arch = "x86_64")]
-                if simd
-                    && n == 1
-                    && crate::qkernels::dot_rows1(self.rows_kind(r0, r0 + out.len()), x, &xsum, out)
-                {
-                    return;
-                }
-                for (i, y_row) in out.chunks_exact_mut(n).enumerate() {
-                    if simd {
-                        self.dot_row_simd(r0 + i, x, &xsum, n, y_row);
-                    } else {
-                        self.dot_row(r0 + i, x, n, y_row);
-                    }
-                }
-            });
+            .for_each(|(i, out)| task(i * rows_per_task, out));
         yt
+    }
+
+    /// `[rows, n]` results for `n ≤ MAX_GROUP` inputs, f32 activations.
+    fn matmul_group(&self, x: &[f32], n: usize, simd: bool) -> Vec<f32> {
+        let xsum: Vec<f32> = x.chunks_exact(32).map(|c| c.iter().sum()).collect();
+        self.matmul_rows(n, |r0, out| {
+            #[cfg(target_arch = "x86_64")]
+            if simd
+                && n == 1
+                && crate::qkernels::dot_rows1(self.rows_kind(r0, r0 + out.len()), x, &xsum, out)
+            {
+                return;
+            }
+            for (i, y_row) in out.chunks_exact_mut(n).enumerate() {
+                if simd {
+                    self.dot_row_simd(r0 + i, x, &xsum, n, y_row);
+                } else {
+                    self.dot_row(r0 + i, x, n, y_row);
+                }
+            }
+        })
     }
 
     /// Dequantizes block `b` (global index) into 32 weights.
@@ -298,7 +359,6 @@ impl QMatrix {
     }
 
     /// The blocks of rows `r0..r1` for the SIMD kernels.
-    #[cfg(target_arch = "x86_64")]
     fn rows_kind(&self, r0: usize, r1: usize) -> crate::qkernels::Kind<'_> {
         use crate::qkernels::Kind;
         let bpr = self.cols / 32;
@@ -382,6 +442,28 @@ impl QMatrix {
 /// Inputs handled together per weight pass.
 const MAX_GROUP: usize = 8;
 
+/// How the decode kernels treat activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Activations {
+    /// Kept in f32: the result equals the dequantize-then-multiply path up to summation order.
+    F32,
+    /// Rounded to 8 bits per 32-value block, integer dot products (llama.cpp's scheme);
+    /// falls back to [`Activations::F32`] where the CPU lacks AVX-512 VNNI.
+    #[default]
+    Int8,
+}
+
+/// `[rows, n]` → `[n, rows]`.
+fn transpose_rows(yt: &[f32], rows: usize, n: usize) -> Vec<f32> {
+    let mut y = vec![0f32; rows * n];
+    for r in 0..rows {
+        for k in 0..n {
+            y[k * rows + r] = yt[r * n + k];
+        }
+    }
+    y
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -443,6 +525,45 @@ mod tests {
                             assert!(
                                 (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
                                 "{ty:?} {rows}x{cols} n={n} simd={simd} row {r}: {got} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn int8_kernels_match_rounded_input_times_dequantized_weights() {
+        if !crate::qint8::available() {
+            // No AVX-512 VNNI: `matmul_act` must then be the f32 path itself.
+            let data = random_blocks(GgmlType::Q4_1, 40, 64, &mut Lcg(3));
+            let q = QMatrix::from_ggml(GgmlType::Q4_1, &data, 40, 64).expect("q4_1");
+            let x: Vec<f32> = (0..64).map(|i| i as f32 * 0.01).collect();
+            assert_eq!(q.matmul_act(&x, 1, Activations::Int8), q.matmul(&x, 1));
+            return;
+        }
+        let mut rng = Lcg(11);
+        for ty in [GgmlType::Q4_1, GgmlType::Q4_0, GgmlType::Q8_0] {
+            // Ragged block counts (1, 2, 3, 5, 18 blocks per row: partial groups of four and
+            // pairs) and row counts that do not split evenly over tasks.
+            for (rows, cols) in [(1, 32), (37, 64), (300, 96), (33, 160), (1000, 576)] {
+                let data = random_blocks(ty, rows, cols, &mut rng);
+                let q = QMatrix::from_ggml(ty, &data, rows, cols).expect("supported");
+                let w = q.dequantize();
+                for n in [1, 2, 3, 5, 8] {
+                    let x: Vec<f32> = (0..n * cols).map(|_| rng.f()).collect();
+                    let xhat = crate::qint8::QInput::new(&x, n, cols).dequantize();
+                    let y = q.matmul_act(&x, n, Activations::Int8);
+                    for k in 0..n {
+                        for r in 0..rows {
+                            let want: f64 = (0..cols)
+                                .map(|c| w[r * cols + c] as f64 * xhat[k * cols + c] as f64)
+                                .sum();
+                            let got = y[k * rows + r] as f64;
+                            assert!(
+                                (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                                "{ty:?} {rows}x{cols} n={n} row {r}: {got} vs {want}"
                             );
                         }
                     }

@@ -77,7 +77,7 @@ impl<'a> StreamingRecognizer<'a> {
             TensorData::new(head.into_iter().map(i64::from).collect(), [1, n]),
             backbone.device(),
         );
-        backbone.forward(backbone.embed(ids), ForwardOptions::cached(&mut cache));
+        backbone.forward(backbone.embed(ids), ForwardOptions::generating(&mut cache));
         Ok(StreamingRecognizer {
             pipeline,
             encoder,
@@ -101,7 +101,7 @@ impl<'a> StreamingRecognizer<'a> {
         self.chunks += 1;
         self.pipeline
             .backbone
-            .forward(soft, ForwardOptions::cached(&mut self.cache));
+            .forward(soft, ForwardOptions::generating(&mut self.cache));
     }
 
     /// Adds 16 kHz samples; every complete chunk is encoded and prefilled now. Returns the
