@@ -86,6 +86,34 @@ fn truncated_real_model_is_an_error() {
 }
 
 #[test]
+fn truncated_files_on_disk_are_errors_when_opened() {
+    // `GgufFile::open` reads only the header (in growing prefixes) and checks tensor ranges
+    // against the file's length: every cut of the small file fails the same way in memory and
+    // on disk, and a real file cut in its header or its data names the file.
+    let dir = std::env::temp_dir().join(format!("glaze-gguf-open-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let bytes = small_file().build();
+    let path = dir.join("cut.gguf");
+    for cut in 0..bytes.len() - 1 {
+        std::fs::write(&path, &bytes[..cut]).expect("writes");
+        let on_disk = GgufFile::open(&path).map(|f| f.tensors.len());
+        let in_memory = GgufFile::from_bytes(bytes[..cut].to_vec(), &path).map(|f| f.tensors.len());
+        assert_eq!(on_disk.is_ok(), in_memory.is_ok(), "cut {cut}");
+        if let Err(e) = on_disk {
+            assert!(e.to_string().contains("cut.gguf"), "{e}");
+        }
+    }
+    let real = std::fs::read(glaze::llm::default_model_path()).expect("fetched model");
+    let path = dir.join("real-cut.gguf");
+    for cut in [3_000_000, real.len() - 1] {
+        std::fs::write(&path, &real[..cut]).expect("writes");
+        let err = GgufFile::open(&path).expect_err("truncated");
+        assert!(err.to_string().contains("real-cut.gguf"), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn tensor_offset_past_the_end() {
     let mut w = small_file();
     w = w.tensor("b.weight", &[1024], 0, vec![0u8; 16]); // declares 4096 bytes, has 16

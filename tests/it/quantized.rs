@@ -291,3 +291,31 @@ fn greedy_continuations_with_int8_activations() {
     }
     eprintln!("{identical} of {} continuations identical", PROMPTS.len());
 }
+
+#[test]
+fn generation_runs_on_the_quantized_blocks_alone() {
+    // A model of its own: the shared one has dense weights built by other tests.
+    let model = glaze::llm::LanguageModel::load_default(&Device::flex()).expect("model");
+    assert!(
+        !model.llama.dense_weights_built(),
+        "loading builds no dense copy"
+    );
+    let config = GenerationConfig::new().with_max_new_tokens(4);
+    let prompt = Prompt::new().text(PROMPTS[0]);
+    let out = generate(&model.llama, &model.tokenizer, &prompt, &config, |_| {}).expect("runs");
+    assert!(!out.ids.is_empty());
+    assert!(
+        !model.llama.dense_weights_built(),
+        "prefill and decode use the blocks only"
+    );
+    // An exact forward of more than 8 rows needs the dense weights: built on first use, and
+    // equal to what the blocks compute exactly.
+    let ids = model.tokenizer.encode(PROMPTS[0]).expect("encodes");
+    let mut exact = model.llama.clone();
+    exact.set_generation_activations(Activations::F32);
+    let dense = dense_logits(&exact, &ids);
+    assert!(model.llama.dense_weights_built());
+    let stepped = decode_logits(&exact, &ids);
+    let d = max_abs_diff(&dense, &stepped);
+    assert!(d <= 1e-3, "dense built from blocks vs block kernels: {d}");
+}

@@ -76,7 +76,7 @@ impl Block {
         ) else {
             unreachable!("invariant: decode_ready() was checked");
         };
-        let device = self.attn.wo.dense.device();
+        let device = self.attn.wo.device().clone();
         let xn = crate::decode::rms_norm(x, self.attn_norm.host_weight(), self.attn_norm.eps());
         let qkv = wqkv.matmul_act(&xn, b, act);
         let heads = self.attn.heads();

@@ -93,11 +93,11 @@ impl TensorInfo {
     }
 }
 
-/// A parsed GGUF file held in memory.
+/// A parsed GGUF file: its directory in memory, tensor data read on demand.
 #[derive(Debug)]
 pub struct GgufFile {
     path: PathBuf,
-    bytes: Vec<u8>,
+    data: Data,
     /// Format version.
     pub version: u32,
     /// Metadata key/value pairs.
@@ -105,6 +105,19 @@ pub struct GgufFile {
     /// Tensor directory, in file order.
     pub tensors: Vec<TensorInfo>,
     by_name: BTreeMap<String, usize>,
+}
+
+/// Where tensor data comes from.
+#[derive(Debug)]
+enum Data {
+    /// All bytes in memory ([`GgufFile::from_bytes`]).
+    Memory(Vec<u8>),
+    /// The open file ([`GgufFile::open`]): only the header is held; a tensor's bytes are read
+    /// when it is loaded, so loading never holds the whole file beside the model.
+    File {
+        file: std::sync::Mutex<std::fs::File>,
+        len: u64,
+    },
 }
 
 struct Reader<'a> {
@@ -233,48 +246,86 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Version, metadata and tensor directory of a parsed header.
+type Parsed = (u32, BTreeMap<String, Value>, Vec<TensorInfo>);
+
 impl GgufFile {
-    /// Reads and parses a GGUF file.
+    /// Opens and parses a GGUF file. The header (metadata and tensor directory) is read and
+    /// checked now, every tensor's byte range against the file's length; tensor data is read
+    /// when a tensor is loaded.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        use std::io::{Read, Seek, SeekFrom};
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        let io = |source| Error::Io {
             path: path.to_path_buf(),
             source,
-        })?;
-        Self::from_bytes(bytes, path)
+        };
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        // The header's size is not known before parsing: read a prefix, and a longer one
+        // while the parse runs past its end (at most the whole file, for a broken header).
+        let mut want = 8u64 << 20;
+        loop {
+            let n = want.min(len);
+            let mut head = Vec::with_capacity(n as usize);
+            file.seek(SeekFrom::Start(0)).map_err(io)?;
+            (&mut file).take(n).read_to_end(&mut head).map_err(io)?;
+            match Self::parse(&head, len) {
+                Ok(parsed) => {
+                    let data = Data::File {
+                        file: std::sync::Mutex::new(file),
+                        len,
+                    };
+                    return Self::build(parsed, data, path);
+                }
+                Err(_) if n < len => want = want.saturating_mul(4),
+                Err(problem) => {
+                    return Err(Error::Gguf {
+                        path: path.to_path_buf(),
+                        problem,
+                    });
+                }
+            }
+        }
     }
 
     /// Parses GGUF bytes; `path` is used in error messages.
     pub fn from_bytes(bytes: Vec<u8>, path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref().to_path_buf();
-        match Self::parse(&bytes) {
-            Ok((version, metadata, tensors)) => {
-                let mut by_name = BTreeMap::new();
-                for (i, t) in tensors.iter().enumerate() {
-                    if by_name.insert(t.name.clone(), i).is_some() {
-                        return Err(Error::Gguf {
-                            path,
-                            problem: GgufProblem::DuplicateTensor {
-                                name: t.name.clone(),
-                            },
-                        });
-                    }
-                }
-                Ok(GgufFile {
-                    path,
-                    bytes,
-                    version,
-                    metadata,
-                    tensors,
-                    by_name,
-                })
-            }
-            Err(problem) => Err(Error::Gguf { path, problem }),
+        let path = path.as_ref();
+        match Self::parse(&bytes, bytes.len() as u64) {
+            Ok(parsed) => Self::build(parsed, Data::Memory(bytes), path),
+            Err(problem) => Err(Error::Gguf {
+                path: path.to_path_buf(),
+                problem,
+            }),
         }
     }
 
-    #[allow(clippy::type_complexity)]
-    fn parse(bytes: &[u8]) -> Result<(u32, BTreeMap<String, Value>, Vec<TensorInfo>), GgufProblem> {
+    fn build((version, metadata, tensors): Parsed, data: Data, path: &Path) -> Result<Self> {
+        let path = path.to_path_buf();
+        let mut by_name = BTreeMap::new();
+        for (i, t) in tensors.iter().enumerate() {
+            if by_name.insert(t.name.clone(), i).is_some() {
+                return Err(Error::Gguf {
+                    path,
+                    problem: GgufProblem::DuplicateTensor {
+                        name: t.name.clone(),
+                    },
+                });
+            }
+        }
+        Ok(GgufFile {
+            path,
+            data,
+            version,
+            metadata,
+            tensors,
+            by_name,
+        })
+    }
+
+    /// Parses the header in `bytes` (a prefix of a file of `file_len` bytes).
+    fn parse(bytes: &[u8], file_len: u64) -> Result<Parsed, GgufProblem> {
         let mut r = Reader { bytes, pos: 0 };
         let magic = r.array::<4>("magic").map_err(|_| GgufProblem::BadMagic {
             found: bytes.iter().take(4).copied().collect(),
@@ -361,7 +412,7 @@ impl GgufFile {
             let start = (data_start as u64).checked_add(rel);
             let end = start.and_then(|s| s.checked_add(len));
             match (start, end) {
-                (Some(start), Some(end)) if end <= bytes.len() as u64 => tensors.push(TensorInfo {
+                (Some(start), Some(end)) if end <= file_len => tensors.push(TensorInfo {
                     name,
                     dims,
                     ggml_type,
@@ -373,7 +424,7 @@ impl GgufFile {
                         name,
                         start: start.unwrap_or(u64::MAX),
                         end: end.unwrap_or(u64::MAX),
-                        len: bytes.len(),
+                        len: file_len as usize,
                     });
                 }
             }
@@ -386,9 +437,53 @@ impl GgufFile {
         &self.path
     }
 
-    /// The raw file bytes.
-    pub fn bytes(&self) -> &[u8] {
-        &self.bytes
+    /// FNV-1a of the whole file (the backbone's weights hash), read in 1 MiB pieces.
+    pub fn content_hash(&self) -> Result<u64> {
+        match &self.data {
+            Data::Memory(bytes) => Ok(glaze_core::fnv1a64(bytes, 0)),
+            Data::File { len, .. } => {
+                let mut h = 0;
+                let mut at = 0u64;
+                while at < *len {
+                    let n = (*len - at).min(1 << 20);
+                    h = glaze_core::fnv1a64(&self.read_at(at, n as usize)?, h);
+                    at += n;
+                }
+                Ok(h)
+            }
+        }
+    }
+
+    /// `n` bytes at `offset` of the file.
+    fn read_at(&self, offset: u64, n: usize) -> Result<Vec<u8>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let Data::File { file, .. } = &self.data else {
+            unreachable!("invariant: only called for file-backed data");
+        };
+        let io = |source| Error::Io {
+            path: self.path.clone(),
+            source,
+        };
+        // A poisoned lock only means another reader panicked; the file handle is still fine.
+        let mut f = file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f.seek(SeekFrom::Start(offset)).map_err(io)?;
+        let mut buf = vec![0u8; n];
+        f.read_exact(&mut buf).map_err(io)?;
+        Ok(buf)
+    }
+
+    /// A tensor's raw bytes.
+    fn tensor_bytes(&self, info: &TensorInfo) -> Result<std::borrow::Cow<'_, [u8]>> {
+        match &self.data {
+            Data::Memory(bytes) => Ok(std::borrow::Cow::Borrowed(
+                &bytes[info.start..info.start + info.len],
+            )),
+            Data::File { .. } => Ok(std::borrow::Cow::Owned(
+                self.read_at(info.start as u64, info.len)?,
+            )),
+        }
     }
 
     /// A tensor's directory entry.
@@ -454,8 +549,12 @@ impl GgufFile {
                 ggml_type: info.ggml_type,
                 type_name: GgmlType::name_of(info.ggml_type),
             })?;
-        let data = &self.bytes[info.start..info.start + info.len];
-        Ok(crate::quant::dequantize(ty, data, info.elements() as usize))
+        let data = self.tensor_bytes(info)?;
+        Ok(crate::quant::dequantize(
+            ty,
+            &data,
+            info.elements() as usize,
+        ))
     }
 }
 
@@ -485,11 +584,8 @@ impl crate::weights::WeightSource for GgufFile {
             return None;
         }
         let ty = GgmlType::from_u32(info.ggml_type)?;
-        crate::qmatmul::QMatrix::from_ggml(
-            ty,
-            &self.bytes[info.start..info.start + info.len],
-            rows,
-            cols,
-        )
+        // A read error leaves the tensor to the dense path, which reports it.
+        let data = self.tensor_bytes(info).ok()?;
+        crate::qmatmul::QMatrix::from_ggml(ty, &data, rows, cols)
     }
 }

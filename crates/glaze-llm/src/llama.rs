@@ -19,11 +19,15 @@ use crate::rope::{Positions, Rope};
 pub struct Llama {
     pub(crate) config: LlamaConfig,
     pub(crate) spec: BackboneSpec,
-    pub(crate) embed: Tensor<2>,
+    /// Token embeddings `[V, D]` (built from `embed_q` on first dense use when loaded
+    /// quantized).
+    pub(crate) embed: crate::linear::Dense,
+    /// The token embeddings as quantized rows, for lookups without the dense table.
+    pub(crate) embed_q: Option<std::sync::Arc<crate::qmatmul::QMatrix>>,
     pub(crate) blocks: Vec<Block>,
     pub(crate) norm: RmsNorm,
     /// Untied LM head `[D, V]`; `None` when tied to `embed`.
-    pub(crate) lm_head: Option<Tensor<2>>,
+    pub(crate) lm_head: Option<crate::linear::Dense>,
     /// The head (tied or not) as quantized `[V, D]` rows, for decode steps.
     pub(crate) lm_head_q: Option<std::sync::Arc<crate::qmatmul::QMatrix>>,
     /// How generation (approximate forwards, the generation head) treats activations.
@@ -48,15 +52,25 @@ impl Llama {
                 context_length: config.context_length,
                 weights_hash: "random".into(),
             },
-            embed: Tensor::random([config.vocab_size, config.d_model], dist, &device),
+            embed: crate::linear::Dense::eager(Tensor::random(
+                [config.vocab_size, config.d_model],
+                dist,
+                &device,
+            )),
+            embed_q: None,
             blocks: (0..config.n_layers)
                 .map(|_| Block::init(config, &device))
                 .collect(),
             norm: RmsNormConfig::new(config.d_model)
                 .with_eps(config.norm_eps)
                 .init(&device),
-            lm_head: (!config.tie_embeddings)
-                .then(|| Tensor::random([config.d_model, config.vocab_size], dist, &device)),
+            lm_head: (!config.tie_embeddings).then(|| {
+                crate::linear::Dense::eager(Tensor::random(
+                    [config.d_model, config.vocab_size],
+                    dist,
+                    &device,
+                ))
+            }),
             lm_head_q: None,
             gen_act: Activations::default(),
             rope: Rope::new(
@@ -94,6 +108,19 @@ impl Llama {
         self.gen_act = act;
     }
 
+    /// Whether any dense f32 weight copy exists — given at load (no quantized blocks), or
+    /// built since by a dense matmul (exact forwards of more than 8 rows, autodiff inputs,
+    /// other devices). Generation alone never builds one.
+    pub fn dense_weights_built(&self) -> bool {
+        self.embed.is_built()
+            || self.lm_head.as_ref().is_some_and(|h| h.is_built())
+            || self.blocks.iter().any(|b| {
+                [&b.attn.wqkv, &b.attn.wo, &b.mlp.w_gate_up, &b.mlp.w_down]
+                    .iter()
+                    .any(|l| l.dense.is_built())
+            })
+    }
+
     /// How generation treats activations.
     pub fn generation_activations(&self) -> Activations {
         self.gen_act
@@ -116,19 +143,19 @@ impl Llama {
 
     /// Every weight with a name, as read-only tensor handles (tensors are immutable values).
     pub fn named_weights(&self) -> Vec<(String, Tensor<2>)> {
-        let mut out = vec![("embed".to_string(), self.embed.clone())];
+        let mut out = vec![("embed".to_string(), self.embed.get())];
         for (i, b) in self.blocks.iter().enumerate() {
             let n = |s: &str| format!("blocks.{i}.{s}");
             out.push((n("attn_norm"), b.attn_norm.weight.clone().unsqueeze()));
-            out.push((n("wqkv"), b.attn.wqkv.dense.clone()));
-            out.push((n("wo"), b.attn.wo.dense.clone()));
+            out.push((n("wqkv"), b.attn.wqkv.dense()));
+            out.push((n("wo"), b.attn.wo.dense()));
             out.push((n("ffn_norm"), b.ffn_norm.weight.clone().unsqueeze()));
-            out.push((n("w_gate_up"), b.mlp.w_gate_up.dense.clone()));
-            out.push((n("w_down"), b.mlp.w_down.dense.clone()));
+            out.push((n("w_gate_up"), b.mlp.w_gate_up.dense()));
+            out.push((n("w_down"), b.mlp.w_down.dense()));
         }
         out.push(("norm".into(), self.norm.weight.clone().unsqueeze()));
         if let Some(h) = &self.lm_head {
-            out.push(("lm_head".into(), h.clone()));
+            out.push(("lm_head".into(), h.get()));
         }
         out
     }
@@ -252,8 +279,31 @@ impl FrozenBackbone for Llama {
     fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
         let [b, t] = ids.dims();
         let d = self.config.d_model;
+        let device = ids.device();
+        if let Some(q) = &self.embed_q
+            && crate::linear::on_cpu_plain(&device)
+        {
+            // Rows straight from the quantized table: the same values as the dense table's.
+            let rows: Vec<usize> = ids
+                .into_data()
+                .convert::<i64>()
+                .try_into_vec::<i64>()
+                .expect("invariant: int ids convert to i64")
+                .into_iter()
+                .map(|i| {
+                    let r = usize::try_from(i).unwrap_or(usize::MAX);
+                    assert!(
+                        r < q.rows(),
+                        "token id {i} outside the vocabulary (check_ids)"
+                    );
+                    r
+                })
+                .collect();
+            let data = q.dequantize_rows(&rows);
+            return Tensor::from_data(TensorData::new(data, [b, t, d]), &device);
+        }
         self.embed
-            .clone()
+            .get()
             .select(0, ids.reshape([b * t]))
             .reshape([b, t, d])
     }
@@ -357,8 +407,8 @@ impl Llama {
             return crate::linear::quantized(q, flat, act).reshape([b, t, v]);
         }
         let logits = match &self.lm_head {
-            Some(w) => flat.matmul(w.clone()),
-            None => flat.matmul(self.embed.clone().transpose()),
+            Some(w) => flat.matmul(w.get()),
+            None => flat.matmul(self.embed.get().transpose()),
         };
         logits.reshape([b, t, v])
     }

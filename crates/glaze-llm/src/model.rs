@@ -4,7 +4,6 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use glaze_core::fnv1a64;
 
 use crate::config::LlamaConfig;
 use crate::error::{Error, Result};
@@ -86,7 +85,7 @@ impl LanguageModel {
             .and_then(|v| v.as_str())
             .unwrap_or("llama")
             .to_string();
-        llama.spec.weights_hash = format!("{:016x}", fnv1a64(file.bytes(), 0));
+        llama.spec.weights_hash = format!("{:016x}", file.content_hash()?);
         Ok(LanguageModel { llama, tokenizer })
     }
 

@@ -189,6 +189,21 @@ impl QMatrix {
         }
     }
 
+    /// Dequantizes the given rows (an embedding lookup), `ids.len() · cols` values; the same
+    /// values as the rows of [`Self::dequantize`].
+    pub fn dequantize_rows(&self, ids: &[usize]) -> Vec<f32> {
+        let bpr = self.cols / 32;
+        let mut out = vec![0f32; ids.len() * self.cols];
+        let mut w = [0f32; 32];
+        for (row, &r) in out.chunks_exact_mut(self.cols).zip(ids) {
+            for (b, o) in row.chunks_exact_mut(32).enumerate() {
+                self.block(r * bpr + b, &mut w);
+                o.copy_from_slice(&w);
+            }
+        }
+        out
+    }
+
     /// Dequantizes to a row-major `[rows, cols]` f32 matrix (the reference for tests).
     pub fn dequantize(&self) -> Vec<f32> {
         let mut out = vec![0f32; self.rows * self.cols];

@@ -4,12 +4,13 @@
 //! [`LlamaConfig`], the values from a source that names tensors its own way ([`Naming`]).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use burn::prelude::*;
 
 use crate::config::{LlamaConfig, RopeLayout};
 use crate::error::{Error, Result};
-use crate::linear::FrozenLinear;
+use crate::linear::{Dense, FrozenLinear};
 use crate::llama::Llama;
 use crate::qmatmul::QMatrix;
 use crate::rope::unpermute_rows;
@@ -117,7 +118,7 @@ impl Loader<'_> {
 }
 
 /// Transposes a row-major `[rows, cols]` matrix.
-fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+pub(crate) fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0f32; data.len()];
     for r in 0..rows {
         for c in 0..cols {
@@ -127,11 +128,17 @@ fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
-fn linear(dense: Tensor<2>, quant: Option<QMatrix>) -> FrozenLinear {
-    FrozenLinear {
-        dense,
-        quant: quant.map(std::sync::Arc::new),
-    }
+/// A frozen map from quantized blocks when the source has them (its dense copy is built only
+/// if a dense matmul needs it), else from the dense `[in, out]` weights `dense()` reads.
+fn linear(
+    quant: Option<QMatrix>,
+    device: &Device,
+    dense: impl FnOnce() -> Result<Tensor<2>>,
+) -> Result<FrozenLinear> {
+    Ok(match quant {
+        Some(q) => FrozenLinear::quantized(q, device),
+        None => FrozenLinear::new(dense()?),
+    })
 }
 
 /// Row order that turns interleaved-RoPE q/k rows into rotate-half rows (see `unpermute_rows`).
@@ -171,17 +178,13 @@ pub fn load_llama(
     config.rope_layout = RopeLayout::Half;
     let mut model = Llama::init_empty(&config, &device);
 
-    model.embed = t2(l.get(Key::Embed, 0, &[v, d])?, [v, d], &device);
+    let embed_q = l.quant(Key::Embed, 0, v, d).map(Arc::new);
+    model.embed = match &embed_q {
+        Some(q) => Dense::lazy(q.clone(), false, &device),
+        None => Dense::eager(t2(l.get(Key::Embed, 0, &[v, d])?, [v, d], &device)),
+    };
+    model.embed_q = embed_q.clone();
     for i in 0..config.n_layers {
-        let mut q = l.get(Key::Q, i, &[h * hd, d])?;
-        let mut k = l.get(Key::K, i, &[kv * hd, d])?;
-        if unpermute {
-            q = unpermute_rows(&q, h, hd, d);
-            k = unpermute_rows(&k, kv, hd, d);
-        }
-        let vv = l.get(Key::V, i, &[kv * hd, d])?;
-        let qkv_rows = [q, k, vv].concat();
-        let n_qkv = (h + 2 * kv) * hd;
         let qkv_q = (|| {
             let mut q = l.quant(Key::Q, i, h * hd, d)?;
             let mut k = l.quant(Key::K, i, kv * hd, d)?;
@@ -197,57 +200,57 @@ pub fn load_llama(
                 l.quant(Key::Up, i, f, d)?,
             ])
         })();
+        let wqkv = linear(qkv_q, &device, || {
+            let mut q = l.get(Key::Q, i, &[h * hd, d])?;
+            let mut k = l.get(Key::K, i, &[kv * hd, d])?;
+            if unpermute {
+                q = unpermute_rows(&q, h, hd, d);
+                k = unpermute_rows(&k, kv, hd, d);
+            }
+            let vv = l.get(Key::V, i, &[kv * hd, d])?;
+            let n_qkv = (h + 2 * kv) * hd;
+            let rows = [q, k, vv].concat();
+            Ok(t2(transpose(&rows, n_qkv, d), [d, n_qkv], &device))
+        })?;
+        let wo = linear(l.quant(Key::O, i, d, h * hd), &device, || {
+            let o = l.get(Key::O, i, &[d, h * hd])?;
+            Ok(t2(transpose(&o, d, h * hd), [h * hd, d], &device))
+        })?;
+        let w_gate_up = linear(gate_up_q, &device, || {
+            let gu = [l.get(Key::Gate, i, &[f, d])?, l.get(Key::Up, i, &[f, d])?].concat();
+            Ok(t2(transpose(&gu, 2 * f, d), [d, 2 * f], &device))
+        })?;
+        let w_down = linear(l.quant(Key::Down, i, d, f), &device, || {
+            let dn = l.get(Key::Down, i, &[d, f])?;
+            Ok(t2(transpose(&dn, d, f), [f, d], &device))
+        })?;
         let block = &mut model.blocks[i];
-        block.attn.wqkv = linear(
-            t2(transpose(&qkv_rows, n_qkv, d), [d, n_qkv], &device),
-            qkv_q,
-        );
-        block.attn.wo = linear(
-            t2(
-                transpose(&l.get(Key::O, i, &[d, h * hd])?, d, h * hd),
-                [h * hd, d],
-                &device,
-            ),
-            l.quant(Key::O, i, d, h * hd),
-        );
+        block.attn.wqkv = wqkv;
+        block.attn.wo = wo;
+        block.mlp.w_gate_up = w_gate_up;
+        block.mlp.w_down = w_down;
         block
             .attn_norm
             .set_weight(l.get(Key::AttnNorm, i, &[d])?, &device);
         block
             .ffn_norm
             .set_weight(l.get(Key::FfnNorm, i, &[d])?, &device);
-        let gate_up = [l.get(Key::Gate, i, &[f, d])?, l.get(Key::Up, i, &[f, d])?].concat();
-        block.mlp.w_gate_up = linear(
-            t2(transpose(&gate_up, 2 * f, d), [d, 2 * f], &device),
-            gate_up_q,
-        );
-        block.mlp.w_down = linear(
-            t2(
-                transpose(&l.get(Key::Down, i, &[d, f])?, d, f),
-                [f, d],
-                &device,
-            ),
-            l.quant(Key::Down, i, d, f),
-        );
     }
     model.norm.set_weight(l.get(Key::Norm, 0, &[d])?, &device);
     let head_name = name(naming, Key::Head, 0);
-    model.lm_head = if config.tie_embeddings || !source.has(&head_name) {
-        None
+    let untied = !config.tie_embeddings && source.has(&head_name);
+    (model.lm_head, model.lm_head_q) = if untied {
+        match l.quant(Key::Head, 0, v, d).map(Arc::new) {
+            Some(q) => (Some(Dense::lazy(q.clone(), true, &device)), Some(q)),
+            None => {
+                let w = transpose(&l.get(Key::Head, 0, &[v, d])?, v, d);
+                (Some(Dense::eager(t2(w, [d, v], &device))), None)
+            }
+        }
     } else {
-        Some(t2(
-            transpose(&l.get(Key::Head, 0, &[v, d])?, v, d),
-            [d, v],
-            &device,
-        ))
+        (None, embed_q)
     };
-    model.config.tie_embeddings = model.lm_head.is_none();
-    let head_key = if model.lm_head.is_some() {
-        Key::Head
-    } else {
-        Key::Embed
-    };
-    model.lm_head_q = l.quant(head_key, 0, v, d).map(std::sync::Arc::new);
+    model.config.tie_embeddings = !untied;
     Ok(model)
 }
 
