@@ -55,12 +55,17 @@ fn main() -> ExitCode {
     }
 }
 
-/// The workspace root.
+/// The workspace root. `cargo run` sets `CARGO_MANIFEST_DIR` for the running binary; it is
+/// preferred to the compile-time value because clones sharing one `CARGO_TARGET_DIR` share the
+/// uplifted `target/debug/xtask`, which may have been built from another clone.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest
         .parent()
-        .expect("xtask lives in the workspace")
-        .to_path_buf()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
 }
 
 /// Runs a command in the workspace root, failing with its description.
