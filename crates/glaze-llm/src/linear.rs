@@ -3,7 +3,7 @@
 //! non-autodiff input on the CPU (decode steps, generation prefill).
 //!
 //! Weights loaded as quantized blocks get their dense f32 copy only when a dense matmul first
-//! needs it ([`Dense`]): generation never does, so an inference process holds the blocks
+//! needs it (`Dense`): generation never does, so an inference process holds the blocks
 //! alone (SmolLM2: ≈ 110 MB instead of ≈ 650 MB).
 
 use std::sync::{Arc, OnceLock};
