@@ -1,7 +1,7 @@
 //! The quantized decode path on the real SmolLM2 (GGUF blocks kept in memory): decode steps
 //! against the shared fp32 reference and against the dense f32 path on a varied prompt set,
 //! with f32 activations (exact up to summation order) and with 8-bit activations (llama.cpp's
-//! scheme, the default where the CPU has AVX-512 VNNI).
+//! scheme, the default where the CPU has AVX-512 VNNI or AVX2).
 
 use burn::prelude::*;
 use glaze::llm::{Activations, GenerationConfig, Llama, generate};
@@ -304,7 +304,7 @@ fn generation_runs_on_the_quantized_blocks_alone() {
     let prompt = Prompt::new().text(PROMPTS[0]);
     let out = generate(&model.llama, &model.tokenizer, &prompt, &config, |_| {}).expect("runs");
     assert!(!out.ids.is_empty());
-    // Without AVX-512 VNNI the generation path is the exact one, whose prefill of more than
+    // Without 8-bit kernels the generation path is the exact one, whose prefill of more than
     // 8 rows uses the dense weights.
     if glaze::llm::qint8::available() {
         assert!(

@@ -10,8 +10,9 @@
 //! (relative ≤ 1/254 per value): what it does to SmolLM2's logits is tested in
 //! `tests/it/quantized.rs` and stated in `docs/benchmarks.md`.
 //!
-//! Only CPUs with AVX-512 F/BW/VL/VNNI take this path (checked at run time, [`available`]);
-//! elsewhere [`crate::qmatmul::QMatrix::matmul_act`] keeps the f32-activation kernels. The
+//! CPUs with AVX-512 F/BW/VL/VNNI run the `vpdpbusd` kernels, CPUs with AVX2 the
+//! `vpmaddubsw` ones (checked at run time, [`available`]); elsewhere
+//! [`crate::qmatmul::QMatrix::matmul_act`] keeps the f32-activation kernels. The
 //! `unsafe` here is confined like in `qkernels.rs`: `#[target_feature]` functions run only
 //! after the feature check, and every load reads inside a slice whose length was asserted
 //! (tails use masked loads, which never touch masked-out bytes).
@@ -22,8 +23,13 @@ use std::arch::x86_64::*;
 
 use crate::qkernels::Kind;
 
-/// Whether the int8-activation kernels can run here.
+/// Whether the int8-activation kernels can run here (AVX-512 VNNI, or AVX2).
 pub fn available() -> bool {
+    vnni() || avx2()
+}
+
+/// Whether the AVX-512 VNNI kernels can run here.
+pub fn vnni() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::is_x86_feature_detected!("avx512f")
@@ -35,6 +41,27 @@ pub fn available() -> bool {
     {
         false
     }
+}
+
+/// Whether the AVX2 kernels (`vpmaddubsw` + `vpmaddwd`, llama.cpp's AVX2 scheme) can run here.
+pub fn avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Which kernels [`rows_with`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// The best the CPU has.
+    Best,
+    /// The AVX2 kernels even where AVX-512 VNNI exists (tests).
+    Avx2,
 }
 
 /// 1.5 · 2²³: adding and subtracting it rounds an f32 of magnitude < 2²² to an integer.
@@ -129,6 +156,11 @@ impl QInput {
 /// `out[i · N + k] = W[i] · x̂[k]` for the `out.len() / N` consecutive rows whose blocks `kind`
 /// holds. `false` (nothing written) when the CPU lacks the kernels or `N` is not 1..=8.
 pub fn rows(kind: Kind<'_>, x: &QInput, out: &mut [f32]) -> bool {
+    rows_with(kind, x, out, Level::Best)
+}
+
+/// [`rows`] with a choice of kernels.
+pub fn rows_with(kind: Kind<'_>, x: &QInput, out: &mut [f32], level: Level) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         let n = x.n;
@@ -143,6 +175,25 @@ pub fn rows(kind: Kind<'_>, x: &QInput, out: &mut [f32]) -> bool {
             }
             Kind::Q4_0(d, q) => assert!(d.len() == blocks && q.len() == blocks * 16),
             Kind::Q8_0(d, q) => assert!(d.len() == blocks && q.len() == blocks * 32),
+        }
+        if level == Level::Avx2 || !vnni() {
+            if !avx2() {
+                return false;
+            }
+            // SAFETY: the CPU has AVX2 and FMA (checked); lengths asserted above.
+            unsafe {
+                match n {
+                    1 => rows_avx2::<1>(kind, x, out),
+                    2 => rows_avx2::<2>(kind, x, out),
+                    3 => rows_avx2::<3>(kind, x, out),
+                    4 => rows_avx2::<4>(kind, x, out),
+                    5 => rows_avx2::<5>(kind, x, out),
+                    6 => rows_avx2::<6>(kind, x, out),
+                    7 => rows_avx2::<7>(kind, x, out),
+                    _ => rows_avx2::<8>(kind, x, out),
+                }
+            }
+            return true;
         }
         // SAFETY: the CPU has AVX-512 F/BW/VL/VNNI (checked); lengths asserted above and by
         // `QInput::new`'s construction (padded layouts).
@@ -162,7 +213,7 @@ pub fn rows(kind: Kind<'_>, x: &QInput, out: &mut [f32]) -> bool {
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (kind, x, out);
+        let _ = (kind, x, out, level);
         false
     }
 }
@@ -360,6 +411,68 @@ fn q8_rows<const N: usize>(d: &[f32], q: &[i8], x: &QInput, out: &mut [f32]) {
         }
         for k in 0..N {
             o[k] = _mm512_reduce_add_ps(acc[k]);
+        }
+    }
+}
+
+/// The AVX2 kernels, one 32-weight block at a time: `vpmaddubsw` multiplies unsigned weight
+/// bytes by signed activation bytes into pairwise i16 sums (≤ 2·15·127 for Q4, ≤ 2·127·127
+/// for Q8: no saturation), `vpmaddwd` by ones sums them into eight i32 lanes, and one f32 FMA
+/// applies the block's two scales. Q4 nibbles are unpacked into the block's natural order,
+/// so the activations are read from the natural (`q8`) layout.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn rows_avx2<const N: usize>(kind: Kind<'_>, x: &QInput, out: &mut [f32]) {
+    let bpr = x.bpr;
+    let (bpr2, bpr4) = (bpr.next_multiple_of(2), bpr.next_multiple_of(4));
+    let low = _mm_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    for (r, o) in out.chunks_exact_mut(N).enumerate() {
+        let mut acc = [_mm256_setzero_ps(); N];
+        let mut off = [0f32; N];
+        for b in 0..bpr {
+            let blk = r * bpr + b;
+            // The block's 32 weights as bytes in order: unsigned (Q4), or signed (Q8, whose
+            // signs then move to the activations); its scale and per-block offset term.
+            let (w, signed, dw, mw) = match kind {
+                Kind::Q4_1(d, _, q) | Kind::Q4_0(d, q) => {
+                    let qb: &[u8; 16] = q[blk * 16..blk * 16 + 16].try_into().expect("16 bytes");
+                    // SAFETY: 16 bytes inside `qb`.
+                    let bytes = unsafe { _mm_loadu_si128(qb.as_ptr() as *const __m128i) };
+                    let lo = _mm_and_si128(bytes, low);
+                    let hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), low);
+                    let mw = match kind {
+                        Kind::Q4_1(_, m, _) => m[blk],
+                        _ => -8.0 * d[blk],
+                    };
+                    (_mm256_set_m128i(hi, lo), false, d[blk], mw)
+                }
+                Kind::Q8_0(d, q) => {
+                    let qb: &[i8; 32] = q[blk * 32..blk * 32 + 32].try_into().expect("32 bytes");
+                    // SAFETY: 32 bytes inside `qb`.
+                    let w = unsafe { _mm256_loadu_si256(qb.as_ptr() as *const __m256i) };
+                    (w, true, d[blk], 0.0)
+                }
+            };
+            let wu = if signed { _mm256_sign_epi8(w, w) } else { w };
+            unroll8!(k < N => {
+                let at = k * bpr2 * 32 + b * 32;
+                let xb: &[i8; 32] = x.q8[at..at + 32].try_into().expect("32 bytes");
+                // SAFETY: 32 bytes inside `xb`.
+                let xv = unsafe { _mm256_loadu_si256(xb.as_ptr() as *const __m256i) };
+                let xs = if signed { _mm256_sign_epi8(xv, w) } else { xv };
+                let isum = _mm256_madd_epi16(_mm256_maddubs_epi16(wu, xs), ones);
+                let scale = _mm256_set1_ps(dw * x.d[k * bpr4 + b]);
+                acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[k]);
+                off[k] += mw * x.s[k * bpr4 + b];
+            });
+        }
+        for k in 0..N {
+            let v = acc[k];
+            let s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+            let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+            let s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1));
+            o[k] = _mm_cvtss_f32(s1) + off[k];
         }
     }
 }

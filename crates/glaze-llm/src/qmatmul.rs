@@ -244,7 +244,7 @@ impl QMatrix {
     }
 
     /// [`Self::matmul`] with the activations kept in f32 or rounded to 8 bits per block
-    /// ([`crate::qint8`]; only where the CPU has AVX-512 VNNI — elsewhere the f32 kernels
+    /// ([`crate::qint8`]; where the CPU has AVX-512 VNNI or AVX2 — elsewhere the f32 kernels
     /// run). Inputs go through in groups of up to 8 per pass over the weights.
     pub fn matmul_act(&self, x: &[f32], n: usize, act: Activations) -> Vec<f32> {
         if !self.int8_ready(act) {
@@ -463,7 +463,7 @@ pub enum Activations {
     /// Kept in f32: the result equals the dequantize-then-multiply path up to summation order.
     F32,
     /// Rounded to 8 bits per 32-value block, integer dot products (llama.cpp's scheme);
-    /// falls back to [`Activations::F32`] where the CPU lacks AVX-512 VNNI.
+    /// falls back to [`Activations::F32`] where the CPU has neither AVX-512 VNNI nor AVX2.
     #[default]
     Int8,
 }
@@ -551,7 +551,7 @@ mod tests {
     #[test]
     fn int8_kernels_match_rounded_input_times_dequantized_weights() {
         if !crate::qint8::available() {
-            // No AVX-512 VNNI: `matmul_act` must then be the f32 path itself.
+            // No 8-bit kernels (neither AVX-512 VNNI nor AVX2): `matmul_act` is the f32 path.
             let data = random_blocks(GgmlType::Q4_1, 40, 64, &mut Lcg(3));
             let q = QMatrix::from_ggml(GgmlType::Q4_1, &data, 40, 64).expect("q4_1");
             let x: Vec<f32> = (0..64).map(|i| i as f32 * 0.01).collect();
@@ -568,17 +568,32 @@ mod tests {
                 let w = q.dequantize();
                 for n in [1, 2, 3, 5, 8] {
                     let x: Vec<f32> = (0..n * cols).map(|_| rng.f()).collect();
-                    let xhat = crate::qint8::QInput::new(&x, n, cols).dequantize();
+                    let xq = crate::qint8::QInput::new(&x, n, cols);
+                    let xhat = xq.dequantize();
                     let y = q.matmul_act(&x, n, Activations::Int8);
+                    // The AVX2 kernels too, on the whole matrix (`[rows, n]` out).
+                    let mut y2 = vec![0f32; rows * n];
+                    let avx2 = crate::qint8::rows_with(
+                        q.rows_kind(0, rows),
+                        &xq,
+                        &mut y2,
+                        crate::qint8::Level::Avx2,
+                    );
                     for k in 0..n {
                         for r in 0..rows {
                             let want: f64 = (0..cols)
                                 .map(|c| w[r * cols + c] as f64 * xhat[k * cols + c] as f64)
                                 .sum();
+                            let tol = 1e-4 * (1.0 + want.abs());
                             let got = y[k * rows + r] as f64;
                             assert!(
-                                (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                                (got - want).abs() <= tol,
                                 "{ty:?} {rows}x{cols} n={n} row {r}: {got} vs {want}"
+                            );
+                            let got2 = y2[r * n + k] as f64;
+                            assert!(
+                                !avx2 || (got2 - want).abs() <= tol,
+                                "AVX2 {ty:?} {rows}x{cols} n={n} row {r}: {got2} vs {want}"
                             );
                         }
                     }
