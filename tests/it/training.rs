@@ -95,12 +95,22 @@ fn run(
     dir: &Path,
     kill_at: Option<usize>,
 ) -> Result<Vec<glaze::core::NamedTensor>, CoreError> {
+    run_with(backbone, data, dir, kill_at, &train_config())
+}
+
+fn run_with(
+    backbone: &Llama,
+    data: &ts::SeriesData,
+    dir: &Path,
+    kill_at: Option<usize>,
+    train_config: &TrainConfig,
+) -> Result<Vec<glaze::core::NamedTensor>, CoreError> {
     let cfg = config(ModelKind::TimeLlm, backbone, 2);
     let pipeline =
         Pipeline::new(backbone, &ByteCodec, cfg.clone(), "Synthetic.", None).expect("pipeline");
     let stored = stored(&cfg, data);
     let identity = ts::experiment::identity(backbone, &stored).expect("identity");
-    let device = backbone.device().clone().autodiff();
+    let device = train_config.device(backbone.device());
     device.seed(21);
     let model = cfg.init(&device);
     let task = ForecastTask {
@@ -117,7 +127,7 @@ fn run(
     let (model, report) = train(
         &task,
         model,
-        &train_config(),
+        train_config,
         RunOptions {
             dir: Some(dir.to_path_buf()),
             identity,
@@ -165,6 +175,34 @@ fn killed_run_resumes_to_the_same_weights_and_backbone_is_untouched() {
         digest,
         "backbone changed during training"
     );
+    for d in [a, b] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+#[test]
+fn gradient_checkpointing_trains_the_same_adapter() {
+    // burn's balanced checkpointing recomputes memory-bound activations in the backward
+    // pass; the adapter's device carries the strategy and the task's inputs follow it.
+    let backbone = tiny();
+    let data = data();
+    let (a, b) = (tmp("gc-off"), tmp("gc-on"));
+    let plain = run(&backbone, &data, &a, None).expect("plain run");
+    let config = TrainConfig {
+        gradient_checkpointing: true,
+        ..train_config()
+    };
+    let checkpointed = run_with(&backbone, &data, &b, None, &config).expect("checkpointed run");
+    assert_eq!(plain.len(), checkpointed.len());
+    for (x, y) in plain.iter().zip(&checkpointed) {
+        let d = x
+            .data
+            .iter()
+            .zip(&y.data)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
+        assert!(d <= 1e-5, "tensor {} differs by {d}", x.name);
+    }
     for d in [a, b] {
         let _ = std::fs::remove_dir_all(d);
     }

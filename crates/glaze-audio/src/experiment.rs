@@ -185,7 +185,7 @@ pub fn train_aligner(
     dir: Option<&Path>,
     progress: bool,
 ) -> Result<(AptAligner, usize, usize, f64)> {
-    let device = backbone.device().clone().autodiff();
+    let device = train_config.device(backbone.device());
     device.seed(train_config.seed);
     let model = config.init(data.bank.f, backbone.spec().d_model, &device)?;
     let task = AudioQaTask {

@@ -86,6 +86,9 @@ pub enum SpeechCmd {
         /// Append the results row to this JSONL file.
         #[arg(long)]
         results: Option<PathBuf>,
+        /// Gradient checkpointing: recompute memory-bound activations in the backward pass.
+        #[arg(long)]
+        gradient_checkpointing: bool,
         #[command(flatten)]
         corpus: CorpusArgs,
         #[command(flatten)]
@@ -314,6 +317,7 @@ pub fn run(cmd: SpeechCmd) -> Res<()> {
             seed,
             out,
             results,
+            gradient_checkpointing,
             corpus,
             encoder,
             model,
@@ -329,7 +333,8 @@ pub fn run(cmd: SpeechCmd) -> Res<()> {
                     | SpeechAdapterConfig::Conv { stride, .. } => *stride = s,
                 }
             }
-            let train = crate::speech::step_budget(steps, batch, lr, seed, data.train.len());
+            let mut train = crate::speech::step_budget(steps, batch, lr, seed, data.train.len());
+            train.gradient_checkpointing = gradient_checkpointing;
             let spec = ex::RunSpec {
                 adapter: config.clone(),
                 train,

@@ -93,6 +93,9 @@ pub struct Setup {
     /// Prompt-prefix cache directory (default: $GLAZE_CACHE/features); `none` disables it.
     #[arg(long)]
     cache: Option<String>,
+    /// Gradient checkpointing: recompute memory-bound activations in the backward pass.
+    #[arg(long)]
+    gradient_checkpointing: bool,
 }
 
 #[derive(Subcommand)]
@@ -258,6 +261,7 @@ pub(crate) fn spec(
             eval_every: setup.eval_every,
             max_steps: setup.max_steps,
             checkpoint_every: 25,
+            gradient_checkpointing: setup.gradient_checkpointing,
             ..TrainConfig::default()
         },
         description: ETT_DESCRIPTION.to_string(),
@@ -538,9 +542,9 @@ fn bench_step(
             description: spec.description.clone(),
         },
     )?;
-    let device = glaze::FrozenBackbone::device(&model.llama)
-        .clone()
-        .autodiff();
+    let device = spec
+        .train
+        .device(glaze::FrozenBackbone::device(&model.llama));
     device.seed(0);
     let forecaster = spec.model.init(&device);
     let mut times = Vec::new();
@@ -574,7 +578,11 @@ fn bench_step(
         "{}",
         serde_json::json!({
             "engine": "glaze",
-            "mode": if cache.is_some() { "prefix cached on disk" } else { "prefix computed every step" },
+            "mode": format!(
+                "{}{}",
+                if cache.is_some() { "prefix cached on disk" } else { "prefix computed every step" },
+                if spec.train.gradient_checkpointing { ", gradient checkpointing" } else { "" }
+            ),
             "batch": setup.batch,
             "layers": setup.layers,
             "prototypes": setup.prototypes,

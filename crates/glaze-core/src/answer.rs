@@ -151,7 +151,12 @@ impl<P: ItemLoss> crate::trainer::TrainTask for ItemTask<'_, P> {
     }
 
     fn loss(&self, model: &P::Model, batch: &[usize]) -> Result<Tensor<1>> {
-        let device = self.pipeline.backbone().device().clone().autodiff();
+        // The adapter's device (its checkpointing strategy included).
+        let device = model
+            .devices()
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| self.pipeline.backbone().device().clone().autodiff());
         let items: Vec<&P::Item> = batch.iter().map(|&i| &self.train[i]).collect();
         self.pipeline.item_loss(model, &items, &device)
     }

@@ -74,6 +74,24 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     /// Stop after this many optimizer steps in all. Default `None`.
     pub max_steps: Option<usize>,
+    /// Recompute memory-bound activations during the backward pass instead of keeping them
+    /// (burn's balanced gradient checkpointing): less memory for long soft-token sequences,
+    /// more time. The adapter must be created on [`TrainConfig::device`]. Default false.
+    pub gradient_checkpointing: bool,
+}
+
+impl TrainConfig {
+    /// The autodiff device an adapter trained with this configuration lives on (inputs built
+    /// in a task's loss go to the adapter's device: tensors of one operation must share the
+    /// checkpointing strategy).
+    pub fn device(&self, base: &Device) -> Device {
+        let device = base.clone().autodiff();
+        if self.gradient_checkpointing {
+            device.gradient_checkpointing()
+        } else {
+            device
+        }
+    }
 }
 
 impl Default for TrainConfig {
@@ -91,6 +109,7 @@ impl Default for TrainConfig {
             eval_every: None,
             checkpoint_every: 50,
             max_steps: None,
+            gradient_checkpointing: false,
         }
     }
 }

@@ -171,7 +171,7 @@ pub fn train_adapter(
     data: &SpeechData,
     spec: &RunSpec,
 ) -> Result<(SpeechAdapter, usize, usize, f64)> {
-    let device = backbone.device().clone().autodiff();
+    let device = spec.train.device(backbone.device());
     device.seed(spec.train.seed);
     let model = spec
         .adapter

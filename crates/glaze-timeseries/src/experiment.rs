@@ -127,7 +127,7 @@ pub fn run(
         description: spec.description.clone(),
     };
     let identity = identity(backbone, &stored)?;
-    let device = backbone.device().clone().autodiff();
+    let device = spec.train.device(backbone.device());
     device.seed(spec.train.seed);
     let model = spec.model.init(&device);
     let task = ForecastTask {

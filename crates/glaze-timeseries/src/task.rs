@@ -69,7 +69,12 @@ impl TrainTask for ForecastTask<'_, '_> {
     }
 
     fn loss(&self, model: &Forecaster, batch: &[usize]) -> glaze_core::Result<Tensor<1>> {
-        let device = self.pipeline.backbone.device().clone().autodiff();
+        // The adapter's device (its checkpointing strategy included).
+        let device = model
+            .devices()
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| self.pipeline.backbone.device().clone().autodiff());
         let (inputs, targets): (Vec<&[f32]>, Vec<&[f32]>) = batch
             .iter()
             .map(|&i| {

@@ -404,7 +404,7 @@ pub fn run(
     spec: &RunSpec,
 ) -> Result<RunOutcome> {
     let pipeline = VisionPipeline { backbone, codec };
-    let device = backbone.device().clone().autodiff();
+    let device = spec.train.device(backbone.device());
     device.seed(spec.seed);
     let model = spec
         .adapter
