@@ -29,6 +29,24 @@ pub fn smollm2() -> &'static LanguageModel {
     })
 }
 
+/// A copy of the fetched SmolLM2 whose generation uses `act` in the quantized kernels (the
+/// copy shares the weights).
+pub fn smollm2_with(act: glaze::llm::Activations) -> glaze::llm::Llama {
+    let mut llama = smollm2().llama.clone();
+    llama.set_generation_activations(act);
+    llama
+}
+
+/// Token ids stored under `key` in the reference JSON.
+pub fn reference_ids(v: &serde_json::Value, key: &str) -> Vec<u32> {
+    v[key]
+        .as_array()
+        .expect("id array")
+        .iter()
+        .map(|x| x.as_u64().expect("id") as u32)
+        .collect()
+}
+
 /// A tiny random Llama for the byte codec, with room for Time-LLM's text prompts.
 pub fn tiny_llama_long() -> glaze::llm::Llama {
     let device = Device::flex();

@@ -6,7 +6,9 @@
 use burn::prelude::*;
 use glaze::llm::{Activations, GenerationConfig, Llama, generate};
 use glaze::{ForwardOptions, FrozenBackbone, Prompt, TextCodec};
-use glaze_tests::{read_npy_f32, reference, smollm2, smollm2_reference};
+use glaze_tests::{
+    read_npy_f32, reference, reference_ids, smollm2, smollm2_reference, smollm2_with,
+};
 
 const V: usize = 49152;
 
@@ -109,20 +111,8 @@ fn dense_logits(llama: &Llama, ids: &[u32]) -> Vec<f32> {
         .expect("f32")
 }
 
-fn with_activations(act: Activations) -> Llama {
-    let mut llama = smollm2().llama.clone();
-    llama.set_generation_activations(act);
-    llama
-}
-
 fn reference_prompt() -> (Vec<u32>, Vec<f32>) {
-    let json = smollm2_reference();
-    let ids = json["prompt_token_ids"]
-        .as_array()
-        .expect("ids")
-        .iter()
-        .map(|x| x.as_u64().expect("id") as u32)
-        .collect();
+    let ids = reference_ids(&smollm2_reference(), "prompt_token_ids");
     let (shape, want) = read_npy_f32(&reference("smollm2/smollm2_ref_prompt_logits.npy"));
     assert_eq!(shape, vec![5, V]);
     (ids, want)
@@ -130,7 +120,7 @@ fn reference_prompt() -> (Vec<u32>, Vec<f32>) {
 
 #[test]
 fn f32_activation_decode_steps_match_reference_logits() {
-    let llama = with_activations(Activations::F32);
+    let llama = smollm2_with(Activations::F32);
     let (ids, want) = reference_prompt();
     let got = decode_logits(&llama, &ids);
     for pos in 0..ids.len() {
@@ -144,7 +134,7 @@ fn f32_activation_decode_steps_match_reference_logits() {
 
 #[test]
 fn int8_activation_decode_steps_keep_reference_top1() {
-    let llama = with_activations(Activations::Int8);
+    let llama = smollm2_with(Activations::Int8);
     let (ids, want) = reference_prompt();
     let got = decode_logits(&llama, &ids);
     for pos in 0..ids.len() {
@@ -173,8 +163,8 @@ const PROMPTS: [&str; 8] = [
 #[test]
 fn decode_paths_agree_with_dense_f32_on_a_varied_prompt_set() {
     let model = smollm2();
-    let f32_act = with_activations(Activations::F32);
-    let int8_act = with_activations(Activations::Int8);
+    let f32_act = smollm2_with(Activations::F32);
+    let int8_act = smollm2_with(Activations::Int8);
     let (mut worst_f32, mut worst_int8, mut positions) = (0f32, 0f32, 0usize);
     let (mut sum_mean, mut worst_mean, mut flips) = (0f32, 0f32, Vec::new());
     let mut worst_prefill = 0f32;
@@ -249,8 +239,8 @@ fn greedy_continuations_with_int8_activations() {
     // closer than the 8-bit path's logit tolerance (INT8_MAX). Measured (8-bit prefill and
     // decode): 5 of 8 identical, the rest diverge at margins 0.04–0.66.
     let model = smollm2();
-    let f32_act = with_activations(Activations::F32);
-    let int8_act = with_activations(Activations::Int8);
+    let f32_act = smollm2_with(Activations::F32);
+    let int8_act = smollm2_with(Activations::Int8);
     let config = GenerationConfig::new().with_max_new_tokens(32);
     let mut identical = 0;
     for text in PROMPTS {

@@ -3,30 +3,21 @@
 use burn::prelude::*;
 use glaze::llm::{GenerationConfig, generate};
 use glaze::{FrozenBackbone, Prompt, TextCodec};
-use glaze_tests::{read_npy_f32, reference, smollm2, smollm2_reference};
-
-fn ref_ids(v: &serde_json::Value, key: &str) -> Vec<u32> {
-    v[key]
-        .as_array()
-        .expect("id array")
-        .iter()
-        .map(|x| x.as_u64().expect("id") as u32)
-        .collect()
-}
+use glaze_tests::{
+    read_npy_f32, reference, reference_ids, smollm2, smollm2_reference, smollm2_with,
+};
 
 /// The model with f32 activations in the quantized kernels (the exact path; the default rounds
 /// them to 8 bits, tested in `quantized.rs`).
 fn exact() -> glaze::llm::Llama {
-    let mut llama = smollm2().llama.clone();
-    llama.set_generation_activations(glaze::llm::Activations::F32);
-    llama
+    smollm2_with(glaze::llm::Activations::F32)
 }
 
 #[test]
 fn logits_match_reference_within_1e3() {
     let llama = exact();
     let reference_json = smollm2_reference();
-    let ids = ref_ids(&reference_json, "prompt_token_ids");
+    let ids = reference_ids(&reference_json, "prompt_token_ids");
     let (shape, want) = read_npy_f32(&reference("smollm2/smollm2_ref_prompt_logits.npy"));
     assert_eq!(shape, vec![5, 49152]);
     let t = Tensor::<2, Int>::from_data(
@@ -57,7 +48,7 @@ fn logits_match_reference_within_1e3() {
 fn greedy_64_tokens_match_reference() {
     let model = smollm2();
     let reference_json = smollm2_reference();
-    let want = ref_ids(&reference_json, "greedy64_ids");
+    let want = reference_ids(&reference_json, "greedy64_ids");
     let prompt = Prompt::new().text(reference_json["prompt"].as_str().expect("prompt"));
     // The reference generated 64 tokens with the end-of-turn token suppressed (HF
     // `min_new_tokens=64`): at step 29 `<|im_end|>` is the model's top choice (21.8 vs 19.1).

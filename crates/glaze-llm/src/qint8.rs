@@ -468,11 +468,7 @@ fn rows_avx2<const N: usize>(kind: Kind<'_>, x: &QInput, out: &mut [f32]) {
             });
         }
         for k in 0..N {
-            let v = acc[k];
-            let s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-            let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-            let s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1));
-            o[k] = _mm_cvtss_f32(s1) + off[k];
+            o[k] = crate::qkernels::hsum(acc[k]) + off[k];
         }
     }
 }

@@ -224,10 +224,11 @@ pub fn dot_row<const N: usize>(
     unsafe { dot_row_avx2::<N>(kind, x, xsum, cols, out) }
 }
 
+/// Sum of the eight lanes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-fn hsum(v: __m256) -> f32 {
+pub(crate) fn hsum(v: __m256) -> f32 {
     let lo = _mm256_castps256_ps128(v);
     let hi = _mm256_extractf128_ps(v, 1);
     let s = _mm_add_ps(lo, hi);

@@ -189,8 +189,8 @@ impl QMatrix {
         }
     }
 
-    /// Dequantizes the given rows (an embedding lookup), `ids.len() · cols` values; the same
-    /// values as the rows of [`Self::dequantize`].
+    /// Dequantizes the given rows (an embedding lookup), `ids.len() · cols` values, with the
+    /// formulas of the kernels' portable path.
     pub fn dequantize_rows(&self, ids: &[usize]) -> Vec<f32> {
         let bpr = self.cols / 32;
         let mut out = vec![0f32; ids.len() * self.cols];
@@ -204,33 +204,10 @@ impl QMatrix {
         out
     }
 
-    /// Dequantizes to a row-major `[rows, cols]` f32 matrix (the reference for tests).
+    /// Dequantizes to a row-major `[rows, cols]` f32 matrix (the lazy dense copy; the reference
+    /// for tests).
     pub fn dequantize(&self) -> Vec<f32> {
-        let mut out = vec![0f32; self.rows * self.cols];
-        for (b, w) in out.chunks_exact_mut(32).enumerate() {
-            match &self.blocks {
-                Blocks::Q4_1 { d, m, qs } => {
-                    let q = &qs[b * 16..b * 16 + 16];
-                    for j in 0..16 {
-                        w[j] = d[b] * (q[j] & 15) as f32 + m[b];
-                        w[j + 16] = d[b] * (q[j] >> 4) as f32 + m[b];
-                    }
-                }
-                Blocks::Q4_0 { d, qs } => {
-                    let q = &qs[b * 16..b * 16 + 16];
-                    for j in 0..16 {
-                        w[j] = d[b] * ((q[j] & 15) as f32 - 8.0);
-                        w[j + 16] = d[b] * ((q[j] >> 4) as f32 - 8.0);
-                    }
-                }
-                Blocks::Q8_0 { d, qs } => {
-                    for j in 0..32 {
-                        w[j] = d[b] * qs[b * 32 + j] as f32;
-                    }
-                }
-            }
-        }
-        out
+        self.dequantize_rows(&(0..self.rows).collect::<Vec<_>>())
     }
 
     /// `y = x · Wᵀ` for `x` row-major `[n, cols]`; returns `y` row-major `[n, rows]`.
