@@ -36,7 +36,7 @@ fn speech_and_series_soft_tokens_share_one_prompt() {
 
     let cfg = tiny_forecaster(ModelKind::TimeLlm, &backbone, 2);
     let pipeline = Pipeline::new(&backbone, &ByteCodec, cfg.clone(), "x", None).expect("pipeline");
-    let embed_t = pipeline.word_embeddings_t().cloned().expect("embeddings");
+    let embed = pipeline.word_embeddings().cloned().expect("embeddings");
     let window: Vec<f32> = (0..32).map(|t| (t as f32 * 0.4).sin()).collect();
     let series_features = PatchEncoder::new(8, 4)
         .encode(&[window], &device)
@@ -53,7 +53,7 @@ fn speech_and_series_soft_tokens_share_one_prompt() {
     let series = SeriesAdapter {
         patch_embed: m.patch_embed.expect("patch embedding"),
         reprogram: m.reprogram.expect("reprogramming"),
-        embed_t: embed_t.to_device(&ad),
+        embed: embed.to_device(&ad),
     };
     let lift = |f: &Features| Features::new(Tensor::from_data(f.tokens.clone().into_data(), &ad));
     let s_tokens = speech.adapt(&lift(&speech_features), None);

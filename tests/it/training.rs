@@ -294,7 +294,7 @@ fn series_adapter_keeps_the_contract() {
     let backbone = tiny();
     let cfg = config(ModelKind::TimeLlm, &backbone, 2);
     let pipeline = Pipeline::new(&backbone, &ByteCodec, cfg.clone(), "x", None).expect("pipeline");
-    let embed_t = pipeline.word_embeddings_t().cloned().expect("embeddings");
+    let embed = pipeline.word_embeddings().cloned().expect("embeddings");
     let encoder = PatchEncoder::new(8, 4);
     let windows = vec![(0..32).map(|t| t as f32).collect::<Vec<f32>>(); 2];
     harness::check_adapter(
@@ -305,7 +305,7 @@ fn series_adapter_keeps_the_contract() {
             SeriesAdapter {
                 patch_embed: m.patch_embed.expect("patch embedding"),
                 reprogram: m.reprogram.expect("reprogramming"),
-                embed_t: embed_t.clone(),
+                embed: embed.clone(),
             }
         },
         |d| {

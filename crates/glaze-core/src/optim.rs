@@ -95,31 +95,22 @@ impl AdamW {
         let bc2 = 1.0 - s.beta2.powi(t);
         let moments = &mut self.moments;
         let master = &mut self.master;
+        let coeffs = Coeffs {
+            b1: s.beta1 as f32,
+            b2: s.beta2 as f32,
+            decay: (1.0 - lr * s.weight_decay) as f32,
+            step: lr as f32,
+            eps: s.eps as f32,
+            r1: (1.0 / bc1) as f32,
+            r2: (1.0 / bc2) as f32,
+        };
         let module = update_params(module, |name, read| {
-            use rayon::prelude::*;
             let g = grads.grads.get(name)?;
             let (m, v) = moments
                 .entry(name.to_string())
                 .or_insert_with(|| (vec![0.0; g.len()], vec![0.0; g.len()]));
             let p = master.entry(name.to_string()).or_insert_with(read);
-            let (b1, b2) = (s.beta1 as f32, s.beta2 as f32);
-            let decay = (1.0 - lr * s.weight_decay) as f32;
-            let (step, c1, c2, eps) = (lr as f32, bc1 as f32, bc2 as f32, s.eps as f32);
-            const CHUNK: usize = 1 << 14;
-            p.par_chunks_mut(CHUNK)
-                .zip(g.par_chunks(CHUNK))
-                .zip(m.par_chunks_mut(CHUNK))
-                .zip(v.par_chunks_mut(CHUNK))
-                .for_each(|(((p, g), m), v)| {
-                    for (((p, g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut())
-                    {
-                        *m = b1 * *m + (1.0 - b1) * g;
-                        *v = b2 * *v + (1.0 - b2) * g * g;
-                        let mh = *m / c1;
-                        let vh = *v / c2;
-                        *p = *p * decay - step * mh / (vh.sqrt() + eps);
-                    }
-                });
+            update(p, g, m, v, coeffs);
             Some(p.clone())
         });
         (module, UpdateStats { grad_norm, clipped })
@@ -180,4 +171,38 @@ impl AdamW {
             master: BTreeMap::new(),
         })
     }
+}
+
+/// The update's constants for one step (bias corrections as reciprocals).
+#[derive(Clone, Copy)]
+struct Coeffs {
+    b1: f32,
+    b2: f32,
+    decay: f32,
+    step: f32,
+    eps: f32,
+    r1: f32,
+    r2: f32,
+}
+
+/// One AdamW update of `p` with gradient `g` and moments `m`, `v`, in parallel chunks.
+/// Deliberately not generic: it is compiled (and vectorised) in this crate whatever the
+/// profile of the crate that instantiates [`AdamW::step`] (at `opt-level = 0` the per-element
+/// closure was an out-of-line call: 35 ms for 4.9 M parameters).
+fn update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], c: Coeffs) {
+    use rayon::prelude::*;
+    const CHUNK: usize = 1 << 14;
+    p.par_chunks_mut(CHUNK)
+        .zip(g.par_chunks(CHUNK))
+        .zip(m.par_chunks_mut(CHUNK))
+        .zip(v.par_chunks_mut(CHUNK))
+        .for_each(|(((p, g), m), v)| {
+            for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                let mi = c.b1 * *m + (1.0 - c.b1) * g;
+                let vi = c.b2 * *v + (1.0 - c.b2) * g * g;
+                *m = mi;
+                *v = vi;
+                *p = *p * c.decay - c.step * (mi * c.r1) / ((vi * c.r2).sqrt() + c.eps);
+            }
+        });
 }

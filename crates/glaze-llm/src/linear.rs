@@ -173,7 +173,7 @@ impl FrozenLinear {
             Some(q) if on_cpu_plain(&x.device()) && (n <= QUANT_MAX_ROWS || q.int8_ready(act)) => {
                 quantized(q, x, act)
             }
-            _ => x.matmul(self.dense.get()),
+            _ => glaze_core::matmul::matmul(x, self.dense.get()),
         }
     }
 }

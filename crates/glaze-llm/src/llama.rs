@@ -407,8 +407,8 @@ impl Llama {
             return crate::linear::quantized(q, flat, act).reshape([b, t, v]);
         }
         let logits = match &self.lm_head {
-            Some(w) => flat.matmul(w.get()),
-            None => flat.matmul(self.embed.get().transpose()),
+            Some(w) => glaze_core::matmul::matmul(flat, w.get()),
+            None => glaze_core::matmul::matmul(flat, self.embed.get().transpose()),
         };
         logits.reshape([b, t, v])
     }

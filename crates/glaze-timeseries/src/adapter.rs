@@ -15,9 +15,9 @@ pub struct SeriesAdapter {
     pub patch_embed: PatchEmbedding,
     /// Reprogramming layer.
     pub reprogram: Reprogramming,
-    /// The frozen LLM's transposed word embeddings `[D, V]` (not a parameter, not saved).
+    /// The frozen LLM's word embeddings `[V, D]` (not a parameter, not saved).
     #[module(skip)]
-    pub embed_t: Tensor<2>,
+    pub embed: Tensor<2>,
 }
 
 impl Adapter for SeriesAdapter {
@@ -33,7 +33,7 @@ impl Adapter for SeriesAdapter {
     /// `features.tokens [B, N, patch_len]` → `[B, N, D]`.
     fn adapt(&self, features: &Features, _condition: Option<&Condition>) -> Tensor<3> {
         let tokens = self.patch_embed.forward(features.tokens.clone());
-        let protos = self.reprogram.prototypes(self.embed_t.clone());
+        let protos = self.reprogram.prototypes(self.embed.clone());
         self.reprogram.forward(tokens, protos)
     }
 }

@@ -191,7 +191,7 @@ pub struct Pipeline<'a> {
     /// Dataset description for the prompt.
     pub description: String,
     /// Transposed word embeddings `[D, V]` (reprogramming kinds).
-    embed_t: Option<Tensor<2>>,
+    embed: Option<Tensor<2>>,
     /// The prompt prefix (Time-LLM).
     prefix: Option<PrefixEncoder<'a>>,
 }
@@ -207,15 +207,12 @@ impl<'a> Pipeline<'a> {
         cache_root: Option<&std::path::Path>,
     ) -> Result<Self> {
         config.validate(backbone)?;
-        let embed_t = matches!(config.kind, ModelKind::TimeLlm | ModelKind::NoLlm).then(|| {
+        let embed = matches!(config.kind, ModelKind::TimeLlm | ModelKind::NoLlm).then(|| {
             let v = backbone.spec().vocab_size;
             let ids = Tensor::<1, Int>::arange(0..v as i64, backbone.device()).reshape([1, v]);
             let e = backbone.embed(ids);
             let d = e.dims()[2];
-            // Materialised once in row-major [D, V] order: a transposed view would be copied
-            // by every matmul that reads it (113 MB for SmolLM2).
-            let t = e.reshape([v, d]).transpose().into_data();
-            Tensor::<2>::from_data(t, backbone.device())
+            e.reshape([v, d])
         });
         let prefix = match config.kind {
             ModelKind::TimeLlm => Some(PrefixEncoder::new(
@@ -230,14 +227,14 @@ impl<'a> Pipeline<'a> {
             backbone,
             config,
             description: description.into(),
-            embed_t,
+            embed,
             prefix,
         })
     }
 
-    /// The transposed word embeddings `[D, V]` the reprogramming kinds read.
-    pub fn word_embeddings_t(&self) -> Option<&Tensor<2>> {
-        self.embed_t.as_ref()
+    /// The word embeddings `[V, D]` the reprogramming kinds read.
+    pub fn word_embeddings(&self) -> Option<&Tensor<2>> {
+        self.embed.as_ref()
     }
 
     /// The prompt prefix encoder (Time-LLM).
@@ -304,7 +301,7 @@ impl<'a> Pipeline<'a> {
             .as_ref()
             .ok_or_else(missing)?
             .forward(patches);
-        let tokens = match (&model.reprogram, &self.embed_t) {
+        let tokens = match (&model.reprogram, &self.embed) {
             (Some(r), Some(e)) => r.forward(tokens, r.prototypes(e.clone())),
             (Some(_), None) => return Err(missing()),
             _ => tokens,
@@ -384,7 +381,7 @@ impl<'a> Pipeline<'a> {
             .ok_or_else(missing)?
             .forward(patches);
         let r = model.reprogram.as_ref().ok_or_else(missing)?;
-        let e = self.embed_t.clone().ok_or_else(missing)?;
+        let e = self.embed.clone().ok_or_else(missing)?;
         let tokens = r.forward(tokens, r.prototypes(e));
         let ids = codec.encode(&self.prompt(&normed[0]))?;
         let p = ids.len();

@@ -64,9 +64,20 @@ pub struct Reprogramming {
 }
 
 impl Reprogramming {
-    /// The prototypes `[P, D]` from the transposed word-embedding matrix `embed_t [D, V]`.
-    pub fn prototypes(&self, embed_t: Tensor<2>) -> Tensor<2> {
-        self.mapping.forward(embed_t).transpose()
+    /// The prototypes `[P, D]` from the word-embedding matrix `embed [V, D]`: each prototype
+    /// is `Σ_v W[v, p] · E[v] + b[p]` (the `mapping` layer applied along the vocabulary).
+    pub fn prototypes(&self, embed: Tensor<2>) -> Tensor<2> {
+        // `Wᵀ · E` as `[P, V] · [V, D]` (the transpose is a view): the result's D columns fill
+        // the GEMM's register tiles, where `[D, V] · [V, P]` would pad 100 columns to 128.
+        let w = self.mapping.weight.val().transpose();
+        let p = glaze_core::matmul::matmul(w, embed);
+        match &self.mapping.bias {
+            Some(b) => {
+                let n = b.dims()[0];
+                p + b.val().reshape([n, 1])
+            }
+            None => p,
+        }
     }
 
     /// # Shapes
@@ -75,26 +86,26 @@ impl Reprogramming {
         let [b, n, _] = patches.dims();
         let p = prototypes.dims()[0];
         let (h, dk) = (self.n_heads, self.d_keys);
+        // Every patch of the batch attends to the same prototypes: one product per head
+        // over all `B·N` patches (no copy of the keys and values per batch item).
         let q = self
             .query
             .forward(patches)
-            .reshape([b, n, h, dk])
-            .swap_dims(1, 2); // [B, H, N, dk]
+            .reshape([b * n, h, dk])
+            .swap_dims(0, 1); // [H, B·N, dk]
         let k = self
             .key
             .forward(prototypes.clone())
-            .reshape([1, p, h, dk])
-            .swap_dims(1, 2)
-            .repeat_dim(0, b); // [B, H, P, dk]
+            .reshape([p, h, dk])
+            .swap_dims(0, 1); // [H, P, dk]
         let v = self
             .value
             .forward(prototypes)
-            .reshape([1, p, h, dk])
-            .swap_dims(1, 2)
-            .repeat_dim(0, b);
-        let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (dk as f64).sqrt());
-        let att = softmax(scores, 3).matmul(v); // [B, H, N, dk]
-        let merged = att.swap_dims(1, 2).reshape([b, n, h * dk]);
+            .reshape([p, h, dk])
+            .swap_dims(0, 1);
+        let scores = q.matmul(k.swap_dims(1, 2)) * (1.0 / (dk as f64).sqrt());
+        let att = softmax(scores, 2).matmul(v); // [H, B·N, dk]
+        let merged = att.swap_dims(0, 1).reshape([b, n, h * dk]);
         self.out.forward(merged)
     }
 }
@@ -132,14 +143,11 @@ mod tests {
             [3, 2],
             &device,
         );
-        let embed_t = Tensor::<2>::from_data(
-            TensorData::new(
-                vec![e[0][0], e[1][0], e[2][0], e[0][1], e[1][1], e[2][1]],
-                [2, 3],
-            ),
+        let embed = Tensor::<2>::from_data(
+            TensorData::new(e.iter().flatten().copied().collect::<Vec<f32>>(), [3, 2]),
             &device,
         );
-        let protos = r.prototypes(embed_t);
+        let protos = r.prototypes(embed);
         let pv: Vec<f32> = protos.clone().into_data().try_to_vec::<f32>().expect("f32");
         assert_eq!(pv, [1.5, -1.0, 0.0, 2.0]);
         let patch = [0.3f32, -0.7];
