@@ -87,6 +87,7 @@ def main():
     cached = prefix_cache() if mode == "prefix-cached" else None
 
     def step():
+        t0 = time.perf_counter()
         mean = x.mean(1, keepdim=True)
         std = (x.var(1, keepdim=True, unbiased=False) + 1e-5).sqrt()
         xn = (x - mean) / std
@@ -101,17 +102,23 @@ def main():
             hidden = llm(inputs_embeds=tokens, past_key_values=pkv, use_cache=True).last_hidden_state
         out = adapter.head(hidden[..., :D_FF].reshape(batch, -1)) * std + mean
         loss = F.mse_loss(out, y)
+        t1 = time.perf_counter()
         opt.zero_grad()
         loss.backward()
+        t2 = time.perf_counter()
         opt.step()
+        t3 = time.perf_counter()
+        return (t1 - t0, t2 - t1, t3 - t2)
 
     step()
     times = []
+    phases = []
     for _ in range(steps):
         t = time.perf_counter()
-        step()
+        phases.append(step())
         times.append(time.perf_counter() - t)
     times.sort()
+    med = [sorted(p[i] for p in phases)[len(phases) // 2] for i in range(3)]
     frozen_grads = sum(p.grad is not None for p in model.parameters())
     print(json.dumps({
         "engine": "pytorch",
@@ -124,6 +131,9 @@ def main():
         "patches": N,
         "mean_prompt_tokens": prompt,
         "step_s": times[len(times) // 2],
+        "forward_s": med[0],
+        "backward_s": med[1],
+        "update_s": med[2],
         "steps": steps,
         "trainable_params": sum(p.numel() for p in adapter.parameters()),
         "frozen_params_with_grad": frozen_grads,

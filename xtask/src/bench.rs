@@ -198,12 +198,28 @@ pub fn bench(args: &[String]) -> Result<(), String> {
         target.join("debug/examples/decode_profile"),
     ))
     .unwrap_or_else(|e| format!("(profile failed: {e})"));
+    let mut gemm = capture(
+        Command::new(target.join("debug/examples/gemm_profile"))
+            .env("RAYON_NUM_THREADS", THREADS.to_string()),
+    )
+    .unwrap_or_else(|e| format!("(gemm_profile failed: {e})\n"));
+    let python = venv("bench-venv-hf").join("bin/python");
+    gemm.push('\n');
+    gemm.push_str(
+        &capture(
+            Command::new(&python)
+                .arg(root().join("xtask/bench/gemm_torch.py"))
+                .arg(THREADS.to_string()),
+        )
+        .unwrap_or_else(|e| format!("(PyTorch: {e})\n")),
+    );
     let steps = training_steps(&glaze, &model);
     let vision = vision_rows(&glaze);
     let speech = speech_rows(&glaze);
     write_report(
         &rows,
         &profile,
+        &gemm,
         &steps,
         &vision,
         &speech,
@@ -516,7 +532,7 @@ fn error_row(engine: &str, e: &str) -> String {
 
 fn step_table(rows: &[String]) -> String {
     let mut t = String::from(
-        "| engine | mode | step s | peak RSS MiB | trainable params | optimizer state floats | Glaze (cached) ÷ this |\n|---|---|---|---|---|---|---|\n",
+        "| engine | mode | step s | forward / backward / update s | peak RSS MiB | trainable params | optimizer state floats | Glaze (cached) ÷ this |\n|---|---|---|---|---|---|---|---|\n",
     );
     let glaze = rows
         .iter()
@@ -526,15 +542,23 @@ fn step_table(rows: &[String]) -> String {
     for row in rows {
         let engine = text_field(row, "engine").unwrap_or_else(|| "?".into());
         if let Some(err) = text_field(row, "error") {
-            t.push_str(&format!("| {engine} | – | – | – | – | – | {err} |\n"));
+            t.push_str(&format!("| {engine} | – | – | – | – | – | – | {err} |\n"));
             continue;
         }
         let step = field(row, "step_s").unwrap_or(f64::NAN);
         let state = field(row, "optimizer_state_floats")
             .map(|v| format!("{v:.0}"))
             .unwrap_or_else(|| "AdamW on the adapter only".into());
+        let phases = match (
+            field(row, "forward_s"),
+            field(row, "backward_s"),
+            field(row, "update_s"),
+        ) {
+            (Some(f), Some(b), Some(u)) => format!("{f:.3} / {b:.3} / {u:.3}"),
+            _ => "–".into(),
+        };
         t.push_str(&format!(
-            "| {engine} | {} | {step:.3} | {:.0} | {:.0} | {state} | {:.2} |\n",
+            "| {engine} | {} | {step:.3} | {phases} | {:.0} | {:.0} | {state} | {:.2} |\n",
             text_field(row, "mode").unwrap_or_default(),
             field(row, "peak_rss_mb").unwrap_or(f64::NAN),
             field(row, "trainable_params").unwrap_or(f64::NAN),
@@ -547,6 +571,7 @@ fn step_table(rows: &[String]) -> String {
 fn write_report(
     rows: &[String],
     profile: &str,
+    gemm: &str,
     steps: &[String],
     vision: &[String],
     speech: &[String],
@@ -606,6 +631,9 @@ fn write_report(
          same GGUF with `requires_grad_(False)` and the adapter written in PyTorch \
          (`xtask/bench/timellm_step.py`); its prompt is random ids of Glaze's mean prompt length. \
          Ratios are Glaze's cached step time ÷ the row's (below 1 means Glaze is faster).\n\n{}\n\
+         ### The step's matrix products (`gemm_profile` example, `xtask/bench/gemm_torch.py`)\n\n\
+         burn-flex's `matmul` and Glaze's AVX-512 GEMM (`glaze_core::matmul`) in one process, \
+         PyTorch's fp32 `@` in another, same invocation, {THREADS} threads.\n\n```text\n{}```\n\n\
          ## Image → soft tokens (vision plugin)\n\n\
          One image at a time (chelsea, coffee, astronaut from scikit-image), median of \
          {REPS_VISION} after a warm-up, {THREADS} threads: decode, resize + crop + normalise, \
@@ -622,6 +650,7 @@ fn write_report(
         machine(),
         profile,
         step_table(steps),
+        gemm,
         vision_table(vision),
         speech_table(speech),
         rows.join("\n"),

@@ -548,10 +548,14 @@ fn bench_step(
     device.seed(0);
     let forecaster = spec.model.init(&device);
     let mut times = Vec::new();
+    let mut phases: [Vec<f64>; 3] = Default::default();
     let batch = setup.batch as f64;
     let mut record = |s: &glaze::core::StepInfo| {
         if s.step > 1 {
             times.push(batch / s.examples_per_s);
+            for (p, v) in phases.iter_mut().zip(s.phases) {
+                p.push(v);
+            }
         }
         ControlFlow::Continue(())
     };
@@ -567,8 +571,12 @@ fn bench_step(
             on_step: Some(&mut record),
         },
     )?;
-    times.sort_by(f64::total_cmp);
-    let median = times.get(times.len() / 2).copied().unwrap_or(f64::NAN);
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let step_s = median(&mut times);
+    let [forward_s, backward_s, update_s] = phases.map(|mut p| median(&mut p));
     let mean_prompt = if prompt_tokens.is_empty() {
         f64::NAN
     } else {
@@ -588,7 +596,10 @@ fn bench_step(
             "prototypes": setup.prototypes,
             "patches": spec.model.num_patches(),
             "mean_prompt_tokens": mean_prompt,
-            "step_s": median,
+            "step_s": step_s,
+            "forward_s": forward_s,
+            "backward_s": backward_s,
+            "update_s": update_s,
             "steps": times.len(),
             "trainable_params": report.trainable_params,
             "optimizer_state_floats": report.optimizer_state,

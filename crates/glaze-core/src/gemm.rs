@@ -222,8 +222,12 @@ fn product(a: View, b: View) -> Vec<f32> {
                     part
                 })
                 .collect();
-            for part in &parts {
-                for (x, y) in c.iter_mut().zip(part) {
+            let mut parts = parts.into_iter();
+            if let Some(first) = parts.next() {
+                c = first;
+            }
+            for part in parts {
+                for (x, y) in c.iter_mut().zip(&part) {
                     *x += y;
                 }
             }

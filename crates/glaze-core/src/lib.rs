@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod adapter;
+pub mod alloc;
 pub mod answer;
 pub mod atomic;
 pub mod backbone;

@@ -146,6 +146,20 @@ pub fn matmul_rows<const D: usize>(x: Tensor<D>, w: Tensor<2>) -> Tensor<D> {
     matmul(x.reshape([rows, k]), w).reshape(out)
 }
 
+/// A `burn::nn::Linear` layer (`x · W + b`) through [`matmul`].
+pub fn linear<const D: usize>(layer: &burn::nn::Linear, x: Tensor<D>) -> Tensor<D> {
+    let y = matmul_rows(x, layer.weight.val());
+    match &layer.bias {
+        Some(b) => {
+            let n = b.dims()[0];
+            let mut shape = [1usize; D];
+            shape[D - 1] = n;
+            y + b.val().reshape(shape)
+        }
+        None => y,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +205,17 @@ mod tests {
         close(y1, y2, 1e-4);
         close(ga1, ga2, 1e-4);
         close(gb1, gb2, 1e-4);
+    }
+
+    /// [`linear`] equals burn's `Linear::forward` on a 3-D input.
+    #[test]
+    fn linear_matches_burn() {
+        let device = Device::flex();
+        device.seed(4);
+        let layer = burn::nn::LinearConfig::new(40, 70).init(&device);
+        let x = Tensor::<3>::random([3, 20, 40], Distribution::Default, &device);
+        let (a, b) = (linear(&layer, x.clone()), layer.forward(x));
+        close(a.reshape([60, 70]), b.reshape([60, 70]), 1e-5);
     }
 
     /// A frozen right operand gets no gradient; the left one still does.

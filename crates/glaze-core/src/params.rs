@@ -222,20 +222,29 @@ impl HostGrads {
         }
     }
 
-    /// Global L2 norm over all gradients (summed in order, in f64).
+    /// Global L2 norm over all gradients (in f64: fixed chunks, their sums added in order).
     pub fn norm(&self) -> f64 {
+        use rayon::prelude::*;
+        // Fixed chunks summed in parallel, then in order: the same value for any thread count.
         self.grads
             .values()
-            .flat_map(|g| g.iter())
-            .map(|&v| (v as f64) * (v as f64))
+            .flat_map(|g| {
+                g.par_chunks(1 << 16)
+                    .map(|c| c.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>())
+                    .collect::<Vec<f64>>()
+            })
             .sum::<f64>()
             .sqrt()
     }
 
     /// Multiplies every gradient by `s`.
     pub fn scale(&mut self, s: f32) {
+        if s == 1.0 {
+            return;
+        }
+        use rayon::prelude::*;
         for g in self.grads.values_mut() {
-            g.iter_mut().for_each(|v| *v *= s);
+            g.par_iter_mut().for_each(|v| *v *= s);
         }
     }
 

@@ -131,6 +131,9 @@ pub struct StepInfo {
     pub grad_norm: f64,
     /// Examples per second.
     pub examples_per_s: f64,
+    /// Seconds of the step in the forward passes (loss included), the backward passes
+    /// (gradients gathered to the host included) and the optimizer update.
+    pub phases: [f64; 3],
 }
 
 /// A callback after every optimizer step (see [`RunOptions::on_step`]).
@@ -206,6 +209,7 @@ pub fn train<T: TrainTask>(
     config: &TrainConfig,
     mut run: RunOptions<'_>,
 ) -> Result<(T::Model, TrainReport)> {
+    crate::alloc::keep_freed_memory();
     let n = task.train_len();
     let invalid = |field: &'static str, problem: &str| Error::InvalidConfig {
         field,
@@ -327,14 +331,18 @@ pub fn train<T: TrainTask>(
         let t0 = Instant::now();
         let mut grads = HostGrads::default();
         let mut loss_sum = 0.0f64;
+        let mut phases = [0f64; 3];
         for chunk in perm[lo..hi].chunks(config.batch_size) {
+            let clock = Instant::now();
             let loss = task.loss(&model, chunk)?;
             let value = loss.clone().into_scalar::<f32>();
+            phases[0] += clock.elapsed().as_secs_f64();
             if !value.is_finite() {
                 return Err(Error::NonFiniteLoss { step, value });
             }
             let w = chunk.len() as f32 / (hi - lo) as f32;
             loss_sum += value as f64 * w as f64;
+            let clock = Instant::now();
             let g = GradientsParams::from_grads(loss.backward(), &model);
             let mut hg = HostGrads::collect(&model, &g);
             if hg.is_empty() {
@@ -342,10 +350,13 @@ pub fn train<T: TrainTask>(
             }
             hg.scale(w);
             grads.add(hg);
+            phases[1] += clock.elapsed().as_secs_f64();
         }
         let lr = config.schedule.lr(config.lr, step, total);
+        let clock = Instant::now();
         let (m, stats) = optim.step(model, grads, lr, config.clip_norm);
         model = m;
+        phases[2] = clock.elapsed().as_secs_f64();
         state.step += 1;
         state.optimizer_t = optim.t;
         let secs = t0.elapsed().as_secs_f64();
@@ -357,6 +368,7 @@ pub fn train<T: TrainTask>(
             lr,
             grad_norm: stats.grad_norm,
             examples_per_s: (hi - lo) as f64 / secs.max(1e-9),
+            phases,
         };
         report.losses.push(loss_sum);
         if let Some(log) = &log {

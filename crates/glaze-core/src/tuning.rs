@@ -58,6 +58,7 @@ pub fn tune_soft_prompt(
     config: &PromptTuningConfig,
     mut on_step: impl FnMut(usize, f32),
 ) -> Result<(SoftPrompt, TuningReport)> {
+    crate::alloc::keep_freed_memory();
     if examples.is_empty() {
         return Err(Error::InvalidConfig {
             field: "examples",

@@ -1,10 +1,9 @@
 //! Grouped-query self-attention (Ainslie et al. 2023) with RoPE and a key/value cache.
 //!
 //! Query heads are grouped by the key/value head they share, so keys and values are never
-//! repeated in memory: q `[B, KV, rep·T, hd]` attends to k/v `[B, KV, S, hd]`.
+//! repeated in memory (see [`crate::fused_attention`]).
 
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
 
 use crate::linear::FrozenLinear;
 use crate::rope::Rope;
@@ -98,7 +97,6 @@ impl Attention {
     ) -> Tensor<3> {
         let [b, t, d] = x.dims();
         let (h, kv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
-        let rep = h / kv;
         let qkv = self.wqkv.forward_act(x.reshape([b * t, d]), ctx.act);
         let cache = match cache {
             Some(slot) if t == 1 && crate::linear::on_cpu_plain(&qkv.device()) => {
@@ -108,6 +106,7 @@ impl Attention {
             }
             other => other,
         };
+        let training = qkv.device().is_autodiff();
         let q = qkv
             .clone()
             .slice(s![.., 0..h * hd])
@@ -125,6 +124,20 @@ impl Attention {
         let q = rope.apply(q, &ctx.cos, &ctx.sin);
         let k = rope.apply(k, &ctx.cos, &ctx.sin);
         let (k, v) = match cache {
+            // Training (autodiff): the cache is rebuilt every step, so the new keys are
+            // concatenated to the cached ones without the spare capacity generation keeps
+            // (growing it meant a zero-filled buffer, a copy and a tracked `slice_assign`).
+            Some(slot) if training => {
+                let (kb, vb) = match slot.take() {
+                    Some((ok, ov)) if ctx.past > 0 => (
+                        Tensor::cat(vec![ok.slice(s![.., .., 0..ctx.past, ..]), k], 2),
+                        Tensor::cat(vec![ov.slice(s![.., .., 0..ctx.past, ..]), v], 2),
+                    ),
+                    _ => (k, v),
+                };
+                *slot = Some((kb.clone(), vb.clone()));
+                (kb, vb)
+            }
             Some(slot) => {
                 let (kb, vb) = append(slot.take(), k, v, ctx.past);
                 let end = ctx.past + t;
@@ -137,23 +150,11 @@ impl Attention {
             }
             None => (k, v),
         };
-        let s_len = k.dims()[2];
-        // [B, H, T, hd] -> [B, KV, rep·T, hd]: head h = kv·rep + r.
-        let q = q.reshape([b, kv, rep * t, hd]);
-
-        let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt());
-        let scores = match &ctx.bias {
-            // [B|1, 1, T, S] -> [B|1, 1, rep·T, S], rows r-major like q.
-            Some(bias) => scores + bias.clone().repeat_dim(2, rep),
-            None => scores,
-        };
-        let probs = softmax(scores, 3);
-        let out = probs.matmul(v); // [B, KV, rep·T, hd]
-        let out = out
-            .reshape([b, h, t, hd])
+        debug_assert!(k.dims()[2] >= t);
+        let scale = 1.0 / (hd as f32).sqrt();
+        let out = crate::fused_attention::attention(q, k, v, ctx.bias.clone(), scale)
             .swap_dims(1, 2)
             .reshape([b * t, h * hd]);
-        debug_assert!(s_len >= t);
         self.wo.forward_act(out, ctx.act).reshape([b, t, d])
     }
 }

@@ -5,6 +5,7 @@ pub mod block;
 pub mod config;
 pub mod decode;
 pub mod error;
+pub mod fused_attention;
 pub mod gguf;
 pub mod hf;
 pub mod linear;
@@ -17,6 +18,7 @@ pub mod qmatmul;
 pub mod quant;
 pub mod rms_norm;
 pub mod rope;
+pub mod swiglu;
 pub mod tokenizer;
 pub mod weights;
 

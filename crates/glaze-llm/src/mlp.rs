@@ -1,7 +1,6 @@
 //! SwiGLU feed-forward block (Shazeer 2020): `down(silu(gate(x)) ⊙ up(x))`.
 
 use burn::prelude::*;
-use burn::tensor::activation::silu;
 
 use crate::linear::FrozenLinear;
 use crate::qmatmul::Activations;
@@ -57,10 +56,9 @@ impl SwiGlu {
         let [b, t, d] = x.dims();
         let f = self.w_down.d_in();
         let gu = self.w_gate_up.forward_act(x.reshape([b * t, d]), act);
-        let gate = gu.clone().slice(s![.., 0..f]);
-        let up = gu.slice(s![.., f..2 * f]);
+        debug_assert_eq!(gu.dims()[1], 2 * f);
         self.w_down
-            .forward_act(silu(gate) * up, act)
+            .forward_act(crate::swiglu::swiglu(gu), act)
             .reshape([b, t, d])
     }
 }

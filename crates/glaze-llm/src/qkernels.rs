@@ -142,6 +142,243 @@ fn exp512(x: __m512) -> __m512 {
     _mm512_maskz_mov_ps(!under, _mm512_scalef_ps(p, n))
 }
 
+/// `Σ a[i]·b[i]` over equal-length slices: 16-lane FMAs where the CPU has AVX-512, 16
+/// independent partial sums elsewhere (so the compiler can vectorise the loop).
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    #[cfg(target_arch = "x86_64")]
+    if avx512() {
+        // SAFETY: AVX-512 F is available (checked); equal lengths (asserted).
+        return unsafe { dot512(a, b) };
+    }
+    let mut acc = [0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..16 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn dot512(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len() / 16 * 16;
+    let mut acc = _mm512_setzero_ps();
+    for (x, y) in a[..n].chunks_exact(16).zip(b[..n].chunks_exact(16)) {
+        // SAFETY: 16-value chunks.
+        unsafe {
+            acc = _mm512_fmadd_ps(
+                _mm512_loadu_ps(x.as_ptr()),
+                _mm512_loadu_ps(y.as_ptr()),
+                acc,
+            );
+        }
+    }
+    let tail: f32 = a[n..].iter().zip(&b[n..]).map(|(x, y)| x * y).sum();
+    _mm512_reduce_add_ps(acc) + tail
+}
+
+/// `out[j] = q · k[j]` for the `hd`-wide rows `k[j]` (attention scores of one query).
+pub(crate) fn row_dots(q: &[f32], k: &[f32], out: &mut [f32]) {
+    let hd = q.len();
+    assert_eq!(k.len(), out.len() * hd);
+    #[cfg(target_arch = "x86_64")]
+    if avx512() && hd.is_multiple_of(16) {
+        // SAFETY: AVX-512 F is available (checked); lengths asserted, `hd` a multiple of 16.
+        unsafe { row_dots512(q, k, out) };
+        return;
+    }
+    for (o, kj) in out.iter_mut().zip(k.chunks_exact(hd.max(1))) {
+        *o = dot(q, kj);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn row_dots512(q: &[f32], k: &[f32], out: &mut [f32]) {
+    let hd = q.len();
+    for (o, kj) in out.iter_mut().zip(k.chunks_exact(hd)) {
+        let mut acc = _mm512_setzero_ps();
+        for (x, y) in q.chunks_exact(16).zip(kj.chunks_exact(16)) {
+            // SAFETY: 16-value chunks.
+            unsafe {
+                acc = _mm512_fmadd_ps(
+                    _mm512_loadu_ps(x.as_ptr()),
+                    _mm512_loadu_ps(y.as_ptr()),
+                    acc,
+                );
+            }
+        }
+        *o = _mm512_reduce_add_ps(acc);
+    }
+}
+
+/// `o += Σⱼ c[j] · x[j]` for the `hd`-wide rows `x[j]` (`hd = o.len()`); rows with `c[j] = 0`
+/// are skipped.
+pub(crate) fn combine_rows(c: &[f32], x: &[f32], o: &mut [f32]) {
+    let hd = o.len();
+    assert_eq!(x.len(), c.len() * hd);
+    #[cfg(target_arch = "x86_64")]
+    if avx512() && hd.is_multiple_of(16) && hd <= 128 {
+        // SAFETY: AVX-512 F is available (checked); lengths asserted, `hd` ≤ 128 a multiple
+        // of 16.
+        unsafe { combine_rows512(c, x, o) };
+        return;
+    }
+    for (&cj, xj) in c.iter().zip(x.chunks_exact(hd.max(1))) {
+        if cj != 0.0 {
+            o.iter_mut().zip(xj).for_each(|(a, b)| *a += cj * b);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn combine_rows512(c: &[f32], x: &[f32], o: &mut [f32]) {
+    let hd = o.len();
+    let lanes = hd / 16;
+    let mut acc = [_mm512_setzero_ps(); 8];
+    for (&cj, xj) in c.iter().zip(x.chunks_exact(hd)) {
+        if cj == 0.0 {
+            continue;
+        }
+        let s = _mm512_set1_ps(cj);
+        for (l, a) in acc.iter_mut().enumerate().take(lanes) {
+            // SAFETY: `l < hd / 16` chunks of the row.
+            unsafe { *a = _mm512_fmadd_ps(s, _mm512_loadu_ps(xj.as_ptr().add(16 * l)), *a) };
+        }
+    }
+    for (l, a) in acc.iter().enumerate().take(lanes) {
+        // SAFETY: `l < hd / 16` chunks of `o`.
+        unsafe {
+            let p = o.as_mut_ptr().add(16 * l);
+            _mm512_storeu_ps(p, _mm512_add_ps(_mm512_loadu_ps(p), *a));
+        }
+    }
+}
+
+/// `rows[j] += c[j] · x` for the `hd`-wide rows of `rows` (`hd = x.len()`); rows with
+/// `c[j] = 0` are skipped.
+pub(crate) fn scatter_rows(c: &[f32], x: &[f32], rows: &mut [f32]) {
+    let hd = x.len();
+    assert_eq!(rows.len(), c.len() * hd);
+    #[cfg(target_arch = "x86_64")]
+    if avx512() && hd.is_multiple_of(16) && hd <= 128 {
+        // SAFETY: AVX-512 F is available (checked); lengths asserted, `hd` ≤ 128 a multiple
+        // of 16.
+        unsafe { scatter_rows512(c, x, rows) };
+        return;
+    }
+    for (&cj, r) in c.iter().zip(rows.chunks_exact_mut(hd.max(1))) {
+        if cj != 0.0 {
+            r.iter_mut().zip(x).for_each(|(a, b)| *a += cj * b);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn scatter_rows512(c: &[f32], x: &[f32], rows: &mut [f32]) {
+    let hd = x.len();
+    let lanes = hd / 16;
+    let mut xv = [_mm512_setzero_ps(); 8];
+    for (l, v) in xv.iter_mut().enumerate().take(lanes) {
+        // SAFETY: `l < hd / 16` chunks of `x`.
+        unsafe { *v = _mm512_loadu_ps(x.as_ptr().add(16 * l)) };
+    }
+    for (&cj, r) in c.iter().zip(rows.chunks_exact_mut(hd)) {
+        if cj == 0.0 {
+            continue;
+        }
+        let s = _mm512_set1_ps(cj);
+        for (l, v) in xv.iter().enumerate().take(lanes) {
+            // SAFETY: `l < hd / 16` chunks of the row.
+            unsafe {
+                let p = r.as_mut_ptr().add(16 * l);
+                _mm512_storeu_ps(p, _mm512_fmadd_ps(s, *v, _mm512_loadu_ps(p)));
+            }
+        }
+    }
+}
+
+/// `x[i] ← e^(x[i] − max)` (every `x[i] ≤ max`, so the argument is ≤ 0) and returns the sum:
+/// the softmax numerator, [`exp512`] on 16 lanes where the CPU has AVX-512.
+pub(crate) fn exp_sub_sum(x: &mut [f32], max: f32) -> f32 {
+    let mut done = 0;
+    let mut sum = 0.0;
+    #[cfg(target_arch = "x86_64")]
+    if avx512() {
+        done = x.len() / 16 * 16;
+        // SAFETY: AVX-512 F is available (checked).
+        sum = unsafe { exp_sub_sum512(&mut x[..done], max) };
+    }
+    for v in &mut x[done..] {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    sum
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn exp_sub_sum512(x: &mut [f32], max: f32) -> f32 {
+    let m = _mm512_set1_ps(max);
+    let mut acc = _mm512_setzero_ps();
+    for c in x.chunks_exact_mut(16) {
+        // SAFETY: 16-value chunks.
+        unsafe {
+            let e = exp512(_mm512_sub_ps(_mm512_loadu_ps(c.as_ptr()), m));
+            acc = _mm512_add_ps(acc, e);
+            _mm512_storeu_ps(c.as_mut_ptr(), e);
+        }
+    }
+    _mm512_reduce_add_ps(acc)
+}
+
+/// `out[i] = σ(x[i]) = 1 / (1 + e^(−x[i]))`, 16 lanes at a time with [`exp512`] where the
+/// CPU has AVX-512 (`e^(−|x|)` keeps its argument ≤ 0), `f32::exp` elsewhere.
+pub(crate) fn sigmoid(x: &[f32], out: &mut [f32]) {
+    assert_eq!(x.len(), out.len());
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if avx512() {
+        done = x.len() / 16 * 16;
+        // SAFETY: AVX-512 F is available (checked); both slices hold `done` values.
+        unsafe { sigmoid512(&x[..done], &mut out[..done]) };
+    }
+    for (o, &v) in out[done..].iter_mut().zip(&x[done..]) {
+        *o = 1.0 / (1.0 + (-v).exp());
+    }
+}
+
+/// [`sigmoid`] on whole 16-lane chunks.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn sigmoid512(x: &[f32], out: &mut [f32]) {
+    let one = _mm512_set1_ps(1.0);
+    for (o, v) in out.chunks_exact_mut(16).zip(x.chunks_exact(16)) {
+        // SAFETY: 16-value chunks.
+        unsafe {
+            let v = _mm512_loadu_ps(v.as_ptr());
+            let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, _mm512_setzero_ps());
+            let minus_abs = _mm512_min_ps(v, _mm512_sub_ps(_mm512_setzero_ps(), v));
+            let e = exp512(minus_abs);
+            let inv = _mm512_div_ps(one, _mm512_add_ps(one, e));
+            // x ≥ 0: 1/(1+e^−x); x < 0: e^x/(1+e^x).
+            let s = _mm512_mask_mul_ps(inv, neg, inv, e);
+            _mm512_storeu_ps(o.as_mut_ptr(), s);
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn group_attention_avx2(group: &crate::decode::GroupAttention<'_>, out: &mut [f32]) {
@@ -511,6 +748,21 @@ mod tests {
                 let err = (g as f64 - want).abs();
                 assert!(err <= 4e-7 * want, "exp({x}) = {g}, want {want}");
             }
+        }
+    }
+    /// The vector sigmoid agrees with the f64 formula over the range the MLP sees, and the
+    /// scalar tail (a length not a multiple of 16) too.
+    #[test]
+    fn sigmoid_matches_f64() {
+        let xs: Vec<f32> = (0..=4001).map(|i| -100.0 + 0.05 * i as f32).collect();
+        let mut got = vec![0f32; xs.len()];
+        sigmoid(&xs, &mut got);
+        for (x, g) in xs.iter().zip(&got) {
+            let want = 1.0 / (1.0 + (-(*x as f64)).exp());
+            assert!(
+                (*g as f64 - want).abs() <= 1e-6 * want + 1e-30,
+                "σ({x}) = {g}, want {want}"
+            );
         }
     }
 }

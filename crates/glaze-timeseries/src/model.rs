@@ -275,7 +275,7 @@ impl<'a> Pipeline<'a> {
         let n = c.num_patches();
         let w = c.head_width();
         let feat = hidden.slice(s![.., .., 0..w]).reshape([b, n * w]);
-        let y = model.head.as_ref().ok_or_else(missing)?.forward(feat);
+        let y = glaze_core::matmul::linear(model.head.as_ref().ok_or_else(missing)?, feat);
         Ok(revin::denormalize(y, &stats))
     }
 

@@ -6,6 +6,7 @@
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
+use glaze_core::matmul::linear;
 
 /// Configuration of a [`Reprogramming`] layer.
 #[derive(Config, Debug)]
@@ -88,25 +89,19 @@ impl Reprogramming {
         let (h, dk) = (self.n_heads, self.d_keys);
         // Every patch of the batch attends to the same prototypes: one product per head
         // over all `B·N` patches (no copy of the keys and values per batch item).
-        let q = self
-            .query
-            .forward(patches)
+        let q = linear(&self.query, patches)
             .reshape([b * n, h, dk])
             .swap_dims(0, 1); // [H, B·N, dk]
-        let k = self
-            .key
-            .forward(prototypes.clone())
+        let k = linear(&self.key, prototypes.clone())
             .reshape([p, h, dk])
             .swap_dims(0, 1); // [H, P, dk]
-        let v = self
-            .value
-            .forward(prototypes)
+        let v = linear(&self.value, prototypes)
             .reshape([p, h, dk])
             .swap_dims(0, 1);
         let scores = q.matmul(k.swap_dims(1, 2)) * (1.0 / (dk as f64).sqrt());
         let att = softmax(scores, 2).matmul(v); // [H, B·N, dk]
         let merged = att.swap_dims(0, 1).reshape([b, n, h * dk]);
-        self.out.forward(merged)
+        linear(&self.out, merged)
     }
 }
 

@@ -1,0 +1,79 @@
+//! The f32 matrix products of a Time-LLM training step: burn-flex's matmul against
+//! `glaze_core::matmul` (the AVX-512 GEMM), same process; `cargo xtask bench` records the
+//! output in `docs/benchmarks.md` beside PyTorch's (`xtask/bench/gemm_torch.py`).
+#![allow(clippy::print_stdout, missing_docs)]
+
+use std::time::Instant;
+
+use burn::prelude::*;
+use burn::tensor::Distribution;
+
+/// `(label, [M, K], [K, N], right operand transposed in memory)`.
+const SHAPES: [(&str, [usize; 2], [usize; 2], bool); 6] = [
+    (
+        "prototypes  Wᵀ·E  100×49152 · 49152×576",
+        [100, 49152],
+        [49152, 576],
+        false,
+    ),
+    (
+        "its weight gradient  dP·Eᵀ  100×576 · 576×49152",
+        [100, 576],
+        [576, 49152],
+        true,
+    ),
+    (
+        "gate/up  384×576 · 576×3072",
+        [384, 576],
+        [576, 3072],
+        false,
+    ),
+    (
+        "its input gradient  dY·Wᵀ  384×3072 · 3072×576",
+        [384, 3072],
+        [3072, 576],
+        true,
+    ),
+    ("down  384×1536 · 1536×576", [384, 1536], [1536, 576], false),
+    (
+        "square  1024×1024 · 1024×1024",
+        [1024, 1024],
+        [1024, 1024],
+        false,
+    ),
+];
+
+fn time(reps: usize, mut f: impl FnMut() -> Tensor<2>) -> f64 {
+    let _ = f().into_data();
+    let start = Instant::now();
+    for _ in 0..reps {
+        let _ = std::hint::black_box(f().into_data());
+    }
+    start.elapsed().as_secs_f64() / reps as f64
+}
+
+fn main() {
+    let device = Device::flex();
+    println!(
+        "{:<52} {:>12} {:>12} {:>8}",
+        "product", "burn ms", "glaze ms", "GFLOP/s"
+    );
+    for (label, a, b, transposed) in SHAPES {
+        let x = Tensor::<2>::random(a, Distribution::Default, &device);
+        let y = if transposed {
+            Tensor::<2>::random([b[1], b[0]], Distribution::Default, &device).transpose()
+        } else {
+            Tensor::<2>::random(b, Distribution::Default, &device)
+        };
+        let flops = 2.0 * (a[0] * a[1] * b[1]) as f64;
+        let reps = (2e10 / flops).clamp(3.0, 50.0) as usize;
+        let burn = time(reps, || x.clone().matmul(y.clone()));
+        let glaze = time(reps, || glaze_core::matmul::matmul(x.clone(), y.clone()));
+        println!(
+            "{label:<52} {:>12.2} {:>12.2} {:>8.0}",
+            burn * 1e3,
+            glaze * 1e3,
+            flops / glaze / 1e9
+        );
+    }
+}
