@@ -6,6 +6,7 @@
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, softmax};
+use glaze_core::matmul::linear;
 
 /// Configuration of a [`WhisperLayer`].
 #[derive(Config, Debug)]
@@ -59,7 +60,7 @@ impl WhisperLayer {
         let [b, t, d] = x.dims();
         let h = self.n_heads;
         let dh = d / h;
-        let qkv = self.qkv.forward(self.attn_norm.forward(x.clone()));
+        let qkv = linear(&self.qkv, self.attn_norm.forward(x.clone()));
         let heads = |i: usize| {
             qkv.clone()
                 .slice([0..b, 0..t, i * d..(i + 1) * d])
@@ -72,10 +73,11 @@ impl WhisperLayer {
             .matmul(v)
             .swap_dims(1, 2)
             .reshape([b, t, d]);
-        let x = x + self.out.forward(att);
-        let m = self
-            .fc2
-            .forward(gelu(self.fc1.forward(self.mlp_norm.forward(x.clone()))));
+        let x = x + linear(&self.out, att);
+        let m = linear(
+            &self.fc2,
+            gelu(linear(&self.fc1, self.mlp_norm.forward(x.clone()))),
+        );
         x + m
     }
 }

@@ -588,6 +588,34 @@ mod tests {
         }
     }
 
+    /// The same product from several threads at once (each split, thread-local buffers
+    /// shared with other callers) is bit-for-bit the same every time.
+    #[test]
+    fn concurrent_callers_get_identical_results() {
+        if !available() {
+            return;
+        }
+        let (ad, bd) = (values(300 * 500, 3), values(500 * 70, 4));
+        let run = || {
+            matmul(
+                View::row_major(&ad, 300, 500),
+                View::row_major(&bd, 500, 70),
+            )
+            .expect("available")
+        };
+        let first = run();
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| (0..20).map(|_| run()).collect::<Vec<_>>()))
+                .collect();
+            for h in handles {
+                for out in h.join().expect("thread") {
+                    assert!(out == first, "a concurrent product differed");
+                }
+            }
+        });
+    }
+
     #[test]
     fn rejects_mismatched_or_out_of_bounds_views() {
         let d = vec![0f32; 12];

@@ -145,6 +145,9 @@ pub fn check_backbone(backbone: &dyn FrozenBackbone, codec: &dyn TextCodec, text
     assert!(matches!(err, Error::PlaceholderMismatch { .. }), "{err}");
 }
 
+/// Serialises the harness's seed-then-initialise sections (see [`check_adapter`]).
+static SEED_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Checks an adapter against the seam:
 /// - soft-token width equals the backbone width and the token count follows `num_tokens`,
 /// - the soft tokens splice into a template and a count mismatch is an error,
@@ -164,8 +167,18 @@ pub fn check_adapter<A, M, F>(
 {
     let d = backbone.spec().d_model;
     let ad = backbone.device().clone().autodiff();
-    ad.seed(7);
-    let adapter = make(&ad);
+    // burn draws lazily initialised parameters from one process-wide RNG per backend: every
+    // parameter is materialised right after seeding, before a forward pass (whose parallel
+    // products may wait on a pool shared with other tests) leaves time for another test to
+    // draw from the same RNG.
+    let seeded = || {
+        let _guard = SEED_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        ad.seed(7);
+        let adapter = make(&ad);
+        let _ = crate::params::count_params(&adapter);
+        adapter
+    };
+    let adapter = seeded();
     let feats = features(&ad);
     let n_features = feats.tokens.dims()[1];
     let out = adapter.adapt(&feats, None);
@@ -184,8 +197,7 @@ pub fn check_adapter<A, M, F>(
     );
 
     // Determinism.
-    ad.seed(7);
-    let again = make(&ad).adapt(&feats, None);
+    let again = seeded().adapt(&feats, None);
     assert_eq!(
         out.clone().into_data(),
         again.into_data(),

@@ -5,6 +5,7 @@ use burn::module::Param;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::gelu;
+use glaze_core::matmul::linear;
 
 use glaze_core::layers::attention::{Attention, AttentionConfig};
 
@@ -78,9 +79,10 @@ impl ViTLayer {
         };
         let h = self.norm1.forward(x.clone());
         let x = x + scaled(self.attn.forward(h.clone(), h, None), &self.scale1);
-        let h = self
-            .fc2
-            .forward(gelu(self.fc1.forward(self.norm2.forward(x.clone()))));
+        let h = linear(
+            &self.fc2,
+            gelu(linear(&self.fc1, self.norm2.forward(x.clone()))),
+        );
         x + scaled(h, &self.scale2)
     }
 }

@@ -4,6 +4,8 @@
 use burn::module::Param;
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
+
+use crate::matmul::linear;
 use burn::tensor::activation::softmax;
 
 /// Configuration of an [`Attention`] layer.
@@ -67,9 +69,9 @@ impl Attention {
         let inner = self.query.weight.dims()[1];
         let dh = inner / h;
         let split = |t: Tensor<3>, n: usize| t.reshape([b, n, h, dh]).swap_dims(1, 2);
-        let q = split(self.query.forward(x), nq);
-        let k = split(self.key.forward(context.clone()), nk);
-        let v = split(self.value.forward(context), nk);
+        let q = split(linear(&self.query, x), nq);
+        let k = split(linear(&self.key, context.clone()), nk);
+        let v = split(linear(&self.value, context), nk);
         let mut scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (dh as f64).sqrt());
         if let Some(mask) = key_mask {
             let blocked = mask
@@ -79,8 +81,7 @@ impl Attention {
             scores = scores.mask_fill(blocked, -1.0e9);
         }
         let att = softmax(scores, 3).matmul(v);
-        self.out
-            .forward(att.swap_dims(1, 2).reshape([b, nq, inner]))
+        linear(&self.out, att.swap_dims(1, 2).reshape([b, nq, inner]))
     }
 }
 

@@ -3,6 +3,8 @@
 
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
+
+use crate::matmul::linear;
 use burn::tensor::activation::gelu;
 
 /// Configuration of an [`Mlp`].
@@ -39,6 +41,6 @@ impl Mlp {
     /// # Shapes
     /// `[B, N, d_in]` → `[B, N, d_out]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.fc2.forward(gelu(self.fc1.forward(x)))
+        linear(&self.fc2, gelu(linear(&self.fc1, x)))
     }
 }
