@@ -266,14 +266,14 @@ unsafe fn serial(a: View, b: View, c: *mut f32, ldc: usize, accumulate: bool) {
                 let kc = KC.min(k - pc);
                 for (p, dst) in bpack[..np * kc * NR].chunks_exact_mut(kc * NR).enumerate() {
                     let j0 = jc + p * NR;
-                    pack_b(&b, pc, kc, j0, NR.min(jc + nc - j0), dst);
+                    pack::<NR>(&b, pc, kc, j0, NR.min(jc + nc - j0), dst);
                 }
                 for ic in (0..m).step_by(MC) {
                     let mc = MC.min(m - ic);
                     let mp = mc.div_ceil(MR);
                     for (p, dst) in apack[..mp * kc * MR].chunks_exact_mut(kc * MR).enumerate() {
                         let i0 = ic + p * MR;
-                        pack_a(&a, i0, MR.min(ic + mc - i0), pc, kc, dst);
+                        pack::<MR>(&a.t(), pc, kc, i0, MR.min(ic + mc - i0), dst);
                     }
                     for jp in 0..np {
                         let j0 = jc + jp * NR;
@@ -302,35 +302,36 @@ unsafe fn serial(a: View, b: View, c: *mut f32, ldc: usize, accumulate: bool) {
     });
 }
 
-/// Packs `B[k0..k0+kc, j0..j0+cols]` as `kc` rows of `NR` values (zero beyond `cols`).
-fn pack_b(b: &View, k0: usize, kc: usize, j0: usize, cols: usize, dst: &mut [f32]) {
-    if cols < NR {
+/// Packs `B[k0..k0+kc, j0..j0+cols]` as `kc` rows of `W` values (zero beyond `cols`): the
+/// layout of a B panel (`W = NR`) and, applied to `Aᵀ`, of an A panel (`W = MR`).
+fn pack<const W: usize>(b: &View, k0: usize, kc: usize, j0: usize, cols: usize, dst: &mut [f32]) {
+    if cols < W {
         dst.fill(0.0);
     }
     if b.cs == 1 {
-        for (kk, row) in dst.chunks_exact_mut(NR).take(kc).enumerate() {
+        for (kk, row) in dst.chunks_exact_mut(W).take(kc).enumerate() {
             let s = b.offset + (k0 + kk) * b.rs + j0;
-            if cols == NR {
-                // Fixed length: two vector moves instead of a `memmove` call.
-                let src: &[f32; NR] = b.data[s..s + NR].try_into().expect("NR values");
-                let dst: &mut [f32; NR] = row.try_into().expect("NR values");
+            if cols == W {
+                // Fixed length: vector moves instead of a `memmove` call.
+                let src: &[f32; W] = b.data[s..s + W].try_into().expect("W values");
+                let dst: &mut [f32; W] = row.try_into().expect("W values");
                 *dst = *src;
             } else {
                 row[..cols].copy_from_slice(&b.data[s..s + cols]);
             }
         }
     } else if b.rs == 1 {
-        // Column-major source (a transposed weight in the backward pass): a full panel is
-        // gathered 16 columns at a time.
+        // Column-major source (a transposed weight in the backward pass, a row-major A):
+        // a full B panel is gathered 16 columns at a time.
         let base = b.offset + k0 + j0 * b.cs;
         #[cfg(target_arch = "x86_64")]
-        if cols == NR && NR * b.cs < i32::MAX as usize && available() {
+        if W == NR && cols == NR && NR * b.cs < i32::MAX as usize && available() {
             // SAFETY: AVX-512F is available; every gathered index `base + j·cs + kk` with
             // `j < NR`, `kk < kc` is an element of the (bounds-checked) view.
             unsafe { gather_panel(&b.data[base..], b.cs, kc, dst) };
             return;
         }
-        for (kk, row) in dst.chunks_exact_mut(NR).take(kc).enumerate() {
+        for (kk, row) in dst.chunks_exact_mut(W).take(kc).enumerate() {
             for (j, v) in row[..cols].iter_mut().enumerate() {
                 *v = b.data[base + j * b.cs + kk];
             }
@@ -338,7 +339,7 @@ fn pack_b(b: &View, k0: usize, kc: usize, j0: usize, cols: usize, dst: &mut [f32
     } else {
         for kk in 0..kc {
             for j in 0..cols {
-                dst[kk * NR + j] = b.at(k0 + kk, j0 + j);
+                dst[kk * W + j] = b.at(k0 + kk, j0 + j);
             }
         }
     }
@@ -364,38 +365,6 @@ unsafe fn gather_panel(src: &[f32], cs: usize, kc: usize, dst: &mut [f32]) {
             let p = s.add(kk);
             _mm512_storeu_ps(d.add(kk * NR), _mm512_i32gather_ps::<4>(lo, p));
             _mm512_storeu_ps(d.add(kk * NR + 16), _mm512_i32gather_ps::<4>(hi, p));
-        }
-    }
-}
-
-/// Packs `A[i0..i0+rows, k0..k0+kc]` as `kc` columns of `MR` values (zero beyond `rows`).
-fn pack_a(a: &View, i0: usize, rows: usize, k0: usize, kc: usize, dst: &mut [f32]) {
-    if rows < MR {
-        dst.fill(0.0);
-    }
-    if a.cs == 1 {
-        let base = a.offset + i0 * a.rs + k0;
-        for (kk, col) in dst.chunks_exact_mut(MR).take(kc).enumerate() {
-            for (i, v) in col[..rows].iter_mut().enumerate() {
-                *v = a.data[base + i * a.rs + kk];
-            }
-        }
-    } else if a.rs == 1 {
-        for (kk, col) in dst.chunks_exact_mut(MR).take(kc).enumerate() {
-            let s = a.offset + i0 + (k0 + kk) * a.cs;
-            if rows == MR {
-                let src: &[f32; MR] = a.data[s..s + MR].try_into().expect("MR values");
-                let dst: &mut [f32; MR] = col.try_into().expect("MR values");
-                *dst = *src;
-            } else {
-                col[..rows].copy_from_slice(&a.data[s..s + rows]);
-            }
-        }
-    } else {
-        for kk in 0..kc {
-            for i in 0..rows {
-                dst[kk * MR + i] = a.at(i0 + i, k0 + kk);
-            }
         }
     }
 }
