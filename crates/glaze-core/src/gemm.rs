@@ -178,8 +178,8 @@ fn choose_split(m: usize, k: usize, n: usize, tasks: usize) -> Split {
     best.1
 }
 
-/// `count` panels of `unit` split into `tasks` contiguous ranges of whole panels, clipped to
-/// `len`.
+/// `0..len` split into at most `tasks` contiguous ranges made of whole `unit`-wide panels
+/// (the last one clipped to `len`).
 fn ranges(len: usize, unit: usize, tasks: usize) -> Vec<(usize, usize)> {
     let panels = len.div_ceil(unit);
     let tasks = tasks.clamp(1, panels.max(1));

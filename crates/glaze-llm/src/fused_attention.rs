@@ -1,6 +1,6 @@
 //! [`attention`]: grouped-query softmax attention `softmax(q·kᵀ·scale + bias)·v` as one
-//! operation with a hand-written backward, for training on the flex device (elsewhere:
-//! burn's matmul/softmax ops).
+//! operation with a hand-written backward, on the flex device — training and the exact
+//! multi-row forwards (elsewhere: burn's matmul/softmax ops; decode steps use `decode.rs`).
 //!
 //! Composed of burn ops, a training step's attention made a dozen passes over `[B, H, T, S]`
 //! scores and as many tracked intermediates; here each `(batch, key/value head)` pair is one
