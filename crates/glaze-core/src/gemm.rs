@@ -264,10 +264,7 @@ unsafe fn serial(a: View, b: View, c: *mut f32, ldc: usize, accumulate: bool) {
             let np = nc.div_ceil(NR);
             for pc in (0..k).step_by(KC) {
                 let kc = KC.min(k - pc);
-                for (p, dst) in bpack[..np * kc * NR].chunks_exact_mut(kc * NR).enumerate() {
-                    let j0 = jc + p * NR;
-                    pack::<NR>(&b, pc, kc, j0, NR.min(jc + nc - j0), dst);
-                }
+                pack_slab(&b, pc, kc, jc, nc, &mut bpack[..np * kc * NR]);
                 for ic in (0..m).step_by(MC) {
                     let mc = MC.min(m - ic);
                     let mp = mc.div_ceil(MR);
@@ -300,6 +297,29 @@ unsafe fn serial(a: View, b: View, c: *mut f32, ldc: usize, accumulate: bool) {
             }
         }
     });
+}
+
+/// Packs the B slab `B[k0..k0+kc, j0..j0+nc]` into `NR`-wide panels. A row-major source is
+/// read row by row across all panels (sequential memory traffic: the word-embedding matrix
+/// streamed panel by panel was read at a 2.3 KB stride); other layouts panel by panel.
+fn pack_slab(b: &View, k0: usize, kc: usize, j0: usize, nc: usize, dst: &mut [f32]) {
+    let np = nc.div_ceil(NR);
+    if b.cs != 1 || nc % NR != 0 {
+        for (p, panel) in dst.chunks_exact_mut(kc * NR).take(np).enumerate() {
+            let j = j0 + p * NR;
+            pack::<NR>(b, k0, kc, j, NR.min(j0 + nc - j), panel);
+        }
+        return;
+    }
+    for kk in 0..kc {
+        let row = &b.data[b.offset + (k0 + kk) * b.rs + j0..][..nc];
+        for (p, src) in row.chunks_exact(NR).enumerate() {
+            let at = (p * kc + kk) * NR;
+            let src: &[f32; NR] = src.try_into().expect("NR values");
+            let out: &mut [f32; NR] = (&mut dst[at..at + NR]).try_into().expect("NR values");
+            *out = *src;
+        }
+    }
 }
 
 /// Packs `B[k0..k0+kc, j0..j0+cols]` as `kc` rows of `W` values (zero beyond `cols`): the
