@@ -304,7 +304,7 @@ unsafe fn serial(a: View, b: View, c: *mut f32, ldc: usize, accumulate: bool) {
 /// streamed panel by panel was read at a 2.3 KB stride); other layouts panel by panel.
 fn pack_slab(b: &View, k0: usize, kc: usize, j0: usize, nc: usize, dst: &mut [f32]) {
     let np = nc.div_ceil(NR);
-    if b.cs != 1 || nc % NR != 0 {
+    if b.cs != 1 || !nc.is_multiple_of(NR) {
         for (p, panel) in dst.chunks_exact_mut(kc * NR).take(np).enumerate() {
             let j = j0 + p * NR;
             pack::<NR>(b, k0, kc, j, NR.min(j0 + nc - j), panel);
