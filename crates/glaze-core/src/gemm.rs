@@ -16,6 +16,8 @@ const MR: usize = 12;
 const NR: usize = 32;
 /// Depth of one packed slab (a `KC × NR` panel of B stays in L1).
 const KC: usize = 256;
+/// The largest inner dimension packed as a single slab (see [`slab_depth`]).
+const KC_ONE: usize = 768;
 /// Rows of A packed at once (an `MC × KC` block stays in L2).
 const MC: usize = 768;
 /// Columns of B packed at once.
@@ -236,6 +238,12 @@ fn product(a: View, b: View) -> Vec<f32> {
     c
 }
 
+/// The slab depth for an inner dimension `k`: one slab up to `KC_ONE` (the output is then
+/// written once instead of read and written per slab — 3 times for `k = 576`), else `KC`.
+fn slab_depth(k: usize) -> usize {
+    if k <= KC_ONE { k.max(1) } else { KC }
+}
+
 thread_local! {
     /// Each thread's packing buffers (A block, B block), reused across products.
     static PACKS: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
@@ -251,8 +259,9 @@ thread_local! {
 unsafe fn serial(a: View, b: View, c: *mut f32, ldc: usize, accumulate: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     PACKS.with_borrow_mut(|(apack, bpack)| {
-        let need_b = KC * n.min(NC).div_ceil(NR) * NR;
-        let need_a = KC * m.min(MC).div_ceil(MR) * MR;
+        let depth = slab_depth(k);
+        let need_b = depth * n.min(NC).div_ceil(NR) * NR;
+        let need_a = depth * m.min(MC).div_ceil(MR) * MR;
         if bpack.len() < need_b {
             bpack.resize(need_b, 0.0);
         }
@@ -262,8 +271,8 @@ unsafe fn serial(a: View, b: View, c: *mut f32, ldc: usize, accumulate: bool) {
         for jc in (0..n).step_by(NC) {
             let nc = NC.min(n - jc);
             let np = nc.div_ceil(NR);
-            for pc in (0..k).step_by(KC) {
-                let kc = KC.min(k - pc);
+            for pc in (0..k).step_by(depth) {
+                let kc = depth.min(k - pc);
                 pack_slab(&b, pc, kc, jc, nc, &mut bpack[..np * kc * NR]);
                 for ic in (0..m).step_by(MC) {
                     let mc = MC.min(m - ic);
