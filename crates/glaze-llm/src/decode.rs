@@ -59,7 +59,8 @@ impl GroupAttention<'_> {
         for (q, o) in self.q.chunks_exact(hd).zip(out.chunks_exact_mut(hd)) {
             let mut max = f32::NEG_INFINITY;
             for (j, key) in self.keys.chunks_exact(hd).enumerate() {
-                let sc = dot(q, key) * self.scale + self.bias.map_or(0.0, |b| b[j]);
+                let sc = crate::qkernels::dot_lanes(q, key) * self.scale
+                    + self.bias.map_or(0.0, |b| b[j]);
                 scores[j] = sc;
                 max = max.max(sc);
             }
@@ -77,26 +78,6 @@ impl GroupAttention<'_> {
             }
         }
     }
-}
-
-/// Dot product with 16 independent lanes, so LLVM vectorizes it (a plain float sum may not
-/// be reordered).
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 16];
-    let (ac, bc) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = ac
-        .remainder()
-        .iter()
-        .zip(bc.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ac.zip(bc) {
-        for i in 0..16 {
-            lanes[i] += x[i] * y[i];
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
 }
 
 /// Rotates one head vector in place; `cos`/`sin` hold `hd/2` values.

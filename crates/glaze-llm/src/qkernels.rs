@@ -142,8 +142,8 @@ fn exp512(x: __m512) -> __m512 {
     _mm512_maskz_mov_ps(!under, _mm512_scalef_ps(p, n))
 }
 
-/// `Σ a[i]·b[i]` over equal-length slices: 16-lane FMAs where the CPU has AVX-512, 16
-/// independent partial sums elsewhere (so the compiler can vectorise the loop).
+/// `Σ a[i]·b[i]` over equal-length slices: 16-lane FMAs where the CPU has AVX-512,
+/// [`dot_lanes`] elsewhere.
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     #[cfg(target_arch = "x86_64")]
@@ -151,20 +151,27 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
         // SAFETY: AVX-512 F is available (checked); equal lengths (asserted).
         return unsafe { dot512(a, b) };
     }
-    let mut acc = [0f32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = ca
+    dot_lanes(a, b)
+}
+
+/// Dot product with 16 independent lanes, so LLVM vectorizes it (a plain float sum may not
+/// be reordered); inlined into the SIMD-compiled decode attention.
+#[inline(always)]
+pub(crate) fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    let (ac, bc) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = ac
         .remainder()
         .iter()
-        .zip(cb.remainder())
+        .zip(bc.remainder())
         .map(|(x, y)| x * y)
         .sum();
-    for (x, y) in ca.zip(cb) {
+    for (x, y) in ac.zip(bc) {
         for i in 0..16 {
-            acc[i] += x[i] * y[i];
+            lanes[i] += x[i] * y[i];
         }
     }
-    acc.iter().sum::<f32>() + tail
+    lanes.iter().sum::<f32>() + tail
 }
 
 #[cfg(target_arch = "x86_64")]
