@@ -49,13 +49,13 @@ pub fn reference_ids(v: &serde_json::Value, key: &str) -> Vec<u32> {
 
 /// A tiny random Llama for the byte codec, with room for Time-LLM's text prompts.
 pub fn tiny_llama_long() -> glaze::llm::Llama {
-    let device = Device::flex();
-    device.seed(11);
-    glaze::llm::Llama::init(
-        &glaze::llm::LlamaConfig::tiny(glaze::core::harness::ByteCodec::VOCAB)
-            .with_context_length(512),
-        &device,
-    )
+    glaze::core::rng::seeded(&Device::flex(), 11, |device| {
+        glaze::llm::Llama::init(
+            &glaze::llm::LlamaConfig::tiny(glaze::core::harness::ByteCodec::VOCAB)
+                .with_context_length(512),
+            device,
+        )
+    })
 }
 
 /// A tiny forecaster configuration (L = 32, H = 8, patches 8/4) for `backbone`.

@@ -7,14 +7,14 @@ use glaze::llm::{Llama, LlamaConfig, RopeLayout};
 use glaze_tests::smollm2;
 
 fn tiny(layout: RopeLayout, tie: bool) -> Llama {
-    let device = Device::flex();
-    device.seed(3);
-    Llama::init(
-        &LlamaConfig::tiny(ByteCodec::VOCAB)
-            .with_rope_layout(layout)
-            .with_tie_embeddings(tie),
-        &device,
-    )
+    glaze::core::rng::seeded(&Device::flex(), 3, |device| {
+        Llama::init(
+            &LlamaConfig::tiny(ByteCodec::VOCAB)
+                .with_rope_layout(layout)
+                .with_tie_embeddings(tie),
+            device,
+        )
+    })
 }
 
 #[test]

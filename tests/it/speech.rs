@@ -18,9 +18,9 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn tiny_encoder(seed: u64) -> AudioEncoder {
-    let device = Device::flex();
-    device.seed(seed);
-    let whisper = WhisperEncoderConfig::new(80, 24, 2, 1).init(&device);
+    let whisper = glaze::core::rng::seeded_module(&Device::flex(), seed, |d| {
+        WhisperEncoderConfig::new(80, 24, 2, 1).init(d)
+    });
     AudioEncoder::new(whisper, "tiny-random", &format!("seed{seed}"))
 }
 

@@ -111,8 +111,7 @@ fn run_with(
     let stored = stored(&cfg, data);
     let identity = ts::experiment::identity(backbone, &stored).expect("identity");
     let device = train_config.device(backbone.device());
-    device.seed(21);
-    let model = cfg.init(&device);
+    let model = glaze::core::rng::seeded_module(&device, 21, |d| cfg.init(d));
     let task = ForecastTask {
         pipeline: &pipeline,
         train: &data.train,

@@ -445,9 +445,7 @@ fn corrupt_and_truncated_files_are_typed_errors() {
 }
 
 fn tiny_encoder(name: &str) -> VisionEncoder {
-    let device = Device::flex();
-    device.seed(21);
-    let vit = ViTConfig::tiny().init(&device);
+    let vit = glaze::core::rng::seeded_module(&Device::flex(), 21, |d| ViTConfig::tiny().init(d));
     VisionEncoder::new(
         vit,
         PreprocessConfig::new().with_size(16).with_patch_size(4),

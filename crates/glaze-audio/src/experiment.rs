@@ -186,8 +186,11 @@ pub fn train_aligner(
     progress: bool,
 ) -> Result<(AptAligner, usize, usize, f64)> {
     let device = train_config.device(backbone.device());
-    device.seed(train_config.seed);
-    let model = config.init(data.bank.f, backbone.spec().d_model, &device)?;
+    let model = glaze_core::rng::seeded(&device, train_config.seed, |d| {
+        config
+            .init(data.bank.f, backbone.spec().d_model, d)
+            .inspect(glaze_core::params::materialize)
+    })?;
     let task = AudioQaTask {
         pipeline: AudioQaLoss {
             pipeline: AudioPipeline { backbone, codec },

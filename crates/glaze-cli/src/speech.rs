@@ -540,8 +540,12 @@ fn bench(files: &[PathBuf], reps: usize, model_args: &ModelArgs) -> Res<()> {
         &decode_file(longest, &AudioLimits::default())?,
         glaze::audio::WHISPER_RATE,
     )?;
-    device.seed(0);
-    let adapter = SpeechAdapterConfig::preset("frame-stack")?.init(384, 576, &device)?;
+    let config = SpeechAdapterConfig::preset("frame-stack")?;
+    let adapter = glaze::core::rng::seeded(&device, 0, |d| {
+        config
+            .init(384, 576, d)
+            .inspect(glaze::core::params::materialize)
+    })?;
     let (mut stream_first, mut offline_first) = (Vec::new(), Vec::new());
     for _ in 0..reps.max(1) {
         let mut s = glaze::speech::StreamingRecognizer::new(

@@ -545,8 +545,7 @@ fn bench_step(
     let device = spec
         .train
         .device(glaze::FrozenBackbone::device(&model.llama));
-    device.seed(0);
-    let forecaster = spec.model.init(&device);
+    let forecaster = glaze::core::rng::seeded_module(&device, 0, |d| spec.model.init(d));
     let mut times = Vec::new();
     let mut phases: [Vec<f64>; 3] = Default::default();
     let batch = setup.batch as f64;

@@ -96,6 +96,20 @@ pub fn export_params<M: Module>(module: &M) -> Vec<NamedTensor> {
     out
 }
 
+struct Materialize;
+
+impl ModuleVisitor for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let _ = param.val();
+    }
+}
+
+/// Draws every lazily initialised float parameter of `module` now (burn draws them at their
+/// first use otherwise, from whatever state the process-wide generator has by then).
+pub fn materialize<M: Module>(module: &M) {
+    module.visit(&mut Materialize);
+}
+
 /// Number of float parameters (scalars) in `module`.
 pub fn count_params<M: Module>(module: &M) -> usize {
     export_params(module).iter().map(|t| t.data.len()).sum()

@@ -2,6 +2,38 @@
 //!
 //! Its whole state is one `u64`, so a training checkpoint can store it and a resumed run
 //! draws exactly the numbers an uninterrupted run would.
+//!
+//! burn's own generator (parameter initialisation, `Tensor::random`) is one per backend and
+//! process-wide: [`seeded`] and [`seeded_module`] seed it and build under one lock, so two
+//! seeded constructions in different threads cannot interleave their draws.
+
+use std::sync::Mutex;
+
+use burn::module::Module;
+use burn::prelude::Device;
+
+static BURN_RNG: Mutex<()> = Mutex::new(());
+
+/// Runs `make` with burn's generator seeded with `seed`, holding Glaze's lock on it: the
+/// values `make` draws depend only on `seed`, whatever other threads that also go through
+/// this function do. (Draws that bypass it, such as a bare `Tensor::random` in another
+/// thread, can still land in between; Glaze's own code draws only through here.)
+pub fn seeded<T>(device: &Device, seed: u64, make: impl FnOnce(&Device) -> T) -> T {
+    let _guard = BURN_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    device.seed(seed);
+    make(device)
+}
+
+/// [`seeded`] for a module: every lazily initialised parameter is drawn before the lock is
+/// released (burn would otherwise draw it at its first use, from a generator other code may
+/// have moved on by then).
+pub fn seeded_module<M: Module>(device: &Device, seed: u64, make: impl FnOnce(&Device) -> M) -> M {
+    seeded(device, seed, |d| {
+        let module = make(d);
+        crate::params::materialize(&module);
+        module
+    })
+}
 
 /// SplitMix64 (Steele, Lea & Flood 2014).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -72,9 +72,10 @@ pub fn tune_soft_prompt(
         });
     }
     let device = backbone.device().clone().autodiff();
-    device.seed(config.seed);
     let d = backbone.spec().d_model;
-    let mut soft = SoftPromptConfig::new(config.n_tokens, d).init(&device);
+    let mut soft = crate::rng::seeded_module(&device, config.seed, |dev| {
+        SoftPromptConfig::new(config.n_tokens, d).init(dev)
+    });
 
     // Tokenize the targets once.
     let targets: Vec<Vec<u32>> = examples

@@ -172,10 +172,11 @@ pub fn train_adapter(
     spec: &RunSpec,
 ) -> Result<(SpeechAdapter, usize, usize, f64)> {
     let device = spec.train.device(backbone.device());
-    device.seed(spec.train.seed);
-    let model = spec
-        .adapter
-        .init(data.bank.f, backbone.spec().d_model, &device)?;
+    let model = glaze_core::rng::seeded(&device, spec.train.seed, |d| {
+        spec.adapter
+            .init(data.bank.f, backbone.spec().d_model, d)
+            .inspect(glaze_core::params::materialize)
+    })?;
     let task = AsrTask {
         pipeline: AsrLoss {
             pipeline: SpeechPipeline { backbone, codec },

@@ -128,8 +128,7 @@ pub fn run(
     };
     let identity = identity(backbone, &stored)?;
     let device = spec.train.device(backbone.device());
-    device.seed(spec.train.seed);
-    let model = spec.model.init(&device);
+    let model = glaze_core::rng::seeded_module(&device, spec.train.seed, |d| spec.model.init(d));
     let task = ForecastTask {
         pipeline: &pipeline,
         train: &data.train,

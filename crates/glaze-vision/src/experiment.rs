@@ -405,10 +405,11 @@ pub fn run(
 ) -> Result<RunOutcome> {
     let pipeline = VisionPipeline { backbone, codec };
     let device = spec.train.device(backbone.device());
-    device.seed(spec.seed);
-    let model = spec
-        .adapter
-        .init(data.bank.f, backbone.spec().d_model, &device)?;
+    let model = glaze_core::rng::seeded(&device, spec.seed, |d| {
+        spec.adapter
+            .init(data.bank.f, backbone.spec().d_model, d)
+            .inspect(glaze_core::params::materialize)
+    })?;
     let task = VqaTask {
         pipeline: VqaLoss {
             pipeline,
