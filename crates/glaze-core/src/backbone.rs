@@ -168,6 +168,16 @@ pub trait FrozenBackbone {
     /// `ids [B, T]` → `[B, T, D]`.
     fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3>;
 
+    /// The whole token-embedding table `[V, D]` as 8-bit rows with one scale per 32 values,
+    /// when the backbone holds it that way (a GGUF Q8_0 table): exactly the values [`embed`]
+    /// returns, in a quarter of the bytes, for products over the whole vocabulary
+    /// ([`crate::matmul::matmul_q8`]). `None` by default.
+    ///
+    /// [`embed`]: FrozenBackbone::embed
+    fn embedding_table_q8(&self) -> Option<std::sync::Arc<crate::gemm::Q8Matrix>> {
+        None
+    }
+
     /// Runs the transformer blocks over input embeddings and returns hidden states.
     ///
     /// Cached plus new positions must stay within `spec().context_length` (the splice and

@@ -55,8 +55,8 @@ fn time(reps: usize, mut f: impl FnMut() -> Tensor<2>) -> f64 {
 fn main() {
     let device = Device::flex();
     println!(
-        "{:<52} {:>12} {:>12} {:>8}",
-        "product", "burn ms", "glaze ms", "GFLOP/s"
+        "{:<52} {:>12} {:>12} {:>8} {:>12}",
+        "product", "burn ms", "glaze ms", "GFLOP/s", "8-bit E ms"
     );
     for (label, a, b, transposed) in SHAPES {
         let x = Tensor::<2>::random(a, Distribution::Default, &device);
@@ -69,11 +69,28 @@ fn main() {
         let reps = (2e10 / flops).clamp(3.0, 50.0) as usize;
         let burn = time(reps, || x.clone().matmul(y.clone()));
         let glaze = time(reps, || glaze_core::matmul::matmul(x.clone(), y.clone()));
+        // The word-embedding products again with `E` as the 8-bit table Time-LLM reads.
+        let q8 = (b.contains(&49152)).then(|| {
+            let (rows, cols) = if transposed {
+                (b[1], b[0])
+            } else {
+                (b[0], b[1])
+            };
+            let q = (0..rows * cols).map(|i| (i % 251) as i8).collect();
+            let scales = vec![0.01; rows * cols / 32];
+            let m = std::sync::Arc::new(
+                glaze_core::gemm::Q8Matrix::new(rows, cols, q, scales).expect("valid"),
+            );
+            time(reps, || {
+                glaze_core::matmul::matmul_q8(x.clone(), &m, transposed)
+            })
+        });
         println!(
-            "{label:<52} {:>12.2} {:>12.2} {:>8.0}",
+            "{label:<52} {:>12.2} {:>12.2} {:>8.0} {:>12}",
             burn * 1e3,
             glaze * 1e3,
-            flops / glaze / 1e9
+            flops / glaze / 1e9,
+            q8.map_or("-".to_string(), |t| format!("{:.2}", t * 1e3))
         );
     }
 }

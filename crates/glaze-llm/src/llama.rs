@@ -24,6 +24,8 @@ pub struct Llama {
     pub(crate) embed: crate::linear::Dense,
     /// The token embeddings as quantized rows, for lookups without the dense table.
     pub(crate) embed_q: Option<std::sync::Arc<crate::qmatmul::QMatrix>>,
+    /// `embed_q` as a GEMM operand, made on first request (Q8_0 tables only).
+    embed_q8: std::sync::OnceLock<Option<std::sync::Arc<glaze_core::gemm::Q8Matrix>>>,
     pub(crate) blocks: Vec<Block>,
     pub(crate) norm: RmsNorm,
     /// Untied LM head `[D, V]`; `None` when tied to `embed`.
@@ -58,6 +60,7 @@ impl Llama {
                 &device,
             )),
             embed_q: None,
+            embed_q8: std::sync::OnceLock::new(),
             blocks: (0..config.n_layers)
                 .map(|_| Block::init(config, &device))
                 .collect(),
@@ -274,6 +277,15 @@ impl FrozenBackbone for Llama {
 
     fn device(&self) -> &Device {
         &self.device
+    }
+
+    fn embedding_table_q8(&self) -> Option<std::sync::Arc<glaze_core::gemm::Q8Matrix>> {
+        self.embed_q8
+            .get_or_init(|| {
+                let q = self.embed_q.as_ref()?;
+                q.to_q8().map(std::sync::Arc::new)
+            })
+            .clone()
     }
 
     fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {

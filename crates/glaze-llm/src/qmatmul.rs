@@ -154,6 +154,17 @@ impl QMatrix {
         }
     }
 
+    /// The matrix as 8-bit rows with `f32` scales (a copy), for Q8_0 blocks only: the same
+    /// values as [`Self::dequantize`].
+    pub fn to_q8(&self) -> Option<glaze_core::gemm::Q8Matrix> {
+        match &self.blocks {
+            Blocks::Q8_0 { d, qs } => {
+                glaze_core::gemm::Q8Matrix::new(self.rows, self.cols, qs.clone(), d.clone())
+            }
+            _ => None,
+        }
+    }
+
     /// Rows (output features).
     pub fn rows(&self) -> usize {
         self.rows

@@ -6,7 +6,7 @@ use burn::prelude::*;
 use glaze_core::{Adapter, Condition, Features};
 
 use crate::patch::PatchEmbedding;
-use crate::reprogramming::Reprogramming;
+use crate::reprogramming::{Reprogramming, WordTable};
 
 /// Patch features → soft tokens, by reprogramming onto text prototypes.
 #[derive(Module, Debug)]
@@ -17,7 +17,7 @@ pub struct SeriesAdapter {
     pub reprogram: Reprogramming,
     /// The frozen LLM's word embeddings `[V, D]` (not a parameter, not saved).
     #[module(skip)]
-    pub embed: Tensor<2>,
+    pub embed: WordTable,
 }
 
 impl Adapter for SeriesAdapter {
@@ -33,7 +33,7 @@ impl Adapter for SeriesAdapter {
     /// `features.tokens [B, N, patch_len]` → `[B, N, D]`.
     fn adapt(&self, features: &Features, _condition: Option<&Condition>) -> Tensor<3> {
         let tokens = self.patch_embed.forward(features.tokens.clone());
-        let protos = self.reprogram.prototypes(self.embed.clone());
+        let protos = self.reprogram.prototypes(&self.embed);
         self.reprogram.forward(tokens, protos)
     }
 }

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::patch::{PatchEmbedding, PatchEmbeddingConfig, num_patches, patchify};
 use crate::prefix::{PrefixEncoder, batch_cache};
 use crate::prompt::{input_stats, prompt_text};
-use crate::reprogramming::{Reprogramming, ReprogrammingConfig};
+use crate::reprogramming::{Reprogramming, ReprogrammingConfig, WordTable};
 use crate::revin;
 
 /// Which model.
@@ -190,8 +190,8 @@ pub struct Pipeline<'a> {
     pub config: ForecasterConfig,
     /// Dataset description for the prompt.
     pub description: String,
-    /// Transposed word embeddings `[D, V]` (reprogramming kinds).
-    embed: Option<Tensor<2>>,
+    /// The word embeddings `[V, D]` (reprogramming kinds).
+    embed: Option<WordTable>,
     /// The prompt prefix (Time-LLM).
     prefix: Option<PrefixEncoder<'a>>,
 }
@@ -207,13 +207,8 @@ impl<'a> Pipeline<'a> {
         cache_root: Option<&std::path::Path>,
     ) -> Result<Self> {
         config.validate(backbone)?;
-        let embed = matches!(config.kind, ModelKind::TimeLlm | ModelKind::NoLlm).then(|| {
-            let v = backbone.spec().vocab_size;
-            let ids = Tensor::<1, Int>::arange(0..v as i64, backbone.device()).reshape([1, v]);
-            let e = backbone.embed(ids);
-            let d = e.dims()[2];
-            e.reshape([v, d])
-        });
+        let embed = matches!(config.kind, ModelKind::TimeLlm | ModelKind::NoLlm)
+            .then(|| WordTable::of(backbone));
         let prefix = match config.kind {
             ModelKind::TimeLlm => Some(PrefixEncoder::new(
                 backbone,
@@ -233,7 +228,7 @@ impl<'a> Pipeline<'a> {
     }
 
     /// The word embeddings `[V, D]` the reprogramming kinds read.
-    pub fn word_embeddings(&self) -> Option<&Tensor<2>> {
+    pub fn word_embeddings(&self) -> Option<&WordTable> {
         self.embed.as_ref()
     }
 
@@ -302,7 +297,7 @@ impl<'a> Pipeline<'a> {
             .ok_or_else(missing)?
             .forward(patches);
         let tokens = match (&model.reprogram, &self.embed) {
-            (Some(r), Some(e)) => r.forward(tokens, r.prototypes(e.clone())),
+            (Some(r), Some(e)) => r.forward(tokens, r.prototypes(e)),
             (Some(_), None) => return Err(missing()),
             _ => tokens,
         };
@@ -381,7 +376,7 @@ impl<'a> Pipeline<'a> {
             .ok_or_else(missing)?
             .forward(patches);
         let r = model.reprogram.as_ref().ok_or_else(missing)?;
-        let e = self.embed.clone().ok_or_else(missing)?;
+        let e = self.embed.as_ref().ok_or_else(missing)?;
         let tokens = r.forward(tokens, r.prototypes(e));
         let ids = codec.encode(&self.prompt(&normed[0]))?;
         let p = ids.len();

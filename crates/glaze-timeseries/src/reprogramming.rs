@@ -3,10 +3,63 @@
 //! prototypes — a trainable linear map of the frozen LLM's whole word-embedding matrix
 //! (`mapping_layer: Linear(vocab, P)` applied to `E^T`) — and come out in the LLM's width.
 
+use std::sync::Arc;
+
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
-use glaze_core::matmul::linear;
+use glaze_core::gemm::Q8Matrix;
+use glaze_core::matmul::{linear, matmul, matmul_q8};
+
+/// The frozen LLM's word-embedding matrix `E [V, D]` the prototypes are made of: the 8-bit
+/// table when the backbone holds one ([`glaze_core::FrozenBackbone::embedding_table_q8`]; the
+/// same values in a quarter of the memory traffic of each prototype product), else a dense
+/// tensor.
+#[derive(Debug, Clone)]
+pub enum WordTable {
+    /// `[V, D]` in `f32`.
+    Dense(Tensor<2>),
+    /// `[V, D]` as 8-bit rows with one scale per 32 values.
+    Q8(Arc<Q8Matrix>),
+}
+
+impl WordTable {
+    /// The backbone's table: its 8-bit form when it has one, else every row through `embed`.
+    pub fn of(backbone: &dyn glaze_core::FrozenBackbone) -> Self {
+        if let Some(q) = backbone.embedding_table_q8() {
+            return WordTable::Q8(q);
+        }
+        let v = backbone.spec().vocab_size;
+        let ids = Tensor::<1, Int>::arange(0..v as i64, backbone.device()).reshape([1, v]);
+        let e = backbone.embed(ids);
+        let d = e.dims()[2];
+        WordTable::Dense(e.reshape([v, d]))
+    }
+
+    /// `[V, D]`.
+    pub fn dims(&self) -> [usize; 2] {
+        match self {
+            WordTable::Dense(e) => e.dims(),
+            WordTable::Q8(q) => [q.rows(), q.cols()],
+        }
+    }
+
+    /// The table for `device` (a dense table moves; the 8-bit one is host memory).
+    pub fn to_device(self, device: &Device) -> Self {
+        match self {
+            WordTable::Dense(e) => WordTable::Dense(e.to_device(device)),
+            q => q,
+        }
+    }
+
+    /// `lhs [M, V] · E` → `[M, D]`, differentiable in `lhs`.
+    pub fn left_product(&self, lhs: Tensor<2>) -> Tensor<2> {
+        match self {
+            WordTable::Dense(e) => matmul(lhs, e.clone()),
+            WordTable::Q8(q) => matmul_q8(lhs, q, false),
+        }
+    }
+}
 
 /// Configuration of a [`Reprogramming`] layer.
 #[derive(Config, Debug)]
@@ -67,11 +120,11 @@ pub struct Reprogramming {
 impl Reprogramming {
     /// The prototypes `[P, D]` from the word-embedding matrix `embed [V, D]`: each prototype
     /// is `Σ_v W[v, p] · E[v] + b[p]` (the `mapping` layer applied along the vocabulary).
-    pub fn prototypes(&self, embed: Tensor<2>) -> Tensor<2> {
+    pub fn prototypes(&self, embed: &WordTable) -> Tensor<2> {
         // `Wᵀ · E` as `[P, V] · [V, D]` (the transpose is a view): the result's D columns fill
         // the GEMM's register tiles, where `[D, V] · [V, P]` would pad 100 columns to 128.
         let w = self.mapping.weight.val().transpose();
-        let p = glaze_core::matmul::matmul(w, embed);
+        let p = embed.left_product(w);
         match &self.mapping.bias {
             Some(b) => {
                 let n = b.dims()[0];
@@ -142,7 +195,7 @@ mod tests {
             TensorData::new(e.iter().flatten().copied().collect::<Vec<f32>>(), [3, 2]),
             &device,
         );
-        let protos = r.prototypes(embed);
+        let protos = r.prototypes(&WordTable::Dense(embed));
         let pv: Vec<f32> = protos.clone().into_data().try_to_vec::<f32>().expect("f32");
         assert_eq!(pv, [1.5, -1.0, 0.0, 2.0]);
         let patch = [0.3f32, -0.7];
