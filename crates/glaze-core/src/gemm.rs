@@ -712,6 +712,12 @@ fn pack<const W: usize>(b: &View, k0: usize, kc: usize, j0: usize, cols: usize, 
             unsafe { gather_panel(&b.data[base..], b.cs, kc, dst) };
             return;
         }
+        #[cfg(target_arch = "x86_64")]
+        if W == MR && cols == MR && MR * b.cs < i32::MAX as usize && available() {
+            // SAFETY: as above, for the `MR` rows of an A panel.
+            unsafe { gather_rows(&b.data[base..], b.cs, kc, dst) };
+            return;
+        }
         for (kk, row) in dst.chunks_exact_mut(W).take(kc).enumerate() {
             for (j, v) in row[..cols].iter_mut().enumerate() {
                 *v = b.data[base + j * b.cs + kk];
@@ -746,6 +752,32 @@ unsafe fn gather_panel(src: &[f32], cs: usize, kc: usize, dst: &mut [f32]) {
             let p = s.add(kk);
             _mm512_storeu_ps(d.add(kk * NR), _mm512_i32gather_ps::<4>(lo, p));
             _mm512_storeu_ps(d.add(kk * NR + 16), _mm512_i32gather_ps::<4>(hi, p));
+        }
+    }
+}
+
+/// `dst[kk·MR + i] = src[i·cs + kk]` for `i < MR`, `kk < kc`: an A panel from `MR` rows of a
+/// row-major A, one 12-lane gather per step.
+///
+/// # Safety
+/// AVX-512F must be available; `src` must hold index `(MR − 1)·cs + kc − 1`, `dst` `kc · MR`
+/// values, and `MR · cs` must fit an `i32`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn gather_rows(src: &[f32], cs: usize, kc: usize, dst: &mut [f32]) {
+    use std::arch::x86_64::*;
+    const _: () = assert!(MR <= 16);
+    debug_assert!(src.len() > (MR - 1) * cs + kc - 1 && dst.len() >= kc * MR);
+    let lanes = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    let idx = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(cs as i32));
+    let mask: __mmask16 = ((1u32 << MR) - 1) as u16;
+    let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
+    for kk in 0..kc {
+        // SAFETY (caller): the `MR` unmasked indices `i·cs + kk` lie in `src`; row `kk` of
+        // `dst` holds `MR` values.
+        unsafe {
+            let v = _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), mask, idx, s.add(kk));
+            _mm512_mask_storeu_ps(d.add(kk * MR), mask, v);
         }
     }
 }
