@@ -16,6 +16,7 @@ use glaze_core::matmul::{linear, matmul, matmul_q8};
 /// same values in a quarter of the memory traffic of each prototype product), else a dense
 /// tensor.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // one per pipeline; a tensor handle, not its data
 pub enum WordTable {
     /// `[V, D]` in `f32`.
     Dense(Tensor<2>),
