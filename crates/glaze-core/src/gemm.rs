@@ -13,6 +13,9 @@
 
 use rayon::prelude::*;
 
+mod q8;
+pub use q8::{Q8Matrix, matmul_q8};
+
 /// Rows of the register tile.
 const MR: usize = 12;
 /// Columns of the register tile (two 16-lane vectors).
@@ -104,210 +107,6 @@ impl<'a> View<'a> {
     }
 }
 
-/// A row-major `rows × cols` matrix of 8-bit values with one `f32` scale per 32 consecutive
-/// values of a row: element `(i, j)` is `q[i·cols + j] as f32 · scales[(i·cols + j) / 32]`
-/// (a GGUF Q8_0 table with its scales widened to `f32`).
-#[derive(Debug, Clone)]
-pub struct Q8Matrix {
-    rows: usize,
-    cols: usize,
-    q: Vec<i8>,
-    scales: Vec<f32>,
-    /// The same values as `NR`-row panels read down the columns, made by the first
-    /// transposed product (see [`ColumnPanels`]).
-    by_column: std::sync::OnceLock<ColumnPanels>,
-}
-
-/// A [`Q8Matrix`] regrouped for products with its transpose: panel `p` holds rows
-/// `32p..32p + 32` (zero rows beyond the matrix), column by column — `q[(p·cols + j)·32 + n]`
-/// is element `(32p + n, j)` and `scales[(p·cols/32 + b)·32 + n]` the scale of row `32p + n`,
-/// block `b`. A transposed B panel is then read front to back instead of gathered.
-#[derive(Debug, Clone)]
-struct ColumnPanels {
-    q: Vec<i8>,
-    scales: Vec<f32>,
-}
-
-impl Q8Matrix {
-    /// The matrix, or `None` when `cols` is not a multiple of 32 or the lengths disagree.
-    pub fn new(rows: usize, cols: usize, q: Vec<i8>, scales: Vec<f32>) -> Option<Self> {
-        let ok = cols.is_multiple_of(32)
-            && rows.checked_mul(cols) == Some(q.len())
-            && scales.len() == q.len() / 32;
-        ok.then_some(Q8Matrix {
-            rows,
-            cols,
-            q,
-            scales,
-            by_column: std::sync::OnceLock::new(),
-        })
-    }
-
-    fn column_panels(&self) -> &ColumnPanels {
-        self.by_column.get_or_init(|| {
-            let (cols, bpr) = (self.cols, self.cols / 32);
-            let panels = self.rows.div_ceil(NR);
-            let mut q = vec![0i8; panels * cols * NR];
-            let mut scales = vec![0f32; panels * bpr * NR];
-            for i in 0..self.rows {
-                let (p, n) = (i / NR, i % NR);
-                for (j, &v) in self.q[i * cols..(i + 1) * cols].iter().enumerate() {
-                    q[(p * cols + j) * NR + n] = v;
-                }
-                for (b, &s) in self.scales[i * bpr..(i + 1) * bpr].iter().enumerate() {
-                    scales[(p * bpr + b) * NR + n] = s;
-                }
-            }
-            ColumnPanels { q, scales }
-        })
-    }
-
-    /// Rows.
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    /// Columns.
-    pub fn cols(&self) -> usize {
-        self.cols
-    }
-
-    /// Element `(i, j)`.
-    pub fn at(&self, i: usize, j: usize) -> f32 {
-        let at = i * self.cols + j;
-        self.q[at] as f32 * self.scales[at / 32]
-    }
-
-    /// All elements, row-major `f32`.
-    pub fn dequantize(&self) -> Vec<f32> {
-        self.q
-            .chunks_exact(32)
-            .zip(&self.scales)
-            .flat_map(|(q, &s)| q.iter().map(move |&v| v as f32 * s))
-            .collect()
-    }
-
-    /// Dequantizes `count` blocks starting at row `i`, column `j0` (a multiple of 32), the
-    /// next block `down` a row (else along the row), block `t` to `out[t·stride..][..32]`.
-    fn dequantize_blocks(
-        &self,
-        i: usize,
-        j0: usize,
-        count: usize,
-        down: bool,
-        out: &mut [f32],
-        stride: usize,
-    ) {
-        if count == 0 {
-            return;
-        }
-        let step = if down { self.cols } else { 32 };
-        let first = i * self.cols + j0;
-        let last = first + (count - 1) * step;
-        assert!(last + 32 <= self.q.len() && out.len() >= (count - 1) * stride + 32);
-        #[cfg(target_arch = "x86_64")]
-        if available() {
-            // SAFETY: AVX-512F is available; the assertion above bounds every block read and
-            // written.
-            unsafe {
-                dequantize_strided(
-                    self.q[first..].as_ptr(),
-                    self.scales[first / 32..].as_ptr(),
-                    count,
-                    step,
-                    out.as_mut_ptr(),
-                    stride,
-                )
-            };
-            return;
-        }
-        for t in 0..count {
-            let at = first + t * step;
-            let s = self.scales[at / 32];
-            for (o, &q) in out[t * stride..t * stride + 32]
-                .iter_mut()
-                .zip(&self.q[at..at + 32])
-            {
-                *o = q as f32 * s;
-            }
-        }
-    }
-}
-
-/// `out[t·stride + j] = q[t·step + j] · scales[t·step / 32]` for `t < count`, `j < 32` (the
-/// same single rounding as `q as f32 * s`).
-///
-/// # Safety
-/// AVX-512F must be available; `step` must be a multiple of 32, `q` must hold
-/// `(count − 1)·step + 32` values, `scales` the matching blocks and `out`
-/// `(count − 1)·stride + 32`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn dequantize_strided(
-    q: *const i8,
-    scales: *const f32,
-    count: usize,
-    step: usize,
-    out: *mut f32,
-    stride: usize,
-) {
-    use std::arch::x86_64::*;
-    for t in 0..count {
-        // SAFETY (caller): block `t` has 32 quants, a scale and 32 output slots.
-        unsafe {
-            let scale = _mm512_set1_ps(*scales.add(t * step / 32));
-            for h in 0..2 {
-                let bytes = _mm_loadu_si128(q.add(t * step + 16 * h).cast());
-                let v = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes));
-                _mm512_storeu_ps(out.add(t * stride + 16 * h), _mm512_mul_ps(v, scale));
-            }
-        }
-    }
-}
-
-/// One transposed B panel from a [`ColumnPanels`] panel: row `kk` of `out` is matrix column
-/// `d0 + kk` across the panel's `NR` rows, `q[kk·NR + n] · scales[((d0 + kk) / 32)·NR + n]`.
-fn dequantize_columns(q: &[i8], scales: &[f32], d0: usize, out: &mut [f32]) {
-    let kc = q.len() / NR;
-    assert!(out.len() >= kc * NR && scales.len() >= (d0 + kc).div_ceil(32) * NR);
-    #[cfg(target_arch = "x86_64")]
-    if available() {
-        // SAFETY: AVX-512F is available; the assertion bounds every read and write.
-        unsafe { dequantize_columns512(q, scales, d0, out) };
-        return;
-    }
-    for (kk, (o, q)) in out.chunks_exact_mut(NR).zip(q.chunks_exact(NR)).enumerate() {
-        let s = &scales[(d0 + kk) / 32 * NR..][..NR];
-        for n in 0..NR {
-            o[n] = q[n] as f32 * s[n];
-        }
-    }
-}
-
-/// [`dequantize_columns`] with AVX-512.
-///
-/// # Safety
-/// AVX-512F must be available; bounds as asserted by [`dequantize_columns`].
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn dequantize_columns512(q: &[i8], scales: &[f32], d0: usize, out: &mut [f32]) {
-    use std::arch::x86_64::*;
-    let kc = q.len() / NR;
-    let (q, s, o) = (q.as_ptr(), scales.as_ptr(), out.as_mut_ptr());
-    for kk in 0..kc {
-        // SAFETY (caller): row `kk` has `NR` quants and outputs; its block's `NR` scales exist.
-        unsafe {
-            let sb = s.add((d0 + kk) / 32 * NR);
-            for h in 0..2 {
-                let bytes = _mm_loadu_si128(q.add(kk * NR + 16 * h).cast());
-                let v = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes));
-                let scale = _mm512_loadu_ps(sb.add(16 * h));
-                _mm512_storeu_ps(o.add(kk * NR + 16 * h), _mm512_mul_ps(v, scale));
-            }
-        }
-    }
-}
-
 /// The right operand of the packed loops: what [`product`] splits and [`serial`] packs.
 trait Rhs: Copy + Send + Sync {
     /// Columns.
@@ -332,74 +131,6 @@ impl Rhs for View<'_> {
     }
     fn pack_slab(&self, k0: usize, kc: usize, j0: usize, nc: usize, dst: &mut [f32]) {
         pack_slab(self, k0, kc, j0, nc, dst)
-    }
-}
-
-/// A [`Q8Matrix`] window as a right operand: `B[k, j]` is element `(r0 + k, c0 + j)` of the
-/// matrix, or `(c0 + j, r0 + k)` when `transposed`.
-#[derive(Clone, Copy)]
-struct Q8View<'a> {
-    m: &'a Q8Matrix,
-    transposed: bool,
-    r0: usize,
-    c0: usize,
-    width: usize,
-}
-
-impl Q8View<'_> {
-    fn at(&self, k: usize, j: usize) -> f32 {
-        if self.transposed {
-            self.m.at(self.c0 + j, self.r0 + k)
-        } else {
-            self.m.at(self.r0 + k, self.c0 + j)
-        }
-    }
-}
-
-impl Rhs for Q8View<'_> {
-    fn width(&self) -> usize {
-        self.width
-    }
-    fn sub_rows(self, lo: usize, _hi: usize) -> Self {
-        Q8View {
-            r0: self.r0 + lo,
-            ..self
-        }
-    }
-    fn sub_cols(self, lo: usize, hi: usize) -> Self {
-        Q8View {
-            c0: self.c0 + lo,
-            width: hi - lo,
-            ..self
-        }
-    }
-    fn pack_slab(&self, k0: usize, kc: usize, j0: usize, nc: usize, dst: &mut [f32]) {
-        let np = nc.div_ceil(NR);
-        for (p, panel) in dst.chunks_exact_mut(kc * NR).take(np).enumerate() {
-            let j = j0 + p * NR;
-            let cols = NR.min(j0 + nc - j);
-            if !self.transposed && cols == NR && (self.c0 + j).is_multiple_of(32) {
-                // Each panel row is one block of a matrix row.
-                self.m
-                    .dequantize_blocks(self.r0 + k0, self.c0 + j, kc, true, panel, NR);
-            } else if self.transposed && (self.c0 + j).is_multiple_of(NR) {
-                // Matrix rows `c0 + j..` are one column panel, read front to back.
-                let cp = self.m.column_panels();
-                let (cols, bpr) = (self.m.cols, self.m.cols / 32);
-                let p = (self.c0 + j) / NR;
-                let d0 = self.r0 + k0;
-                let q = &cp.q[(p * cols + d0) * NR..(p * cols + d0 + kc) * NR];
-                let scales = &cp.scales[p * bpr * NR..(p + 1) * bpr * NR];
-                dequantize_columns(q, scales, d0, panel);
-            } else {
-                panel.fill(0.0);
-                for kk in 0..kc {
-                    for jj in 0..cols {
-                        panel[kk * NR + jj] = self.at(k0 + kk, j + jj);
-                    }
-                }
-            }
-        }
     }
 }
 
@@ -440,28 +171,6 @@ pub fn matmul(a: View, b: View) -> Option<Vec<f32>> {
     } else {
         Some(product(a, b))
     }
-}
-
-/// `A · B` with `B` the [`Q8Matrix`] `m` (or `mᵀ` when `transposed`), row-major; `None`
-/// when the kernel is unavailable or the shapes disagree. Equal to [`matmul`] on the
-/// dequantized matrix: the packed panels hold the same values.
-pub fn matmul_q8(a: View, m: &Q8Matrix, transposed: bool) -> Option<Vec<f32>> {
-    let (depth, width) = if transposed {
-        (m.cols, m.rows)
-    } else {
-        (m.rows, m.cols)
-    };
-    if !available() || a.cols != depth || !a.in_bounds() {
-        return None;
-    }
-    let b = Q8View {
-        m,
-        transposed,
-        r0: 0,
-        c0: 0,
-        width,
-    };
-    Some(product(a, b))
 }
 
 /// A raw output pointer shared by the tasks that write disjoint tiles of it.
@@ -901,7 +610,7 @@ unsafe fn kernel(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn naive(a: &View, b: &View) -> Vec<f32> {
@@ -918,7 +627,7 @@ mod tests {
         c
     }
 
-    fn values(n: usize, seed: u32) -> Vec<f32> {
+    pub(super) fn values(n: usize, seed: u32) -> Vec<f32> {
         let mut x = seed.wrapping_mul(2654435761).max(1);
         (0..n)
             .map(|_| {
@@ -1008,58 +717,5 @@ mod tests {
             ..View::row_major(&d, 3, 4)
         };
         assert!(matmul(long, View::row_major(&d, 4, 3)).is_none());
-    }
-
-    fn q8(rows: usize, cols: usize, seed: u32) -> Q8Matrix {
-        let q: Vec<i8> = values(rows * cols, seed)
-            .iter()
-            .map(|v| (v * 127.0) as i8)
-            .collect();
-        let scales = values(rows * cols / 32, seed + 1)
-            .iter()
-            .map(|v| v * 0.01 + 0.002)
-            .collect();
-        Q8Matrix::new(rows, cols, q, scales).expect("valid")
-    }
-
-    /// The 8-bit operand, as is and transposed (ragged widths, several slabs, every split),
-    /// gives bit for bit the product of its dequantized `f32` matrix.
-    #[test]
-    fn q8_operand_equals_its_dequantized_matrix() {
-        if !available() {
-            return;
-        }
-        // (a rows, matrix rows, matrix cols)
-        for &(m, rows, cols) in &[
-            (1, 32, 32),
-            (7, 45, 64),
-            (100, 1000, 96),
-            (13, 300, 800),
-            (100, 2000, 576),
-        ] {
-            let mat = q8(rows, cols, 3);
-            let deq = mat.dequantize();
-            for transposed in [false, true] {
-                let (depth, width) = if transposed {
-                    (cols, rows)
-                } else {
-                    (rows, cols)
-                };
-                let ad = values(m * depth, 5);
-                let a = View::row_major(&ad, m, depth);
-                let dense = View::row_major(&deq, rows, cols);
-                let dense = if transposed { dense.t() } else { dense };
-                let want = product(a, dense);
-                let got = matmul_q8(a, &mat, transposed).expect("available");
-                assert_eq!(got.len(), m * width);
-                assert!(
-                    got == want,
-                    "m={m} {rows}x{cols} transposed={transposed}: differs from the f32 matrix"
-                );
-            }
-        }
-        assert!(matmul_q8(View::row_major(&[0.0; 6], 2, 3), &q8(32, 32, 1), false).is_none());
-        assert!(Q8Matrix::new(2, 30, vec![0; 60], vec![0.0; 1]).is_none());
-        assert!(Q8Matrix::new(2, 32, vec![0; 64], vec![0.0; 1]).is_none());
     }
 }
