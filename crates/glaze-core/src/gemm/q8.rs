@@ -278,7 +278,7 @@ impl Rhs for Q8View<'_> {
 }
 
 /// `A · B` with `B` the [`Q8Matrix`] `m` (or `mᵀ` when `transposed`), row-major; `None`
-/// when the kernel is unavailable or the shapes disagree. Equal to [`matmul`] on the
+/// when the kernel is unavailable or the shapes disagree. Equal to [`super::matmul`] on the
 /// dequantized matrix: the packed panels hold the same values.
 pub fn matmul_q8(a: View, m: &Q8Matrix, transposed: bool) -> Option<Vec<f32>> {
     let (depth, width) = if transposed {
