@@ -25,9 +25,13 @@ pub enum WordTable {
 }
 
 impl WordTable {
-    /// The backbone's table: its 8-bit form when it has one, else every row through `embed`.
+    /// The backbone's table: its 8-bit form when it has one and lives on the CPU (flex, where
+    /// the GEMM reads it; elsewhere every product would dequantize it again), else every row
+    /// through `embed`.
     pub fn of(backbone: &dyn glaze_core::FrozenBackbone) -> Self {
-        if let Some(q) = backbone.embedding_table_q8() {
+        if backbone.device().clone().inner() == Device::flex()
+            && let Some(q) = backbone.embedding_table_q8()
+        {
             return WordTable::Q8(q);
         }
         let v = backbone.spec().vocab_size;
@@ -37,18 +41,17 @@ impl WordTable {
         WordTable::Dense(e.reshape([v, d]))
     }
 
-    /// `[V, D]`.
-    pub fn dims(&self) -> [usize; 2] {
-        match self {
-            WordTable::Dense(e) => e.dims(),
-            WordTable::Q8(q) => [q.rows(), q.cols()],
-        }
-    }
-
-    /// The table for `device` (a dense table moves; the 8-bit one is host memory).
+    /// The table for `device`: a dense table moves; the 8-bit one stays as it is on the CPU
+    /// (flex, plain or autodiff) and becomes a dense table elsewhere.
     pub fn to_device(self, device: &Device) -> Self {
         match self {
             WordTable::Dense(e) => WordTable::Dense(e.to_device(device)),
+            WordTable::Q8(q) if device.clone().inner() != Device::flex() => {
+                WordTable::Dense(Tensor::from_data(
+                    TensorData::new(q.dequantize(), [q.rows(), q.cols()]),
+                    device,
+                ))
+            }
             q => q,
         }
     }
