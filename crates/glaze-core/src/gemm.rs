@@ -13,9 +13,7 @@
 
 use rayon::prelude::*;
 
-mod amx;
 mod q8;
-pub use amx::enabled as amx_enabled;
 pub use q8::{Q8Matrix, matmul_q8};
 
 /// Rows of the register tile.
@@ -160,7 +158,7 @@ pub fn matmul(a: View, b: View) -> Option<Vec<f32>> {
         (rows.div_ceil(MR) * MR) as f64 * (cols.div_ceil(NR) * NR) as f64 * k as f64
     };
     // Transposing the result back costs about as much as 16 multiply-adds per element.
-    let swap = !amx::enabled() && padded(n, m) + ((m * n * 16) as f64) < padded(m, n);
+    let swap = padded(n, m) + ((m * n * 16) as f64) < padded(m, n);
     if swap {
         let ct = product(b.t(), a.t());
         let mut c = vec![0f32; m * n];
@@ -239,17 +237,6 @@ fn product<B: Rhs>(a: View, b: B) -> Vec<f32> {
     if m == 0 || n == 0 || k == 0 {
         return vec![0f32; m * n];
     }
-    let min_m: usize = std::env::var("AMX_MINM").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
-    if amx::enabled() && m >= min_m {
-        amx::product(a, b)
-    } else {
-        product_avx512(a, b)
-    }
-}
-
-/// [`product`] on the AVX-512 kernel.
-fn product_avx512<B: Rhs>(a: View, b: B) -> Vec<f32> {
-    let (m, k, n) = (a.rows, a.cols, b.width());
     let tasks = rayon::current_num_threads().max(1);
     match choose_split(m, k, n, tasks) {
         // SAFETY (all three): `serial` with `accumulate = false` stores every value of its
