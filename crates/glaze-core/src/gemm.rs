@@ -14,7 +14,9 @@
 use rayon::prelude::*;
 
 mod q8;
+mod transpose;
 pub use q8::{Q8Matrix, matmul_q8};
+pub use transpose::transpose;
 
 /// Rows of the register tile.
 const MR: usize = 12;

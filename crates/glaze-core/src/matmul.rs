@@ -30,11 +30,15 @@ pub trait GlazeMatmul: Backend {
     /// `lhs [M, K] · rhs [K, N]`.
     fn glaze_matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self>;
 
-    /// `lhs [M, K] · rhs [K, N]` for the constant 8-bit `rhs` (`rhsᵀ` when `transposed`).
+    /// `L · R` for the constant 8-bit `rhs`: `R` is `rhs`, or `rhsᵀ` when `transposed`; `L`
+    /// is `lhs [M, K]`, or `lhsᵀ` of `lhs [K, M]` when `lhs_t`. The result is `[M, N]`, or
+    /// its transpose `[N, M]` (contiguous) when `out_t`.
     fn glaze_matmul_q8(
         lhs: FloatTensor<Self>,
         rhs: Arc<gemm::Q8Matrix>,
         transposed: bool,
+        lhs_t: bool,
+        out_t: bool,
     ) -> FloatTensor<Self>;
 }
 
@@ -46,20 +50,39 @@ impl GlazeMatmul for Flex {
         }
     }
 
-    fn glaze_matmul_q8(lhs: FlexTensor, rhs: Arc<gemm::Q8Matrix>, transposed: bool) -> FlexTensor {
-        let m = lhs.layout().shape().to_vec()[0];
+    fn glaze_matmul_q8(
+        lhs: FlexTensor,
+        rhs: Arc<gemm::Q8Matrix>,
+        transposed: bool,
+        lhs_t: bool,
+        out_t: bool,
+    ) -> FlexTensor {
+        use burn::backend::ops::FloatTensorOps;
+        let dims = lhs.layout().shape().to_vec();
+        let m = if lhs_t { dims[1] } else { dims[0] };
         let width = if transposed { rhs.rows() } else { rhs.cols() };
-        if let Some(c) = view(&lhs).and_then(|a| gemm::matmul_q8(a, &rhs, transposed)) {
-            return FlexTensor::from_data(TensorData::new(c, [m, width]));
+        let a = view(&lhs).map(|a| if lhs_t { a.t() } else { a });
+        if let Some(c) = a.and_then(|a| gemm::matmul_q8(a, &rhs, transposed)) {
+            return if out_t {
+                FlexTensor::from_data(TensorData::new(gemm::transpose(&c, m, width), [width, m]))
+            } else {
+                FlexTensor::from_data(TensorData::new(c, [m, width]))
+            };
         }
         let dense =
             FlexTensor::from_data(TensorData::new(rhs.dequantize(), [rhs.rows(), rhs.cols()]));
         let dense = if transposed {
-            <Flex as burn::backend::ops::FloatTensorOps<Flex>>::float_transpose(dense)
+            Flex::float_transpose(dense)
         } else {
             dense
         };
-        <Flex as burn::backend::ops::FloatTensorOps<Flex>>::float_matmul(lhs, dense)
+        let lhs = if lhs_t {
+            Flex::float_transpose(lhs)
+        } else {
+            lhs
+        };
+        let c = Flex::float_matmul(lhs, dense);
+        if out_t { Flex::float_transpose(c) } else { c }
     }
 }
 
@@ -151,12 +174,14 @@ impl<B: Backend + GlazeMatmul, C: CheckpointStrategy> GlazeMatmul for Autodiff<B
         lhs: FloatTensor<Self>,
         rhs: Arc<gemm::Q8Matrix>,
         transposed: bool,
+        lhs_t: bool,
+        out_t: bool,
     ) -> FloatTensor<Self> {
         #[derive(Debug)]
         struct ConstProduct;
 
         impl<B: Backend + GlazeMatmul> Backward<B, 1> for ConstProduct {
-            type State = (Arc<gemm::Q8Matrix>, bool);
+            type State = (Arc<gemm::Q8Matrix>, bool, bool, bool);
 
             fn backward(
                 self,
@@ -164,10 +189,11 @@ impl<B: Backend + GlazeMatmul, C: CheckpointStrategy> GlazeMatmul for Autodiff<B
                 grads: &mut Gradients,
                 _: &mut Checkpointer,
             ) {
-                let (rhs, transposed) = ops.state;
-                // d lhs = dY · Rᵀ: the same matrix, the other way round.
+                let (rhs, transposed, lhs_t, out_t) = ops.state;
+                // Y = op(L)·R (or its transpose): d op(L) = dZ·Rᵀ with dZ = dY (or dYᵀ), and
+                // d L = d op(L) (or its transpose) — the same product with the flags swapped.
                 unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-                    B::glaze_matmul_q8(grad, rhs, !transposed)
+                    B::glaze_matmul_q8(grad, rhs, !transposed, out_t, lhs_t)
                 });
             }
         }
@@ -178,12 +204,16 @@ impl<B: Backend + GlazeMatmul, C: CheckpointStrategy> GlazeMatmul for Autodiff<B
             .stateful()
         {
             OpsKind::Tracked(prep) => prep.finish(
-                (rhs.clone(), transposed),
-                B::glaze_matmul_q8(lhs.into_primitive(), rhs, transposed),
+                (rhs.clone(), transposed, lhs_t, out_t),
+                B::glaze_matmul_q8(lhs.into_primitive(), rhs, transposed, lhs_t, out_t),
             ),
-            OpsKind::UnTracked(prep) => {
-                prep.finish(B::glaze_matmul_q8(lhs.into_primitive(), rhs, transposed))
-            }
+            OpsKind::UnTracked(prep) => prep.finish(B::glaze_matmul_q8(
+                lhs.into_primitive(),
+                rhs,
+                transposed,
+                lhs_t,
+                out_t,
+            )),
         }
     }
 }
@@ -205,6 +235,22 @@ pub fn matmul(lhs: Tensor<2>, rhs: Tensor<2>) -> Tensor<2> {
 /// dequantized from the 8-bit rows (a quarter of the f32 matrix's memory traffic, the same
 /// products), elsewhere the dequantized matrix goes through `Tensor::matmul`.
 pub fn matmul_q8(lhs: Tensor<2>, rhs: &Arc<gemm::Q8Matrix>, transposed: bool) -> Tensor<2> {
+    q8_product(lhs, rhs, transposed, false)
+}
+
+/// [`matmul_q8`] for a left operand stored transposed: `lhs_tᵀ · R` with `lhs_t [K, M]`. Its
+/// gradient comes back in `lhs_t`'s own layout, contiguous (the transposed view
+/// `matmul_q8(lhs_t.transpose(), ..)` leaves a gradient that costs a strided copy when read).
+pub fn matmul_q8_t(lhs_t: Tensor<2>, rhs: &Arc<gemm::Q8Matrix>, transposed: bool) -> Tensor<2> {
+    q8_product(lhs_t, rhs, transposed, true)
+}
+
+fn q8_product(
+    lhs: Tensor<2>,
+    rhs: &Arc<gemm::Q8Matrix>,
+    transposed: bool,
+    lhs_t: bool,
+) -> Tensor<2> {
     if lhs.device().inner() != Device::flex() {
         let device = lhs.device();
         let dense = Tensor::<2>::from_data(
@@ -212,12 +258,15 @@ pub fn matmul_q8(lhs: Tensor<2>, rhs: &Arc<gemm::Q8Matrix>, transposed: bool) ->
             &device,
         );
         let dense = if transposed { dense.transpose() } else { dense };
+        let lhs = if lhs_t { lhs.transpose() } else { lhs };
         return lhs.matmul(dense);
     }
     Tensor::from_dispatch(<burn::backend::Dispatch as GlazeMatmul>::glaze_matmul_q8(
         lhs.into_dispatch(),
         rhs.clone(),
         transposed,
+        lhs_t,
+        false,
     ))
 }
 
@@ -373,6 +422,20 @@ mod tests {
             };
             let (y1, g1) = run(matmul_q8(a.clone(), &m, transposed));
             let (y2, g2) = run(matmul(a.clone(), r));
+            // The same left operand stored transposed: same product, and its gradient in the
+            // stored layout.
+            let at = Tensor::<2>::from_data(a.clone().inner().transpose().into_data(), &device)
+                .require_grad();
+            let y3 = matmul_q8_t(at.clone(), &m, transposed);
+            let g = (y3.clone() * w.clone()).sum().backward();
+            let g3 = at.grad(&g).expect("transposed lhs grad");
+            assert_eq!(g3.dims(), [k, 40]);
+            assert_eq!(y3.inner().into_data(), y1, "stored-transposed lhs, forward");
+            assert_eq!(
+                g3.transpose().into_data(),
+                g1,
+                "stored-transposed lhs, gradient"
+            );
             if gemm::available() {
                 assert_eq!(y1, y2, "forward, transposed={transposed}");
                 assert_eq!(g1, g2, "gradient, transposed={transposed}");

@@ -344,7 +344,7 @@ pub fn train<T: TrainTask>(
             loss_sum += value as f64 * w as f64;
             let clock = Instant::now();
             let g = GradientsParams::from_grads(loss.backward(), &model);
-            let mut hg = HostGrads::collect(&model, &g);
+            let mut hg = HostGrads::collect(&model, g);
             if hg.is_empty() {
                 return Err(Error::NothingToTrain);
             }

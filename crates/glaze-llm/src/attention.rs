@@ -123,16 +123,24 @@ impl Attention {
             .swap_dims(1, 2);
         let q = rope.apply(q, &ctx.cos, &ctx.sin);
         let k = rope.apply(k, &ctx.cos, &ctx.sin);
+        // Cached positions before this pass: constants of the graph when training.
+        let mut fixed = 0;
         let (k, v) = match cache {
             // Training (autodiff): the cache is rebuilt every step, so the new keys are
             // concatenated to the cached ones without the spare capacity generation keeps
             // (growing it meant a zero-filled buffer, a copy and a tracked `slice_assign`).
             Some(slot) if training => {
                 let (kb, vb) = match slot.take() {
-                    Some((ok, ov)) if ctx.past > 0 => (
-                        Tensor::cat(vec![ok.slice(s![.., .., 0..ctx.past, ..]), k], 2),
-                        Tensor::cat(vec![ov.slice(s![.., .., 0..ctx.past, ..]), v], 2),
-                    ),
+                    Some((ok, ov)) if ctx.past > 0 => {
+                        // A tracked cache (one this graph computed) still needs its gradients.
+                        if !ok.is_require_grad() && !ov.is_require_grad() {
+                            fixed = ctx.past;
+                        }
+                        (
+                            Tensor::cat(vec![ok.slice(s![.., .., 0..ctx.past, ..]), k], 2),
+                            Tensor::cat(vec![ov.slice(s![.., .., 0..ctx.past, ..]), v], 2),
+                        )
+                    }
                     _ => (k, v),
                 };
                 *slot = Some((kb.clone(), vb.clone()));
@@ -152,7 +160,7 @@ impl Attention {
         };
         debug_assert!(k.dims()[2] >= t);
         let scale = 1.0 / (hd as f32).sqrt();
-        let out = crate::fused_attention::attention(q, k, v, ctx.bias.clone(), scale)
+        let out = crate::fused_attention::attention(q, k, v, ctx.bias.clone(), scale, fixed)
             .swap_dims(1, 2)
             .reshape([b * t, h * hd]);
         self.wo.forward_act(out, ctx.act).reshape([b, t, d])

@@ -27,15 +27,19 @@ use crate::qkernels::{combine_rows, exp_sub_sum, row_dots, scatter_rows};
 #[backend_extension(Flex, Autodiff)]
 pub trait GlazeAttention: Backend {
     /// `q [B, H, T, hd]`, `k`/`v [B, KV, S, hd]`, `bias [B|1, 1, T, S]` → `[B, H, T, hd]`.
+    /// The first `fixed` key/value positions are constants (a cached prompt): their
+    /// gradients are left at zero.
     fn glaze_attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         scale: f32,
+        fixed: usize,
     ) -> FloatTensor<Self>;
 
-    /// `(dq, dk, dv)` for the output gradient `dout [B, H, T, hd]`.
+    /// `(dq, dk, dv)` for the output gradient `dout [B, H, T, hd]`; `dk`, `dv` are zero at
+    /// the first `fixed` positions.
     fn glaze_attention_grad(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -43,6 +47,7 @@ pub trait GlazeAttention: Backend {
         bias: FloatTensor<Self>,
         dout: FloatTensor<Self>,
         scale: f32,
+        fixed: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
@@ -132,6 +137,7 @@ impl GlazeAttention for Flex {
         v: FlexTensor,
         bias: FlexTensor,
         scale: f32,
+        _fixed: usize,
     ) -> FlexTensor {
         let ((q, qs), (k, ks), (v, _), (bias, bs)) =
             (values(&q), values(&k), values(&v), values(&bias));
@@ -165,6 +171,7 @@ impl GlazeAttention for Flex {
         bias: FlexTensor,
         dout: FlexTensor,
         scale: f32,
+        fixed: usize,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
         let ((q, qs), (k, ks), (v, _), (bias, bs), (dout, _)) = (
             values(&q),
@@ -174,6 +181,7 @@ impl GlazeAttention for Flex {
             values(&dout),
         );
         let d = Dims::of(&qs, &ks, &bs);
+        let fixed = fixed.min(d.s);
         let rep = d.h / d.kv;
         let group = d.s * d.hd;
         let mut dq = zeroed(q.len());
@@ -201,8 +209,11 @@ impl GlazeAttention for Flex {
                             *ds = pj * (*ds - sum) * scale;
                         }
                         combine_rows(&dp, kg, &mut dq[(r * d.t + t) * d.hd..][..d.hd]);
-                        scatter_rows(&dp, qrow, dk);
-                        scatter_rows(&p, dorow, dv);
+                        // Key/value gradients only where someone reads them: not at the
+                        // constant cached positions (100 of 112 keys in a Time-LLM step).
+                        let tail = fixed * d.hd;
+                        scatter_rows(&dp[fixed..], qrow, &mut dk[tail..]);
+                        scatter_rows(&p[fixed..], dorow, &mut dv[tail..]);
                     }
                 }
             });
@@ -222,12 +233,13 @@ impl<B: Backend + GlazeAttention, C: CheckpointStrategy> GlazeAttention for Auto
         v: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         scale: f32,
+        fixed: usize,
     ) -> FloatTensor<Self> {
         #[derive(Debug)]
         struct Attend;
 
         impl<B: Backend + GlazeAttention> Backward<B, 3> for Attend {
-            type State = (NodeId, NodeId, NodeId, B::FloatTensorPrimitive, f32);
+            type State = (NodeId, NodeId, NodeId, B::FloatTensorPrimitive, f32, usize);
 
             fn backward(
                 self,
@@ -235,12 +247,12 @@ impl<B: Backend + GlazeAttention, C: CheckpointStrategy> GlazeAttention for Auto
                 grads: &mut Gradients,
                 checkpointer: &mut Checkpointer,
             ) {
-                let (q, k, v, bias, scale) = ops.state;
+                let (q, k, v, bias, scale, fixed) = ops.state;
                 let q = checkpointer.retrieve_node_output(q);
                 let k = checkpointer.retrieve_node_output(k);
                 let v = checkpointer.retrieve_node_output(v);
                 let dout = grads.consume::<B>(&ops.node);
-                let (dq, dk, dv) = B::glaze_attention_grad(q, k, v, bias, dout, scale);
+                let (dq, dk, dv) = B::glaze_attention_grad(q, k, v, bias, dout, scale, fixed);
                 let [nq, nk, nv] = ops.parents;
                 for (node, grad) in [(nq, dq), (nk, dk), (nv, dv)] {
                     if let Some(node) = node {
@@ -263,6 +275,7 @@ impl<B: Backend + GlazeAttention, C: CheckpointStrategy> GlazeAttention for Auto
                     prep.checkpoint(&v),
                     bias_primitive.clone(),
                     scale,
+                    fixed,
                 );
                 prep.finish(
                     state,
@@ -272,6 +285,7 @@ impl<B: Backend + GlazeAttention, C: CheckpointStrategy> GlazeAttention for Auto
                         v.into_primitive(),
                         bias_primitive,
                         scale,
+                        fixed,
                     ),
                 )
             }
@@ -281,6 +295,7 @@ impl<B: Backend + GlazeAttention, C: CheckpointStrategy> GlazeAttention for Auto
                 v.into_primitive(),
                 bias_primitive,
                 scale,
+                fixed,
             )),
         }
     }
@@ -292,6 +307,7 @@ impl<B: Backend + GlazeAttention, C: CheckpointStrategy> GlazeAttention for Auto
         bias: FloatTensor<Self>,
         dout: FloatTensor<Self>,
         scale: f32,
+        fixed: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         // Second derivatives are not needed: the results are constants of the graph.
         let (dq, dk, dv) = B::glaze_attention_grad(
@@ -301,6 +317,7 @@ impl<B: Backend + GlazeAttention, C: CheckpointStrategy> GlazeAttention for Auto
             bias.into_primitive(),
             dout.into_primitive(),
             scale,
+            fixed,
         );
         (
             FloatTensor::<Self>::new(dq),
@@ -313,6 +330,9 @@ impl<B: Backend + GlazeAttention, C: CheckpointStrategy> GlazeAttention for Auto
 /// `softmax(q·kᵀ·scale + bias)·v` with query heads grouped onto key/value heads
 /// (head `h` reads key/value head `h / (H / KV)`).
 ///
+/// The first `fixed` key/value positions must be constants of the graph (a cached prompt):
+/// the backward pass gives them no gradient (zero) instead of computing one nobody reads.
+///
 /// # Shapes
 /// `q [B, H, T, hd]`, `k`/`v [B, KV, S, hd]`, `bias [B|1, 1, T, S]` (0 or −∞) → `[B, H, T, hd]`.
 pub fn attention(
@@ -321,6 +341,7 @@ pub fn attention(
     v: Tensor<4>,
     bias: Option<Tensor<4>>,
     scale: f32,
+    fixed: usize,
 ) -> Tensor<4> {
     let [b, h, t, hd] = q.dims();
     let [_, kv, s, _] = k.dims();
@@ -344,6 +365,7 @@ pub fn attention(
             v.into_dispatch(),
             bias.into_dispatch(),
             scale,
+            fixed,
         ),
     )
 }
@@ -359,11 +381,15 @@ mod tests {
     #[test]
     fn matches_the_composed_ops() {
         for hd in [8, 64] {
-            check(hd);
+            for fixed in [0, 5] {
+                check(hd, fixed);
+            }
         }
     }
 
-    fn check(hd: usize) {
+    /// With `fixed` constant leading keys, the fused op's key/value gradients are the composed
+    /// ones past them and zero on them; outputs and query gradients are unchanged.
+    fn check(hd: usize, fixed: usize) {
         let device = Device::flex().autodiff();
         device.seed(9);
         let (b, h, kv, t, s) = (2, 6, 2, 3, 21);
@@ -388,7 +414,14 @@ mod tests {
         let scale = 1.0 / (hd as f32).sqrt();
         let run = |fused: bool| {
             let y = if fused {
-                attention(q.clone(), k.clone(), v.clone(), Some(bias.clone()), scale)
+                attention(
+                    q.clone(),
+                    k.clone(),
+                    v.clone(),
+                    Some(bias.clone()),
+                    scale,
+                    fixed,
+                )
             } else {
                 let rep = h / kv;
                 let qq = q.clone().reshape([b, kv, rep * t, hd]);
@@ -406,10 +439,16 @@ mod tests {
             ]
         };
         let (fused, composed) = (run(true), run(false));
-        for (a, c) in fused.iter().zip(&composed) {
+        for (which, (a, c)) in fused.iter().zip(&composed).enumerate() {
             assert_eq!(a.len(), c.len());
-            for (x, y) in a.iter().zip(c) {
-                assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "{x} vs {y}");
+            for (i, (x, y)) in a.iter().zip(c).enumerate() {
+                // Key/value gradients (outputs 2 and 3) at a fixed position: zero.
+                let position = i / hd % s;
+                if which >= 2 && position < fixed {
+                    assert_eq!(*x, 0.0, "gradient at fixed position {position}");
+                } else {
+                    assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "{x} vs {y}");
+                }
             }
         }
     }

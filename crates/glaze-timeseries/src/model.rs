@@ -304,10 +304,8 @@ impl<'a> Pipeline<'a> {
         let hidden = match c.kind {
             ModelKind::TimeLlm => {
                 let prefix = self.prefix.as_ref().ok_or_else(missing)?;
-                let kvs = normed
-                    .iter()
-                    .map(|x| prefix.encode(&self.prompt(x)))
-                    .collect::<Result<Vec<_>>>()?;
+                let texts: Vec<String> = normed.iter().map(|x| self.prompt(x)).collect();
+                let kvs = prefix.encode_many(&texts)?;
                 let longest = kvs.iter().map(|k| k.shape[3]).max().unwrap_or(0);
                 let max = self.backbone.spec().context_length;
                 if longest + n > max {

@@ -9,6 +9,8 @@
 //! exactly as in a full forward pass of prompt + patches.
 
 use burn::prelude::*;
+use rayon::prelude::*;
+
 use glaze_core::{CachedArray, FeatureCache, ForwardOptions, FrozenBackbone, KvCache, TextCodec};
 
 use crate::error::{Error, Result};
@@ -63,6 +65,26 @@ impl<'a> PrefixEncoder<'a> {
             Some(c) => c.get_or_compute(text.as_bytes(), compute)?,
             None => compute()?,
         })
+    }
+
+    /// [`PrefixEncoder::encode`] for a batch of prompts: cached entries are read in parallel,
+    /// missing ones computed (and stored) one by one.
+    pub fn encode_many(&self, texts: &[String]) -> Result<Vec<PrefixKv>> {
+        let found = match &self.cache {
+            Some(c) => {
+                let keys: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
+                c.get_many(&keys)
+            }
+            None => vec![None; texts.len()],
+        };
+        texts
+            .iter()
+            .zip(found)
+            .map(|(text, hit)| match hit {
+                Some(kv) => Ok(kv),
+                None => self.encode(text),
+            })
+            .collect()
     }
 
     fn compute(&self, text: &str) -> glaze_core::Result<CachedArray> {
@@ -130,28 +152,41 @@ pub fn batch_cache(prefixes: &[PrefixKv], n_layers: usize, device: &Device) -> R
     let [k_layers, _, kvh, _, hd] = <[usize; 5]>::try_from(first.shape.as_slice())
         .map_err(|_| Error::config("prefix", "cached prefix has the wrong rank"))?;
     let pmax = prefixes.iter().map(|p| p.shape[3]).max().unwrap_or(0);
-    let mut cache = KvCache::new(n_layers);
-    for layer in 0..k_layers {
-        let mut kk = vec![0f32; b * kvh * pmax * hd];
-        let mut vv = vec![0f32; b * kvh * pmax * hd];
-        for (r, pre) in prefixes.iter().enumerate() {
-            let p = pre.shape[3];
-            if pre.shape[..3] != first.shape[..3] || pre.shape[4] != hd {
-                return Err(Error::config(
-                    "prefix",
-                    "cached prefixes of different shapes",
-                ));
-            }
-            for (which, out) in [(0usize, &mut kk), (1, &mut vv)] {
+    if prefixes
+        .iter()
+        .any(|pre| pre.shape[..3] != first.shape[..3] || pre.shape[4] != hd)
+    {
+        return Err(Error::config(
+            "prefix",
+            "cached prefixes of different shapes",
+        ));
+    }
+    // One buffer per (layer, keys|values), built front to back: each row's left padding as
+    // zeros, then its prefix (no zero-filled buffer overwritten afterwards), the buffers in
+    // parallel.
+    let buffers: Vec<Vec<f32>> = (0..k_layers * 2)
+        .into_par_iter()
+        .map(|lw| {
+            let (layer, which) = (lw / 2, lw % 2);
+            let mut out = Vec::with_capacity(b * kvh * pmax * hd);
+            for pre in prefixes {
+                let p = pre.shape[3];
                 let base = ((layer * 2 + which) * kvh) * p * hd;
                 for h in 0..kvh {
-                    let src = &pre.data[base + h * p * hd..base + (h + 1) * p * hd];
-                    let dst = ((r * kvh + h) * pmax + (pmax - p)) * hd;
-                    out[dst..dst + p * hd].copy_from_slice(src);
+                    out.resize(out.len() + (pmax - p) * hd, 0.0);
+                    out.extend_from_slice(&pre.data[base + h * p * hd..base + (h + 1) * p * hd]);
                 }
             }
-        }
-        let shape = [b, kvh, pmax, hd];
+            out
+        })
+        .collect();
+    let mut cache = KvCache::new(n_layers);
+    let shape = [b, kvh, pmax, hd];
+    let mut buffers = buffers.into_iter();
+    for layer in 0..k_layers {
+        let (Some(kk), Some(vv)) = (buffers.next(), buffers.next()) else {
+            break;
+        };
         cache.set_layer(
             layer,
             Tensor::from_data(TensorData::new(kk, shape), device),

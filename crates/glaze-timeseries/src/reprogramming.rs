@@ -9,7 +9,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use glaze_core::gemm::Q8Matrix;
-use glaze_core::matmul::{linear, matmul, matmul_q8};
+use glaze_core::matmul::{linear, matmul, matmul_q8_t};
 
 /// The frozen LLM's word-embedding matrix `E [V, D]` the prototypes are made of: the 8-bit
 /// table when the backbone holds one ([`glaze_core::FrozenBackbone::embedding_table_q8`]; the
@@ -56,11 +56,12 @@ impl WordTable {
         }
     }
 
-    /// `lhs [M, V] · E` → `[M, D]`, differentiable in `lhs`.
-    pub fn left_product(&self, lhs: Tensor<2>) -> Tensor<2> {
+    /// `lhs_tᵀ · E` → `[M, D]` for `lhs_t [V, M]`, differentiable in `lhs_t` (on the 8-bit
+    /// table its gradient comes back in `lhs_t`'s layout, no strided copy).
+    pub fn left_product_t(&self, lhs_t: Tensor<2>) -> Tensor<2> {
         match self {
-            WordTable::Dense(e) => matmul(lhs, e.clone()),
-            WordTable::Q8(q) => matmul_q8(lhs, q, false),
+            WordTable::Dense(e) => matmul(lhs_t.transpose(), e.clone()),
+            WordTable::Q8(q) => matmul_q8_t(lhs_t, q, false),
         }
     }
 }
@@ -127,8 +128,7 @@ impl Reprogramming {
     pub fn prototypes(&self, embed: &WordTable) -> Tensor<2> {
         // `Wᵀ · E` as `[P, V] · [V, D]` (the transpose is a view): the result's D columns fill
         // the GEMM's register tiles, where `[D, V] · [V, P]` would pad 100 columns to 128.
-        let w = self.mapping.weight.val().transpose();
-        let p = embed.left_product(w);
+        let p = embed.left_product_t(self.mapping.weight.val());
         match &self.mapping.bias {
             Some(b) => {
                 let n = b.dims()[0];
