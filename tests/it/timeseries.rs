@@ -59,6 +59,55 @@ fn cached_prompt_prefix_equals_the_full_sequence() {
     let _ = std::fs::remove_dir_all(&root);
 }
 
+/// A training pass on a cache marked constant (the prompt prefix Time-LLM batches every step:
+/// attended in place, no gradient for it) gives the outputs and input gradients of the
+/// concatenating path, and leaves the cache as it was.
+#[test]
+fn a_constant_prompt_cache_gives_the_same_training_pass() {
+    use burn::tensor::Distribution;
+    use glaze::core::{ForwardOptions, KvCache};
+    let backbone = tiny();
+    let spec = backbone.spec();
+    let (plain, layers) = (backbone.device().clone(), spec.n_layers);
+    let ad = plain.clone().autodiff();
+    plain.seed(3);
+    let prompt = Tensor::<3>::random([2, 5, spec.d_model], Distribution::Normal(0.0, 1.0), &plain);
+    let mut base = KvCache::new(layers);
+    backbone.forward(prompt, ForwardOptions::cached(&mut base));
+    ad.seed(4);
+    let x = Tensor::<3>::random([2, 3, spec.d_model], Distribution::Normal(0.0, 1.0), &ad)
+        .require_grad();
+    let w = Tensor::<3>::random([2, 3, spec.d_model], Distribution::Default, &ad);
+    let run = |constant: bool| {
+        let mut cache = KvCache::new(layers);
+        for i in 0..layers {
+            let (k, v) = base.layer(i).expect("prefix keys").clone();
+            cache.set_layer(
+                i,
+                Tensor::from_data(k.into_data(), &ad),
+                Tensor::from_data(v.into_data(), &ad),
+            );
+        }
+        cache.set_len(base.len());
+        cache.set_next_positions(base.next_positions().to_vec());
+        cache.set_constant(constant);
+        let y = backbone.forward(x.clone(), ForwardOptions::cached(&mut cache));
+        let g = (y.clone() * w.clone()).sum().backward();
+        let flat = |t: Tensor<3>| t.into_data().iter::<f32>().collect::<Vec<_>>();
+        (
+            flat(y.inner()),
+            flat(x.grad(&g).expect("input gradient")),
+            cache.len(),
+        )
+    };
+    let (y1, g1, len1) = run(true);
+    let (y2, g2, len2) = run(false);
+    assert_eq!((len1, len2), (5, 8), "a constant cache is left as it was");
+    for (a, b) in y1.iter().zip(&y2).chain(g1.iter().zip(&g2)) {
+        assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+    }
+}
+
 fn ett_spec(horizon: usize, train_stride: usize, eval_stride: usize) -> WindowSpec {
     WindowSpec {
         input_len: 96,

@@ -83,6 +83,7 @@ pub struct KvCache {
     len: usize,
     key_mask: Option<Tensor<2, Bool>>,
     next_positions: Vec<i64>,
+    constant: bool,
 }
 
 impl KvCache {
@@ -93,7 +94,21 @@ impl KvCache {
             len: 0,
             key_mask: None,
             next_positions: Vec::new(),
+            constant: false,
         }
+    }
+
+    /// Marks the cached keys and values as constants of a training graph that the caller
+    /// drops after one pass (a cached prompt, rebuilt every step): a training forward pass
+    /// then attends to them in place — no concatenated copy, no gradient for them — and
+    /// leaves the cache as it was. Inference passes extend it as usual.
+    pub fn set_constant(&mut self, constant: bool) {
+        self.constant = constant;
+    }
+
+    /// Whether [`KvCache::set_constant`] marked the cache.
+    pub fn is_constant(&self) -> bool {
+        self.constant
     }
 
     /// Number of cached positions (0 when empty).

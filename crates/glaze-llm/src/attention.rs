@@ -64,6 +64,9 @@ pub struct AttnContext {
     pub bias: Option<Tensor<4>>,
     /// Positions already in the cache before this pass.
     pub past: usize,
+    /// Whether the cache is constant ([`glaze_core::KvCache::set_constant`]): a training
+    /// pass then attends to it without extending it.
+    pub constant: bool,
 }
 
 impl Attention {
@@ -123,24 +126,39 @@ impl Attention {
             .swap_dims(1, 2);
         let q = rope.apply(q, &ctx.cos, &ctx.sin);
         let k = rope.apply(k, &ctx.cos, &ctx.sin);
-        // Cached positions before this pass: constants of the graph when training.
-        let mut fixed = 0;
+        let scale = 1.0 / (hd as f32).sqrt();
         let (k, v) = match cache {
+            // Training on a constant cache (a cached prompt the caller drops after the pass):
+            // attend to it in place, leave it as it is.
+            Some(slot) if training && ctx.constant && ctx.past > 0 => {
+                if let Some((ok, ov)) = slot.take() {
+                    let prefix = (
+                        ok.clone().slice(s![.., .., 0..ctx.past, ..]),
+                        ov.clone().slice(s![.., .., 0..ctx.past, ..]),
+                    );
+                    *slot = Some((ok, ov));
+                    let out = crate::fused_attention::attention_after(
+                        prefix,
+                        q,
+                        k,
+                        v,
+                        ctx.bias.clone(),
+                        scale,
+                    );
+                    let out = out.swap_dims(1, 2).reshape([b * t, h * hd]);
+                    return self.wo.forward_act(out, ctx.act).reshape([b, t, d]);
+                }
+                (k, v)
+            }
             // Training (autodiff): the cache is rebuilt every step, so the new keys are
             // concatenated to the cached ones without the spare capacity generation keeps
             // (growing it meant a zero-filled buffer, a copy and a tracked `slice_assign`).
             Some(slot) if training => {
                 let (kb, vb) = match slot.take() {
-                    Some((ok, ov)) if ctx.past > 0 => {
-                        // A tracked cache (one this graph computed) still needs its gradients.
-                        if !ok.is_require_grad() && !ov.is_require_grad() {
-                            fixed = ctx.past;
-                        }
-                        (
-                            Tensor::cat(vec![ok.slice(s![.., .., 0..ctx.past, ..]), k], 2),
-                            Tensor::cat(vec![ov.slice(s![.., .., 0..ctx.past, ..]), v], 2),
-                        )
-                    }
+                    Some((ok, ov)) if ctx.past > 0 => (
+                        Tensor::cat(vec![ok.slice(s![.., .., 0..ctx.past, ..]), k], 2),
+                        Tensor::cat(vec![ov.slice(s![.., .., 0..ctx.past, ..]), v], 2),
+                    ),
                     _ => (k, v),
                 };
                 *slot = Some((kb.clone(), vb.clone()));
@@ -159,8 +177,7 @@ impl Attention {
             None => (k, v),
         };
         debug_assert!(k.dims()[2] >= t);
-        let scale = 1.0 / (hd as f32).sqrt();
-        let out = crate::fused_attention::attention(q, k, v, ctx.bias.clone(), scale, fixed)
+        let out = crate::fused_attention::attention(q, k, v, ctx.bias.clone(), scale)
             .swap_dims(1, 2)
             .reshape([b * t, h * hd]);
         self.wo.forward_act(out, ctx.act).reshape([b, t, d])

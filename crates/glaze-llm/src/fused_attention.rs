@@ -26,28 +26,32 @@ use crate::qkernels::{combine_rows, exp_sub_sum, row_dots, scatter_rows};
 /// The backend extension behind [`attention`].
 #[backend_extension(Flex, Autodiff)]
 pub trait GlazeAttention: Backend {
-    /// `q [B, H, T, hd]`, `k`/`v [B, KV, S, hd]`, `bias [B|1, 1, T, S]` → `[B, H, T, hd]`.
-    /// The first `fixed` key/value positions are constants (a cached prompt): their
-    /// gradients are left at zero.
+    /// `q [B, H, T, hd]` attending to the keys/values `[pk | k]`, `[pv | v]` (`pk`/`pv
+    /// [B, KV, P, hd]` constants — a cached prompt, `P` may be 0 — then `k`/`v [B, KV, N,
+    /// hd]`), `bias [B|1, 1, T, P + N]` → `[B, H, T, hd]`.
+    #[allow(clippy::too_many_arguments)]
     fn glaze_attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
+        pk: FloatTensor<Self>,
+        pv: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         scale: f32,
-        fixed: usize,
     ) -> FloatTensor<Self>;
 
-    /// `(dq, dk, dv)` for the output gradient `dout [B, H, T, hd]`; `dk`, `dv` are zero at
-    /// the first `fixed` positions.
+    /// `(dq, dk, dv)` for the output gradient `dout [B, H, T, hd]` (`dk`, `dv` of the `N`
+    /// new positions only: the prefix is constant).
+    #[allow(clippy::too_many_arguments)]
     fn glaze_attention_grad(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
+        pk: FloatTensor<Self>,
+        pv: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         dout: FloatTensor<Self>,
         scale: f32,
-        fixed: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
@@ -88,23 +92,48 @@ struct Dims {
     h: usize,
     kv: usize,
     t: usize,
+    /// All key positions (`sp + sn`), the constant prefix's, the new ones'.
     s: usize,
+    sp: usize,
+    sn: usize,
     hd: usize,
     /// Whether the bias has a batch dimension (else it is shared).
     bias_batched: bool,
 }
 
 impl Dims {
-    fn of(q: &[usize], k: &[usize], bias: &[usize]) -> Self {
+    fn of(q: &[usize], k: &[usize], pk: &[usize], bias: &[usize]) -> Self {
         Dims {
             b: q[0],
             h: q[1],
             kv: k[1],
             t: q[2],
-            s: k[2],
+            s: pk[2] + k[2],
+            sp: pk[2],
+            sn: k[2],
             hd: q[3],
             bias_batched: bias[0] > 1,
         }
+    }
+
+    /// Group `bg`'s keys (or values) over all positions: the new ones in place when there
+    /// is no prefix, else `[prefix | new]` gathered into `buf` (a few KB per task, where a
+    /// tracked concatenation copied every group on one thread and its backward sliced it).
+    fn group<'a>(
+        &self,
+        pre: &'a [f32],
+        new: &'a [f32],
+        bg: usize,
+        buf: &'a mut Vec<f32>,
+    ) -> &'a [f32] {
+        let (p, n) = (self.sp * self.hd, self.sn * self.hd);
+        if p == 0 {
+            return &new[bg * n..][..n];
+        }
+        buf.clear();
+        buf.extend_from_slice(&pre[bg * p..][..p]);
+        buf.extend_from_slice(&new[bg * n..][..n]);
+        buf
     }
 
     fn bias_row<'a>(&self, bias: &'a [f32], b: usize, t: usize) -> &'a [f32] {
@@ -135,13 +164,20 @@ impl GlazeAttention for Flex {
         q: FlexTensor,
         k: FlexTensor,
         v: FlexTensor,
+        pk: FlexTensor,
+        pv: FlexTensor,
         bias: FlexTensor,
         scale: f32,
-        _fixed: usize,
     ) -> FlexTensor {
-        let ((q, qs), (k, ks), (v, _), (bias, bs)) =
-            (values(&q), values(&k), values(&v), values(&bias));
-        let d = Dims::of(&qs, &ks, &bs);
+        let ((q, qs), (k, ks), (v, _), (pk, pks), (pv, _), (bias, bs)) = (
+            values(&q),
+            values(&k),
+            values(&v),
+            values(&pk),
+            values(&pv),
+            values(&bias),
+        );
+        let d = Dims::of(&qs, &ks, &pks, &bs);
         let rep = d.h / d.kv;
         let per_group = rep * d.t * d.hd;
         let mut out = zeroed(d.b * d.h * d.t * d.hd);
@@ -149,8 +185,9 @@ impl GlazeAttention for Flex {
             .enumerate()
             .for_each(|(bg, out)| {
                 let (b, g) = (bg / d.kv, bg % d.kv);
-                let kg = &k[bg * d.s * d.hd..][..d.s * d.hd];
-                let vg = &v[bg * d.s * d.hd..][..d.s * d.hd];
+                let (mut kb, mut vb) = (Vec::new(), Vec::new());
+                let kg = d.group(&pk, &k, bg, &mut kb);
+                let vg = d.group(&pv, &v, bg, &mut vb);
                 let mut p = vec![0f32; d.s];
                 for r in 0..rep {
                     let head = g * rep + r;
@@ -168,33 +205,36 @@ impl GlazeAttention for Flex {
         q: FlexTensor,
         k: FlexTensor,
         v: FlexTensor,
+        pk: FlexTensor,
+        pv: FlexTensor,
         bias: FlexTensor,
         dout: FlexTensor,
         scale: f32,
-        fixed: usize,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
-        let ((q, qs), (k, ks), (v, _), (bias, bs), (dout, _)) = (
+        let ((q, qs), (k, ks), (v, _), (pk, pks), (pv, _), (bias, bs), (dout, _)) = (
             values(&q),
             values(&k),
             values(&v),
+            values(&pk),
+            values(&pv),
             values(&bias),
             values(&dout),
         );
-        let d = Dims::of(&qs, &ks, &bs);
-        let fixed = fixed.min(d.s);
+        let d = Dims::of(&qs, &ks, &pks, &bs);
         let rep = d.h / d.kv;
-        let group = d.s * d.hd;
+        let new = d.sn * d.hd;
         let mut dq = zeroed(q.len());
         let mut dk = zeroed(k.len());
         let mut dv = zeroed(v.len());
         dq.par_chunks_mut(rep * d.t * d.hd)
-            .zip(dk.par_chunks_mut(group))
-            .zip(dv.par_chunks_mut(group))
+            .zip(dk.par_chunks_mut(new))
+            .zip(dv.par_chunks_mut(new))
             .enumerate()
             .for_each(|(bg, ((dq, dk), dv))| {
                 let (b, g) = (bg / d.kv, bg % d.kv);
-                let kg = &k[bg * group..][..group];
-                let vg = &v[bg * group..][..group];
+                let (mut kb, mut vb) = (Vec::new(), Vec::new());
+                let kg = d.group(&pk, &k, bg, &mut kb);
+                let vg = d.group(&pv, &v, bg, &mut vb);
                 let (mut p, mut dp) = (vec![0f32; d.s], vec![0f32; d.s]);
                 for r in 0..rep {
                     let head = g * rep + r;
@@ -209,19 +249,18 @@ impl GlazeAttention for Flex {
                             *ds = pj * (*ds - sum) * scale;
                         }
                         combine_rows(&dp, kg, &mut dq[(r * d.t + t) * d.hd..][..d.hd]);
-                        // Key/value gradients only where someone reads them: not at the
-                        // constant cached positions (100 of 112 keys in a Time-LLM step).
-                        let tail = fixed * d.hd;
-                        scatter_rows(&dp[fixed..], qrow, &mut dk[tail..]);
-                        scatter_rows(&p[fixed..], dorow, &mut dv[tail..]);
+                        // Key/value gradients of the new positions only (the prefix is
+                        // constant: 100 of 112 keys in a Time-LLM step).
+                        scatter_rows(&dp[d.sp..], qrow, dk);
+                        scatter_rows(&p[d.sp..], dorow, dv);
                     }
                 }
             });
         // `dq` was filled group-major ([B, KV, rep, T, hd]) = [B, H, T, hd] (head = g·rep + r).
         (
             flex(dq, [d.b, d.h, d.t, d.hd]),
-            flex(dk, [d.b, d.kv, d.s, d.hd]),
-            flex(dv, [d.b, d.kv, d.s, d.hd]),
+            flex(dk, [d.b, d.kv, d.sn, d.hd]),
+            flex(dv, [d.b, d.kv, d.sn, d.hd]),
         )
     }
 }
@@ -231,15 +270,19 @@ impl<B: Backend + GlazeAttention, C: CheckpointStrategy> GlazeAttention for Auto
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
+        pk: FloatTensor<Self>,
+        pv: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         scale: f32,
-        fixed: usize,
     ) -> FloatTensor<Self> {
         #[derive(Debug)]
         struct Attend;
 
+        /// Checkpointed `q`, `k`, `v`; the constants `pk`, `pv`, `bias`; the scale.
+        type Saved<P> = (NodeId, NodeId, NodeId, P, P, P, f32);
+
         impl<B: Backend + GlazeAttention> Backward<B, 3> for Attend {
-            type State = (NodeId, NodeId, NodeId, B::FloatTensorPrimitive, f32, usize);
+            type State = Saved<B::FloatTensorPrimitive>;
 
             fn backward(
                 self,
@@ -247,12 +290,12 @@ impl<B: Backend + GlazeAttention, C: CheckpointStrategy> GlazeAttention for Auto
                 grads: &mut Gradients,
                 checkpointer: &mut Checkpointer,
             ) {
-                let (q, k, v, bias, scale, fixed) = ops.state;
+                let (q, k, v, pk, pv, bias, scale) = ops.state;
                 let q = checkpointer.retrieve_node_output(q);
                 let k = checkpointer.retrieve_node_output(k);
                 let v = checkpointer.retrieve_node_output(v);
                 let dout = grads.consume::<B>(&ops.node);
-                let (dq, dk, dv) = B::glaze_attention_grad(q, k, v, bias, dout, scale, fixed);
+                let (dq, dk, dv) = B::glaze_attention_grad(q, k, v, pk, pv, bias, dout, scale);
                 let [nq, nk, nv] = ops.parents;
                 for (node, grad) in [(nq, dq), (nk, dk), (nv, dv)] {
                     if let Some(node) = node {
@@ -262,7 +305,11 @@ impl<B: Backend + GlazeAttention, C: CheckpointStrategy> GlazeAttention for Auto
             }
         }
 
-        let bias_primitive = bias.primitive().clone();
+        let (pk, pv, bias) = (
+            pk.primitive().clone(),
+            pv.primitive().clone(),
+            bias.primitive().clone(),
+        );
         match Attend
             .prepare::<C>([q.node(), k.node(), v.node()])
             .compute_bound()
@@ -273,29 +320,30 @@ impl<B: Backend + GlazeAttention, C: CheckpointStrategy> GlazeAttention for Auto
                     prep.checkpoint(&q),
                     prep.checkpoint(&k),
                     prep.checkpoint(&v),
-                    bias_primitive.clone(),
+                    pk.clone(),
+                    pv.clone(),
+                    bias.clone(),
                     scale,
-                    fixed,
                 );
-                prep.finish(
-                    state,
-                    B::glaze_attention(
-                        q.into_primitive(),
-                        k.into_primitive(),
-                        v.into_primitive(),
-                        bias_primitive,
-                        scale,
-                        fixed,
-                    ),
-                )
+                let out = B::glaze_attention(
+                    q.into_primitive(),
+                    k.into_primitive(),
+                    v.into_primitive(),
+                    pk,
+                    pv,
+                    bias,
+                    scale,
+                );
+                prep.finish(state, out)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::glaze_attention(
                 q.into_primitive(),
                 k.into_primitive(),
                 v.into_primitive(),
-                bias_primitive,
+                pk,
+                pv,
+                bias,
                 scale,
-                fixed,
             )),
         }
     }
@@ -304,20 +352,22 @@ impl<B: Backend + GlazeAttention, C: CheckpointStrategy> GlazeAttention for Auto
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
+        pk: FloatTensor<Self>,
+        pv: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         dout: FloatTensor<Self>,
         scale: f32,
-        fixed: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         // Second derivatives are not needed: the results are constants of the graph.
         let (dq, dk, dv) = B::glaze_attention_grad(
             q.into_primitive(),
             k.into_primitive(),
             v.into_primitive(),
+            pk.into_primitive(),
+            pv.into_primitive(),
             bias.into_primitive(),
             dout.into_primitive(),
             scale,
-            fixed,
         );
         (
             FloatTensor::<Self>::new(dq),
@@ -330,9 +380,6 @@ impl<B: Backend + GlazeAttention, C: CheckpointStrategy> GlazeAttention for Auto
 /// `softmax(q·kᵀ·scale + bias)·v` with query heads grouped onto key/value heads
 /// (head `h` reads key/value head `h / (H / KV)`).
 ///
-/// The first `fixed` key/value positions must be constants of the graph (a cached prompt):
-/// the backward pass gives them no gradient (zero) instead of computing one nobody reads.
-///
 /// # Shapes
 /// `q [B, H, T, hd]`, `k`/`v [B, KV, S, hd]`, `bias [B|1, 1, T, S]` (0 or −∞) → `[B, H, T, hd]`.
 pub fn attention(
@@ -341,12 +388,39 @@ pub fn attention(
     v: Tensor<4>,
     bias: Option<Tensor<4>>,
     scale: f32,
-    fixed: usize,
+) -> Tensor<4> {
+    let [b, _, _, hd] = q.dims();
+    let kv = k.dims()[1];
+    let device = q.device();
+    let none = Tensor::<4>::zeros([b, kv, 0, hd], &device);
+    attention_after((none.clone(), none), q, k, v, bias, scale)
+}
+
+/// [`attention`] over the keys and values `[pk | k]`, `[pv | v]`, where the prefix `(pk, pv)`
+/// (`[B, KV, P, hd]`) is a constant of the graph — a cached prompt. It is read in place (no
+/// concatenated copy) and gets no gradient; `k` and `v` get theirs.
+///
+/// # Shapes
+/// `q [B, H, T, hd]`, `k`/`v [B, KV, N, hd]`, `bias [B|1, 1, T, P + N]` → `[B, H, T, hd]`.
+pub fn attention_after(
+    prefix: (Tensor<4>, Tensor<4>),
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    bias: Option<Tensor<4>>,
+    scale: f32,
 ) -> Tensor<4> {
     let [b, h, t, hd] = q.dims();
-    let [_, kv, s, _] = k.dims();
+    let [_, kv, n, _] = k.dims();
+    let (pk, pv) = prefix;
+    let s = pk.dims()[2] + n;
     let device = q.device();
     if device.clone().inner() != Device::flex() || q.dtype() != DType::F32 {
+        let (k, v) = if pk.dims()[2] > 0 {
+            (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2))
+        } else {
+            (k, v)
+        };
         // q [B, H, T, hd] -> [B, KV, rep·T, hd]: head h = kv·rep + r.
         let rep = h / kv;
         let q = q.reshape([b, kv, rep * t, hd]);
@@ -363,9 +437,10 @@ pub fn attention(
             q.into_dispatch(),
             k.into_dispatch(),
             v.into_dispatch(),
+            pk.into_dispatch(),
+            pv.into_dispatch(),
             bias.into_dispatch(),
             scale,
-            fixed,
         ),
     )
 }
@@ -387,8 +462,9 @@ mod tests {
         }
     }
 
-    /// With `fixed` constant leading keys, the fused op's key/value gradients are the composed
-    /// ones past them and zero on them; outputs and query gradients are unchanged.
+    /// With the first `fixed` keys/values given as a constant prefix, the fused op's key/value
+    /// gradients are the composed ones past them and zero on them (no path reaches them);
+    /// outputs and query gradients are unchanged.
     fn check(hd: usize, fixed: usize) {
         let device = Device::flex().autodiff();
         device.seed(9);
@@ -414,13 +490,16 @@ mod tests {
         let scale = 1.0 / (hd as f32).sqrt();
         let run = |fused: bool| {
             let y = if fused {
-                attention(
+                let constant = |x: &Tensor<4>| {
+                    Tensor::from_inner(x.clone().inner().slice(s![.., .., 0..fixed, ..]))
+                };
+                attention_after(
+                    (constant(&k), constant(&v)),
                     q.clone(),
-                    k.clone(),
-                    v.clone(),
+                    k.clone().slice(s![.., .., fixed..s, ..]),
+                    v.clone().slice(s![.., .., fixed..s, ..]),
                     Some(bias.clone()),
                     scale,
-                    fixed,
                 )
             } else {
                 let rep = h / kv;

@@ -176,6 +176,7 @@ impl Llama {
     ) -> AttnContext {
         let device = &self.device;
         let past = cache.as_ref().map_or(0, |c| c.len());
+        let constant = cache.as_ref().is_some_and(|c| c.is_constant());
         let past_mask: Option<Vec<bool>> = cache
             .as_ref()
             .and_then(|c| c.key_mask())
@@ -206,6 +207,7 @@ impl Llama {
                 act: Activations::F32,
                 bias,
                 past,
+                constant,
             }
         } else {
             let mut key_valid = Vec::with_capacity(b * s_len);
@@ -254,6 +256,7 @@ impl Llama {
                 sin,
                 act: Activations::F32,
                 past,
+                constant,
                 bias: Some(Tensor::from_data(
                     TensorData::new(bias, [b, 1, t, s_len]),
                     device,
@@ -381,7 +384,10 @@ impl FrozenBackbone for Llama {
             }
         }
         if let Some(c) = cache {
-            c.set_len(ctx.past + t);
+            // A constant cache is not extended by a training pass (see `KvCache::set_constant`).
+            if !(c.is_constant() && x.device().is_autodiff()) {
+                c.set_len(ctx.past + t);
+            }
         }
         if options.skip_final_norm {
             x

@@ -201,6 +201,8 @@ pub fn batch_cache(prefixes: &[PrefixKv], n_layers: usize, device: &Device) -> R
         next.push(p as i64);
     }
     cache.set_len(pmax);
+    // Rebuilt every step and dropped after the pass: the prefix is a constant of the graph.
+    cache.set_constant(true);
     if prefixes.iter().any(|p| p.shape[3] != pmax) {
         cache.set_key_mask(Some(Tensor::from_data(
             TensorData::new(mask, [b, pmax]),
