@@ -310,41 +310,26 @@ impl<B: Backend + GlazeAttention, C: CheckpointStrategy> GlazeAttention for Auto
             pv.primitive().clone(),
             bias.primitive().clone(),
         );
+        let constants = (pk.clone(), pv.clone(), bias.clone());
+        let run = |q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>| {
+            let (q, k, v) = (q.into_primitive(), k.into_primitive(), v.into_primitive());
+            B::glaze_attention(q, k, v, pk, pv, bias, scale)
+        };
         match Attend
             .prepare::<C>([q.node(), k.node(), v.node()])
             .compute_bound()
             .stateful()
         {
             OpsKind::Tracked(mut prep) => {
-                let state = (
+                let (cq, ck, cv) = (
                     prep.checkpoint(&q),
                     prep.checkpoint(&k),
                     prep.checkpoint(&v),
-                    pk.clone(),
-                    pv.clone(),
-                    bias.clone(),
-                    scale,
                 );
-                let out = B::glaze_attention(
-                    q.into_primitive(),
-                    k.into_primitive(),
-                    v.into_primitive(),
-                    pk,
-                    pv,
-                    bias,
-                    scale,
-                );
-                prep.finish(state, out)
+                let state = (cq, ck, cv, constants.0, constants.1, constants.2, scale);
+                prep.finish(state, run(q, k, v))
             }
-            OpsKind::UnTracked(prep) => prep.finish(B::glaze_attention(
-                q.into_primitive(),
-                k.into_primitive(),
-                v.into_primitive(),
-                pk,
-                pv,
-                bias,
-                scale,
-            )),
+            OpsKind::UnTracked(prep) => prep.finish(run(q, k, v)),
         }
     }
 
