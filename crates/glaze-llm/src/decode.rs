@@ -94,7 +94,10 @@ fn rotate(x: &mut [f32], cos: &[f32], sin: &[f32], layout: RopeLayout) {
     }
 }
 
-/// Grows cache buffers to hold `need` positions (doubling, in steps of 64).
+/// Grows cache buffers to hold `need` positions: by a quarter, in steps of 64 (doubling
+/// held 512 positions for a 256-token prompt and 64 new tokens: +9 MB of peak RSS for
+/// SmolLM2; each growth copies the cache once, a few milliseconds against the decode steps
+/// it serves).
 pub(crate) fn reserve(
     buffers: Option<(Tensor<4>, Tensor<4>)>,
     shape: [usize; 4],
@@ -108,7 +111,7 @@ pub(crate) fn reserve(
         if need <= cap {
             return buf.expect("invariant: capacity > 0 implies a buffer");
         }
-        let new_cap = need.max(2 * cap).next_multiple_of(64);
+        let new_cap = need.max(cap + cap / 4).next_multiple_of(64);
         let fresh = Tensor::zeros([b, kv, new_cap - past, hd], device);
         match buf {
             Some(old) if past > 0 => {
