@@ -186,21 +186,3 @@ mod tests {
         }
     }
 }
-#[cfg(test)]
-mod speed {
-    #[test]
-    #[ignore]
-    fn speed() {
-        let (rows, cols) = (100usize, 49152usize);
-        let src: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
-        for _ in 0..5 {
-            let t = std::time::Instant::now();
-            let out = super::transpose(&src, rows, cols);
-            eprintln!(
-                "transpose {:.3} ms {}",
-                t.elapsed().as_secs_f64() * 1e3,
-                out[7]
-            );
-        }
-    }
-}
