@@ -33,3 +33,33 @@ pub use model::{LanguageModel, cache_dir, default_model_path};
 pub use qmatmul::Activations;
 pub use tokenizer::Tokenizer;
 pub use weights::{Naming, WeightSource, load_llama};
+
+/// What the fused operations' tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    use burn::prelude::*;
+
+    /// Asserts that `fused` and `composed` (each computing, from `x`, an output shaped like
+    /// `w`) give equal outputs and equal gradients of `Σ y·w` with respect to `x`, within `tol`
+    /// relative.
+    pub(crate) fn assert_same_op<const D: usize, const E: usize>(
+        x: &Tensor<D>,
+        w: &Tensor<E>,
+        fused: impl Fn() -> Tensor<E>,
+        composed: impl Fn() -> Tensor<E>,
+        tol: f32,
+    ) {
+        let run = |f: &dyn Fn() -> Tensor<E>| {
+            let y = f();
+            let g = (y.clone() * w.clone()).sum().backward();
+            let grad: Vec<f32> = x.grad(&g).expect("grad").into_data().iter().collect();
+            let y: Vec<f32> = y.into_data().iter().collect();
+            (y, grad)
+        };
+        let ((y1, g1), (y2, g2)) = (run(&fused), run(&composed));
+        assert_eq!((y1.len(), g1.len()), (y2.len(), g2.len()));
+        for (a, b) in y1.iter().zip(&y2).chain(g1.iter().zip(&g2)) {
+            assert!((a - b).abs() <= tol * (1.0 + b.abs()), "{a} vs {b}");
+        }
+    }
+}

@@ -262,20 +262,12 @@ mod tests {
         let x =
             Tensor::<3>::random([2, 5, 37], Distribution::Normal(0.0, 2.0), &device).require_grad();
         let w = Tensor::<3>::random([2, 5, 37], Distribution::Default, &device);
-        let run = |fused: bool| {
-            let y = if fused {
-                norm.forward(x.clone())
-            } else {
-                norm.composed(x.clone())
-            };
-            let g = (y.clone() * w.clone()).sum().backward();
-            let grad: Vec<f32> = x.grad(&g).expect("grad").into_data().iter().collect();
-            let y: Vec<f32> = y.into_data().iter().collect();
-            (y, grad)
-        };
-        let ((y1, g1), (y2, g2)) = (run(true), run(false));
-        for (a, b) in y1.iter().zip(&y2).chain(g1.iter().zip(&g2)) {
-            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
-        }
+        crate::testing::assert_same_op(
+            &x,
+            &w,
+            || norm.forward(x.clone()),
+            || norm.composed(x.clone()),
+            1e-5,
+        );
     }
 }

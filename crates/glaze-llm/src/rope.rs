@@ -315,22 +315,13 @@ mod tests {
         let x = Tensor::<4>::random([b, t, h, hd], Distribution::Normal(0.0, 1.0), &device)
             .require_grad();
         let w = Tensor::<4>::random([b, h, t, hd], Distribution::Default, &device);
-        let run = |fused: bool| {
-            let xs = x.clone().swap_dims(1, 2);
-            let y = if fused {
-                rope.apply(xs, &c, &s)
-            } else {
-                half_composed(xs, &c, &s)
-            };
-            let g = (y.clone() * w.clone()).sum().backward();
-            let grad: Vec<f32> = x.grad(&g).expect("grad").into_data().iter().collect();
-            let y: Vec<f32> = y.into_data().iter().collect();
-            (y, grad)
-        };
-        let ((y1, g1), (y2, g2)) = (run(true), run(false));
-        for (a, b) in y1.iter().zip(&y2).chain(g1.iter().zip(&g2)) {
-            assert!((a - b).abs() <= 1e-6 * (1.0 + b.abs()), "{a} vs {b}");
-        }
+        crate::testing::assert_same_op(
+            &x,
+            &w,
+            || rope.apply(x.clone().swap_dims(1, 2), &c, &s),
+            || half_composed(x.clone().swap_dims(1, 2), &c, &s),
+            1e-6,
+        );
     }
 
     #[test]

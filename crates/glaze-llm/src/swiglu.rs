@@ -155,21 +155,12 @@ mod tests {
         let x = Tensor::<2>::random([13, 2 * 37], Distribution::Normal(0.0, 3.0), &device)
             .require_grad();
         let w = Tensor::<2>::random([13, 37], Distribution::Default, &device);
-        let run = |fused: bool| {
-            let y = if fused {
-                swiglu(x.clone())
-            } else {
-                silu(x.clone().slice(s![.., 0..37])) * x.clone().slice(s![.., 37..74])
-            };
-            let g = (y.clone() * w.clone()).sum().backward();
-            let grad: Vec<f32> = x.grad(&g).expect("grad").into_data().iter().collect();
-            let y: Vec<f32> = y.into_data().iter().collect();
-            (y, grad)
-        };
-        let (y1, g1) = run(true);
-        let (y2, g2) = run(false);
-        for (a, b) in y1.iter().zip(&y2).chain(g1.iter().zip(&g2)) {
-            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
-        }
+        crate::testing::assert_same_op(
+            &x,
+            &w,
+            || swiglu(x.clone()),
+            || silu(x.clone().slice(s![.., 0..37])) * x.clone().slice(s![.., 37..74]),
+            1e-5,
+        );
     }
 }
