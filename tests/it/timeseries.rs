@@ -89,9 +89,24 @@ fn a_constant_prompt_cache_gives_the_same_training_pass() {
             );
         }
         cache.set_len(base.len());
-        cache.set_next_positions(base.next_positions().to_vec());
+        // Row 1 as a left-padded prompt: its first cached key hidden, positions one behind.
+        let mask = [true, true, true, true, true, false, true, true, true, true];
+        cache.set_key_mask(Some(Tensor::from_data(
+            TensorData::new(mask.to_vec(), [2, 5]),
+            &ad,
+        )));
+        cache.set_next_positions(vec![5, 4]);
         cache.set_constant(constant);
         let y = backbone.forward(x.clone(), ForwardOptions::cached(&mut cache));
+        // A constant cache serves a second pass the same way (it was left as it was).
+        if constant {
+            let again = backbone.forward(x.clone(), ForwardOptions::cached(&mut cache));
+            assert_eq!(
+                again.inner().into_data(),
+                y.clone().inner().into_data(),
+                "second pass on the constant cache"
+            );
+        }
         let g = (y.clone() * w.clone()).sum().backward();
         let flat = |t: Tensor<3>| t.into_data().iter::<f32>().collect::<Vec<_>>();
         (

@@ -330,7 +330,18 @@ impl FrozenBackbone for Llama {
             .unwrap_or(self.blocks.len())
             .min(self.blocks.len());
         let mut cache = options.cache;
+        // A constant cache is left as it was by a training pass (see `KvCache::set_constant`):
+        // its positions and key mask too, so the next pass attends to it the same way.
+        let training = embeds.device().is_autodiff();
+        let kept = cache
+            .as_deref()
+            .filter(|c| c.is_constant() && training)
+            .map(|c| (c.next_positions().to_vec(), c.key_mask().cloned()));
         let mut ctx = self.attention_context(b, t, options.mask, cache.as_deref_mut());
+        if let (Some(c), Some((positions, mask))) = (cache.as_deref_mut(), kept) {
+            c.set_next_positions(positions);
+            c.set_key_mask(mask);
+        }
         let act = if options.approximate {
             self.gen_act
         } else {
@@ -383,11 +394,10 @@ impl FrozenBackbone for Llama {
                 None => x = block.forward(x, &self.rope, &ctx, None),
             }
         }
-        if let Some(c) = cache {
-            // A constant cache is not extended by a training pass (see `KvCache::set_constant`).
-            if !(c.is_constant() && x.device().is_autodiff()) {
-                c.set_len(ctx.past + t);
-            }
+        if let Some(c) = cache
+            && !(c.is_constant() && training)
+        {
+            c.set_len(ctx.past + t);
         }
         if options.skip_final_norm {
             x
