@@ -127,28 +127,18 @@ impl Attention {
         let q = rope.apply(q, &ctx.cos, &ctx.sin);
         let k = rope.apply(k, &ctx.cos, &ctx.sin);
         let scale = 1.0 / (hd as f32).sqrt();
-        let (k, v) = match cache {
+        // `prefix`: constant cached keys/values attended in place (not concatenated).
+        let (prefix, k, v) = match cache {
             // Training on a constant cache (a cached prompt the caller drops after the pass):
             // attend to it in place, leave it as it is.
             Some(slot) if training && ctx.constant && ctx.past > 0 => {
-                if let Some((ok, ov)) = slot.take() {
-                    let prefix = (
+                let prefix = slot.as_ref().map(|(ok, ov)| {
+                    (
                         ok.clone().slice(s![.., .., 0..ctx.past, ..]),
                         ov.clone().slice(s![.., .., 0..ctx.past, ..]),
-                    );
-                    *slot = Some((ok, ov));
-                    let out = crate::fused_attention::attention_after(
-                        prefix,
-                        q,
-                        k,
-                        v,
-                        ctx.bias.clone(),
-                        scale,
-                    );
-                    let out = out.swap_dims(1, 2).reshape([b * t, h * hd]);
-                    return self.wo.forward_act(out, ctx.act).reshape([b, t, d]);
-                }
-                (k, v)
+                    )
+                });
+                (prefix, k, v)
             }
             // Training (autodiff): the cache is rebuilt every step, so the new keys are
             // concatenated to the cached ones without the spare capacity generation keeps
@@ -162,7 +152,7 @@ impl Attention {
                     _ => (k, v),
                 };
                 *slot = Some((kb.clone(), vb.clone()));
-                (kb, vb)
+                (None, kb, vb)
             }
             Some(slot) => {
                 let (kb, vb) = append(slot.take(), k, v, ctx.past);
@@ -172,14 +162,18 @@ impl Attention {
                     vb.clone().slice(s![.., .., 0..end, ..]),
                 );
                 *slot = Some((kb, vb));
-                views
+                (None, views.0, views.1)
             }
-            None => (k, v),
+            None => (None, k, v),
         };
         debug_assert!(k.dims()[2] >= t);
-        let out = crate::fused_attention::attention(q, k, v, ctx.bias.clone(), scale)
-            .swap_dims(1, 2)
-            .reshape([b * t, h * hd]);
+        let bias = ctx.bias.clone();
+        let out = match prefix {
+            Some(p) => crate::fused_attention::attention_after(p, q, k, v, bias, scale),
+            None => crate::fused_attention::attention(q, k, v, bias, scale),
+        }
+        .swap_dims(1, 2)
+        .reshape([b * t, h * hd]);
         self.wo.forward_act(out, ctx.act).reshape([b, t, d])
     }
 }
