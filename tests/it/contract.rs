@@ -71,6 +71,45 @@ fn cache_grows_past_its_capacity() {
 }
 
 #[test]
+fn a_reserved_cache_is_allocated_once() {
+    // 10 prompt positions and 70 decode steps: unreserved, the buffers start at 64 positions
+    // and grow to 128; reserved for 100, they hold 128 from the prompt on. Same outputs.
+    use glaze::core::KvCache;
+    use glaze::{ForwardOptions, FrozenBackbone};
+    let model = tiny(RopeLayout::Half, true);
+    let device = model.device().clone();
+    let ids = |v: Vec<i64>| {
+        let n = v.len();
+        Tensor::<2, Int>::from_data(TensorData::new(v, [1, n]), &device)
+    };
+    let capacity = |c: &KvCache| c.layer(0).expect("layer 0 is cached").0.dims()[2];
+    let mut outputs = Vec::new();
+    for (reserve, first, last) in [(0, 64, 128), (100, 128, 128)] {
+        let mut cache = model.new_cache();
+        cache.reserve(reserve);
+        let prompt = ids((0..10).map(|i| i * 7 % 250 + 3).collect());
+        let mut h = model.forward(model.embed(prompt), ForwardOptions::cached(&mut cache));
+        assert_eq!(
+            capacity(&cache),
+            first,
+            "reserve {reserve}: after the prompt"
+        );
+        for step in 0..70 {
+            let t = ids(vec![(step * 13 % 250 + 3) as i64]);
+            h = model.forward(model.embed(t), ForwardOptions::cached(&mut cache));
+        }
+        assert_eq!(cache.len(), 80);
+        assert_eq!(capacity(&cache), last, "reserve {reserve}: after 70 steps");
+        outputs.push(h);
+    }
+    let diff = (outputs[0].clone() - outputs[1].clone())
+        .abs()
+        .max()
+        .into_scalar::<f32>();
+    assert!(diff < 1e-5, "reserved and grown caches differ by {diff}");
+}
+
+#[test]
 fn vision_adapters_keep_the_contract() {
     use glaze::vision::VisionAdapterConfig;
     let backbone = tiny(RopeLayout::Half, true);

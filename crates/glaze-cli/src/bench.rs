@@ -29,6 +29,9 @@ pub struct BenchArgs {
     /// Give the first half of the prompt as soft tokens (its embeddings) instead of ids.
     #[arg(long)]
     half_soft: bool,
+    /// Prompt positions per prefill piece (0: the whole prompt at once).
+    #[arg(long, default_value_t = 64)]
+    prefill_chunk: usize,
     #[command(flatten)]
     model: super::ModelArgs,
 }
@@ -73,7 +76,8 @@ pub fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     let config = GenerationConfig::new()
         .with_max_new_tokens(args.decode_tokens)
-        .with_min_new_tokens(args.decode_tokens);
+        .with_min_new_tokens(args.decode_tokens)
+        .with_prefill_chunk(args.prefill_chunk);
     let (mut best_prefill, mut best_decode) = (0f64, 0f64);
     let start = Instant::now();
     for _ in 0..args.reps.max(1) {

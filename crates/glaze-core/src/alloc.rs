@@ -27,3 +27,13 @@ pub fn keep_freed_memory() {
         });
     }
 }
+
+/// Returns the free pages inside glibc's heaps to the system (`malloc_trim(0)`), e.g. the
+/// holes left by a model load's transient read buffers below the weights it kept.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` only returns unused pages; it takes no pointers.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

@@ -84,6 +84,7 @@ pub struct KvCache {
     key_mask: Option<Tensor<2, Bool>>,
     next_positions: Vec<i64>,
     constant: bool,
+    reserved: usize,
 }
 
 impl KvCache {
@@ -95,7 +96,20 @@ impl KvCache {
             key_mask: None,
             next_positions: Vec::new(),
             constant: false,
+            reserved: 0,
         }
+    }
+
+    /// Announces that the cache will hold up to `positions` positions (a generation's prompt
+    /// and token budget): the backbone then allocates its buffers once at that size instead
+    /// of growing them by copying (each growth held the old and the new buffers at once).
+    pub fn reserve(&mut self, positions: usize) {
+        self.reserved = positions;
+    }
+
+    /// The positions announced by [`KvCache::reserve`] (0: none).
+    pub fn reserved(&self) -> usize {
+        self.reserved
     }
 
     /// Marks the cached keys and values as constants of a training graph that the caller

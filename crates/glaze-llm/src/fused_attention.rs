@@ -21,7 +21,7 @@ use burn::tensor::DType;
 use burn::tensor::activation::softmax;
 use rayon::prelude::*;
 
-use crate::qkernels::{combine_rows, exp_sub_sum, row_dots, scatter_rows};
+use crate::vecops::{combine_rows, exp_sub_sum, row_dots, scatter_rows};
 
 /// The backend extension behind [`attention`].
 #[backend_extension(Flex, Autodiff)]
@@ -528,7 +528,7 @@ mod tests {
                     .map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.2)
                     .collect();
                 let mut out = vec![0f32; keys];
-                crate::qkernels::row_dots(&q, &k, &mut out);
+                crate::vecops::row_dots(&q, &k, &mut out);
                 for (j, &o) in out.iter().enumerate() {
                     let want: f64 = (0..hd).map(|i| q[i] as f64 * k[j * hd + i] as f64).sum();
                     assert!(

@@ -20,6 +20,7 @@ pub mod rms_norm;
 pub mod rope;
 pub mod swiglu;
 pub mod tokenizer;
+pub mod vecops;
 pub mod weights;
 
 pub use config::{LlamaConfig, RopeLayout};

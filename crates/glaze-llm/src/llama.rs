@@ -177,6 +177,7 @@ impl Llama {
         let device = &self.device;
         let past = cache.as_ref().map_or(0, |c| c.len());
         let constant = cache.as_ref().is_some_and(|c| c.is_constant());
+        let reserve = cache.as_ref().map_or(0, |c| c.reserved());
         let past_mask: Option<Vec<bool>> = cache
             .as_ref()
             .and_then(|c| c.key_mask())
@@ -208,6 +209,7 @@ impl Llama {
                 bias,
                 past,
                 constant,
+                reserve,
             }
         } else {
             let mut key_valid = Vec::with_capacity(b * s_len);
@@ -257,6 +259,7 @@ impl Llama {
                 act: Activations::F32,
                 past,
                 constant,
+                reserve,
                 bias: Some(Tensor::from_data(
                     TensorData::new(bias, [b, 1, t, s_len]),
                     device,

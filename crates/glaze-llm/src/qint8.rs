@@ -21,7 +21,11 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+use half::f16;
+
 use crate::qkernels::Kind;
+#[cfg(target_arch = "x86_64")]
+use crate::qkernels::h2f;
 
 /// Whether the int8-activation kernels can run here (AVX-512 VNNI, or AVX2).
 pub fn available() -> bool {
@@ -47,7 +51,9 @@ pub fn vnni() -> bool {
 pub fn avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+        std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -292,8 +298,8 @@ fn hsum4(v: __m128) -> f32 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 fn q4_rows<const N: usize, const MIN: bool>(
-    d: &[f32],
-    m: &[f32],
+    d: &[f16],
+    m: &[f16],
     q: &[u8],
     x: &QInput,
     out: &mut [f32],
@@ -310,8 +316,8 @@ fn q4_rows<const N: usize, const MIN: bool>(
     for (r, o) in out.chunks_exact_mut(N).enumerate() {
         // Row r's blocks are r·bpr..(r+1)·bpr, inside `d`, `m` and `q` (see above).
         let qr = q[r * bpr * 16..].as_ptr();
-        let dr = d[r * bpr..].as_ptr();
-        let mr = m[r * bpr..].as_ptr();
+        let dr = d[r * bpr..].as_ptr() as *const i16;
+        let mr = m[r * bpr..].as_ptr() as *const i16;
         let mut acc = [_mm512_setzero_ps(); N];
         let mut off = [_mm_setzero_ps(); N];
         // A macro, not a closure: closures do not inherit `target_feature` and were not
@@ -343,9 +349,9 @@ fn q4_rows<const N: usize, const MIN: bool>(
         for g in 0..full {
             // SAFETY: blocks 4g..4g+4 < bpr of row r (see above).
             let (w, dw, mw) = unsafe {
-                let dw = _mm_loadu_ps(dr.add(4 * g));
+                let dw = _mm_cvtph_ps(_mm_loadl_epi64(dr.add(4 * g) as *const __m128i));
                 let mw = if MIN {
-                    _mm_loadu_ps(mr.add(4 * g))
+                    _mm_cvtph_ps(_mm_loadl_epi64(mr.add(4 * g) as *const __m128i))
                 } else {
                     _mm_mul_ps(dw, minus8)
                 };
@@ -357,9 +363,9 @@ fn q4_rows<const N: usize, const MIN: bool>(
         if rem > 0 {
             // SAFETY: masked loads of the last `rem` blocks of row r only.
             let (w, dw, mw) = unsafe {
-                let dw = _mm_maskz_loadu_ps(lanes, dr.add(4 * full));
+                let dw = _mm_cvtph_ps(_mm_maskz_loadu_epi16(lanes, dr.add(4 * full)));
                 let mw = if MIN {
-                    _mm_maskz_loadu_ps(lanes, mr.add(4 * full))
+                    _mm_cvtph_ps(_mm_maskz_loadu_epi16(lanes, mr.add(4 * full)))
                 } else {
                     _mm_mul_ps(dw, minus8)
                 };
@@ -377,7 +383,7 @@ fn q4_rows<const N: usize, const MIN: bool>(
 /// Q8_0 rows against `N` inputs, in pairs of blocks (a masked tail block when `bpr` is odd).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-fn q8_rows<const N: usize>(d: &[f32], q: &[i8], x: &QInput, out: &mut [f32]) {
+fn q8_rows<const N: usize>(d: &[f16], q: &[i8], x: &QInput, out: &mut [f32]) {
     let bpr = x.bpr;
     let (bpr2, bpr4) = (bpr.next_multiple_of(2), bpr.next_multiple_of(4));
     let zero = _mm512_setzero_si512();
@@ -385,7 +391,12 @@ fn q8_rows<const N: usize>(d: &[f32], q: &[i8], x: &QInput, out: &mut [f32]) {
     let (xq, xd) = (x.q8.as_ptr(), x.d.as_ptr());
     for (r, o) in out.chunks_exact_mut(N).enumerate() {
         // SAFETY: row r's blocks lie inside `d` and `q` (asserted by [`rows`]).
-        let (qr, dr) = unsafe { (q.as_ptr().add(r * bpr * 32), d.as_ptr().add(r * bpr)) };
+        let (qr, dr) = unsafe {
+            (
+                q.as_ptr().add(r * bpr * 32),
+                d.as_ptr().add(r * bpr) as *const i16,
+            )
+        };
         let mut acc = [_mm512_setzero_ps(); N];
         for g in 0..bpr2 / 2 {
             let nb = (bpr - 2 * g).min(2);
@@ -393,7 +404,7 @@ fn q8_rows<const N: usize>(d: &[f32], q: &[i8], x: &QInput, out: &mut [f32]) {
             unsafe {
                 let bytes: u64 = if nb == 2 { !0 } else { (1u64 << 32) - 1 };
                 let w = _mm512_maskz_loadu_epi8(bytes, qr.add(64 * g));
-                let dw = _mm_maskz_loadu_ps((1u8 << nb) - 1, dr.add(2 * g));
+                let dw = _mm_cvtph_ps(_mm_maskz_loadu_epi16((1u8 << nb) - 1, dr.add(2 * g)));
                 _mm_prefetch::<_MM_HINT_T0>(qr.wrapping_add(64 * g + PREFETCH));
                 // vpdpbusd multiplies unsigned by signed bytes: |w| times x with w's sign.
                 let wabs = _mm512_abs_epi8(w);
@@ -421,7 +432,7 @@ fn q8_rows<const N: usize>(d: &[f32], q: &[i8], x: &QInput, out: &mut [f32]) {
 /// applies the block's two scales. Q4 nibbles are unpacked into the block's natural order,
 /// so the activations are read from the natural (`q8`) layout.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn rows_avx2<const N: usize>(kind: Kind<'_>, x: &QInput, out: &mut [f32]) {
     let bpr = x.bpr;
     let (bpr2, bpr4) = (bpr.next_multiple_of(2), bpr.next_multiple_of(4));
@@ -442,16 +453,16 @@ fn rows_avx2<const N: usize>(kind: Kind<'_>, x: &QInput, out: &mut [f32]) {
                     let lo = _mm_and_si128(bytes, low);
                     let hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), low);
                     let mw = match kind {
-                        Kind::Q4_1(_, m, _) => m[blk],
-                        _ => -8.0 * d[blk],
+                        Kind::Q4_1(_, m, _) => h2f(m[blk]),
+                        _ => -8.0 * h2f(d[blk]),
                     };
-                    (_mm256_set_m128i(hi, lo), false, d[blk], mw)
+                    (_mm256_set_m128i(hi, lo), false, h2f(d[blk]), mw)
                 }
                 Kind::Q8_0(d, q) => {
                     let qb: &[i8; 32] = q[blk * 32..blk * 32 + 32].try_into().expect("32 bytes");
                     // SAFETY: 32 bytes inside `qb`.
                     let w = unsafe { _mm256_loadu_si256(qb.as_ptr() as *const __m256i) };
-                    (w, true, d[blk], 0.0)
+                    (w, true, h2f(d[blk]), 0.0)
                 }
             };
             let wu = if signed { _mm256_sign_epi8(w, w) } else { w };

@@ -14,20 +14,21 @@ use rayon::prelude::*;
 
 use crate::quant::GgmlType;
 
-/// Block layout of a quantized matrix, repacked at load: per-block f32 scales (and minimums)
-/// beside the packed quants.
+/// Block layout of a quantized matrix, repacked at load: the file's f16 scales (and
+/// minimums) in one array, the packed quants in another (the same bytes as the file's blocks;
+/// f32 scales held 15 MB more for SmolLM2). The kernels widen the scales with F16C.
 #[derive(Debug, Clone)]
 enum Blocks {
     /// `w = d * q + m`, 4-bit `q` (low nibbles: weights 0..16, high: 16..32).
     Q4_1 {
-        d: Vec<f32>,
-        m: Vec<f32>,
+        d: Vec<f16>,
+        m: Vec<f16>,
         qs: Vec<u8>,
     },
     /// `w = d * (q - 8)`, 4-bit `q`.
-    Q4_0 { d: Vec<f32>, qs: Vec<u8> },
+    Q4_0 { d: Vec<f16>, qs: Vec<u8> },
     /// `w = d * q`, 8-bit signed `q`.
-    Q8_0 { d: Vec<f32>, qs: Vec<i8> },
+    Q8_0 { d: Vec<f16>, qs: Vec<i8> },
 }
 
 /// A `[rows, cols]` matrix in 32-weight quantized blocks along `cols`.
@@ -38,8 +39,8 @@ pub struct QMatrix {
     blocks: Blocks,
 }
 
-fn f16_at(b: &[u8], i: usize) -> f32 {
-    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
+fn f16_at(b: &[u8], i: usize) -> f16 {
+    f16::from_le_bytes([b[i], b[i + 1]])
 }
 
 impl QMatrix {
@@ -159,7 +160,8 @@ impl QMatrix {
     pub fn to_q8(&self) -> Option<glaze_core::gemm::Q8Matrix> {
         match &self.blocks {
             Blocks::Q8_0 { d, qs } => {
-                glaze_core::gemm::Q8Matrix::new(self.rows, self.cols, qs.clone(), d.clone())
+                let d = d.iter().map(|v| v.to_f32()).collect();
+                glaze_core::gemm::Q8Matrix::new(self.rows, self.cols, qs.clone(), d)
             }
             _ => None,
         }
@@ -177,9 +179,11 @@ impl QMatrix {
 
     /// FNV-1a over the scales, minimums and quants (for the backbone's weight digest).
     pub fn digest(&self, seed: u64) -> u64 {
-        let f32s = |v: &[f32], h: u64| {
+        // Over the scales' f32 values (as when they were held in f32: feature caches keyed
+        // by the digest stay valid).
+        let f32s = |v: &[f16], h: u64| {
             v.iter()
-                .fold(h, |h, x| glaze_core::fnv1a64(&x.to_le_bytes(), h))
+                .fold(h, |h, x| glaze_core::fnv1a64(&x.to_f32().to_le_bytes(), h))
         };
         match &self.blocks {
             Blocks::Q4_1 { d, m, qs } => glaze_core::fnv1a64(qs, f32s(m, f32s(d, seed))),
@@ -194,9 +198,9 @@ impl QMatrix {
     /// Bytes held.
     pub fn size_bytes(&self) -> usize {
         match &self.blocks {
-            Blocks::Q4_1 { d, m, qs } => d.len() * 4 + m.len() * 4 + qs.len(),
-            Blocks::Q4_0 { d, qs } => d.len() * 4 + qs.len(),
-            Blocks::Q8_0 { d, qs } => d.len() * 4 + qs.len(),
+            Blocks::Q4_1 { d, m, qs } => d.len() * 2 + m.len() * 2 + qs.len(),
+            Blocks::Q4_0 { d, qs } => d.len() * 2 + qs.len(),
+            Blocks::Q8_0 { d, qs } => d.len() * 2 + qs.len(),
         }
     }
 
@@ -337,7 +341,7 @@ impl QMatrix {
         match &self.blocks {
             Blocks::Q4_1 { d, m, qs } => {
                 let q: &[u8; 16] = qs[b * 16..b * 16 + 16].try_into().expect("16 quants");
-                let (db, mb) = (d[b], m[b]);
+                let (db, mb) = (d[b].to_f32(), m[b].to_f32());
                 for j in 0..16 {
                     w[j] = db * (q[j] & 15) as f32 + mb;
                     w[j + 16] = db * (q[j] >> 4) as f32 + mb;
@@ -345,7 +349,7 @@ impl QMatrix {
             }
             Blocks::Q4_0 { d, qs } => {
                 let q: &[u8; 16] = qs[b * 16..b * 16 + 16].try_into().expect("16 quants");
-                let db = d[b];
+                let db = d[b].to_f32();
                 for j in 0..16 {
                     w[j] = db * ((q[j] & 15) as f32 - 8.0);
                     w[j + 16] = db * ((q[j] >> 4) as f32 - 8.0);
@@ -353,7 +357,7 @@ impl QMatrix {
             }
             Blocks::Q8_0 { d, qs } => {
                 let q: &[i8; 32] = qs[b * 32..b * 32 + 32].try_into().expect("32 quants");
-                let db = d[b];
+                let db = d[b].to_f32();
                 for j in 0..32 {
                     w[j] = db * q[j] as f32;
                 }
@@ -504,8 +508,10 @@ mod tests {
     fn kernels_match_dequantize_then_multiply() {
         let mut rng = Lcg(42);
         for ty in [GgmlType::Q4_1, GgmlType::Q4_0, GgmlType::Q8_0] {
-            // Ragged shapes: row counts that do not split evenly over tasks, 1..5 inputs.
-            for (rows, cols) in [(1, 32), (37, 64), (300, 96), (1000, 576)] {
+            // Ragged shapes: row counts that do not split evenly over tasks, 1..11 inputs;
+            // 70 blocks per row: the kernels widen the f16 scales 64 blocks at a time, 16 per
+            // instruction (a second, partial chunk and a 6-scale tail).
+            for (rows, cols) in [(1, 32), (37, 64), (300, 96), (1000, 576), (5, 70 * 32)] {
                 let data = random_blocks(ty, rows, cols, &mut rng);
                 let q = QMatrix::from_ggml(ty, &data, rows, cols).expect("supported");
                 let reference = crate::quant::dequantize(ty, &data, rows * cols);
@@ -550,7 +556,14 @@ mod tests {
         for ty in [GgmlType::Q4_1, GgmlType::Q4_0, GgmlType::Q8_0] {
             // Ragged block counts (1, 2, 3, 5, 18 blocks per row: partial groups of four and
             // pairs) and row counts that do not split evenly over tasks.
-            for (rows, cols) in [(1, 32), (37, 64), (300, 96), (33, 160), (1000, 576)] {
+            for (rows, cols) in [
+                (1, 32),
+                (37, 64),
+                (300, 96),
+                (33, 160),
+                (1000, 576),
+                (5, 70 * 32),
+            ] {
                 let data = random_blocks(ty, rows, cols, &mut rng);
                 let q = QMatrix::from_ggml(ty, &data, rows, cols).expect("supported");
                 let w = q.dequantize();

@@ -20,7 +20,7 @@ use burn::tensor::activation::silu;
 use rayon::prelude::*;
 
 use crate::fused_attention::values;
-use crate::qkernels::sigmoid;
+use crate::vecops::sigmoid;
 
 /// The backend extension behind [`swiglu`].
 #[backend_extension(Flex, Autodiff)]

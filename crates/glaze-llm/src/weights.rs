@@ -262,12 +262,24 @@ impl Llama {
         tiny.n_layers = 0;
         tiny.vocab_size = 1;
         tiny.tie_embeddings = true;
+        // Its RoPE tables too (2 MB for an 8k context; the real ones are built below).
+        tiny.context_length = 1;
         let mut m = Llama::init(&tiny, device);
-        let one = crate::block::Block::init(&LlamaConfig { ..tiny.clone() }, device);
+        // The placeholder block keeps the head layout (the loader replaces only the weights)
+        // but has width 1: a full-width random block would be 14 MB of garbage held until the
+        // last layer is loaded (heaptrack: at the load's heap peak).
+        let placeholder = LlamaConfig {
+            d_model: 1,
+            ffn_dim: 1,
+            head_dim: config.head_dim(),
+            ..tiny.clone()
+        };
+        let one = crate::block::Block::init(&placeholder, device);
         m.blocks = vec![one; config.n_layers];
         m.config = config.clone();
         m.spec.n_layers = config.n_layers;
         m.spec.vocab_size = config.vocab_size;
+        m.spec.context_length = config.context_length;
         m.rope = crate::rope::Rope::new(
             config.head_dim(),
             config.context_length,
