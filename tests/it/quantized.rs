@@ -15,9 +15,9 @@ const V: usize = 49152;
 // Tolerances of the 8-bit-activation path against the f32 path (logits range ≈ ±30). On the
 // 164 positions of the prompt set below, llama.cpp 0.3.36 (same GGUF, batch eval) against HF
 // transformers' fp32 reaches max |Δ| 1.92, a per-position mean |Δ| up to 1.12 (0.196 on
-// average) and 11 top-1 flips, all at near ties (margins ≤ 0.26); Glaze's int8 decode steps:
-// 1.55, 0.76 (0.200) and 6 flips (margins ≤ 0.17); its int8 prompt prefill, last position:
-// 1.02. See docs/benchmarks.md.
+// average) and 11 top-1 flips, all at near ties (margins ≤ 0.26); Glaze's int8 decode steps
+// (with llama.cpp's f16 KV cache): 1.84, 0.92 (0.195) and 11 flips (margins ≤ 0.20); its int8
+// prompt prefill, last position: 1.17. See docs/benchmarks.md.
 
 /// Largest logit |Δ| allowed at any position.
 const INT8_MAX: f32 = 3.0;

@@ -106,7 +106,7 @@ fn prefill_in_pieces_equals_the_whole_prompt() {
     ];
     let config = GenerationConfig::new().with_max_new_tokens(8);
     let run = |chunk: usize| {
-        let config = config.clone().with_prefill_chunk(chunk);
+        let config = config.clone().with_prefill_chunk(Some(chunk));
         glaze::llm::generate_batch(&llama, tokenizer, &prompts, &config).expect("generates")
     };
     let whole = run(0);

@@ -29,9 +29,10 @@ pub struct BenchArgs {
     /// Give the first half of the prompt as soft tokens (its embeddings) instead of ids.
     #[arg(long)]
     half_soft: bool,
-    /// Prompt positions per prefill piece (0: the whole prompt at once).
-    #[arg(long, default_value_t = 64)]
-    prefill_chunk: usize,
+    /// Prompt positions per prefill piece (0: the whole prompt at once; default: the
+    /// backbone's choice).
+    #[arg(long)]
+    prefill_chunk: Option<usize>,
     #[command(flatten)]
     model: super::ModelArgs,
 }

@@ -228,6 +228,15 @@ pub trait FrozenBackbone {
         self.lm_head(hidden)
     }
 
+    /// Prompt positions per piece that generation prefills at a time (each piece attending
+    /// to the cache of those before; `None`: the whole prompt at once, the default). A
+    /// backbone whose prefill kernels stream the weights per row chooses pieces to bound
+    /// the activations held; one that multiplies dense copies with a packed GEMM prefers
+    /// whole prompts. [`crate::generate::GenerationConfig::prefill_chunk`] overrides it.
+    fn prefill_chunk(&self) -> Option<usize> {
+        None
+    }
+
     /// A fresh key/value cache for incremental decoding.
     fn new_cache(&self) -> KvCache {
         KvCache::new(self.spec().n_layers)

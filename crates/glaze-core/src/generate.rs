@@ -34,11 +34,10 @@ pub struct GenerationConfig {
     pub stop_at_eos: bool,
     /// The prompt goes through the backbone in pieces of at most this many positions, each
     /// attending to the cache of the pieces before (llama.cpp's micro-batches): the
-    /// activations held at once no longer grow with the prompt. 0: the whole prompt at once.
-    /// Default: 64 (measured on SmolLM2 with a 256-token prompt: peak RSS 143 → 136 MiB,
-    /// prefill speed unchanged within the run-to-run noise).
-    #[config(default = 64)]
-    pub prefill_chunk: usize,
+    /// activations held at once no longer grow with the prompt. `Some(0)`: the whole prompt
+    /// at once. Default: `None`, the backbone's choice ([`FrozenBackbone::prefill_chunk`]).
+    #[config(default = "None")]
+    pub prefill_chunk: Option<usize>,
 }
 
 /// Why generation ended.
@@ -176,9 +175,9 @@ fn generate_inner(
     let mut cache = backbone.new_cache();
     cache.reserve(prompt_t + budget);
     let start = Instant::now();
-    let chunk = match config.prefill_chunk {
-        0 => prompt_t,
-        c => c,
+    let chunk = match config.prefill_chunk.or_else(|| backbone.prefill_chunk()) {
+        None | Some(0) => prompt_t,
+        Some(c) => c,
     };
     let mut hidden = None;
     for c0 in (0..prompt_t).step_by(chunk.max(1)) {

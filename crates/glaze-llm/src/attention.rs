@@ -4,6 +4,7 @@
 //! repeated in memory (see [`crate::fused_attention`]).
 
 use burn::prelude::*;
+use burn::tensor::FloatDType;
 
 use crate::linear::FrozenLinear;
 use crate::rope::Rope;
@@ -70,6 +71,20 @@ pub struct AttnContext {
     /// Positions the cache buffers are allocated for when they are (re)allocated
     /// ([`glaze_core::KvCache::reserve`]; at least the positions needed).
     pub reserve: usize,
+    /// Whether the cache keeps keys and values in f16 (generation with 8-bit activations on
+    /// the CPU, as llama.cpp does; the exact path and training keep f32).
+    pub kv_f16: bool,
+}
+
+impl AttnContext {
+    /// The element type of the cache buffers this pass writes.
+    pub(crate) fn kv_dtype(&self) -> FloatDType {
+        if self.kv_f16 {
+            FloatDType::F16
+        } else {
+            FloatDType::F32
+        }
+    }
 }
 
 impl Attention {
@@ -158,12 +173,19 @@ impl Attention {
                 (None, kb, vb)
             }
             Some(slot) => {
-                let (kb, vb) = append(slot.take(), k, v, ctx.past, ctx.reserve);
+                let (kb, vb) = append(slot.take(), k, v, ctx);
                 let end = ctx.past + t;
-                let views = (
-                    kb.clone().slice(s![.., .., 0..end, ..]),
-                    vb.clone().slice(s![.., .., 0..end, ..]),
-                );
+                // An f16 cache is attended in f32: all keys and values as stored, so a prompt
+                // in pieces sees the same values as one at once.
+                let view = |x: &Tensor<4>| {
+                    let x = x.clone().slice(s![.., .., 0..end, ..]);
+                    if ctx.kv_f16 {
+                        x.cast(FloatDType::F32)
+                    } else {
+                        x
+                    }
+                };
+                let views = (view(&kb), view(&vb));
                 *slot = Some((kb, vb));
                 (None, views.0, views.1)
             }
@@ -182,18 +204,22 @@ impl Attention {
 }
 
 /// Writes `k`, `v` (`[B, KV, T, hd]`) at positions `past..past + T` of the cache buffers
-/// (grown when full, to at least `reserve` positions). A uniquely owned buffer is written in
-/// place.
+/// (grown when full, to at least the reserved positions; in the context's element type). A
+/// uniquely owned buffer is written in place.
 fn append(
     buffers: Option<(Tensor<4>, Tensor<4>)>,
     k: Tensor<4>,
     v: Tensor<4>,
-    past: usize,
-    reserve: usize,
+    ctx: &AttnContext,
 ) -> (Tensor<4>, Tensor<4>) {
-    let t = k.dims()[2];
-    let need = (past + t).max(reserve);
-    let (kb, vb) = crate::decode::reserve(buffers, k.dims(), past, need, &k.device());
+    let (t, past, dtype) = (k.dims()[2], ctx.past, ctx.kv_dtype());
+    let need = (past + t).max(ctx.reserve);
+    let (kb, vb) = crate::decode::reserve(buffers, k.dims(), past, need, dtype, &k.device());
+    let (k, v) = if ctx.kv_f16 {
+        (k.cast(dtype), v.cast(dtype))
+    } else {
+        (k, v)
+    };
     (
         kb.slice_assign(s![.., .., past..past + t, ..], k),
         vb.slice_assign(s![.., .., past..past + t, ..], v),

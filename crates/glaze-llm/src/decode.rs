@@ -8,10 +8,12 @@
 //! key/value is written in place, and attention runs over the slices directly.
 
 use burn::prelude::*;
+use burn::tensor::FloatDType;
 use rayon::prelude::*;
 
 use crate::attention::AttnContext;
 use crate::config::RopeLayout;
+use crate::vecops::KvElem;
 
 /// Shapes of one attention layer.
 #[derive(Debug, Clone, Copy)]
@@ -33,13 +35,13 @@ fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 
 /// The attention of one group of query heads over its cached keys and values.
 #[derive(Debug)]
-pub(crate) struct GroupAttention<'a> {
+pub(crate) struct GroupAttention<'a, T> {
     /// `rep` query heads, `hd` values each.
     pub q: &'a [f32],
     /// Cached keys `[S, hd]`.
-    pub keys: &'a [f32],
+    pub keys: &'a [T],
     /// Cached values `[S, hd]`.
-    pub values: &'a [f32],
+    pub values: &'a [T],
     /// Additive bias per key (padding), if any.
     pub bias: Option<&'a [f32]>,
     /// Head width.
@@ -48,7 +50,7 @@ pub(crate) struct GroupAttention<'a> {
     pub scale: f32,
 }
 
-impl GroupAttention<'_> {
+impl<T: KvElem> GroupAttention<'_, T> {
     /// Writes the `rep` output heads into `out`. Inlined into the SIMD-compiled wrappers of
     /// `vecops::group_attention`, where LLVM vectorizes the lane loops.
     #[inline(always)]
@@ -73,7 +75,7 @@ impl GroupAttention<'_> {
             for (p, value) in scores.iter().zip(self.values.chunks_exact(hd)) {
                 let w = p / total;
                 for (acc, v) in o.iter_mut().zip(value) {
-                    *acc += w * v;
+                    *acc += w * v.widen();
                 }
             }
         }
@@ -103,16 +105,29 @@ pub(crate) fn reserve(
     shape: [usize; 4],
     past: usize,
     need: usize,
+    dtype: FloatDType,
     device: &Device,
 ) -> (Tensor<4>, Tensor<4>) {
     let [b, kv, _, hd] = shape;
     let grow = |buf: Option<Tensor<4>>| -> Tensor<4> {
+        // A cache filled with the other element type (another activation mode) is converted.
+        let buf = buf.map(|x| {
+            if x.dtype() == dtype.into() {
+                x
+            } else {
+                x.cast(dtype)
+            }
+        });
         let cap = buf.as_ref().map_or(0, |x| x.dims()[2]);
         if need <= cap {
             return buf.expect("invariant: capacity > 0 implies a buffer");
         }
         let new_cap = need.max(cap + cap / 4).next_multiple_of(64);
-        let fresh = Tensor::zeros([b, kv, new_cap - past, hd], device);
+        let options = burn::tensor::TensorCreationOptions::new(device.clone());
+        let fresh = Tensor::zeros(
+            [b, kv, new_cap - past, hd],
+            options.with_dtype(dtype.into()),
+        );
         match buf {
             Some(old) if past > 0 => {
                 Tensor::cat(vec![old.slice(s![.., .., 0..past, ..]), fresh], 2)
@@ -152,7 +167,6 @@ pub(crate) fn attend_vec(
     device: &Device,
 ) -> Vec<f32> {
     let Heads { h, kv, hd } = heads;
-    let rep = h / kv;
     let half = hd / 2;
     let past = ctx.past;
     let s_len = past + 1;
@@ -169,29 +183,90 @@ pub(crate) fn attend_vec(
         }
     }
     let need = s_len.max(ctx.reserve);
-    let (kb, vb) = reserve(slot.take(), [b, kv, 0, hd], past, need, device);
-    let cap = kb.dims()[2];
-    let mut kd = kb.into_data();
-    let mut vd = vb.into_data();
-    let mut out = vec![0f32; b * h * hd];
-    {
-        let ks = kd
-            .as_mut_slice::<f32>()
-            .expect("invariant: the cache holds f32");
-        let vs = vd
-            .as_mut_slice::<f32>()
-            .expect("invariant: the cache holds f32");
-        // Append the new key and value of every row and group.
+    let (kb, vb) = reserve(
+        slot.take(),
+        [b, kv, 0, hd],
+        past,
+        need,
+        ctx.kv_dtype(),
+        device,
+    );
+    let step = Step {
+        b,
+        heads,
+        cap: kb.dims()[2],
+        past,
+        bias: bias.as_deref(),
+    };
+    let (mut kd, mut vd) = (kb.into_data(), vb.into_data());
+    let out = if ctx.kv_f16 {
+        let ks = kd.as_mut_slice::<half::f16>();
+        let vs = vd.as_mut_slice::<half::f16>();
+        step.run(
+            &qkv,
+            ks.expect("invariant: f16 cache"),
+            vs.expect("f16 cache"),
+        )
+    } else {
+        let ks = kd.as_mut_slice::<f32>();
+        let vs = vd.as_mut_slice::<f32>();
+        step.run(
+            &qkv,
+            ks.expect("invariant: f32 cache"),
+            vs.expect("f32 cache"),
+        )
+    };
+    // In the buffers' own type: `from_data` would convert them to the device's default.
+    let options = burn::tensor::TensorCreationOptions::new(device.clone());
+    let options = options.with_dtype(ctx.kv_dtype().into());
+    *slot = Some((
+        Tensor::from_data(kd, options.clone()),
+        Tensor::from_data(vd, options),
+    ));
+    out
+}
+
+/// One decode step's shapes and key bias, for [`Step::run`].
+struct Step<'a> {
+    b: usize,
+    heads: Heads,
+    /// Positions the cache buffers hold.
+    cap: usize,
+    /// Positions filled before this step.
+    past: usize,
+    /// Additive bias per key (`[S]` or `[B, S]`), if any.
+    bias: Option<&'a [f32]>,
+}
+
+impl Step<'_> {
+    /// Appends the new key and value of every row (rotated `qkv`, `[B, (H + 2KV)·hd]`) to the
+    /// cache buffers `ks`/`vs` (`[B, KV, cap, hd]`) and returns the attention output
+    /// `[B, H·hd]`.
+    fn run<T: KvElem>(&self, qkv: &[f32], ks: &mut [T], vs: &mut [T]) -> Vec<f32> {
+        let Heads { h, kv, hd } = self.heads;
+        let (b, cap, past) = (self.b, self.cap, self.past);
+        let (rep, s_len, stride) = (h / kv, past + 1, (h + 2 * kv) * hd);
         for r in 0..b {
             let row = &qkv[r * stride..(r + 1) * stride];
             for g in 0..kv {
                 let at = ((r * kv + g) * cap + past) * hd;
-                ks[at..at + hd].copy_from_slice(&row[(h + g) * hd..(h + g + 1) * hd]);
-                vs[at..at + hd].copy_from_slice(&row[(h + kv + g) * hd..(h + kv + g + 1) * hd]);
+                let (k, v) = (
+                    &row[(h + g) * hd..(h + g + 1) * hd],
+                    &row[(h + kv + g) * hd..(h + kv + g + 1) * hd],
+                );
+                ks[at..at + hd]
+                    .iter_mut()
+                    .zip(k)
+                    .for_each(|(o, x)| *o = T::narrow(*x));
+                vs[at..at + hd]
+                    .iter_mut()
+                    .zip(v)
+                    .for_each(|(o, x)| *o = T::narrow(*x));
             }
         }
         let (ks, vs) = (&*ks, &*vs);
         let scale = 1.0 / (hd as f32).sqrt();
+        let mut out = vec![0f32; b * h * hd];
         // One task per (row, group) and `heads` of its query heads (the group's keys and values
         // are read once per task).
         let work = |heads: usize, (task, o): (usize, &mut [f32])| {
@@ -203,7 +278,7 @@ pub(crate) fn attend_vec(
             );
             let base = (r * kv + g) * cap * hd;
             let q0 = r * stride + (g * rep + part * heads) * hd;
-            let bias_row = bias.as_ref().map(|bv| {
+            let bias_row = self.bias.map(|bv| {
                 let rows = bv.len() / s_len;
                 let at = if rows == 1 { 0 } else { r * s_len };
                 &bv[at..at + s_len]
@@ -229,9 +304,8 @@ pub(crate) fn attend_vec(
                 .enumerate()
                 .for_each(|t| work(rep, t));
         }
+        out
     }
-    *slot = Some((Tensor::from_data(kd, device), Tensor::from_data(vd, device)));
-    out
 }
 
 /// RMSNorm of every `d`-wide row of `x` with gain `w` (as `crate::rms_norm`, in f32).

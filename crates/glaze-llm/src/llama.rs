@@ -210,6 +210,7 @@ impl Llama {
                 past,
                 constant,
                 reserve,
+                kv_f16: false,
             }
         } else {
             let mut key_valid = Vec::with_capacity(b * s_len);
@@ -260,6 +261,7 @@ impl Llama {
                 past,
                 constant,
                 reserve,
+                kv_f16: false,
                 bias: Some(Tensor::from_data(
                     TensorData::new(bias, [b, 1, t, s_len]),
                     device,
@@ -352,6 +354,10 @@ impl FrozenBackbone for Llama {
         };
         ctx.act = act;
         let device = embeds.device();
+        ctx.kv_f16 = act == Activations::Int8
+            && !training
+            && crate::linear::on_cpu_plain(&device)
+            && crate::qint8::available();
         if let Some(c) = cache.as_deref_mut()
             && t == 1
             && crate::linear::on_cpu_plain(&device)
@@ -415,6 +421,18 @@ impl FrozenBackbone for Llama {
 
     fn generation_head(&self, hidden: Tensor<3>) -> Tensor<3> {
         self.head(hidden, self.gen_act)
+    }
+
+    /// 64 positions with 8-bit activations on the CPU (measured on SmolLM2, 256-token
+    /// prompt: peak RSS 143 → 136 MiB, prefill speed unchanged within the noise); whole
+    /// prompts on the exact path, whose prefill multiplies the dense copies with the packed
+    /// GEMM (in pieces of 64: 450 → 350 tok/s).
+    fn prefill_chunk(&self) -> Option<usize> {
+        let streams = self.gen_act == Activations::Int8
+            && crate::qint8::available()
+            && crate::linear::on_cpu_plain(&self.device)
+            && self.blocks.iter().all(Block::decode_ready);
+        streams.then_some(64)
     }
 
     fn weights_digest(&self) -> u64 {

@@ -6,10 +6,62 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+use half::f16;
+
+use crate::decode::GroupAttention;
 use crate::qkernels::{available, avx512};
 
+/// An element of the decode KV cache: f32, or f16 when generating with 8-bit activations
+/// (llama.cpp's cache type: half the bytes, read back widened to f32).
+pub(crate) trait KvElem: Copy + Send + Sync + burn::tensor::Element {
+    /// The value as f32.
+    fn widen(self) -> f32;
+    /// `v` rounded to this type (to nearest).
+    fn narrow(v: f32) -> Self;
+    /// 16 consecutive values at `p` as f32 lanes.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F, and 16 values are readable at `p`.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load16(p: *const Self) -> __m512;
+}
+
+impl KvElem for f32 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self
+    }
+    #[inline(always)]
+    fn narrow(v: f32) -> Self {
+        v
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(p: *const Self) -> __m512 {
+        // SAFETY: guaranteed by the caller.
+        unsafe { _mm512_loadu_ps(p) }
+    }
+}
+
+impl KvElem for f16 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self.to_f32()
+    }
+    #[inline(always)]
+    fn narrow(v: f32) -> Self {
+        f16::from_f32(v)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(p: *const Self) -> __m512 {
+        // SAFETY: guaranteed by the caller (16 halves are 32 bytes).
+        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)) }
+    }
+}
+
 /// Runs a decode step's group attention with the best SIMD level the CPU has.
-pub(crate) fn group_attention(group: &crate::decode::GroupAttention<'_>, out: &mut [f32]) {
+pub(crate) fn group_attention<T: KvElem>(group: &GroupAttention<'_, T>, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         if avx512() {
@@ -29,7 +81,7 @@ pub(crate) fn group_attention(group: &crate::decode::GroupAttention<'_>, out: &m
 /// summed by a reduction tree (the portable loop sums 16 lanes one after another).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
-fn group_attention_avx512(group: &crate::decode::GroupAttention<'_>, out: &mut [f32]) {
+fn group_attention_avx512<T: KvElem>(group: &GroupAttention<'_, T>, out: &mut [f32]) {
     let hd = group.hd;
     if !hd.is_multiple_of(16) || hd > 256 || group.q.len() > 16 * hd {
         return group.run(out);
@@ -42,8 +94,8 @@ fn group_attention_avx512(group: &crate::decode::GroupAttention<'_>, out: &mut [
     for (j, key) in group.keys.chunks_exact(hd).enumerate() {
         let mut k = [_mm512_setzero_ps(); 16];
         for (c, kc) in k.iter_mut().take(nv).enumerate() {
-            // SAFETY: 16 floats at 16·c < hd inside `key`.
-            *kc = unsafe { _mm512_loadu_ps(key.as_ptr().add(16 * c)) };
+            // SAFETY: 16 values at 16·c < hd inside `key`; AVX-512 F (this function's).
+            *kc = unsafe { T::load16(key.as_ptr().add(16 * c)) };
         }
         let bias = group.bias.map_or(0.0, |b| b[j]);
         for (r, q) in group.q.chunks_exact(hd).enumerate() {
@@ -74,8 +126,8 @@ fn group_attention_avx512(group: &crate::decode::GroupAttention<'_>, out: &mut [
         for (p, value) in row.iter().zip(group.values.chunks_exact(hd)) {
             let w = _mm512_set1_ps(p * inv);
             for (c, a) in acc.iter_mut().take(nv).enumerate() {
-                // SAFETY: 16 floats at 16·c < hd inside `value`.
-                let v = unsafe { _mm512_loadu_ps(value.as_ptr().add(16 * c)) };
+                // SAFETY: 16 values at 16·c < hd inside `value`; AVX-512 F.
+                let v = unsafe { T::load16(value.as_ptr().add(16 * c)) };
                 *a = _mm512_fmadd_ps(w, v, *a);
             }
         }
@@ -129,20 +181,21 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Dot product with 16 independent lanes, so LLVM vectorizes it (a plain float sum may not
-/// be reordered); inlined into the SIMD-compiled decode attention.
+/// be reordered); inlined into the SIMD-compiled decode attention. `b` may be a cache row
+/// of f16 values (widened as they are read).
 #[inline(always)]
-pub(crate) fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot_lanes<T: KvElem>(a: &[f32], b: &[T]) -> f32 {
     let mut lanes = [0f32; 16];
     let (ac, bc) = (a.chunks_exact(16), b.chunks_exact(16));
     let tail: f32 = ac
         .remainder()
         .iter()
         .zip(bc.remainder())
-        .map(|(x, y)| x * y)
+        .map(|(x, y)| x * y.widen())
         .sum();
     for (x, y) in ac.zip(bc) {
         for i in 0..16 {
-            lanes[i] += x[i] * y[i];
+            lanes[i] += x[i] * y[i].widen();
         }
     }
     lanes.iter().sum::<f32>() + tail
@@ -385,7 +438,7 @@ fn sigmoid512(x: &[f32], out: &mut [f32]) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn group_attention_avx2(group: &crate::decode::GroupAttention<'_>, out: &mut [f32]) {
+fn group_attention_avx2<T: KvElem>(group: &GroupAttention<'_, T>, out: &mut [f32]) {
     group.run(out)
 }
 
