@@ -313,3 +313,44 @@ fn generation_runs_on_the_quantized_blocks_alone() {
     let d = max_abs_diff(&dense, &stepped);
     assert!(d <= 1e-3, "dense built from blocks vs block kernels: {d}");
 }
+
+#[test]
+fn generation_keeps_its_cache_in_f16_and_other_passes_read_it() {
+    // With 8-bit activations the generation cache holds f16 (llama.cpp's type). An exact
+    // pass continues from it (the buffers convert to f32), and so does a training pass on an
+    // autodiff device; both stay within the 8-bit path's tolerance of an all-exact run.
+    if !glaze::llm::qint8::available() {
+        return;
+    }
+    let model = smollm2();
+    let ids = model.tokenizer.encode(PROMPTS[0]).expect("encodes");
+    let (head, last) = ids.split_at(ids.len() - 1);
+    let mut exact = model.llama.clone();
+    exact.set_generation_activations(Activations::F32);
+    let want = dense_logits(&exact, &ids)[(ids.len() - 1) * V..].to_vec();
+    let dtype = |c: &glaze::core::KvCache| c.layer(0).expect("cached").0.dtype();
+    for training in [false, true] {
+        let mut cache = model.llama.new_cache();
+        let prompt = model.llama.embed(ids_tensor(&model.llama, head));
+        let _ = model
+            .llama
+            .forward(prompt, ForwardOptions::generating(&mut cache));
+        assert_eq!(dtype(&cache), burn::tensor::DType::F16);
+        let mut x = model.llama.embed(ids_tensor(&model.llama, last));
+        if training {
+            x = Tensor::from_data(x.into_data(), &Device::flex().autodiff()).require_grad();
+        }
+        let hidden = model.llama.forward(x, ForwardOptions::cached(&mut cache));
+        let got: Vec<f32> = model
+            .llama
+            .lm_head(hidden)
+            .into_data()
+            .try_into_vec()
+            .expect("f32");
+        let d = max_abs_diff(&got, &want);
+        assert!(d <= INT8_MAX, "training {training}: |Δ| {d}");
+        if !training {
+            assert_eq!(dtype(&cache), burn::tensor::DType::F32);
+        }
+    }
+}

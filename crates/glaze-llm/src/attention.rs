@@ -4,7 +4,7 @@
 //! repeated in memory (see [`crate::fused_attention`]).
 
 use burn::prelude::*;
-use burn::tensor::FloatDType;
+use burn::tensor::{DType, FloatDType};
 
 use crate::linear::FrozenLinear;
 use crate::rope::Rope;
@@ -145,17 +145,25 @@ impl Attention {
         let q = rope.apply(q, &ctx.cos, &ctx.sin);
         let k = rope.apply(k, &ctx.cos, &ctx.sin);
         let scale = 1.0 / (hd as f32).sqrt();
+        // The first `end` cached positions, in f32 (a generation's cache may hold f16: it is
+        // attended in f32, all keys and values as stored, so a prompt in pieces sees the same
+        // values as one at once).
+        let cached = |x: &Tensor<4>, end: usize| {
+            let x = x.clone().slice(s![.., .., 0..end, ..]);
+            if x.dtype() == DType::F32 {
+                x
+            } else {
+                x.cast(FloatDType::F32)
+            }
+        };
         // `prefix`: constant cached keys/values attended in place (not concatenated).
         let (prefix, k, v) = match cache {
             // Training on a constant cache (a cached prompt the caller drops after the pass):
             // attend to it in place, leave it as it is.
             Some(slot) if training && ctx.constant && ctx.past > 0 => {
-                let prefix = slot.as_ref().map(|(ok, ov)| {
-                    (
-                        ok.clone().slice(s![.., .., 0..ctx.past, ..]),
-                        ov.clone().slice(s![.., .., 0..ctx.past, ..]),
-                    )
-                });
+                let prefix = slot
+                    .as_ref()
+                    .map(|(ok, ov)| (cached(ok, ctx.past), cached(ov, ctx.past)));
                 (prefix, k, v)
             }
             // Training (autodiff): the cache is rebuilt every step, so the new keys are
@@ -164,8 +172,8 @@ impl Attention {
             Some(slot) if training => {
                 let (kb, vb) = match slot.take() {
                     Some((ok, ov)) if ctx.past > 0 => (
-                        Tensor::cat(vec![ok.slice(s![.., .., 0..ctx.past, ..]), k], 2),
-                        Tensor::cat(vec![ov.slice(s![.., .., 0..ctx.past, ..]), v], 2),
+                        Tensor::cat(vec![cached(&ok, ctx.past), k], 2),
+                        Tensor::cat(vec![cached(&ov, ctx.past), v], 2),
                     ),
                     _ => (k, v),
                 };
@@ -175,17 +183,7 @@ impl Attention {
             Some(slot) => {
                 let (kb, vb) = append(slot.take(), k, v, ctx);
                 let end = ctx.past + t;
-                // An f16 cache is attended in f32: all keys and values as stored, so a prompt
-                // in pieces sees the same values as one at once.
-                let view = |x: &Tensor<4>| {
-                    let x = x.clone().slice(s![.., .., 0..end, ..]);
-                    if ctx.kv_f16 {
-                        x.cast(FloatDType::F32)
-                    } else {
-                        x
-                    }
-                };
-                let views = (view(&kb), view(&vb));
+                let views = (cached(&kb, end), cached(&vb, end));
                 *slot = Some((kb, vb));
                 (None, views.0, views.1)
             }
