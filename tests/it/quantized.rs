@@ -327,6 +327,10 @@ fn generation_keeps_its_cache_in_f16_and_other_passes_read_it() {
     let (head, last) = ids.split_at(ids.len() - 1);
     let mut exact = model.llama.clone();
     exact.set_generation_activations(Activations::F32);
+    // The streaming 8-bit path prefills in pieces; the exact path, whose prefill multiplies
+    // the dense copies, whole prompts.
+    assert_eq!(model.llama.prefill_chunk(), Some(64));
+    assert_eq!(exact.prefill_chunk(), None);
     let want = dense_logits(&exact, &ids)[(ids.len() - 1) * V..].to_vec();
     let dtype = |c: &glaze::core::KvCache| c.layer(0).expect("cached").0.dtype();
     for training in [false, true] {

@@ -311,6 +311,8 @@ pub fn generate_cached(
         });
     }
     let budget = config.max_new_tokens.min(max - prompt_len);
+    // The buffers grow once (at the tail's append) to hold the whole generation.
+    cache.reserve(cache.reserved().max(prompt_len + budget));
     let start = Instant::now();
     let hidden = backbone.forward(tail, ForwardOptions::generating(cache));
     let (logits, v) = last_logits(backbone, hidden);

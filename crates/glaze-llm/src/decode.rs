@@ -199,22 +199,14 @@ pub(crate) fn attend_vec(
         bias: bias.as_deref(),
     };
     let (mut kd, mut vd) = (kb.into_data(), vb.into_data());
+    // `reserve` returned buffers of the context's element type.
+    const TYPED: &str = "invariant: the cache holds the context's element type";
     let out = if ctx.kv_f16 {
-        let ks = kd.as_mut_slice::<half::f16>();
-        let vs = vd.as_mut_slice::<half::f16>();
-        step.run(
-            &qkv,
-            ks.expect("invariant: f16 cache"),
-            vs.expect("f16 cache"),
-        )
+        let ks = kd.as_mut_slice::<half::f16>().expect(TYPED);
+        step.run(&qkv, ks, vd.as_mut_slice::<half::f16>().expect(TYPED))
     } else {
-        let ks = kd.as_mut_slice::<f32>();
-        let vs = vd.as_mut_slice::<f32>();
-        step.run(
-            &qkv,
-            ks.expect("invariant: f32 cache"),
-            vs.expect("f32 cache"),
-        )
+        let ks = kd.as_mut_slice::<f32>().expect(TYPED);
+        step.run(&qkv, ks, vd.as_mut_slice::<f32>().expect(TYPED))
     };
     // In the buffers' own type: `from_data` would convert them to the device's default.
     let options = burn::tensor::TensorCreationOptions::new(device.clone());

@@ -114,12 +114,15 @@ impl<B: Backend + GlazeRope, C: CheckpointStrategy> GlazeRope for Autodiff<B, C>
     }
 }
 
-/// Precomputed rotary tables.
+/// Rotary frequencies; the cos/sin tables of a forward pass are computed for its positions
+/// (a table for the whole context was 2 MB for SmolLM2's 8k, held by every loaded model).
 #[derive(Debug, Clone)]
 pub struct Rope {
-    cos: Tensor<2>,
-    sin: Tensor<2>,
+    /// `1 / θ^(2i / hd)` for `i < hd/2`.
+    inv_freq: Vec<f64>,
+    max_positions: usize,
     layout: RopeLayout,
+    device: Device,
 }
 
 /// Positions of the rows of one forward pass.
@@ -133,7 +136,7 @@ pub enum Positions {
 }
 
 impl Rope {
-    /// Tables for `max_positions` positions of heads of width `head_dim`.
+    /// Rotary embedding for up to `max_positions` positions of heads of width `head_dim`.
     pub fn new(
         head_dim: usize,
         max_positions: usize,
@@ -141,30 +144,22 @@ impl Rope {
         layout: RopeLayout,
         device: &Device,
     ) -> Self {
-        let half = head_dim / 2;
-        let mut cos = Vec::with_capacity(max_positions * half);
-        let mut sin = Vec::with_capacity(max_positions * half);
-        for p in 0..max_positions {
-            for i in 0..half {
-                let freq = 1.0 / theta.powf(2.0 * i as f64 / head_dim as f64);
-                let angle = p as f64 * freq;
-                cos.push(angle.cos() as f32);
-                sin.push(angle.sin() as f32);
-            }
-        }
+        let inv_freq = (0..head_dim / 2)
+            .map(|i| 1.0 / theta.powf(2.0 * i as f64 / head_dim as f64))
+            .collect();
         Rope {
-            cos: Tensor::from_data(TensorData::new(cos, [max_positions, half]), device),
-            sin: Tensor::from_data(TensorData::new(sin, [max_positions, half]), device),
+            inv_freq,
+            max_positions,
             layout,
+            device: device.clone(),
         }
     }
 
-    /// The same tables on another device.
+    /// The same embedding on another device.
     pub fn to_device(self, device: &Device) -> Self {
         Rope {
-            cos: self.cos.to_device(device),
-            sin: self.sin.to_device(device),
-            layout: self.layout,
+            device: device.clone(),
+            ..self
         }
     }
 
@@ -173,32 +168,44 @@ impl Rope {
         self.layout
     }
 
-    /// cos and sin for the positions, shaped `[B|1, 1, T, hd/2]`.
+    /// cos and sin for the positions, shaped `[B|1, 1, T, hd/2]`: `cos(p · f_i)`, `sin(p ·
+    /// f_i)` computed in f64 and rounded to f32.
+    ///
+    /// # Panics
+    /// If a position is negative or not below the `max_positions` given to [`Rope::new`]
+    /// (callers check the context length first).
     pub fn tables(&self, positions: &Positions, t: usize) -> (Tensor<4>, Tensor<4>) {
-        let half = self.cos.dims()[1];
-        match positions {
-            Positions::Range(start) => {
-                let r = *start..*start + t;
-                (
-                    self.cos
-                        .clone()
-                        .slice(s![r.clone(), ..])
-                        .reshape([1, 1, t, half]),
-                    self.sin.clone().slice(s![r, ..]).reshape([1, 1, t, half]),
-                )
-            }
+        let (rows, pos): (usize, Vec<i64>) = match positions {
+            Positions::Range(start) => (1, (*start..*start + t).map(|p| p as i64).collect()),
             Positions::PerRow(pos) => {
-                let [b, t] = pos.dims();
-                let flat = pos.clone().reshape([b * t]);
-                (
-                    self.cos
-                        .clone()
-                        .select(0, flat.clone())
-                        .reshape([b, 1, t, half]),
-                    self.sin.clone().select(0, flat).reshape([b, 1, t, half]),
-                )
+                let [b, _] = pos.dims();
+                let data = pos.clone().into_data().convert::<i64>();
+                let pos = data
+                    .try_into_vec::<i64>()
+                    .expect("invariant: int positions convert to i64");
+                (b, pos)
+            }
+        };
+        let half = self.inv_freq.len();
+        let mut cos = Vec::with_capacity(pos.len() * half);
+        let mut sin = Vec::with_capacity(pos.len() * half);
+        for &p in &pos {
+            assert!(
+                (0..self.max_positions as i64).contains(&p),
+                "position {p} outside the rotary range 0..{}",
+                self.max_positions
+            );
+            for f in &self.inv_freq {
+                let angle = p as f64 * f;
+                cos.push(angle.cos() as f32);
+                sin.push(angle.sin() as f32);
             }
         }
+        let shape = [rows, 1, t, half];
+        (
+            Tensor::from_data(TensorData::new(cos, shape), &self.device),
+            Tensor::from_data(TensorData::new(sin, shape), &self.device),
+        )
     }
 
     /// Rotates `x` with the given tables.
