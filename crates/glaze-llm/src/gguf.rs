@@ -107,6 +107,10 @@ pub struct GgufFile {
     by_name: BTreeMap<String, usize>,
 }
 
+/// Bytes read from the file at a time when a tensor is repacked or the file hashed (below
+/// glibc's mmap threshold: the buffer is reused, not mapped and unmapped).
+const READ_PIECE: usize = 64 * 1024;
+
 /// Where tensor data comes from.
 #[derive(Debug)]
 enum Data {
@@ -437,17 +441,20 @@ impl GgufFile {
         &self.path
     }
 
-    /// FNV-1a of the whole file (the backbone's weights hash), read in 1 MiB pieces.
+    /// FNV-1a of the whole file (the backbone's weights hash), read through one 64 KiB
+    /// buffer.
     pub fn content_hash(&self) -> Result<u64> {
         match &self.data {
             Data::Memory(bytes) => Ok(glaze_core::fnv1a64(bytes, 0)),
             Data::File { len, .. } => {
                 let mut h = 0;
                 let mut at = 0u64;
+                let mut buf = vec![0u8; READ_PIECE];
                 while at < *len {
-                    let n = (*len - at).min(1 << 20);
-                    h = glaze_core::fnv1a64(&self.read_at(at, n as usize)?, h);
-                    at += n;
+                    let n = (*len - at).min(READ_PIECE as u64) as usize;
+                    self.read_into(at, &mut buf[..n])?;
+                    h = glaze_core::fnv1a64(&buf[..n], h);
+                    at += n as u64;
                 }
                 Ok(h)
             }
@@ -456,6 +463,13 @@ impl GgufFile {
 
     /// `n` bytes at `offset` of the file.
     fn read_at(&self, offset: u64, n: usize) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; n];
+        self.read_into(offset, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// Fills `buf` from `offset` of the file.
+    fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         use std::io::{Read, Seek, SeekFrom};
         let Data::File { file, .. } = &self.data else {
             unreachable!("invariant: only called for file-backed data");
@@ -469,9 +483,7 @@ impl GgufFile {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         f.seek(SeekFrom::Start(offset)).map_err(io)?;
-        let mut buf = vec![0u8; n];
-        f.read_exact(&mut buf).map_err(io)?;
-        Ok(buf)
+        f.read_exact(buf).map_err(io)
     }
 
     /// A tensor's raw bytes.
@@ -584,8 +596,24 @@ impl crate::weights::WeightSource for GgufFile {
             return None;
         }
         let ty = GgmlType::from_u32(info.ggml_type)?;
-        // A read error leaves the tensor to the dense path, which reports it.
-        let data = self.tensor_bytes(info).ok()?;
-        crate::qmatmul::QMatrix::from_ggml(ty, &data, rows, cols)
+        let mut builder = crate::qmatmul::QBuilder::new(ty, rows, cols, info.len)?;
+        // Whole blocks through one buffer of at most READ_PIECE bytes (none for in-memory
+        // data). A read error leaves the tensor to the dense path, which reports it.
+        let piece = (READ_PIECE / builder.block_bytes()).max(1) * builder.block_bytes();
+        let mut buf = Vec::new();
+        let mut at = 0;
+        while at < info.len {
+            let n = piece.min(info.len - at);
+            match &self.data {
+                Data::Memory(bytes) => builder.push(&bytes[info.start + at..info.start + at + n]),
+                Data::File { .. } => {
+                    buf.resize(n, 0);
+                    self.read_into((info.start + at) as u64, &mut buf).ok()?;
+                    builder.push(&buf);
+                }
+            }
+            at += n;
+        }
+        builder.finish()
     }
 }

@@ -76,9 +76,13 @@ impl LanguageModel {
 
     /// Loads a GGUF file.
     pub fn load_gguf(path: &Path, device: &Device) -> Result<Self> {
-        let file = GgufFile::open(path)?;
+        let mut file = GgufFile::open(path)?;
         let config = LlamaConfig::from_gguf(&file)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
+        // The vocabulary and merges as parsed (≈ 5 MB of strings) are in the tokenizer now:
+        // freed before the weights load, so the blocks can reuse the memory.
+        file.metadata
+            .retain(|k, _| !k.starts_with("tokenizer.ggml."));
         let mut llama = load_llama(&config, &file, Naming::Gguf, device)?;
         llama.spec.name = file
             .get("general.name")

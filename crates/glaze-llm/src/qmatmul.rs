@@ -47,48 +47,9 @@ impl QMatrix {
     /// Repacks GGUF block bytes of a row-major `[rows, cols]` matrix. `None` for types without
     /// a kernel (the caller keeps the dense path) or when `cols` is not a multiple of 32.
     pub fn from_ggml(ty: GgmlType, data: &[u8], rows: usize, cols: usize) -> Option<Self> {
-        if !cols.is_multiple_of(32) || rows == 0 {
-            return None;
-        }
-        let n_blocks = rows * cols / 32;
-        let (_, block_bytes) = ty.block();
-        if data.len() != n_blocks * block_bytes {
-            return None;
-        }
-        let chunks = data.chunks_exact(block_bytes);
-        let blocks = match ty {
-            GgmlType::Q4_1 => {
-                let mut d = Vec::with_capacity(n_blocks);
-                let mut m = Vec::with_capacity(n_blocks);
-                let mut qs = Vec::with_capacity(n_blocks * 16);
-                for b in chunks {
-                    d.push(f16_at(b, 0));
-                    m.push(f16_at(b, 2));
-                    qs.extend_from_slice(&b[4..20]);
-                }
-                Blocks::Q4_1 { d, m, qs }
-            }
-            GgmlType::Q4_0 => {
-                let mut d = Vec::with_capacity(n_blocks);
-                let mut qs = Vec::with_capacity(n_blocks * 16);
-                for b in chunks {
-                    d.push(f16_at(b, 0));
-                    qs.extend_from_slice(&b[2..18]);
-                }
-                Blocks::Q4_0 { d, qs }
-            }
-            GgmlType::Q8_0 => {
-                let mut d = Vec::with_capacity(n_blocks);
-                let mut qs = Vec::with_capacity(n_blocks * 32);
-                for b in chunks {
-                    d.push(f16_at(b, 0));
-                    qs.extend(b[2..34].iter().map(|&q| q as i8));
-                }
-                Blocks::Q8_0 { d, qs }
-            }
-            _ => return None,
-        };
-        Some(QMatrix { rows, cols, blocks })
+        let mut builder = QBuilder::new(ty, rows, cols, data.len())?;
+        builder.push(data);
+        builder.finish()
     }
 
     /// Stacks matrices with equal `cols` and block type along rows (fused q/k/v, gate/up).
@@ -446,6 +407,100 @@ impl QMatrix {
     }
 }
 
+/// Builds a [`QMatrix`] from GGUF block bytes given piece by piece, so a file-backed tensor is
+/// repacked through one small read buffer instead of being read whole first (the whole-tensor
+/// buffers, up to the 30 MB embedding table, left holes in the heap below the blocks).
+#[derive(Debug)]
+pub struct QBuilder {
+    rows: usize,
+    cols: usize,
+    blocks: Blocks,
+    block_bytes: usize,
+    /// Bytes still expected.
+    left: usize,
+}
+
+impl QBuilder {
+    /// A builder for `len` bytes of `ty` blocks of a `[rows, cols]` matrix; `None` when the
+    /// type has no kernel, `cols` is not a multiple of 32 or `len` is not the matrix's size.
+    pub fn new(ty: GgmlType, rows: usize, cols: usize, len: usize) -> Option<Self> {
+        if !cols.is_multiple_of(32) || rows == 0 {
+            return None;
+        }
+        let n = rows * cols / 32;
+        let (_, block_bytes) = ty.block();
+        if len != n * block_bytes {
+            return None;
+        }
+        let blocks = match ty {
+            GgmlType::Q4_1 => Blocks::Q4_1 {
+                d: Vec::with_capacity(n),
+                m: Vec::with_capacity(n),
+                qs: Vec::with_capacity(n * 16),
+            },
+            GgmlType::Q4_0 => Blocks::Q4_0 {
+                d: Vec::with_capacity(n),
+                qs: Vec::with_capacity(n * 16),
+            },
+            GgmlType::Q8_0 => Blocks::Q8_0 {
+                d: Vec::with_capacity(n),
+                qs: Vec::with_capacity(n * 32),
+            },
+            _ => return None,
+        };
+        Some(QBuilder {
+            rows,
+            cols,
+            blocks,
+            block_bytes,
+            left: len,
+        })
+    }
+
+    /// Bytes per block: pieces given to [`QBuilder::push`] hold whole blocks.
+    pub fn block_bytes(&self) -> usize {
+        self.block_bytes
+    }
+
+    /// Appends the next whole blocks.
+    ///
+    /// # Panics
+    /// If `bytes` is not a whole number of blocks or goes past the matrix.
+    pub fn push(&mut self, bytes: &[u8]) {
+        assert!(
+            bytes.len().is_multiple_of(self.block_bytes) && bytes.len() <= self.left,
+            "invariant: whole blocks inside the matrix"
+        );
+        self.left -= bytes.len();
+        for b in bytes.chunks_exact(self.block_bytes) {
+            match &mut self.blocks {
+                Blocks::Q4_1 { d, m, qs } => {
+                    d.push(f16_at(b, 0));
+                    m.push(f16_at(b, 2));
+                    qs.extend_from_slice(&b[4..20]);
+                }
+                Blocks::Q4_0 { d, qs } => {
+                    d.push(f16_at(b, 0));
+                    qs.extend_from_slice(&b[2..18]);
+                }
+                Blocks::Q8_0 { d, qs } => {
+                    d.push(f16_at(b, 0));
+                    qs.extend(b[2..34].iter().map(|&q| q as i8));
+                }
+            }
+        }
+    }
+
+    /// The matrix, once every byte was pushed (`None` before).
+    pub fn finish(self) -> Option<QMatrix> {
+        (self.left == 0).then_some(QMatrix {
+            rows: self.rows,
+            cols: self.cols,
+            blocks: self.blocks,
+        })
+    }
+}
+
 /// Inputs handled together per weight pass.
 const MAX_GROUP: usize = 8;
 
@@ -601,6 +656,33 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn blocks_given_in_pieces_repack_like_the_whole_tensor() {
+        let mut rng = Lcg(11);
+        for ty in [GgmlType::Q4_1, GgmlType::Q4_0, GgmlType::Q8_0] {
+            let (rows, cols) = (7, 96);
+            let data = random_blocks(ty, rows, cols, &mut rng);
+            let whole = QMatrix::from_ggml(ty, &data, rows, cols).expect("supported");
+            let mut b = QBuilder::new(ty, rows, cols, data.len()).expect("supported");
+            let bb = b.block_bytes();
+            // Pieces of 1, 2, 3, … blocks.
+            let (mut at, mut k) = (0, 1);
+            while at < data.len() {
+                let n = (k * bb).min(data.len() - at);
+                b.push(&data[at..at + n]);
+                (at, k) = (at + n, k + 1);
+            }
+            let pieces = b.finish().expect("every byte pushed");
+            assert_eq!(pieces.dequantize(), whole.dequantize(), "{ty:?}");
+            assert_eq!(pieces.digest(1), whole.digest(1), "{ty:?}");
+        }
+        // A builder given too few bytes yields nothing.
+        let data = random_blocks(GgmlType::Q8_0, 2, 64, &mut rng);
+        let mut b = QBuilder::new(GgmlType::Q8_0, 2, 64, data.len()).expect("supported");
+        b.push(&data[..34]);
+        assert!(b.finish().is_none());
     }
 
     #[test]
