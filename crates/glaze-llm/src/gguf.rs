@@ -597,22 +597,19 @@ impl crate::weights::WeightSource for GgufFile {
         }
         let ty = GgmlType::from_u32(info.ggml_type)?;
         let mut builder = crate::qmatmul::QBuilder::new(ty, rows, cols, info.len)?;
-        // Whole blocks through one buffer of at most READ_PIECE bytes (none for in-memory
-        // data). A read error leaves the tensor to the dense path, which reports it.
-        let piece = (READ_PIECE / builder.block_bytes()).max(1) * builder.block_bytes();
-        let mut buf = Vec::new();
-        let mut at = 0;
-        while at < info.len {
-            let n = piece.min(info.len - at);
-            match &self.data {
-                Data::Memory(bytes) => builder.push(&bytes[info.start + at..info.start + at + n]),
-                Data::File { .. } => {
-                    buf.resize(n, 0);
+        match &self.data {
+            Data::Memory(bytes) => builder.push(&bytes[info.start..info.start + info.len]),
+            Data::File { .. } => {
+                // Whole blocks through one buffer of at most READ_PIECE bytes. A read error
+                // leaves the tensor to the dense path, which reports it.
+                let piece = (READ_PIECE / builder.block_bytes()).max(1) * builder.block_bytes();
+                let mut buf = Vec::new();
+                for at in (0..info.len).step_by(piece) {
+                    buf.resize(piece.min(info.len - at), 0);
                     self.read_into((info.start + at) as u64, &mut buf).ok()?;
                     builder.push(&buf);
                 }
             }
-            at += n;
         }
         builder.finish()
     }

@@ -354,10 +354,7 @@ impl FrozenBackbone for Llama {
         };
         ctx.act = act;
         let device = embeds.device();
-        ctx.kv_f16 = act == Activations::Int8
-            && !training
-            && crate::linear::on_cpu_plain(&device)
-            && crate::qint8::available();
+        ctx.kv_f16 = int8_kernels(act, &device);
         if let Some(c) = cache.as_deref_mut()
             && t == 1
             && crate::linear::on_cpu_plain(&device)
@@ -428,10 +425,8 @@ impl FrozenBackbone for Llama {
     /// prompts on the exact path, whose prefill multiplies the dense copies with the packed
     /// GEMM (in pieces of 64: 450 → 350 tok/s).
     fn prefill_chunk(&self) -> Option<usize> {
-        let streams = self.gen_act == Activations::Int8
-            && crate::qint8::available()
-            && crate::linear::on_cpu_plain(&self.device)
-            && self.blocks.iter().all(Block::decode_ready);
+        let streams =
+            int8_kernels(self.gen_act, &self.device) && self.blocks.iter().all(Block::decode_ready);
         streams.then_some(64)
     }
 
@@ -441,6 +436,12 @@ impl FrozenBackbone for Llama {
             fnv1a64(w.into_data().as_bytes(), h)
         })
     }
+}
+
+/// Whether a pass with `act` on `device` runs the 8-bit kernels: plain (non-autodiff) flex
+/// tensors on a CPU that has them. Such a pass keeps an f16 cache and prefills in pieces.
+fn int8_kernels(act: Activations, device: &Device) -> bool {
+    act == Activations::Int8 && crate::qint8::available() && crate::linear::on_cpu_plain(device)
 }
 
 impl Llama {

@@ -18,7 +18,7 @@ pub fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     );
     let n = rows * cols;
     let mut out: Vec<f32> = Vec::with_capacity(n);
-    let base = Dst(out.as_mut_ptr());
+    let base = super::Out(out.as_mut_ptr());
     // Each task writes whole 16-row bands of the output (16 source columns), no zeroing first.
     (0..cols.div_ceil(16)).into_par_iter().for_each(|band| {
         let c0 = band * 16;
@@ -37,19 +37,6 @@ pub fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     // SAFETY: the bands cover output rows `0..cols`, each written whole (all `rows` values).
     unsafe { out.set_len(n) };
     out
-}
-
-/// The output pointer shared by the tasks (each writes its own band).
-#[derive(Clone, Copy)]
-struct Dst(*mut f32);
-// SAFETY: tasks write disjoint bands; the vector outlives the parallel loop.
-unsafe impl Send for Dst {}
-unsafe impl Sync for Dst {}
-
-impl Dst {
-    fn at(self, i: usize) -> *mut f32 {
-        self.0.wrapping_add(i)
-    }
 }
 
 /// Output rows `c0..c0 + width` (source columns), element by element.
