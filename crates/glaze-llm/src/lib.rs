@@ -2,6 +2,7 @@
 
 pub mod attention;
 pub mod block;
+pub mod bpe;
 pub mod config;
 pub mod decode;
 pub mod error;

@@ -1,25 +1,58 @@
 //! Byte-level BPE tokenizer (via the `tokenizers` crate) and the chat template (via
-//! `minijinja`), from GGUF metadata or an HF `tokenizer.json`.
+//! `minijinja`), from GGUF metadata or an HF `tokenizer.json`. From GGUF, the BPE model is
+//! [`CompactBpe`] (the same tokens in a quarter of the memory); special tokens, pre-tokenizer
+//! and decoder are the `tokenizers` crate's.
 
 use std::path::{Path, PathBuf};
 
 use glaze_core::{ChatMessage, TextCodec};
-use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
-use tokenizers::{AddedToken, PreTokenizerWrapper};
+use tokenizers::{
+    AddedToken, DecoderWrapper, NormalizerWrapper, PostProcessorWrapper, PreTokenizerWrapper,
+    TokenizerImpl,
+};
 
+use crate::bpe::CompactBpe;
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
 
 /// ChatML, used when a model file carries no chat template.
 pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
+/// The tokenizer pipeline around a [`CompactBpe`] model.
+type CompactPipeline = TokenizerImpl<
+    CompactBpe,
+    NormalizerWrapper,
+    PreTokenizerWrapper,
+    PostProcessorWrapper,
+    DecoderWrapper,
+>;
+
+/// The tokenizer proper, by where it came from.
+#[derive(Debug, Clone)]
+enum Inner {
+    /// GGUF metadata: byte-level BPE in the compact model.
+    Compact(Box<CompactPipeline>),
+    /// A `tokenizer.json`: whatever model it names.
+    Full(Box<tokenizers::Tokenizer>),
+}
+
+/// Runs `$body` with `$t` bound to the pipeline, whichever it is.
+macro_rules! with_pipeline {
+    ($inner:expr, $t:ident => $body:expr) => {
+        match $inner {
+            Inner::Compact($t) => $body,
+            Inner::Full($t) => $body,
+        }
+    };
+}
+
 /// A model's tokenizer and chat template.
 #[derive(Debug, Clone)]
 pub struct Tokenizer {
-    inner: tokenizers::Tokenizer,
+    inner: Inner,
     chat_template: String,
     bos_token: String,
     eos_token: String,
@@ -61,24 +94,8 @@ impl Tokenizer {
                     .collect()
             })
             .unwrap_or_default();
-        let vocab: tokenizers::models::bpe::Vocab = tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.to_string(), i as u32))
-            .collect();
-        let merges = merges
-            .iter()
-            .map(|m| {
-                m.split_once(' ')
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .ok_or_else(|| build_err(path, format!("merge `{m}` has no space")))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .build()
-            .map_err(|e| build_err(path, e))?;
-        let mut inner = tokenizers::Tokenizer::new(bpe);
+        let bpe = CompactBpe::new(&tokens, &merges).map_err(|e| build_err(path, e))?;
+        let mut inner = CompactPipeline::new(bpe);
         let pre = file
             .get("tokenizer.ggml.pre")
             .and_then(|v| v.as_str())
@@ -127,7 +144,7 @@ impl Tokenizer {
             }
         }
         Ok(Tokenizer {
-            inner,
+            inner: Inner::Compact(Box::new(inner)),
             chat_template: file
                 .get("tokenizer.chat_template")
                 .and_then(|v| v.as_str())
@@ -181,7 +198,7 @@ impl Tokenizer {
                 .and_then(|v| v.as_str())
                 .unwrap_or(CHATML_TEMPLATE)
                 .to_string(),
-            inner,
+            inner: Inner::Full(Box::new(inner)),
             bos_token,
             eos_token,
             stop_ids,
@@ -192,12 +209,12 @@ impl Tokenizer {
 
     /// Vocabulary size including added tokens.
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        with_pipeline!(&self.inner, t => t.get_vocab_size(true))
     }
 
     /// The id of a token string, if it is in the vocabulary.
     pub fn token_id(&self, token: &str) -> Option<u32> {
-        self.inner.token_to_id(token)
+        with_pipeline!(&self.inner, t => t.token_to_id(token))
     }
 
     /// The chat template source.
@@ -206,10 +223,23 @@ impl Tokenizer {
     }
 
     /// The tokenizer as Hugging Face `tokenizer.json` text (for exporting a model directory).
+    /// From GGUF, the model is written as `tokenizers`' BPE (the same vocabulary and merges).
     pub fn to_json(&self) -> Result<String> {
-        self.inner
-            .to_string(true)
-            .map_err(|e| build_err(&self.path, e))
+        let err = |e| build_err(&self.path, e);
+        match &self.inner {
+            Inner::Full(t) => t.to_string(true).map_err(err),
+            Inner::Compact(t) => {
+                let mut full = tokenizers::Tokenizer::new(t.get_model().to_bpe().map_err(err)?);
+                full.with_pre_tokenizer(t.get_pre_tokenizer().cloned());
+                full.with_decoder(t.get_decoder().cloned());
+                let mut added: Vec<(u32, AddedToken)> =
+                    t.get_added_tokens_decoder().into_iter().collect();
+                added.sort_by_key(|(id, _)| *id);
+                let added: Vec<AddedToken> = added.into_iter().map(|(_, a)| a).collect();
+                full.add_special_tokens(&added);
+                full.to_string(true).map_err(err)
+            }
+        }
     }
 
     /// End-of-sequence token text.
@@ -232,8 +262,7 @@ fn raise_exception(message: String) -> std::result::Result<String, minijinja::Er
 
 impl TextCodec for Tokenizer {
     fn encode(&self, text: &str) -> glaze_core::Result<Vec<u32>> {
-        self.inner
-            .encode(text, false)
+        with_pipeline!(&self.inner, t => t.encode(text, false))
             .map(|e| e.get_ids().to_vec())
             .map_err(|e| glaze_core::Error::Tokenizer {
                 message: e.to_string(),
@@ -241,11 +270,11 @@ impl TextCodec for Tokenizer {
     }
 
     fn decode(&self, ids: &[u32], keep_special: bool) -> glaze_core::Result<String> {
-        self.inner
-            .decode(ids, !keep_special)
-            .map_err(|e| glaze_core::Error::Tokenizer {
+        with_pipeline!(&self.inner, t => t.decode(ids, !keep_special)).map_err(|e| {
+            glaze_core::Error::Tokenizer {
                 message: e.to_string(),
-            })
+            }
+        })
     }
 
     fn render_chat(
