@@ -22,7 +22,8 @@ pub use transpose::transpose;
 const MR: usize = 12;
 /// Columns of the register tile (two 16-lane vectors).
 const NR: usize = 32;
-/// Depth of one packed slab (a `KC × NR` panel of B stays in L1).
+/// Depth of one packed slab, and the most rows of a B panel one pass over the row tiles
+/// reads (a `KC × NR` part of a panel stays in L1).
 const KC: usize = 256;
 /// The largest inner dimension packed as a single slab (see [`slab_depth`]).
 const KC_ONE: usize = 768;
@@ -346,22 +347,28 @@ unsafe fn serial<B: Rhs>(a: View, b: B, c: *mut f32, ldc: usize, accumulate: boo
                             let panel = &mut bpack[jp * kc * NR..(jp + 1) * kc * NR];
                             b.pack_slab(pc, kc, j0, NR.min(n - j0), panel);
                         }
-                        for ip in 0..mp {
-                            let i0 = ic + ip * MR;
-                            // SAFETY: AVX-512F is available (caller); the packed panels hold
-                            // `kc · MR` and `kc · NR` values; the tile lies inside the
-                            // caller's `m × n` output.
-                            unsafe {
-                                kernel(
-                                    kc,
-                                    apack[ip * kc * MR..].as_ptr(),
-                                    bpack[jp * kc * NR..].as_ptr(),
-                                    c.add(i0 * ldc + j0),
-                                    ldc,
-                                    MR.min(m - i0),
-                                    NR.min(n - j0),
-                                    accumulate || pc > 0,
-                                )
+                        // The panel's rows in parts of at most `KC`, each part run over all
+                        // row tiles while it is in L1 (a whole 576-deep panel, 72 KB, is not).
+                        let parts = kc.div_ceil(KC);
+                        for part in 0..parts {
+                            let (s0, s1) = (kc * part / parts, kc * (part + 1) / parts);
+                            for ip in 0..mp {
+                                let i0 = ic + ip * MR;
+                                // SAFETY: AVX-512F is available (caller); the packed panels
+                                // hold `kc · MR` and `kc · NR` values, rows `s0..s1` of each
+                                // inside; the tile lies inside the caller's `m × n` output.
+                                unsafe {
+                                    kernel(
+                                        s1 - s0,
+                                        apack[(ip * kc + s0) * MR..].as_ptr(),
+                                        bpack[(jp * kc + s0) * NR..].as_ptr(),
+                                        c.add(i0 * ldc + j0),
+                                        ldc,
+                                        MR.min(m - i0),
+                                        NR.min(n - j0),
+                                        accumulate || pc > 0 || part > 0,
+                                    )
+                                }
                             }
                         }
                     }
@@ -414,17 +421,17 @@ fn pack<const W: usize>(b: &View, k0: usize, kc: usize, j0: usize, cols: usize, 
         }
     } else if b.rs == 1 {
         // Column-major source (a transposed weight in the backward pass, a row-major A):
-        // a full B panel is gathered 16 columns at a time.
+        // a full panel is turned 16 × 16 values at a time in registers.
         let base = b.offset + k0 + j0 * b.cs;
         #[cfg(target_arch = "x86_64")]
-        if W == NR && cols == NR && NR * b.cs < i32::MAX as usize && available() {
-            // SAFETY: AVX-512F is available; every gathered index `base + j·cs + kk` with
+        if W == NR && cols == NR && available() {
+            // SAFETY: AVX-512F is available; every read index `base + j·cs + kk` with
             // `j < NR`, `kk < kc` is an element of the (bounds-checked) view.
             unsafe { gather_panel(&b.data[base..], b.cs, kc, dst) };
             return;
         }
         #[cfg(target_arch = "x86_64")]
-        if W == MR && cols == MR && MR * b.cs < i32::MAX as usize && available() {
+        if W == MR && cols == MR && available() {
             // SAFETY: as above, for the `MR` rows of an A panel.
             unsafe { gather_rows(&b.data[base..], b.cs, kc, dst) };
             return;
@@ -443,53 +450,74 @@ fn pack<const W: usize>(b: &View, k0: usize, kc: usize, j0: usize, cols: usize, 
     }
 }
 
-/// `dst[kk·NR + j] = src[j·cs + kk]` for `j < NR`, `kk < kc`, two 16-lane gathers per row.
+/// `dst[kk·NR + j] = src[j·cs + kk]` for `j < NR`, `kk < kc`: a B panel from `NR` rows of a
+/// row-major `Bᵀ`, read 16 values per row at a time and turned by 16 × 16 register
+/// transposes (no index-width limit, unlike 32-bit gathers).
 ///
 /// # Safety
-/// AVX-512F must be available; `src` must hold index `(NR − 1)·cs + kc − 1`, `dst` `kc · NR`
-/// values, and `NR · cs` must fit an `i32`.
+/// AVX-512F must be available; `src` must hold index `(NR − 1)·cs + kc − 1` and `dst`
+/// `kc · NR` values.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn gather_panel(src: &[f32], cs: usize, kc: usize, dst: &mut [f32]) {
     use std::arch::x86_64::*;
     debug_assert!(src.len() > (NR - 1) * cs + kc - 1 && dst.len() >= kc * NR);
-    let lanes = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-    let lo = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(cs as i32));
-    let hi = _mm512_add_epi32(lo, _mm512_set1_epi32((16 * cs) as i32));
     let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
-    for kk in 0..kc {
-        // SAFETY (caller): indices `j·cs + kk` lie in `src`; row `kk` of `dst` holds NR values.
-        unsafe {
-            let p = s.add(kk);
-            _mm512_storeu_ps(d.add(kk * NR), _mm512_i32gather_ps::<4>(lo, p));
-            _mm512_storeu_ps(d.add(kk * NR + 16), _mm512_i32gather_ps::<4>(hi, p));
+    for k0 in (0..kc).step_by(16) {
+        let h = (kc - k0).min(16);
+        let kmask = lanes(h);
+        for half in 0..NR / 16 {
+            let mut x = [_mm512_setzero_ps(); 16];
+            for (j, xj) in x.iter_mut().enumerate() {
+                // SAFETY (caller): row `16·half + j < NR` holds indices `k0..k0 + h`.
+                *xj = unsafe { _mm512_maskz_loadu_ps(kmask, s.add((16 * half + j) * cs + k0)) };
+            }
+            let t = transpose::transpose16(x);
+            for (r, tr) in t.iter().enumerate().take(h) {
+                // SAFETY (caller): row `k0 + r < kc` of `dst` holds `NR` values.
+                unsafe { _mm512_storeu_ps(d.add((k0 + r) * NR + 16 * half), *tr) };
+            }
         }
     }
 }
 
 /// `dst[kk·MR + i] = src[i·cs + kk]` for `i < MR`, `kk < kc`: an A panel from `MR` rows of a
-/// row-major A, one 12-lane gather per step.
+/// row-major A, by 16 × 16 register transposes as in [`gather_panel`].
 ///
 /// # Safety
-/// AVX-512F must be available; `src` must hold index `(MR − 1)·cs + kc − 1`, `dst` `kc · MR`
-/// values, and `MR · cs` must fit an `i32`.
+/// AVX-512F must be available; `src` must hold index `(MR − 1)·cs + kc − 1` and `dst`
+/// `kc · MR` values.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn gather_rows(src: &[f32], cs: usize, kc: usize, dst: &mut [f32]) {
     use std::arch::x86_64::*;
     const _: () = assert!(MR <= 16);
     debug_assert!(src.len() > (MR - 1) * cs + kc - 1 && dst.len() >= kc * MR);
-    let lanes = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-    let idx = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(cs as i32));
-    let mask: __mmask16 = ((1u32 << MR) - 1) as u16;
+    let rmask = lanes(MR);
     let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
-    for kk in 0..kc {
-        // SAFETY (caller): the `MR` unmasked indices `i·cs + kk` lie in `src`; row `kk` of
-        // `dst` holds `MR` values.
-        unsafe {
-            let v = _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), mask, idx, s.add(kk));
-            _mm512_mask_storeu_ps(d.add(kk * MR), mask, v);
+    for k0 in (0..kc).step_by(16) {
+        let h = (kc - k0).min(16);
+        let kmask = lanes(h);
+        let mut x = [_mm512_setzero_ps(); 16];
+        for (i, xi) in x.iter_mut().enumerate().take(MR) {
+            // SAFETY (caller): row `i < MR` holds indices `k0..k0 + h`.
+            *xi = unsafe { _mm512_maskz_loadu_ps(kmask, s.add(i * cs + k0)) };
         }
+        let t = transpose::transpose16(x);
+        for (r, tr) in t.iter().enumerate().take(h) {
+            // SAFETY (caller): row `k0 + r < kc` of `dst` holds `MR` values.
+            unsafe { _mm512_mask_storeu_ps(d.add((k0 + r) * MR), rmask, *tr) };
+        }
+    }
+}
+
+/// The mask of the first `n ≤ 16` lanes.
+#[cfg(target_arch = "x86_64")]
+fn lanes(n: usize) -> u16 {
+    if n >= 16 {
+        0xFFFF
+    } else {
+        ((1u32 << n) - 1) as u16
     }
 }
 
@@ -515,7 +543,13 @@ unsafe fn kernel(
     use std::arch::x86_64::*;
     let mut acc = [0f32; MR * NR];
     // SAFETY (caller): panels of `kc · MR` and `kc · NR` values; `acc` holds the tile.
-    unsafe { dot_tile(kc, a, b, acc.as_mut_ptr()) };
+    unsafe {
+        match rows {
+            0..=4 => dot_tile4(kc, a, b, acc.as_mut_ptr()),
+            5..=8 => dot_tile8(kc, a, b, acc.as_mut_ptr()),
+            _ => dot_tile(kc, a, b, acc.as_mut_ptr()),
+        }
+    };
     let m0: __mmask16 = if cols >= 16 {
         0xFFFF
     } else {
@@ -544,6 +578,38 @@ unsafe fn kernel(
     }
 }
 
+/// The body of a register tile over the first rows of an A panel: `out` row `i` (of `NR`
+/// values) is `Σ_kk a[kk·MR + i] · b[kk·NR..]`, two accumulators per row.
+#[cfg(target_arch = "x86_64")]
+macro_rules! tile {
+    ($kc:expr, $a:expr, $b:expr, $out:expr; $(($i:literal, $x:ident, $y:ident)),*) => {{
+        use std::arch::x86_64::*;
+        $(let mut $x = _mm512_setzero_ps(); let mut $y = _mm512_setzero_ps();)*
+        let (mut ap, mut bp) = ($a, $b);
+        for _ in 0..$kc {
+            // SAFETY (caller): `kc` steps stay inside both panels.
+            unsafe {
+                let b0 = _mm512_loadu_ps(bp);
+                let b1 = _mm512_loadu_ps(bp.add(16));
+                $(
+                    let s = _mm512_set1_ps(*ap.add($i));
+                    $x = _mm512_fmadd_ps(s, b0, $x);
+                    $y = _mm512_fmadd_ps(s, b1, $y);
+                )*
+                ap = ap.add(MR);
+                bp = bp.add(NR);
+            }
+        }
+        // SAFETY (caller): `out` holds the tile's rows.
+        unsafe {
+            $(
+                _mm512_storeu_ps($out.add($i * NR), $x);
+                _mm512_storeu_ps($out.add($i * NR + 16), $y);
+            )*
+        }
+    }};
+}
+
 /// The register tile: `out[MR × NR] = Apanel · Bpanel` over `kc` steps, 24 accumulators.
 ///
 /// # Safety
@@ -551,47 +617,33 @@ unsafe fn kernel(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn dot_tile(kc: usize, a: *const f32, b: *const f32, out: *mut f32) {
-    use std::arch::x86_64::*;
-    macro_rules! tile {
-        ($(($i:literal, $x:ident, $y:ident)),*) => {{
-            $(let mut $x = _mm512_setzero_ps(); let mut $y = _mm512_setzero_ps();)*
-            let (mut ap, mut bp) = (a, b);
-            for _ in 0..kc {
-                // SAFETY (caller): `kc` steps stay inside both panels.
-                unsafe {
-                    let b0 = _mm512_loadu_ps(bp);
-                    let b1 = _mm512_loadu_ps(bp.add(16));
-                    $(
-                        let s = _mm512_set1_ps(*ap.add($i));
-                        $x = _mm512_fmadd_ps(s, b0, $x);
-                        $y = _mm512_fmadd_ps(s, b1, $y);
-                    )*
-                    ap = ap.add(MR);
-                    bp = bp.add(NR);
-                }
-            }
-            // SAFETY (caller): `out` holds `MR · NR` values.
-            unsafe {
-                $(
-                    _mm512_storeu_ps(out.add($i * NR), $x);
-                    _mm512_storeu_ps(out.add($i * NR + 16), $y);
-                )*
-            }
-        }};
-    }
-    tile!(
-        (0, c0, d0),
-        (1, c1, d1),
-        (2, c2, d2),
-        (3, c3, d3),
-        (4, c4, d4),
-        (5, c5, d5),
-        (6, c6, d6),
-        (7, c7, d7),
-        (8, c8, d8),
-        (9, c9, d9),
-        (10, c10, d10),
-        (11, c11, d11)
+    tile!(kc, a, b, out;
+        (0, c0, d0), (1, c1, d1), (2, c2, d2), (3, c3, d3), (4, c4, d4), (5, c5, d5),
+        (6, c6, d6), (7, c7, d7), (8, c8, d8), (9, c9, d9), (10, c10, d10), (11, c11, d11)
+    );
+}
+
+/// [`dot_tile`] for the first 4 rows only (a panel at the bottom edge: M = 100 leaves 4 rows
+/// in its ninth tile, and the full tile spent three times the work on them).
+///
+/// # Safety
+/// As [`dot_tile`]; `out` needs `4 · NR` values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn dot_tile4(kc: usize, a: *const f32, b: *const f32, out: *mut f32) {
+    tile!(kc, a, b, out; (0, c0, d0), (1, c1, d1), (2, c2, d2), (3, c3, d3));
+}
+
+/// [`dot_tile`] for the first 8 rows only.
+///
+/// # Safety
+/// As [`dot_tile`]; `out` needs `8 · NR` values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn dot_tile8(kc: usize, a: *const f32, b: *const f32, out: *mut f32) {
+    tile!(kc, a, b, out;
+        (0, c0, d0), (1, c1, d1), (2, c2, d2), (3, c3, d3),
+        (4, c4, d4), (5, c5, d5), (6, c6, d6), (7, c7, d7)
     );
 }
 
