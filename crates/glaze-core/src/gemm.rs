@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 mod q8;
 mod transpose;
-pub use q8::{Q8Matrix, matmul_q8};
+pub use q8::{Q8Matrix, matmul_q8, matmul_q8_out_t};
 pub use transpose::transpose;
 
 /// Rows of the register tile.
@@ -160,20 +160,14 @@ pub fn matmul(a: View, b: View) -> Option<Vec<f32>> {
     let padded = |rows: usize, cols: usize| {
         (rows.div_ceil(MR) * MR) as f64 * (cols.div_ceil(NR) * NR) as f64 * k as f64
     };
-    // Transposing the result back costs about as much as 16 multiply-adds per element.
+    // The swapped product's tiles are stored transposed (a register transpose per tile, and
+    // output rows written 12 values at a time): counted as 16 multiply-adds per element.
     let swap = padded(n, m) + ((m * n * 16) as f64) < padded(m, n);
-    if swap {
-        let ct = product(b.t(), a.t());
-        let mut c = vec![0f32; m * n];
-        for (j, row) in ct.chunks_exact(m.max(1)).enumerate().take(n) {
-            for (i, &v) in row.iter().enumerate() {
-                c[i * n + j] = v;
-            }
-        }
-        Some(c)
+    Some(if swap {
+        product(b.t(), a.t(), true)
     } else {
-        Some(product(a, b))
-    }
+        product(a, b, false)
+    })
 }
 
 /// A raw output pointer shared by the tasks that write disjoint tiles of it.
@@ -233,10 +227,13 @@ fn ranges(len: usize, unit: usize, tasks: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// Row-major `C = A · B` (shapes and bounds checked by [`matmul`]; AVX-512 available): one
-/// parallel region, each task running the packed loops on its own share.
-fn product<B: Rhs>(a: View, b: B) -> Vec<f32> {
+/// Row-major `C = A · B`, or `Cᵀ` when `out_t` (shapes and bounds checked by [`matmul`];
+/// AVX-512 available): one parallel region, each task running the packed loops on its own
+/// share.
+fn product<B: Rhs>(a: View, b: B, out_t: bool) -> Vec<f32> {
     let (m, k, n) = (a.rows, a.cols, b.width());
+    // Where element `(i, j)` goes: `C[i·n + j]`, or `Cᵀ[j·m + i]`.
+    let (ldc, row_step, col_step) = if out_t { (m, 1, m) } else { (n, n, 1) };
     if m == 0 || n == 0 || k == 0 {
         return vec![0f32; m * n];
     }
@@ -247,16 +244,23 @@ fn product<B: Rhs>(a: View, b: B) -> Vec<f32> {
         // `written` hands out are fully written; the tasks' shares are disjoint.
         Split::Cols => unsafe {
             written(m * n, |out| {
-                ranges(n, NR, tasks)
-                    .into_par_iter()
-                    .for_each(|(j0, j1)| serial(a, b.sub_cols(j0, j1), out.at(j0), n, false))
+                ranges(n, NR, tasks).into_par_iter().for_each(|(j0, j1)| {
+                    serial(
+                        a,
+                        b.sub_cols(j0, j1),
+                        out.at(j0 * col_step),
+                        ldc,
+                        false,
+                        out_t,
+                    )
+                })
             })
         },
         Split::Rows => unsafe {
             written(m * n, |out| {
-                ranges(m, MR, tasks)
-                    .into_par_iter()
-                    .for_each(|(i0, i1)| serial(a.rows(i0, i1), b, out.at(i0 * n), n, false))
+                ranges(m, MR, tasks).into_par_iter().for_each(|(i0, i1)| {
+                    serial(a.rows(i0, i1), b, out.at(i0 * row_step), ldc, false, out_t)
+                })
             })
         },
         Split::Depth => {
@@ -264,7 +268,14 @@ fn product<B: Rhs>(a: View, b: B) -> Vec<f32> {
                 .into_par_iter()
                 .map(|(k0, k1)| unsafe {
                     written(m * n, |out| {
-                        serial(a.cols(k0, k1), b.sub_rows(k0, k1), out.at(0), n, false)
+                        serial(
+                            a.cols(k0, k1),
+                            b.sub_rows(k0, k1),
+                            out.at(0),
+                            ldc,
+                            false,
+                            out_t,
+                        )
                     })
                 })
                 .collect();
@@ -306,12 +317,13 @@ thread_local! {
 }
 
 /// `C = A · B` on this thread (or `C +=` when `accumulate`), `C` row-major with row step
-/// `ldc`.
+/// `ldc` — or, when `out_t`, `Cᵀ` (element `(i, j)` at `c[j·ldc + i]`).
 ///
 /// # Safety
 /// AVX-512F must be available; `c` must be valid for `a.rows` rows of `b.cols` values with
-/// row step `ldc`, and written by no one else meanwhile.
-unsafe fn serial<B: Rhs>(a: View, b: B, c: *mut f32, ldc: usize, accumulate: bool) {
+/// row step `ldc` (`b.cols` rows of `a.rows` when `out_t`), and written by no one else
+/// meanwhile.
+unsafe fn serial<B: Rhs>(a: View, b: B, c: *mut f32, ldc: usize, accumulate: bool, out_t: bool) {
     let (m, k, n) = (a.rows, a.cols, b.width());
     PACKS.with_borrow_mut(|(apack, bpack)| {
         let depth = slab_depth(k);
@@ -358,16 +370,19 @@ unsafe fn serial<B: Rhs>(a: View, b: B, c: *mut f32, ldc: usize, accumulate: boo
                                 // hold `kc · MR` and `kc · NR` values, rows `s0..s1` of each
                                 // inside; the tile lies inside the caller's `m × n` output.
                                 unsafe {
-                                    kernel(
-                                        s1 - s0,
+                                    let (ap, bp) = (
                                         apack[(ip * kc + s0) * MR..].as_ptr(),
                                         bpack[(jp * kc + s0) * NR..].as_ptr(),
-                                        c.add(i0 * ldc + j0),
-                                        ldc,
-                                        MR.min(m - i0),
-                                        NR.min(n - j0),
-                                        accumulate || pc > 0 || part > 0,
-                                    )
+                                    );
+                                    let (rows, cols) = (MR.min(m - i0), NR.min(n - j0));
+                                    let acc = accumulate || pc > 0 || part > 0;
+                                    if out_t {
+                                        let ct = c.add(j0 * ldc + i0);
+                                        kernel_t(s1 - s0, ap, bp, ct, ldc, rows, cols, acc)
+                                    } else {
+                                        let cr = c.add(i0 * ldc + j0);
+                                        kernel(s1 - s0, ap, bp, cr, ldc, rows, cols, acc)
+                                    }
                                 }
                             }
                         }
@@ -578,6 +593,100 @@ unsafe fn kernel(
     }
 }
 
+/// Stores the tile `acc` (`MR × NR`, row-major) transposed: `c[j·ldc + i] = acc[i·NR + j]`
+/// (or `+=` when `accumulate`) for `i < rows`, `j < cols`, through 16 × 16 register
+/// transposes (a scalar transposed store made the prototype map's weight gradient slower
+/// than a separate transpose pass).
+///
+/// # Safety
+/// AVX-512F must be available; `c` must be valid for `cols` rows of `rows` values with row
+/// step `ldc`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn store_transposed(
+    acc: &[f32; MR * NR],
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    accumulate: bool,
+) {
+    use std::arch::x86_64::*;
+    const _: () = assert!(MR <= 16 && NR % 16 == 0);
+    let rmask = lanes(rows);
+    for half in 0..NR / 16 {
+        if 16 * half >= cols {
+            break;
+        }
+        let mut x = [_mm512_setzero_ps(); 16];
+        for (i, xi) in x.iter_mut().enumerate().take(rows) {
+            // SAFETY: the slice holds the 16 values read.
+            *xi = unsafe { _mm512_loadu_ps(acc[i * NR + 16 * half..][..16].as_ptr()) };
+        }
+        let t = transpose::transpose16(x);
+        for (j, tj) in t.iter().enumerate().take(cols - 16 * half) {
+            // SAFETY (caller): output row `16·half + j < cols` holds `rows` values.
+            unsafe {
+                let p = c.add((16 * half + j) * ldc);
+                let v = if accumulate {
+                    _mm512_add_ps(*tj, _mm512_maskz_loadu_ps(rmask, p))
+                } else {
+                    *tj
+                };
+                _mm512_mask_storeu_ps(p, rmask, v);
+            }
+        }
+    }
+}
+
+/// [`kernel`] with the tile stored transposed ([`store_transposed`]), a separate function so
+/// that the row-major kernel's code stays as it was (a branch in it cost the blocks'
+/// products 5 %).
+///
+/// # Safety
+/// As [`kernel`], with `c` valid for `cols` rows of `rows` values with row step `ldc`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel_t(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    accumulate: bool,
+) {
+    let mut acc = [0f32; MR * NR];
+    // SAFETY (caller): panels of `kc · MR` and `kc · NR` values; `acc` holds the tile.
+    unsafe {
+        match rows {
+            0..=4 => dot_tile4(kc, a, b, acc.as_mut_ptr()),
+            5..=8 => dot_tile8(kc, a, b, acc.as_mut_ptr()),
+            _ => dot_tile(kc, a, b, acc.as_mut_ptr()),
+        }
+    };
+    // SAFETY (caller): `c` is valid for `cols` rows of `rows` values.
+    unsafe { store_transposed(&acc, c, ldc, rows, cols, accumulate) };
+}
+
+/// Never called: [`available`] is false off x86-64.
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel_t(
+    _: usize,
+    _: *const f32,
+    _: *const f32,
+    _: *mut f32,
+    _: usize,
+    _: usize,
+    _: usize,
+    _: bool,
+) {
+    unreachable!("gemm::available() is false off x86-64")
+}
+
 /// The body of a register tile over the first rows of an A panel: `out` row `i` (of `NR`
 /// values) is `Σ_kk a[kk·MR + i] · b[kk·NR..]`, two accumulators per row.
 #[cfg(target_arch = "x86_64")]
@@ -728,6 +837,40 @@ pub(crate) mod tests {
                 let tol = 1e-5 * (k as f32).sqrt() * 4.0;
                 for (x, y) in got.iter().zip(&want) {
                     assert!((x - y).abs() <= tol, "{m}×{k}×{n} ({ta},{tb}): {x} vs {y}");
+                }
+            }
+        }
+    }
+
+    /// Tiles stored transposed (`out_t`: ragged edges, every split, accumulated slabs and
+    /// parts) give the transpose of the row-major product, bit for bit.
+    #[test]
+    fn transposed_output_is_the_transposed_product() {
+        if !available() {
+            return;
+        }
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (5, 7, 3),
+            (13, 257, 33),
+            (100, 576, 200),
+            (37, 1000, 100),
+            (781, 70, 45),
+            (30, 40, 3100),
+        ] {
+            let (ad, bd) = (values(m * k, 7), values(k * n, 8));
+            let (a, b) = (View::row_major(&ad, m, k), View::row_major(&bd, k, n));
+            let c = product(a, b, false);
+            let ct = product(a, b, true);
+            assert_eq!(ct.len(), m * n);
+            for i in 0..m {
+                for j in 0..n {
+                    assert!(
+                        ct[j * m + i] == c[i * n + j],
+                        "{m}×{k}×{n} at ({i}, {j}): {} vs {}",
+                        ct[j * m + i],
+                        c[i * n + j]
+                    );
                 }
             }
         }

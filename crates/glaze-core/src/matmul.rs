@@ -62,12 +62,16 @@ impl GlazeMatmul for Flex {
         let m = if lhs_t { dims[1] } else { dims[0] };
         let width = if transposed { rhs.rows() } else { rhs.cols() };
         let a = view(&lhs).map(|a| if lhs_t { a.t() } else { a });
-        if let Some(c) = a.and_then(|a| gemm::matmul_q8(a, &rhs, transposed)) {
-            return if out_t {
-                FlexTensor::from_data(TensorData::new(gemm::transpose(&c, m, width), [width, m]))
+        if let Some(a) = a {
+            let shape = if out_t { [width, m] } else { [m, width] };
+            let c = if out_t {
+                gemm::matmul_q8_out_t(a, &rhs, transposed)
             } else {
-                FlexTensor::from_data(TensorData::new(c, [m, width]))
+                gemm::matmul_q8(a, &rhs, transposed)
             };
+            if let Some(c) = c {
+                return FlexTensor::from_data(TensorData::new(c, shape));
+            }
         }
         let dense =
             FlexTensor::from_data(TensorData::new(rhs.dequantize(), [rhs.rows(), rhs.cols()]));

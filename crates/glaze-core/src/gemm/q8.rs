@@ -350,6 +350,16 @@ impl Rhs for Q8View<'_> {
 /// when the kernel is unavailable or the shapes disagree. Equal to [`super::matmul`] on the
 /// dequantized matrix: the packed panels hold the same values.
 pub fn matmul_q8(a: View, m: &Q8Matrix, transposed: bool) -> Option<Vec<f32>> {
+    q8_product(a, m, transposed, false)
+}
+
+/// [`matmul_q8`]'s product transposed (`(A · B)ᵀ`, row-major), each register tile stored
+/// transposed — no separate transpose pass.
+pub fn matmul_q8_out_t(a: View, m: &Q8Matrix, transposed: bool) -> Option<Vec<f32>> {
+    q8_product(a, m, transposed, true)
+}
+
+fn q8_product(a: View, m: &Q8Matrix, transposed: bool, out_t: bool) -> Option<Vec<f32>> {
     let (depth, width) = if transposed {
         (m.cols, m.rows)
     } else {
@@ -365,7 +375,7 @@ pub fn matmul_q8(a: View, m: &Q8Matrix, transposed: bool) -> Option<Vec<f32>> {
         c0: 0,
         width,
     };
-    Some(product(a, b))
+    Some(product(a, b, out_t))
 }
 
 #[cfg(test)]
@@ -412,9 +422,15 @@ mod tests {
                 let a = View::row_major(&ad, m, depth);
                 let dense = View::row_major(&deq, rows, cols);
                 let dense = if transposed { dense.t() } else { dense };
-                let want = product(a, dense);
+                let want = product(a, dense, false);
                 let got = matmul_q8(a, &mat, transposed).expect("available");
                 assert_eq!(got.len(), m * width);
+                let got_t = matmul_q8_out_t(a, &mat, transposed).expect("available");
+                for i in 0..m {
+                    for j in 0..width {
+                        assert!(got_t[j * m + i] == got[i * width + j], "transposed output");
+                    }
+                }
                 assert!(
                     got == want,
                     "m={m} {rows}x{cols} transposed={transposed}: differs from the f32 matrix"
