@@ -612,7 +612,7 @@ unsafe fn store_transposed(
     accumulate: bool,
 ) {
     use std::arch::x86_64::*;
-    const _: () = assert!(MR <= 16 && NR % 16 == 0);
+    const _: () = assert!(MR <= 16 && NR.is_multiple_of(16));
     let rmask = lanes(rows);
     for half in 0..NR / 16 {
         if 16 * half >= cols {
