@@ -5,12 +5,13 @@ use std::process::Command;
 
 /// The SIMD kernel files (run-time feature checks, asserted lengths) and the allocator
 /// settings (`mallopt`): the only ones allowed `unsafe`.
-const UNSAFE_FILES: [&str; 7] = [
+const UNSAFE_FILES: [&str; 8] = [
     "glaze-llm/src/qkernels.rs",
     "glaze-llm/src/qint8.rs",
     "glaze-llm/src/vecops.rs",
     "glaze-core/src/gemm.rs",
     "glaze-core/src/gemm/q8.rs",
+    "glaze-core/src/gemm/kernel.rs",
     "glaze-core/src/gemm/transpose.rs",
     "glaze-core/src/alloc.rs",
 ];

@@ -1,0 +1,243 @@
+//! The GEMM's register tiles: `MR × NR` products of packed panels, stored row-major or
+//! transposed, and narrower tiles for a ragged bottom edge.
+#![allow(unsafe_code)]
+
+#[cfg(target_arch = "x86_64")]
+use super::lanes;
+use super::{MR, NR};
+
+/// One `MR × NR` tile: `C = Apanel · Bpanel` (or `C +=` when `accumulate`), writing only the
+/// first `rows × cols` values.
+///
+/// # Safety
+/// AVX-512F must be available; `a` must hold `kc · MR` values, `b` `kc · NR`; `c` must be
+/// valid for `rows` rows of `cols` values with row step `ldc`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn kernel(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    accumulate: bool,
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [0f32; MR * NR];
+    // SAFETY (caller): panels of `kc · MR` and `kc · NR` values; `acc` holds the tile.
+    unsafe {
+        match rows {
+            0..=4 => dot_tile4(kc, a, b, acc.as_mut_ptr()),
+            5..=8 => dot_tile8(kc, a, b, acc.as_mut_ptr()),
+            _ => dot_tile(kc, a, b, acc.as_mut_ptr()),
+        }
+    };
+    let m0: __mmask16 = if cols >= 16 {
+        0xFFFF
+    } else {
+        ((1u32 << cols) - 1) as u16
+    };
+    let m1: __mmask16 = if cols >= 32 {
+        0xFFFF
+    } else if cols > 16 {
+        ((1u32 << (cols - 16)) - 1) as u16
+    } else {
+        0
+    };
+    for (i, r) in acc.chunks_exact(NR).take(rows).enumerate() {
+        // SAFETY (caller): row `i < rows` of the tile, masked to `cols` columns.
+        unsafe {
+            let p = c.add(i * ldc);
+            let mut x = _mm512_loadu_ps(r.as_ptr());
+            let mut y = _mm512_loadu_ps(r.as_ptr().add(16));
+            if accumulate {
+                x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m0, p));
+                y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m1, p.add(16)));
+            }
+            _mm512_mask_storeu_ps(p, m0, x);
+            _mm512_mask_storeu_ps(p.add(16), m1, y);
+        }
+    }
+}
+
+/// Stores the tile `acc` (`MR × NR`, row-major) transposed: `c[j·ldc + i] = acc[i·NR + j]`
+/// (or `+=` when `accumulate`) for `i < rows`, `j < cols`, through 16 × 16 register
+/// transposes (a scalar transposed store made the prototype map's weight gradient slower
+/// than a separate transpose pass).
+///
+/// # Safety
+/// AVX-512F must be available; `c` must be valid for `cols` rows of `rows` values with row
+/// step `ldc`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn store_transposed(
+    acc: &[f32; MR * NR],
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    accumulate: bool,
+) {
+    use std::arch::x86_64::*;
+    const _: () = assert!(MR <= 16 && NR.is_multiple_of(16));
+    let rmask = lanes(rows);
+    for half in 0..NR / 16 {
+        if 16 * half >= cols {
+            break;
+        }
+        let mut x = [_mm512_setzero_ps(); 16];
+        for (i, xi) in x.iter_mut().enumerate().take(rows) {
+            // SAFETY: the slice holds the 16 values read.
+            *xi = unsafe { _mm512_loadu_ps(acc[i * NR + 16 * half..][..16].as_ptr()) };
+        }
+        let t = super::transpose::transpose16(x);
+        for (j, tj) in t.iter().enumerate().take(cols - 16 * half) {
+            // SAFETY (caller): output row `16·half + j < cols` holds `rows` values.
+            unsafe {
+                let p = c.add((16 * half + j) * ldc);
+                let v = if accumulate {
+                    _mm512_add_ps(*tj, _mm512_maskz_loadu_ps(rmask, p))
+                } else {
+                    *tj
+                };
+                _mm512_mask_storeu_ps(p, rmask, v);
+            }
+        }
+    }
+}
+
+/// [`kernel`] with the tile stored transposed ([`store_transposed`]), a separate function so
+/// that the row-major kernel's code stays as it was (a branch in it cost the blocks'
+/// products 5 %).
+///
+/// # Safety
+/// As [`kernel`], with `c` valid for `cols` rows of `rows` values with row step `ldc`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn kernel_t(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    accumulate: bool,
+) {
+    let mut acc = [0f32; MR * NR];
+    // SAFETY (caller): panels of `kc · MR` and `kc · NR` values; `acc` holds the tile.
+    unsafe {
+        match rows {
+            0..=4 => dot_tile4(kc, a, b, acc.as_mut_ptr()),
+            5..=8 => dot_tile8(kc, a, b, acc.as_mut_ptr()),
+            _ => dot_tile(kc, a, b, acc.as_mut_ptr()),
+        }
+    };
+    // SAFETY (caller): `c` is valid for `cols` rows of `rows` values.
+    unsafe { store_transposed(&acc, c, ldc, rows, cols, accumulate) };
+}
+
+/// Never called: [`super::available`] is false off x86-64.
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn kernel_t(
+    _: usize,
+    _: *const f32,
+    _: *const f32,
+    _: *mut f32,
+    _: usize,
+    _: usize,
+    _: usize,
+    _: bool,
+) {
+    unreachable!("gemm::available() is false off x86-64")
+}
+
+/// The body of a register tile over the first rows of an A panel: `out` row `i` (of `NR`
+/// values) is `Σ_kk a[kk·MR + i] · b[kk·NR..]`, two accumulators per row.
+#[cfg(target_arch = "x86_64")]
+macro_rules! tile {
+    ($kc:expr, $a:expr, $b:expr, $out:expr; $(($i:literal, $x:ident, $y:ident)),*) => {{
+        use std::arch::x86_64::*;
+        $(let mut $x = _mm512_setzero_ps(); let mut $y = _mm512_setzero_ps();)*
+        let (mut ap, mut bp) = ($a, $b);
+        for _ in 0..$kc {
+            // SAFETY (caller): `kc` steps stay inside both panels.
+            unsafe {
+                let b0 = _mm512_loadu_ps(bp);
+                let b1 = _mm512_loadu_ps(bp.add(16));
+                $(
+                    let s = _mm512_set1_ps(*ap.add($i));
+                    $x = _mm512_fmadd_ps(s, b0, $x);
+                    $y = _mm512_fmadd_ps(s, b1, $y);
+                )*
+                ap = ap.add(MR);
+                bp = bp.add(NR);
+            }
+        }
+        // SAFETY (caller): `out` holds the tile's rows.
+        unsafe {
+            $(
+                _mm512_storeu_ps($out.add($i * NR), $x);
+                _mm512_storeu_ps($out.add($i * NR + 16), $y);
+            )*
+        }
+    }};
+}
+
+/// The register tile: `out[MR × NR] = Apanel · Bpanel` over `kc` steps, 24 accumulators.
+///
+/// # Safety
+/// AVX-512F must be available; `a` must hold `kc · MR` values, `b` `kc · NR`, `out` `MR · NR`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn dot_tile(kc: usize, a: *const f32, b: *const f32, out: *mut f32) {
+    tile!(kc, a, b, out;
+        (0, c0, d0), (1, c1, d1), (2, c2, d2), (3, c3, d3), (4, c4, d4), (5, c5, d5),
+        (6, c6, d6), (7, c7, d7), (8, c8, d8), (9, c9, d9), (10, c10, d10), (11, c11, d11)
+    );
+}
+
+/// [`dot_tile`] for the first 4 rows only (a panel at the bottom edge: M = 100 leaves 4 rows
+/// in its ninth tile, and the full tile spent three times the work on them).
+///
+/// # Safety
+/// As [`dot_tile`]; `out` needs `4 · NR` values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn dot_tile4(kc: usize, a: *const f32, b: *const f32, out: *mut f32) {
+    tile!(kc, a, b, out; (0, c0, d0), (1, c1, d1), (2, c2, d2), (3, c3, d3));
+}
+
+/// [`dot_tile`] for the first 8 rows only.
+///
+/// # Safety
+/// As [`dot_tile`]; `out` needs `8 · NR` values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn dot_tile8(kc: usize, a: *const f32, b: *const f32, out: *mut f32) {
+    tile!(kc, a, b, out;
+        (0, c0, d0), (1, c1, d1), (2, c2, d2), (3, c3, d3),
+        (4, c4, d4), (5, c5, d5), (6, c6, d6), (7, c7, d7)
+    );
+}
+
+/// Never called: [`super::available`] is false off x86-64.
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn kernel(
+    _: usize,
+    _: *const f32,
+    _: *const f32,
+    _: *mut f32,
+    _: usize,
+    _: usize,
+    _: usize,
+    _: bool,
+) {
+    unreachable!("gemm::available() is false off x86-64")
+}
