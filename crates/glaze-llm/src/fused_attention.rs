@@ -21,7 +21,7 @@ use burn::tensor::DType;
 use burn::tensor::activation::softmax;
 use rayon::prelude::*;
 
-use crate::vecops::{combine_rows, exp_sub_sum, row_dots, scatter_rows};
+use crate::vecops::{combine_rows, dot, exp_sub_sum, row_dots, scatter_rows};
 
 /// The backend extension behind [`attention`].
 #[backend_extension(Flex, Autodiff)]
@@ -146,11 +146,23 @@ impl Dims {
 fn probs(q: &[f32], k: &[f32], bias: &[f32], scale: f32, hd: usize, p: &mut [f32]) {
     debug_assert_eq!(k.len(), p.len() * hd);
     row_dots(q, k, p);
-    let mut max = f32::NEG_INFINITY;
     for (pj, b) in p.iter_mut().zip(bias) {
         *pj = *pj * scale + b;
-        max = max.max(*pj);
     }
+    // Sixteen lanes of running maxima: one chain of dependent `max`es per row, with the
+    // backward's sum of products also one chain, was ≈ 20 % of the attention's samples.
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let mut chunks = p.chunks_exact(16);
+    for c in &mut chunks {
+        for (m, &x) in lanes.iter_mut().zip(c) {
+            *m = m.max(x);
+        }
+    }
+    let max = chunks
+        .remainder()
+        .iter()
+        .chain(&lanes)
+        .fold(f32::NEG_INFINITY, |m, &x| m.max(x));
     if max == f32::NEG_INFINITY {
         p.fill(0.0);
         return;
@@ -244,7 +256,7 @@ impl GlazeAttention for Flex {
                         probs(qrow, kg, d.bias_row(&bias, b, t), scale, d.hd, &mut p);
                         // dP = dO·vⱼ; dS = P ⊙ (dP − Σ P ⊙ dP) · scale.
                         row_dots(dorow, vg, &mut dp);
-                        let sum: f32 = p.iter().zip(&dp).map(|(a, b)| a * b).sum();
+                        let sum = dot(&p, &dp);
                         for (ds, &pj) in dp.iter_mut().zip(&p) {
                             *ds = pj * (*ds - sum) * scale;
                         }
