@@ -116,24 +116,14 @@ impl Dims {
         }
     }
 
-    /// Group `bg`'s keys (or values) over all positions: the new ones in place when there
-    /// is no prefix, else `[prefix | new]` gathered into `buf` (a few KB per task, where a
-    /// tracked concatenation copied every group on one thread and its backward sliced it).
-    fn group<'a>(
-        &self,
-        pre: &'a [f32],
-        new: &'a [f32],
-        bg: usize,
-        buf: &'a mut Vec<f32>,
-    ) -> &'a [f32] {
+    /// Group `bg`'s keys (or values): the constant prefix's rows and the new ones', read in
+    /// place (gathering them into one buffer per task was 1 % of a training step's samples).
+    fn group<'a>(&self, pre: &'a [f32], new: &'a [f32], bg: usize) -> Rows<'a> {
         let (p, n) = (self.sp * self.hd, self.sn * self.hd);
-        if p == 0 {
-            return &new[bg * n..][..n];
+        Rows {
+            pre: &pre[bg * p..][..p],
+            new: &new[bg * n..][..n],
         }
-        buf.clear();
-        buf.extend_from_slice(&pre[bg * p..][..p]);
-        buf.extend_from_slice(&new[bg * n..][..n]);
-        buf
     }
 
     fn bias_row<'a>(&self, bias: &'a [f32], b: usize, t: usize) -> &'a [f32] {
@@ -142,10 +132,33 @@ impl Dims {
     }
 }
 
+/// One group's keys or values: the prefix's rows, then the new positions' rows.
+#[derive(Clone, Copy)]
+struct Rows<'a> {
+    pre: &'a [f32],
+    new: &'a [f32],
+}
+
+impl Rows<'_> {
+    /// `out[j] = q · row j` over all positions.
+    fn dots(&self, q: &[f32], out: &mut [f32]) {
+        let (a, b) = out.split_at_mut(self.pre.len() / q.len().max(1));
+        row_dots(q, self.pre, a);
+        row_dots(q, self.new, b);
+    }
+
+    /// `o += Σⱼ c[j] · row j` over all positions.
+    fn combine(&self, c: &[f32], o: &mut [f32]) {
+        let (a, b) = c.split_at(self.pre.len() / o.len().max(1));
+        combine_rows(a, self.pre, o);
+        combine_rows(b, self.new, o);
+    }
+}
+
 /// Softmax probabilities of one query row into `p` (all zero when every key is masked).
-fn probs(q: &[f32], k: &[f32], bias: &[f32], scale: f32, hd: usize, p: &mut [f32]) {
-    debug_assert_eq!(k.len(), p.len() * hd);
-    row_dots(q, k, p);
+fn probs(q: &[f32], k: Rows<'_>, bias: &[f32], scale: f32, hd: usize, p: &mut [f32]) {
+    debug_assert_eq!(k.pre.len() + k.new.len(), p.len() * hd);
+    k.dots(q, p);
     for (pj, b) in p.iter_mut().zip(bias) {
         *pj = *pj * scale + b;
     }
@@ -197,16 +210,14 @@ impl GlazeAttention for Flex {
             .enumerate()
             .for_each(|(bg, out)| {
                 let (b, g) = (bg / d.kv, bg % d.kv);
-                let (mut kb, mut vb) = (Vec::new(), Vec::new());
-                let kg = d.group(&pk, &k, bg, &mut kb);
-                let vg = d.group(&pv, &v, bg, &mut vb);
+                let (kg, vg) = (d.group(&pk, &k, bg), d.group(&pv, &v, bg));
                 let mut p = vec![0f32; d.s];
                 for r in 0..rep {
                     let head = g * rep + r;
                     for t in 0..d.t {
                         let qrow = &q[((b * d.h + head) * d.t + t) * d.hd..][..d.hd];
                         probs(qrow, kg, d.bias_row(&bias, b, t), scale, d.hd, &mut p);
-                        combine_rows(&p, vg, &mut out[(r * d.t + t) * d.hd..][..d.hd]);
+                        vg.combine(&p, &mut out[(r * d.t + t) * d.hd..][..d.hd]);
                     }
                 }
             });
@@ -244,9 +255,7 @@ impl GlazeAttention for Flex {
             .enumerate()
             .for_each(|(bg, ((dq, dk), dv))| {
                 let (b, g) = (bg / d.kv, bg % d.kv);
-                let (mut kb, mut vb) = (Vec::new(), Vec::new());
-                let kg = d.group(&pk, &k, bg, &mut kb);
-                let vg = d.group(&pv, &v, bg, &mut vb);
+                let (kg, vg) = (d.group(&pk, &k, bg), d.group(&pv, &v, bg));
                 let (mut p, mut dp) = (vec![0f32; d.s], vec![0f32; d.s]);
                 for r in 0..rep {
                     let head = g * rep + r;
@@ -255,12 +264,12 @@ impl GlazeAttention for Flex {
                         let (qrow, dorow) = (&q[row..][..d.hd], &dout[row..][..d.hd]);
                         probs(qrow, kg, d.bias_row(&bias, b, t), scale, d.hd, &mut p);
                         // dP = dO·vⱼ; dS = P ⊙ (dP − Σ P ⊙ dP) · scale.
-                        row_dots(dorow, vg, &mut dp);
+                        vg.dots(dorow, &mut dp);
                         let sum = dot(&p, &dp);
                         for (ds, &pj) in dp.iter_mut().zip(&p) {
                             *ds = pj * (*ds - sum) * scale;
                         }
-                        combine_rows(&dp, kg, &mut dq[(r * d.t + t) * d.hd..][..d.hd]);
+                        kg.combine(&dp, &mut dq[(r * d.t + t) * d.hd..][..d.hd]);
                         // Key/value gradients of the new positions only (the prefix is
                         // constant: 100 of 112 keys in a Time-LLM step).
                         scatter_rows(&dp[d.sp..], qrow, dk);
