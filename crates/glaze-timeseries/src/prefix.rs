@@ -18,6 +18,9 @@ use crate::error::{Error, Result};
 /// Keys and values of one prompt: `[K, 2, kv_heads, P, head_dim]`.
 pub type PrefixKv = CachedArray;
 
+/// Prompts run through the blocks together when their prefixes are computed.
+pub const PREFIX_BATCH: usize = 32;
+
 /// Computes (or reads from the cache) the prefix keys and values of prompts.
 pub struct PrefixEncoder<'a> {
     backbone: &'a dyn FrozenBackbone,
@@ -68,7 +71,7 @@ impl<'a> PrefixEncoder<'a> {
     }
 
     /// [`PrefixEncoder::encode`] for a batch of prompts: cached entries are read in parallel,
-    /// missing ones computed (and stored) one by one.
+    /// missing ones computed together in one right-padded batch (and stored).
     pub fn encode_many(&self, texts: &[String]) -> Result<Vec<PrefixKv>> {
         let found = match &self.cache {
             Some(c) => {
@@ -77,32 +80,74 @@ impl<'a> PrefixEncoder<'a> {
             }
             None => vec![None; texts.len()],
         };
-        texts
+        let missing: Vec<&str> = texts
             .iter()
-            .zip(found)
-            .map(|(text, hit)| match hit {
-                Some(kv) => Ok(kv),
-                None => self.encode(text),
-            })
-            .collect()
+            .zip(&found)
+            .filter(|(_, hit)| hit.is_none())
+            .map(|(t, _)| t.as_str())
+            .collect();
+        let mut computed = self.compute_many(&missing)?.into_iter();
+        let mut out = Vec::with_capacity(texts.len());
+        for (text, hit) in texts.iter().zip(found) {
+            out.push(match hit {
+                Some(kv) => kv,
+                None => {
+                    let kv = computed
+                        .next()
+                        .expect("invariant: one computed entry per missing prompt");
+                    if let Some(c) = &self.cache {
+                        c.put(text.as_bytes(), &kv)?;
+                    }
+                    kv
+                }
+            });
+        }
+        Ok(out)
     }
 
     fn compute(&self, text: &str) -> glaze_core::Result<CachedArray> {
-        let ids = self.codec.encode(text)?;
-        self.backbone.check_ids(&ids)?;
-        if ids.is_empty() {
-            return Err(glaze_core::Error::EmptyPrompt);
-        }
-        let p = ids.len();
+        let mut one = self.compute_many(&[text])?;
+        Ok(one.pop().expect("invariant: one prompt, one entry"))
+    }
+
+    /// The prefix keys and values of `texts`, computed in batches of up to
+    /// [`PREFIX_BATCH`] prompts: each batch right-padded to its longest prompt, so that under
+    /// the causal mask a prompt's positions never see the padding and keep their own
+    /// positions (one prompt at a time, a Time-LLM step spent 0.37 s on 32 prompts).
+    fn compute_many(&self, texts: &[&str]) -> glaze_core::Result<Vec<CachedArray>> {
         let max = self.backbone.spec().context_length;
-        if p >= max {
-            return Err(glaze_core::Error::ContextOverflow { len: p, max });
+        let mut all = Vec::with_capacity(texts.len());
+        for text in texts {
+            let ids = self.codec.encode(text)?;
+            self.backbone.check_ids(&ids)?;
+            if ids.is_empty() {
+                return Err(glaze_core::Error::EmptyPrompt);
+            }
+            if ids.len() >= max {
+                return Err(glaze_core::Error::ContextOverflow {
+                    len: ids.len(),
+                    max,
+                });
+            }
+            all.push(ids);
+        }
+        let mut out = Vec::with_capacity(texts.len());
+        for batch in all.chunks(PREFIX_BATCH) {
+            out.extend(self.compute_batch(batch)?);
+        }
+        Ok(out)
+    }
+
+    fn compute_batch(&self, batch: &[Vec<u32>]) -> glaze_core::Result<Vec<CachedArray>> {
+        let (n, longest) = (batch.len(), batch.iter().map(Vec::len).max().unwrap_or(0));
+        let pad = i64::from(self.codec.pad_id());
+        let mut flat = Vec::with_capacity(n * longest);
+        for ids in batch {
+            flat.extend(ids.iter().map(|&i| i64::from(i)));
+            flat.resize(flat.len() + longest - ids.len(), pad);
         }
         let device = self.backbone.device();
-        let ids = Tensor::<2, Int>::from_data(
-            TensorData::new(ids.into_iter().map(i64::from).collect::<Vec<_>>(), [1, p]),
-            device,
-        );
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(flat, [n, longest]), device);
         let mut cache = self.backbone.new_cache();
         let embeds = self.backbone.embed(ids);
         let _ = self.backbone.forward(
@@ -113,8 +158,9 @@ impl<'a> PrefixEncoder<'a> {
                 ..Default::default()
             },
         );
-        let mut data = Vec::new();
-        let mut dims = [0usize; 2];
+        // Per layer, keys then values, `[n, kv, ≥ longest, hd]` on the host.
+        let mut layers = Vec::with_capacity(self.layers);
+        let mut dims = [0usize; 3];
         for i in 0..self.layers {
             let (k, v) = cache
                 .layer(i)
@@ -123,22 +169,37 @@ impl<'a> PrefixEncoder<'a> {
                     field: "llm_layers",
                     problem: format!("the backbone has no layer {i}"),
                 })?;
-            for t in [k, v] {
-                let [_, kv, _, hd] = t.dims();
-                dims = [kv, hd];
-                let t = t.slice(s![.., .., 0..p, ..]);
-                data.extend(
-                    t.into_data()
-                        .convert::<f32>()
-                        .try_into_vec::<f32>()
-                        .expect("invariant: float cache converts to f32"),
-                );
-            }
+            let pair = [k, v].map(|t| {
+                let [_, kv, cap, hd] = t.dims();
+                dims = [kv, cap, hd];
+                t.into_data()
+                    .convert::<f32>()
+                    .try_into_vec::<f32>()
+                    .expect("invariant: float cache converts to f32")
+            });
+            layers.push(pair);
         }
-        Ok(CachedArray {
-            shape: vec![self.layers, 2, dims[0], p, dims[1]],
-            data,
-        })
+        let [kv, cap, hd] = dims;
+        Ok(batch
+            .iter()
+            .enumerate()
+            .map(|(r, ids)| {
+                let p = ids.len();
+                let mut data = Vec::with_capacity(self.layers * 2 * kv * p * hd);
+                for pair in &layers {
+                    for t in pair {
+                        for h in 0..kv {
+                            let at = ((r * kv + h) * cap) * hd;
+                            data.extend_from_slice(&t[at..at + p * hd]);
+                        }
+                    }
+                }
+                CachedArray {
+                    shape: vec![self.layers, 2, kv, p, hd],
+                    data,
+                }
+            })
+            .collect())
     }
 }
 
