@@ -128,67 +128,6 @@ impl Q8Matrix {
             }
         }
     }
-
-    /// The 32 columns `j0..j0 + 32` (`j0` a multiple of 32: one block per row) of rows
-    /// `i..i + rows`, into `out` row by row — a B panel's rows.
-    fn dequantize_panel(&self, i: usize, j0: usize, rows: usize, out: &mut [f32]) {
-        if rows == 0 {
-            return;
-        }
-        let first = i * self.cols + j0;
-        assert!(first + (rows - 1) * self.cols + 32 <= self.q.len() && out.len() >= rows * 32);
-        #[cfg(target_arch = "x86_64")]
-        if available() {
-            // SAFETY: AVX-512F is available; the assertion above bounds every block read and
-            // written.
-            unsafe {
-                dequantize_strided(
-                    self.q[first..].as_ptr(),
-                    self.scales[first / 32..].as_ptr(),
-                    rows,
-                    self.cols,
-                    out.as_mut_ptr(),
-                )
-            };
-            return;
-        }
-        for (r, o) in out.chunks_exact_mut(32).take(rows).enumerate() {
-            let at = first + r * self.cols;
-            let s = self.scales[at / 32];
-            for (o, &q) in o.iter_mut().zip(&self.q[at..at + 32]) {
-                *o = q as f32 * s;
-            }
-        }
-    }
-}
-
-/// `out[32t + j] = q[t·step + j] · scales[t·step / 32]` for `t < count`, `j < 32`: one block
-/// per row, `step` values apart (the same single rounding as `q as f32 * s`).
-///
-/// # Safety
-/// AVX-512F must be available; `step` must be a multiple of 32, `q` must hold
-/// `(count − 1)·step + 32` values, `scales` the matching blocks and `out` `32·count`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn dequantize_strided(
-    q: *const i8,
-    scales: *const f32,
-    count: usize,
-    step: usize,
-    out: *mut f32,
-) {
-    use std::arch::x86_64::*;
-    for t in 0..count {
-        // SAFETY (caller): block `t` has 32 quants, a scale and 32 output slots.
-        unsafe {
-            let scale = _mm512_set1_ps(*scales.add(t * step / 32));
-            for h in 0..2 {
-                let bytes = _mm_loadu_si128(q.add(t * step + 16 * h).cast());
-                let v = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes));
-                _mm512_storeu_ps(out.add(32 * t + 16 * h), _mm512_mul_ps(v, scale));
-            }
-        }
-    }
 }
 
 /// `out[(b·count + t)·32 + j] = q[t·step + 32b + j] · scales[(t·step + 32b) / 32]` for
@@ -324,7 +263,7 @@ impl Rhs for Q8View<'_> {
             if !self.transposed && cols == NR && (self.c0 + j).is_multiple_of(32) {
                 // Each panel row is one block of a matrix row.
                 self.m
-                    .dequantize_panel(self.r0 + k0, self.c0 + j, kc, panel);
+                    .dequantize_slab(self.r0 + k0, self.c0 + j, kc, 1, panel);
             } else if self.transposed && (self.c0 + j).is_multiple_of(NR) {
                 // Matrix rows `c0 + j..` are one column panel, read front to back.
                 let cp = self.m.column_panels();
