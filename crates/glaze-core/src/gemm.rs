@@ -16,7 +16,7 @@ use rayon::prelude::*;
 mod kernel;
 mod q8;
 mod transpose;
-use kernel::{kernel, kernel_t};
+use kernel::kernel;
 pub use q8::{Q8Matrix, matmul_q8, matmul_q8_out_t};
 pub use transpose::transpose;
 
@@ -380,10 +380,10 @@ unsafe fn serial<B: Rhs>(a: View, b: B, c: *mut f32, ldc: usize, accumulate: boo
                                     let acc = accumulate || pc > 0 || part > 0;
                                     if out_t {
                                         let ct = c.add(j0 * ldc + i0);
-                                        kernel_t(s1 - s0, ap, bp, ct, ldc, rows, cols, acc)
+                                        kernel::<true>(s1 - s0, ap, bp, ct, ldc, rows, cols, acc)
                                     } else {
                                         let cr = c.add(i0 * ldc + j0);
-                                        kernel(s1 - s0, ap, bp, cr, ldc, rows, cols, acc)
+                                        kernel::<false>(s1 - s0, ap, bp, cr, ldc, rows, cols, acc)
                                     }
                                 }
                             }

@@ -7,15 +7,18 @@ use super::lanes;
 use super::{MR, NR};
 
 /// One `MR × NR` tile: `C = Apanel · Bpanel` (or `C +=` when `accumulate`), writing only the
-/// first `rows × cols` values.
+/// first `rows × cols` values — row-major, or transposed (`cols` rows of `rows` values, see
+/// [`store_transposed`]) when `TRANSPOSED`. The layout is a compile-time parameter: a
+/// run-time branch in the kernel cost the blocks' products 5 %.
 ///
 /// # Safety
 /// AVX-512F must be available; `a` must hold `kc · MR` values, `b` `kc · NR`; `c` must be
-/// valid for `rows` rows of `cols` values with row step `ldc`.
+/// valid for `rows` rows of `cols` values with row step `ldc` (`cols` rows of `rows` values
+/// when `TRANSPOSED`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn kernel(
+pub(super) unsafe fn kernel<const TRANSPOSED: bool>(
     kc: usize,
     a: *const f32,
     b: *const f32,
@@ -28,8 +31,14 @@ pub(super) unsafe fn kernel(
     use std::arch::x86_64::*;
     let mut tile = std::mem::MaybeUninit::<[f32; MR * NR]>::uninit();
     let acc = tile.as_mut_ptr().cast::<f32>();
-    // SAFETY (caller): panels of `kc · MR` and `kc · NR` values; `tile` holds `MR` rows.
+    // SAFETY (caller): panels of `kc · MR` and `kc · NR` values; `tile` holds `MR` rows, of
+    // which `dot_rows` writes the first `rows`.
     unsafe { dot_rows(kc, a, b, acc, rows) };
+    if TRANSPOSED {
+        // SAFETY (caller): `c` is valid for `cols` rows of `rows` values.
+        unsafe { store_transposed(acc, c, ldc, rows, cols, accumulate) };
+        return;
+    }
     let m0: __mmask16 = if cols >= 16 {
         0xFFFF
     } else {
@@ -124,51 +133,6 @@ unsafe fn store_transposed(
     }
 }
 
-/// [`kernel`] with the tile stored transposed ([`store_transposed`]), a separate function so
-/// that the row-major kernel's code stays as it was (a branch in it cost the blocks'
-/// products 5 %).
-///
-/// # Safety
-/// As [`kernel`], with `c` valid for `cols` rows of `rows` values with row step `ldc`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn kernel_t(
-    kc: usize,
-    a: *const f32,
-    b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    rows: usize,
-    cols: usize,
-    accumulate: bool,
-) {
-    let mut tile = std::mem::MaybeUninit::<[f32; MR * NR]>::uninit();
-    let acc = tile.as_mut_ptr().cast::<f32>();
-    // SAFETY (caller): panels of `kc · MR` and `kc · NR` values; `tile` holds `MR` rows, of
-    // which `dot_rows` writes the first `rows`; `c` is valid for `cols` rows of `rows` values.
-    unsafe {
-        dot_rows(kc, a, b, acc, rows);
-        store_transposed(acc, c, ldc, rows, cols, accumulate)
-    };
-}
-
-/// Never called: [`super::available`] is false off x86-64.
-#[cfg(not(target_arch = "x86_64"))]
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn kernel_t(
-    _: usize,
-    _: *const f32,
-    _: *const f32,
-    _: *mut f32,
-    _: usize,
-    _: usize,
-    _: usize,
-    _: bool,
-) {
-    unreachable!("gemm::available() is false off x86-64")
-}
-
 /// The body of a register tile over the first rows of an A panel: `out` row `i` (of `NR`
 /// values) is `Σ_kk a[kk·MR + i] · b[kk·NR..]`, two accumulators per row.
 #[cfg(target_arch = "x86_64")]
@@ -241,7 +205,7 @@ unsafe fn dot_tile8(kc: usize, a: *const f32, b: *const f32, out: *mut f32) {
 /// Never called: [`super::available`] is false off x86-64.
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn kernel(
+pub(super) unsafe fn kernel<const TRANSPOSED: bool>(
     _: usize,
     _: *const f32,
     _: *const f32,
