@@ -14,9 +14,11 @@
 use rayon::prelude::*;
 
 mod kernel;
+mod packed;
 mod q8;
 mod transpose;
-use kernel::kernel;
+use kernel::{kernel, store_transposed};
+pub use packed::{PackedMatrix, matmul_packed};
 pub use q8::{Q8Matrix, matmul_q8, matmul_q8_out_t};
 pub use transpose::transpose;
 
@@ -122,6 +124,11 @@ trait Rhs: Copy + Send + Sync {
     fn sub_cols(self, lo: usize, hi: usize) -> Self;
     /// Packs `B[k0..k0+kc, j0..j0+nc]` into `NR`-wide panels of `kc` rows (zero-padded).
     fn pack_slab(&self, k0: usize, kc: usize, j0: usize, nc: usize, dst: &mut [f32]);
+    /// The panel of columns `j..j + NR` from row `k0` on, already packed (at least `NR` values
+    /// per remaining row), when the operand is stored that way.
+    fn panel(&self, _k0: usize, _j: usize) -> Option<&[f32]> {
+        None
+    }
 }
 
 impl Rhs for View<'_> {
@@ -312,10 +319,28 @@ fn slab_depth(k: usize) -> usize {
     if k <= KC_ONE { k.max(1) } else { KC }
 }
 
+/// One thread's packing buffers, reused across products.
+struct Packs {
+    /// An A block.
+    a: Vec<f32>,
+    /// A B block (or panels packed as the kernel reaches them).
+    b: Vec<f32>,
+    /// One part of a B panel, packed just before the row tiles run over it.
+    b_part: Vec<f32>,
+    /// Row-major tiles of a transposed output, stored transposed after their last part.
+    staging: Vec<f32>,
+}
+
 thread_local! {
     /// Each thread's packing buffers (A block, B block), reused across products.
-    static PACKS: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
-        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    static PACKS: std::cell::RefCell<Packs> = const {
+        std::cell::RefCell::new(Packs {
+            a: Vec::new(),
+            b: Vec::new(),
+            b_part: Vec::new(),
+            staging: Vec::new(),
+        })
+    };
 }
 
 /// `C = A · B` on this thread (or `C +=` when `accumulate`), `C` row-major with row step
@@ -327,7 +352,13 @@ thread_local! {
 /// meanwhile.
 unsafe fn serial<B: Rhs>(a: View, b: B, c: *mut f32, ldc: usize, accumulate: bool, out_t: bool) {
     let (m, k, n) = (a.rows, a.cols, b.width());
-    PACKS.with_borrow_mut(|(apack, bpack)| {
+    PACKS.with_borrow_mut(|packs| {
+        let Packs {
+            a: apack,
+            b: bpack,
+            b_part,
+            staging,
+        } = packs;
         let depth = slab_depth(k);
         let need_b = depth * n.min(NC).div_ceil(NR) * NR;
         let need_a = depth * m.min(MC).div_ceil(MR) * MR;
@@ -344,8 +375,10 @@ unsafe fn serial<B: Rhs>(a: View, b: B, c: *mut f32, ldc: usize, accumulate: boo
                 let kc = depth.min(k - pc);
                 // A block larger than half of L2 is packed panel by panel just before the
                 // kernel first reads it (packed whole, its panels went out to L3 and came back).
+                // A pre-packed operand is read in place.
+                let prepacked = b.panel(pc, jc).is_some();
                 let by_panel = kc * np * NR * 4 > JIT_BYTES;
-                if !by_panel {
+                if !by_panel && !prepacked {
                     b.pack_slab(pc, kc, jc, nc, &mut bpack[..np * kc * NR]);
                 }
                 for ic in (0..m).step_by(MC) {
@@ -355,30 +388,82 @@ unsafe fn serial<B: Rhs>(a: View, b: B, c: *mut f32, ldc: usize, accumulate: boo
                         let i0 = ic + p * MR;
                         pack::<MR>(&a.t(), pc, kc, i0, MR.min(ic + mc - i0), dst);
                     }
+                    // With one block of rows, a panel packed as the kernel reaches it is
+                    // packed part by part, each part into L1 just before its row tiles (a
+                    // whole 576-deep panel went to L2 and was read back from there).
+                    let per_part = by_panel && !prepacked && m <= MC;
                     for jp in 0..np {
                         let j0 = jc + jp * NR;
-                        if by_panel && ic == 0 {
+                        if by_panel && !prepacked && !per_part && ic == 0 {
                             let panel = &mut bpack[jp * kc * NR..(jp + 1) * kc * NR];
                             b.pack_slab(pc, kc, j0, NR.min(n - j0), panel);
                         }
+                        let bpanel = match b.panel(pc, j0) {
+                            Some(p) if prepacked => p,
+                            _ if per_part => &[],
+                            _ => &bpack[jp * kc * NR..(jp + 1) * kc * NR],
+                        };
+                        assert!(
+                            per_part || bpanel.len() >= kc * NR,
+                            "a panel holds its slab"
+                        );
                         // The panel's rows in parts of at most `KC`, each part run over all
                         // row tiles while it is in L1 (a whole 576-deep panel, 72 KB, is not).
                         let parts = kc.div_ceil(KC);
+                        // A transposed output summed over several parts is staged row-major
+                        // and stored transposed once (the same sums in the same order: part
+                        // by part onto the first part's tile).
+                        let staged = out_t && parts > 1 && !(accumulate || pc > 0);
+                        if staged && staging.len() < mp * MR * NR {
+                            staging.resize(mp * MR * NR, 0.0);
+                        }
                         for part in 0..parts {
                             let (s0, s1) = (kc * part / parts, kc * (part + 1) / parts);
+                            // A pre-packed operand comes from memory: the next part's rows
+                            // are fetched into L2 while this part runs (else the first row
+                            // tile of every part waits on them).
+                            let ahead: &[f32] = if !prepacked {
+                                &[]
+                            } else if part + 1 < parts {
+                                &bpanel[s1 * NR..kc * (part + 2) / parts * NR]
+                            } else if jp + 1 < np {
+                                let next = b.panel(pc, j0 + NR).unwrap_or(&[]);
+                                &next[..(kc / parts * NR).min(next.len())]
+                            } else {
+                                &[]
+                            };
+                            let bsrc: &[f32] = if per_part {
+                                let len = (s1 - s0) * NR;
+                                if b_part.len() < len {
+                                    b_part.resize(len, 0.0);
+                                }
+                                let dst = &mut b_part[..len];
+                                b.pack_slab(pc + s0, s1 - s0, j0, NR.min(n - j0), dst);
+                                &b_part[..len]
+                            } else {
+                                &bpanel[s0 * NR..]
+                            };
                             for ip in 0..mp {
                                 let i0 = ic + ip * MR;
+                                prefetch_share(ahead, ip, mp);
                                 // SAFETY: AVX-512F is available (caller); the packed panels
                                 // hold `kc · MR` and `kc · NR` values, rows `s0..s1` of each
-                                // inside; the tile lies inside the caller's `m × n` output.
+                                // inside; the tile lies inside the caller's `m × n` output, and
+                                // its staged copy inside `staging` (`mp` tiles of `MR · NR`,
+                                // the first part's rows written before later parts read them).
                                 unsafe {
-                                    let (ap, bp) = (
-                                        apack[(ip * kc + s0) * MR..].as_ptr(),
-                                        bpack[(jp * kc + s0) * NR..].as_ptr(),
-                                    );
+                                    let (ap, bp) =
+                                        (apack[(ip * kc + s0) * MR..].as_ptr(), bsrc.as_ptr());
                                     let (rows, cols) = (MR.min(m - i0), NR.min(n - j0));
                                     let acc = accumulate || pc > 0 || part > 0;
-                                    if out_t {
+                                    if staged {
+                                        let t = staging.as_mut_ptr().add(ip * MR * NR);
+                                        kernel::<false>(s1 - s0, ap, bp, t, NR, rows, NR, acc);
+                                        if part + 1 == parts {
+                                            let ct = c.add(j0 * ldc + i0);
+                                            store_transposed(t, ct, ldc, rows, cols, false);
+                                        }
+                                    } else if out_t {
                                         let ct = c.add(j0 * ldc + i0);
                                         kernel::<true>(s1 - s0, ap, bp, ct, ldc, rows, cols, acc)
                                     } else {
@@ -393,6 +478,22 @@ unsafe fn serial<B: Rhs>(a: View, b: B, c: *mut f32, ldc: usize, accumulate: boo
             }
         }
     });
+}
+
+/// Asks for share `i` of `shares` of `region`'s cache lines to be brought into L2.
+fn prefetch_share(region: &[f32], i: usize, shares: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
+        let lines = region.len().div_ceil(16);
+        let per = lines.div_ceil(shares.max(1));
+        for l in (i * per)..((i + 1) * per).min(lines) {
+            // SAFETY: a prefetch has no architectural effect; the address lies in `region`.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(region.as_ptr().add(16 * l).cast()) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (region, i, shares);
 }
 
 /// Packs the B slab `B[k0..k0+kc, j0..j0+nc]` into `NR`-wide panels. A row-major source is

@@ -40,6 +40,14 @@ pub trait GlazeMatmul: Backend {
         lhs_t: bool,
         out_t: bool,
     ) -> FloatTensor<Self>;
+
+    /// `lhs [M, K] · R` for the constant pre-packed `rhs`: `R` is `rhs`, or `rhsᵀ` when
+    /// `transposed`.
+    fn glaze_matmul_packed(
+        lhs: FloatTensor<Self>,
+        rhs: Arc<gemm::PackedMatrix>,
+        transposed: bool,
+    ) -> FloatTensor<Self>;
 }
 
 impl GlazeMatmul for Flex {
@@ -88,6 +96,32 @@ impl GlazeMatmul for Flex {
         let c = Flex::float_matmul(lhs, dense);
         if out_t { Flex::float_transpose(c) } else { c }
     }
+
+    fn glaze_matmul_packed(
+        lhs: FlexTensor,
+        rhs: Arc<gemm::PackedMatrix>,
+        transposed: bool,
+    ) -> FlexTensor {
+        packed_product(lhs, &rhs, transposed)
+    }
+}
+
+/// [`GlazeMatmul::glaze_matmul_packed`] on the flex device.
+fn packed_product(lhs: FlexTensor, rhs: &gemm::PackedMatrix, transposed: bool) -> FlexTensor {
+    use burn::backend::ops::FloatTensorOps;
+    let width = if transposed { rhs.depth() } else { rhs.width() };
+    if let Some(a) = view(&lhs)
+        && let Some(c) = gemm::matmul_packed(a, rhs, transposed)
+    {
+        return FlexTensor::from_data(TensorData::new(c, [a.rows, width]));
+    }
+    let dense = FlexTensor::from_data(TensorData::new(rhs.to_dense(), [rhs.depth(), rhs.width()]));
+    let dense = if transposed {
+        Flex::float_transpose(dense)
+    } else {
+        dense
+    };
+    Flex::float_matmul(lhs, dense)
 }
 
 /// The strided 2-D f32 view of a flex tensor, when it has one.
@@ -220,6 +254,48 @@ impl<B: Backend + GlazeMatmul, C: CheckpointStrategy> GlazeMatmul for Autodiff<B
             )),
         }
     }
+
+    fn glaze_matmul_packed(
+        lhs: FloatTensor<Self>,
+        rhs: Arc<gemm::PackedMatrix>,
+        transposed: bool,
+    ) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct PackedProduct;
+
+        impl<B: Backend + GlazeMatmul> Backward<B, 1> for PackedProduct {
+            type State = (Arc<gemm::PackedMatrix>, bool);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let (rhs, transposed) = ops.state;
+                // Y = L·R: dL = dY·Rᵀ, the other orientation of the same panels.
+                unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+                    B::glaze_matmul_packed(grad, rhs, !transposed)
+                });
+            }
+        }
+
+        match PackedProduct
+            .prepare::<C>([lhs.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(
+                (rhs.clone(), transposed),
+                B::glaze_matmul_packed(lhs.into_primitive(), rhs, transposed),
+            ),
+            OpsKind::UnTracked(prep) => prep.finish(B::glaze_matmul_packed(
+                lhs.into_primitive(),
+                rhs,
+                transposed,
+            )),
+        }
+    }
 }
 
 /// `lhs [M, K] · rhs [K, N]`, differentiable; on the flex device (plain or autodiff) through
@@ -272,6 +348,28 @@ fn q8_product(
         lhs_t,
         false,
     ))
+}
+
+/// `lhs [M, K] · R` for the constant pre-packed matrix `rhs` (`R = rhs`, or `rhsᵀ` when
+/// `transposed`), differentiable in `lhs`: the products read the panels in place (no packing
+/// of `R` per call). Off the flex device the panels are unpacked and go through
+/// `Tensor::matmul`.
+pub fn matmul_packed(lhs: Tensor<2>, rhs: &Arc<gemm::PackedMatrix>, transposed: bool) -> Tensor<2> {
+    if lhs.device().inner() != Device::flex() {
+        let dense = Tensor::<2>::from_data(
+            TensorData::new(rhs.to_dense(), [rhs.depth(), rhs.width()]),
+            &lhs.device(),
+        );
+        let dense = if transposed { dense.transpose() } else { dense };
+        return lhs.matmul(dense);
+    }
+    Tensor::from_dispatch(
+        <burn::backend::Dispatch as GlazeMatmul>::glaze_matmul_packed(
+            lhs.into_dispatch(),
+            rhs.clone(),
+            transposed,
+        ),
+    )
 }
 
 /// [`matmul`] for a batch of rows: `x [.., K] · w [K, N]` → `[.., N]`.
@@ -373,6 +471,58 @@ mod tests {
             .iter::<f32>()
             .collect::<Vec<_>>();
         assert!(ga.iter().all(|&v| (v - 48.0).abs() < 1e-4));
+    }
+
+    /// The pre-packed operand, as is and transposed: forward and the left gradient equal
+    /// [`matmul`] on the dense matrix (bit for bit with the AVX-512 kernel), on the plain and
+    /// the autodiff flex device.
+    #[test]
+    fn packed_operand_matches_the_dense_matrix() {
+        let device = Device::flex().autodiff();
+        device.seed(5);
+        let (rows, cols) = (300, 70);
+        let dense = Tensor::<2>::random([rows, cols], Distribution::Default, &device);
+        let data: Vec<f32> = dense.clone().into_data().iter::<f32>().collect();
+        let m = Arc::new(
+            gemm::PackedMatrix::new(gemm::View::row_major(&data, rows, cols)).expect("in bounds"),
+        );
+        for transposed in [false, true] {
+            let (k, n) = if transposed {
+                (cols, rows)
+            } else {
+                (rows, cols)
+            };
+            let a = Tensor::<2>::random([40, k], Distribution::Default, &device).require_grad();
+            let w = Tensor::<2>::random([40, n], Distribution::Default, &device);
+            let run = |y: Tensor<2>| {
+                let g = (y.clone() * w.clone()).sum().backward();
+                (
+                    y.inner().into_data(),
+                    a.grad(&g).expect("a grad").into_data(),
+                )
+            };
+            let r = if transposed {
+                dense.clone().transpose()
+            } else {
+                dense.clone()
+            };
+            let (y1, g1) = run(matmul_packed(a.clone(), &m, transposed));
+            let (y2, g2) = run(matmul(a.clone(), r));
+            let plain = matmul_packed(a.clone().inner(), &m, transposed).into_data();
+            if gemm::available() {
+                assert_eq!(y1, y2, "forward, transposed={transposed}");
+                assert_eq!(g1, g2, "gradient, transposed={transposed}");
+                assert_eq!(plain, y2, "plain device, transposed={transposed}");
+            } else {
+                for (x, y) in [(y1, y2.clone()), (g1, g2), (plain, y2)] {
+                    close(
+                        Tensor::from_data(x, &Device::flex()),
+                        Tensor::from_data(y, &Device::flex()),
+                        1e-5,
+                    );
+                }
+            }
+        }
     }
 
     /// The 8-bit operand, as is and transposed: forward and the left gradient equal

@@ -76,17 +76,16 @@ impl AdamW {
     pub fn step<M: Module>(
         &mut self,
         module: M,
-        mut grads: HostGrads,
+        grads: HostGrads,
         lr: f64,
         clip_norm: Option<f64>,
     ) -> (M, UpdateStats) {
         let grad_norm = grads.norm();
-        let clipped = match clip_norm {
-            Some(c) if grad_norm > c && grad_norm.is_finite() => {
-                grads.scale((c / grad_norm) as f32);
-                true
-            }
-            _ => false,
+        // Clipping scales the gradients inside the update (the same f32 product as scaling
+        // them first: a pass over every gradient less).
+        let (clipped, scale) = match clip_norm {
+            Some(c) if grad_norm > c && grad_norm.is_finite() => (true, (c / grad_norm) as f32),
+            _ => (false, 1.0),
         };
         self.t += 1;
         let s = self.settings;
@@ -96,6 +95,7 @@ impl AdamW {
         let moments = &mut self.moments;
         let master = &mut self.master;
         let coeffs = Coeffs {
+            scale,
             b1: s.beta1 as f32,
             b2: s.beta2 as f32,
             decay: (1.0 - lr * s.weight_decay) as f32,
@@ -175,6 +175,8 @@ impl AdamW {
 /// The update's constants for one step (bias corrections as reciprocals).
 #[derive(Clone, Copy)]
 struct Coeffs {
+    /// The clipping factor applied to each gradient (1 when not clipped).
+    scale: f32,
     b1: f32,
     b2: f32,
     decay: f32,
@@ -199,6 +201,7 @@ fn update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], c: Coeffs) -> 
         .zip(v.par_chunks_mut(CHUNK))
         .for_each(|(((p, g), m), v)| {
             for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                let g = g * c.scale;
                 let mi = c.b1 * *m + (1.0 - c.b1) * g;
                 let vi = c.b2 * *v + (1.0 - c.b2) * g * g;
                 *m = mi;

@@ -55,8 +55,8 @@ fn time(reps: usize, mut f: impl FnMut() -> Tensor<2>) -> f64 {
 fn main() {
     let device = Device::flex();
     println!(
-        "{:<52} {:>12} {:>12} {:>8} {:>12}",
-        "product", "burn ms", "glaze ms", "GFLOP/s", "8-bit E ms"
+        "{:<52} {:>12} {:>12} {:>8} {:>12} {:>12}",
+        "product", "burn ms", "glaze ms", "GFLOP/s", "8-bit E ms", "packed B ms"
     );
     for (label, a, b, transposed) in SHAPES {
         let x = Tensor::<2>::random(a, Distribution::Default, &device);
@@ -85,12 +85,27 @@ fn main() {
                 glaze_core::matmul::matmul_q8(x.clone(), &m, transposed)
             })
         });
+        // The frozen blocks' products with their weight pre-packed (as training reads it).
+        let packed = (!b.contains(&49152)).then(|| {
+            let data: Vec<f32> = y.clone().into_data().iter::<f32>().collect();
+            let m = std::sync::Arc::new(
+                glaze_core::gemm::PackedMatrix::new(glaze_core::gemm::View::row_major(
+                    &data, b[0], b[1],
+                ))
+                .expect("in bounds"),
+            );
+            time(reps, || {
+                glaze_core::matmul::matmul_packed(x.clone(), &m, false)
+            })
+        });
+        let ms = |t: Option<f64>| t.map_or("-".to_string(), |t| format!("{:.2}", t * 1e3));
         println!(
-            "{label:<52} {:>12.2} {:>12.2} {:>8.0} {:>12}",
+            "{label:<52} {:>12.2} {:>12.2} {:>8.0} {:>12} {:>12}",
             burn * 1e3,
             glaze * 1e3,
             flops / glaze / 1e9,
-            q8.map_or("-".to_string(), |t| format!("{:.2}", t * 1e3))
+            ms(q8),
+            ms(packed)
         );
     }
 }

@@ -1,14 +1,18 @@
-//! A frozen linear map with two kernels: burn's dense matmul (autodiff inputs, long
-//! sequences) and, when the weights came quantized, the block kernels of [`QMatrix`] for
-//! non-autodiff input on the CPU (decode steps, generation prefill).
+//! A frozen linear map with three kernels: when the weights came quantized, the block
+//! kernels of [`QMatrix`] for non-autodiff input on the CPU (decode steps, generation
+//! prefill); for exact products on the flex CPU with AVX-512 (autodiff inputs, long exact
+//! forwards) the GEMM reading the weight pre-packed ([`PackedMatrix`]); elsewhere burn's dense
+//! matmul.
 //!
-//! Weights loaded as quantized blocks get their dense f32 copy only when a dense matmul first
-//! needs it (`Dense`): generation never does, so an inference process holds the blocks
-//! alone (SmolLM2: ≈ 110 MB instead of ≈ 650 MB).
+//! Weights loaded as quantized blocks get their f32 copies only when an exact product first
+//! needs one (`Dense`, the packed panels): generation never does, so an inference process
+//! holds the blocks alone (SmolLM2: ≈ 110 MB instead of ≈ 650 MB).
 
 use std::sync::{Arc, OnceLock};
 
 use burn::prelude::*;
+
+use glaze_core::gemm::{self, PackedMatrix, View};
 
 use crate::qmatmul::{Activations, QMatrix};
 
@@ -106,10 +110,14 @@ impl Dense {
 }
 
 /// `y = x · W`, `W` stored dense as `[in, out]` and optionally as quantized `[out, in]` rows.
+/// On the flex CPU with the AVX-512 GEMM, exact products (training through the frozen
+/// blocks, long exact forwards) read `W` pre-packed in the GEMM's panel layout instead of a
+/// dense copy — packed on first use, the transpose for the backward pass on its first use.
 #[derive(Debug, Clone)]
 pub struct FrozenLinear {
     pub(crate) dense: Dense,
     pub(crate) quant: Option<Arc<QMatrix>>,
+    packed: Arc<OnceLock<Arc<PackedMatrix>>>,
 }
 
 impl FrozenLinear {
@@ -118,6 +126,7 @@ impl FrozenLinear {
         FrozenLinear {
             dense: Dense::eager(dense),
             quant: None,
+            packed: Arc::default(),
         }
     }
 
@@ -127,6 +136,7 @@ impl FrozenLinear {
         FrozenLinear {
             dense: Dense::lazy(q.clone(), true, device),
             quant: Some(q),
+            packed: Arc::default(),
         }
     }
 
@@ -135,7 +145,38 @@ impl FrozenLinear {
         FrozenLinear {
             dense: self.dense.to_device(device),
             quant: self.quant,
+            packed: self.packed,
         }
+    }
+
+    /// Whether an f32 copy of the weights exists: the dense one or the packed panels.
+    pub(crate) fn f32_built(&self) -> bool {
+        self.dense.is_built() || self.packed.get().is_some()
+    }
+
+    /// The weights in the GEMM's panel layout (packed now if they were not yet): from the
+    /// quantized blocks when there are some, else from the dense tensor.
+    fn packed(&self) -> Arc<PackedMatrix> {
+        self.packed
+            .get_or_init(|| {
+                let [d_in, d_out] = self.dense.dims();
+                let packed = match &self.quant {
+                    // Blocks are `[out, in]` rows: W is their transpose.
+                    Some(q) => {
+                        let rows = q.dequantize();
+                        PackedMatrix::new(View::row_major(&rows, d_out, d_in).t())
+                    }
+                    None => {
+                        let w = self.dense.get().into_data().convert::<f32>();
+                        let w = w
+                            .as_slice::<f32>()
+                            .expect("invariant: float data converts to f32");
+                        PackedMatrix::new(View::row_major(w, d_in, d_out))
+                    }
+                };
+                Arc::new(packed.expect("invariant: a full matrix view is in bounds"))
+            })
+            .clone()
     }
 
     /// The dense `[in, out]` weight (built from the blocks now if it was not yet).
@@ -172,6 +213,9 @@ impl FrozenLinear {
         match &self.quant {
             Some(q) if on_cpu_plain(&x.device()) && (n <= QUANT_MAX_ROWS || q.int8_ready(act)) => {
                 quantized(q, x, act)
+            }
+            _ if x.device().inner() == Device::flex() && gemm::available() => {
+                glaze_core::matmul::matmul_packed(x, &self.packed(), false)
             }
             _ => glaze_core::matmul::matmul(x, self.dense.get()),
         }

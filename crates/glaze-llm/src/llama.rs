@@ -111,16 +111,16 @@ impl Llama {
         self.gen_act = act;
     }
 
-    /// Whether any dense f32 weight copy exists — given at load (no quantized blocks), or
-    /// built since by a dense matmul (exact forwards of more than 8 rows, autodiff inputs,
-    /// other devices). Generation alone never builds one.
+    /// Whether any f32 weight copy exists — given at load (no quantized blocks), or built
+    /// since by an exact product (forwards of more than 8 rows, autodiff inputs, other
+    /// devices; dense, or packed for the CPU's GEMM). Generation alone never builds one.
     pub fn dense_weights_built(&self) -> bool {
         self.embed.is_built()
             || self.lm_head.as_ref().is_some_and(|h| h.is_built())
             || self.blocks.iter().any(|b| {
                 [&b.attn.wqkv, &b.attn.wo, &b.mlp.w_gate_up, &b.mlp.w_down]
                     .iter()
-                    .any(|l| l.dense.is_built())
+                    .any(|l| l.f32_built())
             })
     }
 

@@ -97,7 +97,7 @@ unsafe fn dot_rows(kc: usize, a: *const f32, b: *const f32, out: *mut f32, rows:
 /// must be valid for `cols` rows of `rows` values with row step `ldc`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn store_transposed(
+pub(super) unsafe fn store_transposed(
     acc: *const f32,
     c: *mut f32,
     ldc: usize,
@@ -200,6 +200,19 @@ unsafe fn dot_tile8(kc: usize, a: *const f32, b: *const f32, out: *mut f32) {
         (0, c0, d0), (1, c1, d1), (2, c2, d2), (3, c3, d3),
         (4, c4, d4), (5, c5, d5), (6, c6, d6), (7, c7, d7)
     );
+}
+
+/// Never called: [`super::available`] is false off x86-64.
+#[cfg(not(target_arch = "x86_64"))]
+pub(super) unsafe fn store_transposed(
+    _: *const f32,
+    _: *mut f32,
+    _: usize,
+    _: usize,
+    _: usize,
+    _: bool,
+) {
+    unreachable!("gemm::available() is false off x86-64")
 }
 
 /// Never called: [`super::available`] is false off x86-64.
