@@ -473,6 +473,24 @@ mod tests {
         assert!(ga.iter().all(|&v| (v - 48.0).abs() < 1e-4));
     }
 
+    /// `y` and the gradient of `Σ y·w` with respect to `a`.
+    fn value_and_grad(y: Tensor<2>, a: &Tensor<2>, w: &Tensor<2>) -> (TensorData, TensorData) {
+        let g = (y.clone() * w.clone()).sum().backward();
+        (
+            y.inner().into_data(),
+            a.grad(&g).expect("a grad").into_data(),
+        )
+    }
+
+    /// `m`, or its transpose.
+    fn oriented(m: &Tensor<2>, transposed: bool) -> Tensor<2> {
+        if transposed {
+            m.clone().transpose()
+        } else {
+            m.clone()
+        }
+    }
+
     /// The pre-packed operand, as is and transposed: forward and the left gradient equal
     /// [`matmul`] on the dense matrix (bit for bit with the AVX-512 kernel), on the plain and
     /// the autodiff flex device.
@@ -494,20 +512,9 @@ mod tests {
             };
             let a = Tensor::<2>::random([40, k], Distribution::Default, &device).require_grad();
             let w = Tensor::<2>::random([40, n], Distribution::Default, &device);
-            let run = |y: Tensor<2>| {
-                let g = (y.clone() * w.clone()).sum().backward();
-                (
-                    y.inner().into_data(),
-                    a.grad(&g).expect("a grad").into_data(),
-                )
-            };
-            let r = if transposed {
-                dense.clone().transpose()
-            } else {
-                dense.clone()
-            };
+            let run = |y| value_and_grad(y, &a, &w);
             let (y1, g1) = run(matmul_packed(a.clone(), &m, transposed));
-            let (y2, g2) = run(matmul(a.clone(), r));
+            let (y2, g2) = run(matmul(a.clone(), oriented(&dense, transposed)));
             let plain = matmul_packed(a.clone().inner(), &m, transposed).into_data();
             if gemm::available() {
                 assert_eq!(y1, y2, "forward, transposed={transposed}");
@@ -562,20 +569,9 @@ mod tests {
                 ),
                 &device,
             );
-            let run = |y: Tensor<2>| {
-                let g = (y.clone() * w.clone()).sum().backward();
-                (
-                    y.inner().into_data(),
-                    a.grad(&g).expect("a grad").into_data(),
-                )
-            };
-            let r = if transposed {
-                dense.clone().transpose()
-            } else {
-                dense.clone()
-            };
+            let run = |y| value_and_grad(y, &a, &w);
             let (y1, g1) = run(matmul_q8(a.clone(), &m, transposed));
-            let (y2, g2) = run(matmul(a.clone(), r));
+            let (y2, g2) = run(matmul(a.clone(), oriented(&dense, transposed)));
             // The same left operand stored transposed: same product, and its gradient in the
             // stored layout.
             let at = Tensor::<2>::from_data(a.clone().inner().transpose().into_data(), &device)
