@@ -151,16 +151,17 @@ impl ModuleMapper for Importer<'_> {
             return Param::from_mapped_value(id, tensor, mapper);
         }
         self.used += 1;
-        let t = replace_values(tensor, v.data.clone());
+        let like = (tensor.dims(), tensor.is_require_grad(), tensor.device());
+        let t = replace_values(like, v.data.clone());
         Param::from_mapped_value(id, t, mapper)
     }
 }
 
-/// A tensor with the same device, shape and autodiff state as `like`, holding `values`.
-fn replace_values<const D: usize>(like: Tensor<D>, values: Vec<f32>) -> Tensor<D> {
-    let shape: [usize; D] = like.dims();
-    let require_grad = like.is_require_grad();
-    let device = like.device();
+/// A tensor of `shape` on `device`, tracked when `require_grad`, holding `values`.
+fn replace_values<const D: usize>(
+    (shape, require_grad, device): ([usize; D], bool, Device),
+    values: Vec<f32>,
+) -> Tensor<D> {
     let inner_device = device.clone().without_autodiff();
     let data = TensorData::new(values, shape);
     if device.is_autodiff() {
@@ -283,7 +284,8 @@ impl HostGrads {
 }
 
 /// A mapper that replaces each named parameter for which `update` returns new values;
-/// `update` gets the name and a reader of the current values (called only when needed).
+/// `update` gets the name and a reader of the current values (called only when needed, at
+/// most once; an update that reads must return the new values).
 pub(crate) struct Updater<'a, F: FnMut(&str, &mut dyn FnMut() -> Vec<f32>) -> Option<Vec<f32>>> {
     path: Path_,
     update: &'a mut F,
@@ -302,17 +304,30 @@ impl<F: FnMut(&str, &mut dyn FnMut() -> Vec<f32>) -> Option<Vec<f32>>> ModuleMap
         let name = self.path.name();
         let (id, tensor, mapper) = param.consume();
         let n: usize = tensor.dims().iter().product();
-        let mut read = || host(tensor.clone().reshape([n]));
-        let new = (self.update)(&name, &mut read);
-        let t = match new {
-            Some(new) => replace_values(tensor, new),
-            None => tensor,
+        // What the new tensor keeps of this one (the values themselves are moved out by
+        // `read`: no copy when the module held the only reference).
+        let like = (tensor.dims(), tensor.is_require_grad(), tensor.device());
+        let mut slot = Some(tensor);
+        let new = {
+            let mut read = || {
+                let t = slot
+                    .take()
+                    .expect("invariant: `read` is called at most once");
+                host(t.reshape([n]))
+            };
+            (self.update)(&name, &mut read)
+        };
+        let t = match (new, slot) {
+            (Some(new), _) => replace_values(like, new),
+            (None, Some(t)) => t,
+            (None, None) => unreachable!("invariant: an update that reads a parameter returns it"),
         };
         Param::from_mapped_value(id, t, mapper)
     }
 }
 
-/// Applies `update(name, read_current) -> Some(new)` to every float parameter of `module`.
+/// Applies `update(name, read_current) -> Some(new)` to every float parameter of `module`
+/// (`read_current` moves the values out: an update that calls it must return `Some`).
 pub(crate) fn update_params<M: Module>(
     module: M,
     mut update: impl FnMut(&str, &mut dyn FnMut() -> Vec<f32>) -> Option<Vec<f32>>,
