@@ -343,6 +343,37 @@ thread_local! {
     };
 }
 
+/// Where the kernel reads one slab of B from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum BSource {
+    /// The operand's own pre-packed panels, in place.
+    InPlace,
+    /// The whole slab packed up front (it fits in half of L2).
+    Slab,
+    /// A larger slab packed panel by panel just before the kernel first reads each (packed
+    /// whole, its panels went out to L3 and came back).
+    Panel,
+    /// As `Panel` with a single block of rows: each part of a panel packed into L1 just
+    /// before its row tiles (a whole 576-deep panel went to L2 and was read back from there).
+    Part,
+}
+
+impl BSource {
+    /// The source of the `kc`-deep slab at row `pc`, columns `jc..` (`np` panels), for a
+    /// product of `m` rows.
+    fn choose<B: Rhs>(b: &B, pc: usize, kc: usize, jc: usize, np: usize, m: usize) -> Self {
+        if b.panel(pc, jc).is_some() {
+            BSource::InPlace
+        } else if kc * np * NR * 4 <= JIT_BYTES {
+            BSource::Slab
+        } else if m <= MC {
+            BSource::Part
+        } else {
+            BSource::Panel
+        }
+    }
+}
+
 /// `C = A · B` on this thread (or `C +=` when `accumulate`), `C` row-major with row step
 /// `ldc` — or, when `out_t`, `Cᵀ` (element `(i, j)` at `c[j·ldc + i]`).
 ///
@@ -373,12 +404,8 @@ unsafe fn serial<B: Rhs>(a: View, b: B, c: *mut f32, ldc: usize, accumulate: boo
             let np = nc.div_ceil(NR);
             for pc in (0..k).step_by(depth) {
                 let kc = depth.min(k - pc);
-                // A block larger than half of L2 is packed panel by panel just before the
-                // kernel first reads it (packed whole, its panels went out to L3 and came back).
-                // A pre-packed operand is read in place.
-                let prepacked = b.panel(pc, jc).is_some();
-                let by_panel = kc * np * NR * 4 > JIT_BYTES;
-                if !by_panel && !prepacked {
+                let source = BSource::choose(&b, pc, kc, jc, np, m);
+                if source == BSource::Slab {
                     b.pack_slab(pc, kc, jc, nc, &mut bpack[..np * kc * NR]);
                 }
                 for ic in (0..m).step_by(MC) {
@@ -388,23 +415,22 @@ unsafe fn serial<B: Rhs>(a: View, b: B, c: *mut f32, ldc: usize, accumulate: boo
                         let i0 = ic + p * MR;
                         pack::<MR>(&a.t(), pc, kc, i0, MR.min(ic + mc - i0), dst);
                     }
-                    // With one block of rows, a panel packed as the kernel reaches it is
-                    // packed part by part, each part into L1 just before its row tiles (a
-                    // whole 576-deep panel went to L2 and was read back from there).
-                    let per_part = by_panel && !prepacked && m <= MC;
                     for jp in 0..np {
                         let j0 = jc + jp * NR;
-                        if by_panel && !prepacked && !per_part && ic == 0 {
+                        if source == BSource::Panel && ic == 0 {
                             let panel = &mut bpack[jp * kc * NR..(jp + 1) * kc * NR];
                             b.pack_slab(pc, kc, j0, NR.min(n - j0), panel);
                         }
-                        let bpanel = match b.panel(pc, j0) {
-                            Some(p) if prepacked => p,
-                            _ if per_part => &[],
-                            _ => &bpack[jp * kc * NR..(jp + 1) * kc * NR],
+                        // The whole panel (empty when it is packed part by part below).
+                        let bpanel = match source {
+                            BSource::InPlace => b.panel(pc, j0).unwrap_or(&[]),
+                            BSource::Part => &[],
+                            BSource::Slab | BSource::Panel => {
+                                &bpack[jp * kc * NR..(jp + 1) * kc * NR]
+                            }
                         };
                         assert!(
-                            per_part || bpanel.len() >= kc * NR,
+                            source == BSource::Part || bpanel.len() >= kc * NR,
                             "a panel holds its slab"
                         );
                         // The panel's rows in parts of at most `KC`, each part run over all
@@ -422,7 +448,7 @@ unsafe fn serial<B: Rhs>(a: View, b: B, c: *mut f32, ldc: usize, accumulate: boo
                             // A pre-packed operand comes from memory: the next part's rows
                             // are fetched into L2 while this part runs (else the first row
                             // tile of every part waits on them).
-                            let ahead: &[f32] = if !prepacked {
+                            let ahead: &[f32] = if source != BSource::InPlace {
                                 &[]
                             } else if part + 1 < parts {
                                 &bpanel[s1 * NR..kc * (part + 2) / parts * NR]
@@ -432,7 +458,7 @@ unsafe fn serial<B: Rhs>(a: View, b: B, c: *mut f32, ldc: usize, accumulate: boo
                             } else {
                                 &[]
                             };
-                            let bsrc: &[f32] = if per_part {
+                            let bsrc: &[f32] = if source == BSource::Part {
                                 let len = (s1 - s0) * NR;
                                 if b_part.len() < len {
                                     b_part.resize(len, 0.0);
@@ -640,146 +666,4 @@ fn lanes(n: usize) -> u16 {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-
-    fn naive(a: &View, b: &View) -> Vec<f32> {
-        let mut c = vec![0f32; a.rows * b.cols];
-        for i in 0..a.rows {
-            for j in 0..b.cols {
-                let mut s = 0f64;
-                for k in 0..a.cols {
-                    s += a.at(i, k) as f64 * b.at(k, j) as f64;
-                }
-                c[i * b.cols + j] = s as f32;
-            }
-        }
-        c
-    }
-
-    pub(super) fn values(n: usize, seed: u32) -> Vec<f32> {
-        let mut x = seed.wrapping_mul(2654435761).max(1);
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                (x % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
-
-    /// Ragged shapes (tile and slab edges), both operand layouts, both orientations: equal
-    /// to an f64 reference within f32 rounding.
-    #[test]
-    fn matches_the_naive_product() {
-        if !available() {
-            return;
-        }
-        for &(m, k, n) in &[
-            (1, 1, 1),
-            (5, 7, 3),
-            (12, 256, 32),
-            (13, 257, 33),
-            (100, 300, 576),
-            (37, 600, 100),
-            (781, 70, 45),
-            (30, 40, 3100),
-        ] {
-            let ad = values(m * k, 1);
-            let bd = values(k * n, 2);
-            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-                let a = if ta {
-                    View::row_major(&ad, k, m).t()
-                } else {
-                    View::row_major(&ad, m, k)
-                };
-                let b = if tb {
-                    View::row_major(&bd, n, k).t()
-                } else {
-                    View::row_major(&bd, k, n)
-                };
-                let got = matmul(a, b).expect("available");
-                let want = naive(&a, &b);
-                let tol = 1e-5 * (k as f32).sqrt() * 4.0;
-                for (x, y) in got.iter().zip(&want) {
-                    assert!((x - y).abs() <= tol, "{m}×{k}×{n} ({ta},{tb}): {x} vs {y}");
-                }
-            }
-        }
-    }
-
-    /// Tiles stored transposed (`out_t`: ragged edges, every split, accumulated slabs and
-    /// parts) give the transpose of the row-major product, bit for bit.
-    #[test]
-    fn transposed_output_is_the_transposed_product() {
-        if !available() {
-            return;
-        }
-        for &(m, k, n) in &[
-            (1, 1, 1),
-            (5, 7, 3),
-            (13, 257, 33),
-            (100, 576, 200),
-            (37, 1000, 100),
-            (781, 70, 45),
-            (30, 40, 3100),
-        ] {
-            let (ad, bd) = (values(m * k, 7), values(k * n, 8));
-            let (a, b) = (View::row_major(&ad, m, k), View::row_major(&bd, k, n));
-            let c = product(a, b, false);
-            let ct = product(a, b, true);
-            assert_eq!(ct.len(), m * n);
-            for i in 0..m {
-                for j in 0..n {
-                    assert!(
-                        ct[j * m + i] == c[i * n + j],
-                        "{m}×{k}×{n} at ({i}, {j}): {} vs {}",
-                        ct[j * m + i],
-                        c[i * n + j]
-                    );
-                }
-            }
-        }
-    }
-
-    /// The same product from several threads at once (each split, thread-local buffers
-    /// shared with other callers) is bit-for-bit the same every time.
-    #[test]
-    fn concurrent_callers_get_identical_results() {
-        if !available() {
-            return;
-        }
-        let (ad, bd) = (values(300 * 500, 3), values(500 * 70, 4));
-        let run = || {
-            matmul(
-                View::row_major(&ad, 300, 500),
-                View::row_major(&bd, 500, 70),
-            )
-            .expect("available")
-        };
-        let first = run();
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (0..4)
-                .map(|_| s.spawn(|| (0..20).map(|_| run()).collect::<Vec<_>>()))
-                .collect();
-            for h in handles {
-                for out in h.join().expect("thread") {
-                    assert!(out == first, "a concurrent product differed");
-                }
-            }
-        });
-    }
-
-    #[test]
-    fn rejects_mismatched_or_out_of_bounds_views() {
-        let d = vec![0f32; 12];
-        let a = View::row_major(&d, 3, 4);
-        assert!(matmul(a, View::row_major(&d, 3, 4)).is_none());
-        let long = View {
-            rows: 4,
-            ..View::row_major(&d, 3, 4)
-        };
-        assert!(matmul(long, View::row_major(&d, 4, 3)).is_none());
-    }
-}
+pub(crate) mod tests;
