@@ -21,6 +21,8 @@ use kernel::{kernel, store_transposed};
 pub use packed::{PackedMatrix, matmul_packed};
 pub use q8::{Q8Matrix, matmul_q8, matmul_q8_out_t};
 pub use transpose::transpose;
+#[cfg(target_arch = "x86_64")]
+pub use transpose::transpose16;
 
 /// Rows of the register tile.
 const MR: usize = 12;

@@ -53,12 +53,16 @@ fn time(reps: usize, mut f: impl FnMut() -> Tensor<2>) -> f64 {
 }
 
 fn main() {
+    // As the training loops: freed buffers are reused instead of mapped afresh.
+    glaze_core::alloc::keep_freed_memory();
     let device = Device::flex();
     println!(
         "{:<52} {:>12} {:>12} {:>8} {:>12} {:>12}",
         "product", "burn ms", "glaze ms", "GFLOP/s", "8-bit E ms", "packed B ms"
     );
-    for (label, a, b, transposed) in SHAPES {
+    // `GEMM_PROFILE_ONLY=<text>` runs only the rows whose label contains it (for `perf`).
+    let only = std::env::var("GEMM_PROFILE_ONLY").unwrap_or_default();
+    for (label, a, b, transposed) in SHAPES.into_iter().filter(|s| s.0.contains(&only)) {
         let x = Tensor::<2>::random(a, Distribution::Default, &device);
         let y = if transposed {
             Tensor::<2>::random([b[1], b[0]], Distribution::Default, &device).transpose()
@@ -108,4 +112,87 @@ fn main() {
             ms(packed)
         );
     }
+    if ATTENTION.contains(&only) {
+        attention(&device);
+    }
+}
+
+/// The row label of [`attention`].
+const ATTENTION: &str = "attention 32×9 heads×12 rows, 100+12 keys (fwd, bwd)";
+
+/// One block's fused attention on the step's shapes (32 prompts, 9 query and 3 key/value
+/// heads of 64, 12 new rows after a 100-position cached prefix, causal): forward and
+/// backward ms, in the `glaze ms` column as `forward / backward`.
+fn attention(device: &Device) {
+    use burn::backend::flex::FlexTensor;
+    use glaze_llm::fused_attention::GlazeAttention;
+    let (b, h, kv, t, p, hd) = (32, 9, 3, 12, 100, 64);
+    let _ = device;
+    let flex = |shape: [usize; 4]| {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919 % 1009) as f32 / 1009.0) - 0.5)
+            .collect();
+        FlexTensor::from_data(TensorData::new(v, shape))
+    };
+    let bias = {
+        let s = p + t;
+        let v: Vec<f32> = (0..t * s)
+            .map(|i| {
+                if i % s > p + i / s {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        FlexTensor::from_data(TensorData::new(v, [1, 1, t, s]))
+    };
+    let (q, k, v, pk, pv, dout) = (
+        flex([b, h, t, hd]),
+        flex([b, kv, t, hd]),
+        flex([b, kv, t, hd]),
+        flex([b, kv, p, hd]),
+        flex([b, kv, p, hd]),
+        flex([b, h, t, hd]),
+    );
+    let scale = 1.0 / (hd as f32).sqrt();
+    let run = |reps: usize, f: &dyn Fn()| {
+        f();
+        let start = Instant::now();
+        for _ in 0..reps {
+            f();
+        }
+        start.elapsed().as_secs_f64() / reps as f64
+    };
+    let fwd = run(50, &|| {
+        let out = burn::backend::Flex::glaze_attention(
+            q.clone(),
+            k.clone(),
+            v.clone(),
+            pk.clone(),
+            pv.clone(),
+            bias.clone(),
+            scale,
+        );
+        std::hint::black_box(out);
+    });
+    let bwd = run(50, &|| {
+        let out = burn::backend::Flex::glaze_attention_grad(
+            q.clone(),
+            k.clone(),
+            v.clone(),
+            pk.clone(),
+            pv.clone(),
+            bias.clone(),
+            dout.clone(),
+            scale,
+        );
+        std::hint::black_box(out);
+    });
+    println!(
+        "{ATTENTION:<52} {:>12} {:>12}",
+        "-",
+        format!("{:.2} / {:.2}", fwd * 1e3, bwd * 1e3)
+    );
 }

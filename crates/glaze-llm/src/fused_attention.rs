@@ -4,9 +4,11 @@
 //!
 //! Composed of burn ops, a training step's attention made a dozen passes over `[B, H, T, S]`
 //! scores and as many tracked intermediates; here each `(batch, key/value head)` pair is one
-//! task that keeps its scores in a row buffer. The backward recomputes the probabilities
-//! (cheaper than keeping them) and returns `dq`, `dk`, `dv`; the bias (padding and causal
-//! mask) is a constant.
+//! task that takes its query rows 48 at a time: keys and values transposed once, scores,
+//! outputs and gradients as register-tiled products of the group's small matrices
+//! (`tiles.rs`; one dot product per score before, 2× slower). The backward recomputes the
+//! probabilities (cheaper than keeping them) and returns `dq`, `dk`, `dv`; the bias (padding
+//! and causal mask) is a constant.
 
 use burn::backend::autodiff::{
     NodeId,
@@ -21,7 +23,8 @@ use burn::tensor::DType;
 use burn::tensor::activation::softmax;
 use rayon::prelude::*;
 
-use crate::vecops::{combine_rows, dot, exp_sub_sum, row_dots, scatter_rows};
+use crate::tiles::{self, Strided};
+use crate::vecops::{dot, softmax_row};
 
 /// The backend extension behind [`attention`].
 #[backend_extension(Flex, Autodiff)]
@@ -140,48 +143,132 @@ struct Rows<'a> {
 }
 
 impl Rows<'_> {
-    /// `out[j] = q · row j` over all positions.
-    fn dots(&self, q: &[f32], out: &mut [f32]) {
-        let (a, b) = out.split_at_mut(self.pre.len() / q.len().max(1));
-        row_dots(q, self.pre, a);
-        row_dots(q, self.new, b);
+    /// All positions transposed into `dst` (`hd` rows of `s` values).
+    fn transpose_into(&self, hd: usize, dst: &mut [f32]) {
+        let (sp, sn) = (self.pre.len() / hd.max(1), self.new.len() / hd.max(1));
+        tiles::transpose_into(self.pre, sp, hd, dst, sp + sn, 0);
+        tiles::transpose_into(self.new, sn, hd, dst, sp + sn, sp);
     }
 
-    /// `o += Σⱼ c[j] · row j` over all positions.
-    fn combine(&self, c: &[f32], o: &mut [f32]) {
-        let (a, b) = c.split_at(self.pre.len() / o.len().max(1));
-        combine_rows(a, self.pre, o);
-        combine_rows(b, self.new, o);
+    /// `out (m × hd) = c (m × s, row step s) · rows` (or `+=` when `accumulate`).
+    fn combine(&self, m: usize, hd: usize, c: &[f32], out: &mut [f32], accumulate: bool) {
+        let (sp, sn) = (self.pre.len() / hd.max(1), self.new.len() / hd.max(1));
+        let s = sp + sn;
+        tiles::product(
+            m,
+            hd,
+            sp,
+            Strided::rows(c, s),
+            self.pre,
+            hd,
+            out,
+            hd,
+            accumulate,
+        );
+        let rest = Strided::rows(&c[sp..], s);
+        tiles::product(m, hd, sn, rest, self.new, hd, out, hd, accumulate || sp > 0);
     }
 }
 
-/// Softmax probabilities of one query row into `p` (all zero when every key is masked).
-fn probs(q: &[f32], k: Rows<'_>, bias: &[f32], scale: f32, hd: usize, p: &mut [f32]) {
-    debug_assert_eq!(k.pre.len() + k.new.len(), p.len() * hd);
-    k.dots(q, p);
-    for (pj, b) in p.iter_mut().zip(bias) {
-        *pj = *pj * scale + b;
-    }
-    // Sixteen lanes of running maxima: one chain of dependent `max`es per row, with the
-    // backward's sum of products also one chain, was ≈ 20 % of the attention's samples.
-    let mut lanes = [f32::NEG_INFINITY; 16];
-    let mut chunks = p.chunks_exact(16);
-    for c in &mut chunks {
-        for (m, &x) in lanes.iter_mut().zip(c) {
-            *m = m.max(x);
+/// Query rows of a group taken at once: their scores (`ROWS × S`) stay in L2 however long
+/// the prompt.
+const ROWS: usize = 48;
+
+thread_local! {
+    /// Each thread's scratch for one group: transposed keys and values, scores and their
+    /// gradients.
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with `n` values of this thread's scratch (contents unspecified).
+fn with_scratch<R>(n: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with_borrow_mut(|v| {
+        if v.len() < n {
+            v.resize(n, 0.0);
+        }
+        f(&mut v[..n])
+    })
+}
+
+/// One `(batch, key/value head)` group: its `rep · T` query rows (`q`, row-major, `hd`
+/// wide), keys and values, and the bias rows of its batch element.
+struct Group<'a> {
+    d: Dims,
+    b: usize,
+    q: &'a [f32],
+    k: Rows<'a>,
+    v: Rows<'a>,
+    bias: &'a [f32],
+    scale: f32,
+}
+
+impl Group<'_> {
+    /// Probabilities of query rows `i0..i0 + m` into `p` (`m × S`), from the transposed keys.
+    fn probs(&self, i0: usize, m: usize, kt: &[f32], p: &mut [f32]) {
+        let (s, hd) = (self.d.s, self.d.hd);
+        let q = Strided::rows(&self.q[i0 * hd..], hd);
+        tiles::product(m, s, hd, q, kt, s, p, s, false);
+        for (i, row) in p.chunks_exact_mut(s).take(m).enumerate() {
+            let t = (i0 + i) % self.d.t;
+            softmax_row(row, self.d.bias_row(self.bias, self.b, t), self.scale);
         }
     }
-    let max = chunks
-        .remainder()
-        .iter()
-        .chain(&lanes)
-        .fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-    if max == f32::NEG_INFINITY {
-        p.fill(0.0);
-        return;
+
+    /// The group's attention output (`rep · T × hd`).
+    fn forward(&self, out: &mut [f32]) {
+        let (s, hd, rows) = (self.d.s, self.d.hd, self.q.len() / self.d.hd);
+        with_scratch(hd * s + ROWS * s, |scratch| {
+            let (kt, p) = scratch.split_at_mut(hd * s);
+            self.k.transpose_into(hd, kt);
+            for i0 in (0..rows).step_by(ROWS) {
+                let m = ROWS.min(rows - i0);
+                self.probs(i0, m, kt, p);
+                self.v.combine(m, hd, p, &mut out[i0 * hd..], false);
+            }
+        });
     }
-    let inv = 1.0 / exp_sub_sum(p, max);
-    p.iter_mut().for_each(|pj| *pj *= inv);
+
+    /// `dq` of the group's rows (`rep · T × hd`) and its share of `dk`, `dv` (the new
+    /// positions', `N × hd`, accumulated) for the output gradient `dout` (as `q`).
+    fn backward(&self, dout: &[f32], dq: &mut [f32], dk: &mut [f32], dv: &mut [f32]) {
+        let (s, sp, sn, hd) = (self.d.s, self.d.sp, self.d.sn, self.d.hd);
+        let rows = self.q.len() / hd;
+        with_scratch(2 * hd * s + 2 * ROWS * s, |scratch| {
+            let (kt, rest) = scratch.split_at_mut(hd * s);
+            let (vt, rest) = rest.split_at_mut(hd * s);
+            let (p, ds) = rest.split_at_mut(ROWS * s);
+            self.k.transpose_into(hd, kt);
+            self.v.transpose_into(hd, vt);
+            for i0 in (0..rows).step_by(ROWS) {
+                let m = ROWS.min(rows - i0);
+                self.probs(i0, m, kt, p);
+                // dP = dO·vⱼ, then dS = P ⊙ (dP − Σ P ⊙ dP) · scale row by row.
+                let dor = Strided::rows(&dout[i0 * hd..], hd);
+                tiles::product(m, s, hd, dor, vt, s, ds, s, false);
+                for (pr, dr) in p.chunks_exact(s).zip(ds.chunks_exact_mut(s)).take(m) {
+                    let sum = dot(pr, dr);
+                    for (x, &pj) in dr.iter_mut().zip(pr) {
+                        *x = pj * (*x - sum) * self.scale;
+                    }
+                }
+                self.k.combine(m, hd, ds, &mut dq[i0 * hd..], false);
+                // Key/value gradients of the new positions only (the prefix is constant:
+                // 100 of 112 keys in a Time-LLM step): dK += dSᵀ·Q, dV += Pᵀ·dO.
+                let dst = Strided {
+                    data: &ds[sp..],
+                    rs: 1,
+                    cs: s,
+                };
+                tiles::product(sn, hd, m, dst, &self.q[i0 * hd..], hd, dk, hd, true);
+                let pt = Strided {
+                    data: &p[sp..],
+                    rs: 1,
+                    cs: s,
+                };
+                tiles::product(sn, hd, m, pt, &dout[i0 * hd..], hd, dv, hd, true);
+            }
+        });
+    }
 }
 
 impl GlazeAttention for Flex {
@@ -203,23 +290,21 @@ impl GlazeAttention for Flex {
             values(&bias),
         );
         let d = Dims::of(&qs, &ks, &pks, &bs);
-        let rep = d.h / d.kv;
-        let per_group = rep * d.t * d.hd;
+        let per_group = d.h / d.kv * d.t * d.hd;
         let mut out = zeroed(d.b * d.h * d.t * d.hd);
         out.par_chunks_mut(per_group)
             .enumerate()
             .for_each(|(bg, out)| {
-                let (b, g) = (bg / d.kv, bg % d.kv);
-                let (kg, vg) = (d.group(&pk, &k, bg), d.group(&pv, &v, bg));
-                let mut p = vec![0f32; d.s];
-                for r in 0..rep {
-                    let head = g * rep + r;
-                    for t in 0..d.t {
-                        let qrow = &q[((b * d.h + head) * d.t + t) * d.hd..][..d.hd];
-                        probs(qrow, kg, d.bias_row(&bias, b, t), scale, d.hd, &mut p);
-                        vg.combine(&p, &mut out[(r * d.t + t) * d.hd..][..d.hd]);
-                    }
-                }
+                let group = Group {
+                    d,
+                    b: bg / d.kv,
+                    q: &q[bg * per_group..][..per_group],
+                    k: d.group(&pk, &k, bg),
+                    v: d.group(&pv, &v, bg),
+                    bias: &bias,
+                    scale,
+                };
+                group.forward(out);
             });
         flex(out, [d.b, d.h, d.t, d.hd])
     }
@@ -244,38 +329,26 @@ impl GlazeAttention for Flex {
             values(&dout),
         );
         let d = Dims::of(&qs, &ks, &pks, &bs);
-        let rep = d.h / d.kv;
+        let per_group = d.h / d.kv * d.t * d.hd;
         let new = d.sn * d.hd;
         let mut dq = zeroed(q.len());
         let mut dk = zeroed(k.len());
         let mut dv = zeroed(v.len());
-        dq.par_chunks_mut(rep * d.t * d.hd)
-            .zip(dk.par_chunks_mut(new))
-            .zip(dv.par_chunks_mut(new))
+        dq.par_chunks_mut(per_group)
+            .zip(dk.par_chunks_mut(new.max(1)))
+            .zip(dv.par_chunks_mut(new.max(1)))
             .enumerate()
             .for_each(|(bg, ((dq, dk), dv))| {
-                let (b, g) = (bg / d.kv, bg % d.kv);
-                let (kg, vg) = (d.group(&pk, &k, bg), d.group(&pv, &v, bg));
-                let (mut p, mut dp) = (vec![0f32; d.s], vec![0f32; d.s]);
-                for r in 0..rep {
-                    let head = g * rep + r;
-                    for t in 0..d.t {
-                        let row = ((b * d.h + head) * d.t + t) * d.hd;
-                        let (qrow, dorow) = (&q[row..][..d.hd], &dout[row..][..d.hd]);
-                        probs(qrow, kg, d.bias_row(&bias, b, t), scale, d.hd, &mut p);
-                        // dP = dO·vⱼ; dS = P ⊙ (dP − Σ P ⊙ dP) · scale.
-                        vg.dots(dorow, &mut dp);
-                        let sum = dot(&p, &dp);
-                        for (ds, &pj) in dp.iter_mut().zip(&p) {
-                            *ds = pj * (*ds - sum) * scale;
-                        }
-                        kg.combine(&dp, &mut dq[(r * d.t + t) * d.hd..][..d.hd]);
-                        // Key/value gradients of the new positions only (the prefix is
-                        // constant: 100 of 112 keys in a Time-LLM step).
-                        scatter_rows(&dp[d.sp..], qrow, dk);
-                        scatter_rows(&p[d.sp..], dorow, dv);
-                    }
-                }
+                let group = Group {
+                    d,
+                    b: bg / d.kv,
+                    q: &q[bg * per_group..][..per_group],
+                    k: d.group(&pk, &k, bg),
+                    v: d.group(&pv, &v, bg),
+                    bias: &bias,
+                    scale,
+                };
+                group.backward(&dout[bg * per_group..][..per_group], dq, dk, dv);
             });
         // `dq` was filled group-major ([B, KV, rep, T, hd]) = [B, H, T, hd] (head = g·rep + r).
         (
@@ -533,29 +606,6 @@ mod tests {
                     assert_eq!(*x, 0.0, "gradient at fixed position {position}");
                 } else {
                     assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "{x} vs {y}");
-                }
-            }
-        }
-    }
-
-    /// Dot products of one query with 1..9 keys (whole groups of four and the rest), widths
-    /// 16 and 64: equal to f64 sums within f32 rounding.
-    #[test]
-    fn row_dots_match_f64() {
-        for hd in [16usize, 64] {
-            for keys in 1..=9 {
-                let q: Vec<f32> = (0..hd).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.1).collect();
-                let k: Vec<f32> = (0..keys * hd)
-                    .map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.2)
-                    .collect();
-                let mut out = vec![0f32; keys];
-                crate::vecops::row_dots(&q, &k, &mut out);
-                for (j, &o) in out.iter().enumerate() {
-                    let want: f64 = (0..hd).map(|i| q[i] as f64 * k[j * hd + i] as f64).sum();
-                    assert!(
-                        (o as f64 - want).abs() < 1e-4,
-                        "hd {hd} key {j}: {o} vs {want}"
-                    );
                 }
             }
         }

@@ -20,6 +20,7 @@ pub mod quant;
 pub mod rms_norm;
 pub mod rope;
 pub mod swiglu;
+mod tiles;
 pub mod tokenizer;
 pub mod vecops;
 pub mod weights;

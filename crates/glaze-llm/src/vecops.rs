@@ -1,6 +1,6 @@
-//! Vector helpers of the attention and MLP kernels: a decode step's group attention,
-//! dot products, row combinations, the softmax numerator and the sigmoid — AVX-512 where the
-//! CPU has it (checked at run time), portable loops elsewhere.
+//! Vector helpers of the attention and MLP kernels: a decode step's group attention, dot
+//! products, the softmax of a score row and the sigmoid — AVX-512 where the CPU has it
+//! (checked at run time), portable loops elsewhere.
 #![allow(unsafe_code)]
 
 #[cfg(target_arch = "x86_64")]
@@ -220,184 +220,93 @@ fn dot512(a: &[f32], b: &[f32]) -> f32 {
     _mm512_reduce_add_ps(acc) + tail
 }
 
-/// `out[j] = q · k[j]` for the `hd`-wide rows `k[j]` (attention scores of one query).
-pub(crate) fn row_dots(q: &[f32], k: &[f32], out: &mut [f32]) {
-    let hd = q.len();
-    assert_eq!(k.len(), out.len() * hd);
-    #[cfg(target_arch = "x86_64")]
-    if avx512() && hd.is_multiple_of(16) {
-        // SAFETY: AVX-512 F is available (checked); lengths asserted, `hd` a multiple of 16.
-        unsafe { row_dots512(q, k, out) };
-        return;
-    }
-    for (o, kj) in out.iter_mut().zip(k.chunks_exact(hd.max(1))) {
-        *o = dot(q, kj);
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn row_dots512(q: &[f32], k: &[f32], out: &mut [f32]) {
-    let hd = q.len();
-    // Four keys at a time: four independent accumulator chains instead of one chain of
-    // `hd / 16` dependent multiply-adds per key.
-    let mut quads = out.chunks_exact_mut(4);
-    let mut keys = k.chunks_exact(4 * hd);
-    for (o, kq) in (&mut quads).zip(&mut keys) {
-        let mut acc = [_mm512_setzero_ps(); 4];
-        for l in (0..hd).step_by(16) {
-            // SAFETY: `l + 16 ≤ hd`; key `r < 4` spans `kq[r·hd..(r + 1)·hd]`.
-            unsafe {
-                let x = _mm512_loadu_ps(q.as_ptr().add(l));
-                for (r, a) in acc.iter_mut().enumerate() {
-                    *a = _mm512_fmadd_ps(x, _mm512_loadu_ps(kq.as_ptr().add(r * hd + l)), *a);
-                }
-            }
-        }
-        for (o, a) in o.iter_mut().zip(acc) {
-            *o = _mm512_reduce_add_ps(a);
-        }
-    }
-    for (o, kj) in quads
-        .into_remainder()
-        .iter_mut()
-        .zip(keys.remainder().chunks_exact(hd))
-    {
-        let mut acc = _mm512_setzero_ps();
-        for (x, y) in q.chunks_exact(16).zip(kj.chunks_exact(16)) {
-            // SAFETY: 16-value chunks.
-            unsafe {
-                acc = _mm512_fmadd_ps(
-                    _mm512_loadu_ps(x.as_ptr()),
-                    _mm512_loadu_ps(y.as_ptr()),
-                    acc,
-                );
-            }
-        }
-        *o = _mm512_reduce_add_ps(acc);
-    }
-}
-
-/// `o += Σⱼ c[j] · x[j]` for the `hd`-wide rows `x[j]` (`hd = o.len()`); rows with `c[j] = 0`
-/// are skipped.
-pub(crate) fn combine_rows(c: &[f32], x: &[f32], o: &mut [f32]) {
-    let hd = o.len();
-    assert_eq!(x.len(), c.len() * hd);
-    #[cfg(target_arch = "x86_64")]
-    if avx512() && hd.is_multiple_of(16) && hd <= 128 {
-        // SAFETY: AVX-512 F is available (checked); lengths asserted, `hd` ≤ 128 a multiple
-        // of 16.
-        unsafe { combine_rows512(c, x, o) };
-        return;
-    }
-    for (&cj, xj) in c.iter().zip(x.chunks_exact(hd.max(1))) {
-        if cj != 0.0 {
-            o.iter_mut().zip(xj).for_each(|(a, b)| *a += cj * b);
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn combine_rows512(c: &[f32], x: &[f32], o: &mut [f32]) {
-    let hd = o.len();
-    let lanes = hd / 16;
-    let mut acc = [_mm512_setzero_ps(); 8];
-    for (&cj, xj) in c.iter().zip(x.chunks_exact(hd)) {
-        if cj == 0.0 {
-            continue;
-        }
-        let s = _mm512_set1_ps(cj);
-        for (l, a) in acc.iter_mut().enumerate().take(lanes) {
-            // SAFETY: `l < hd / 16` chunks of the row.
-            unsafe { *a = _mm512_fmadd_ps(s, _mm512_loadu_ps(xj.as_ptr().add(16 * l)), *a) };
-        }
-    }
-    for (l, a) in acc.iter().enumerate().take(lanes) {
-        // SAFETY: `l < hd / 16` chunks of `o`.
-        unsafe {
-            let p = o.as_mut_ptr().add(16 * l);
-            _mm512_storeu_ps(p, _mm512_add_ps(_mm512_loadu_ps(p), *a));
-        }
-    }
-}
-
-/// `rows[j] += c[j] · x` for the `hd`-wide rows of `rows` (`hd = x.len()`); rows with
-/// `c[j] = 0` are skipped.
-pub(crate) fn scatter_rows(c: &[f32], x: &[f32], rows: &mut [f32]) {
-    let hd = x.len();
-    assert_eq!(rows.len(), c.len() * hd);
-    #[cfg(target_arch = "x86_64")]
-    if avx512() && hd.is_multiple_of(16) && hd <= 128 {
-        // SAFETY: AVX-512 F is available (checked); lengths asserted, `hd` ≤ 128 a multiple
-        // of 16.
-        unsafe { scatter_rows512(c, x, rows) };
-        return;
-    }
-    for (&cj, r) in c.iter().zip(rows.chunks_exact_mut(hd.max(1))) {
-        if cj != 0.0 {
-            r.iter_mut().zip(x).for_each(|(a, b)| *a += cj * b);
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn scatter_rows512(c: &[f32], x: &[f32], rows: &mut [f32]) {
-    let hd = x.len();
-    let lanes = hd / 16;
-    let mut xv = [_mm512_setzero_ps(); 8];
-    for (l, v) in xv.iter_mut().enumerate().take(lanes) {
-        // SAFETY: `l < hd / 16` chunks of `x`.
-        unsafe { *v = _mm512_loadu_ps(x.as_ptr().add(16 * l)) };
-    }
-    for (&cj, r) in c.iter().zip(rows.chunks_exact_mut(hd)) {
-        if cj == 0.0 {
-            continue;
-        }
-        let s = _mm512_set1_ps(cj);
-        for (l, v) in xv.iter().enumerate().take(lanes) {
-            // SAFETY: `l < hd / 16` chunks of the row.
-            unsafe {
-                let p = r.as_mut_ptr().add(16 * l);
-                _mm512_storeu_ps(p, _mm512_fmadd_ps(s, *v, _mm512_loadu_ps(p)));
-            }
-        }
-    }
-}
-
-/// `x[i] ← e^(x[i] − max)` (every `x[i] ≤ max`, so the argument is ≤ 0) and returns the sum:
-/// the softmax numerator, [`exp512`] on 16 lanes where the CPU has AVX-512.
-pub(crate) fn exp_sub_sum(x: &mut [f32], max: f32) -> f32 {
-    let mut done = 0;
-    let mut sum = 0.0;
+/// `row ← softmax(row · scale + bias)` in place (all zero when every key is masked, its
+/// bias `−∞`): one pass for the scaled scores and their maximum, one for the exponentials
+/// and their sum, one to normalise — 16 lanes at a time where the CPU has AVX-512.
+pub(crate) fn softmax_row(row: &mut [f32], bias: &[f32], scale: f32) {
+    assert_eq!(row.len(), bias.len());
     #[cfg(target_arch = "x86_64")]
     if avx512() {
-        done = x.len() / 16 * 16;
-        // SAFETY: AVX-512 F is available (checked).
-        sum = unsafe { exp_sub_sum512(&mut x[..done], max) };
+        // SAFETY: AVX-512 F is available (checked); equal lengths (asserted).
+        unsafe { softmax_row512(row, bias, scale) };
+        return;
     }
-    for v in &mut x[done..] {
-        *v = (*v - max).exp();
-        sum += *v;
+    softmax_row_portable(row, bias, scale);
+}
+
+/// [`softmax_row`] as plain loops.
+fn softmax_row_portable(row: &mut [f32], bias: &[f32], scale: f32) {
+    let mut max = f32::NEG_INFINITY;
+    for (x, b) in row.iter_mut().zip(bias) {
+        *x = *x * scale + b;
+        max = max.max(*x);
     }
-    sum
+    if max == f32::NEG_INFINITY {
+        row.fill(0.0);
+        return;
+    }
+    let mut sum = 0.0;
+    for x in row.iter_mut() {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    let inv = 1.0 / sum;
+    row.iter_mut().for_each(|x| *x *= inv);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn exp_sub_sum512(x: &mut [f32], max: f32) -> f32 {
-    let m = _mm512_set1_ps(max);
-    let mut acc = _mm512_setzero_ps();
-    for c in x.chunks_exact_mut(16) {
-        // SAFETY: 16-value chunks.
+fn softmax_row512(row: &mut [f32], bias: &[f32], scale: f32) {
+    let n = row.len();
+    let (x, b) = (row.as_mut_ptr(), bias.as_ptr());
+    let (s, mut mx) = (_mm512_set1_ps(scale), _mm512_set1_ps(f32::NEG_INFINITY));
+    for i in (0..n).step_by(16) {
+        let m = tail(n - i);
+        // SAFETY: lanes `i..min(i + 16, n)` of both rows (masked).
         unsafe {
-            let e = exp512(_mm512_sub_ps(_mm512_loadu_ps(c.as_ptr()), m));
-            acc = _mm512_add_ps(acc, e);
-            _mm512_storeu_ps(c.as_mut_ptr(), e);
+            let v = _mm512_fmadd_ps(
+                _mm512_maskz_loadu_ps(m, x.add(i)),
+                s,
+                _mm512_maskz_loadu_ps(m, b.add(i)),
+            );
+            _mm512_mask_storeu_ps(x.add(i), m, v);
+            mx = _mm512_mask_max_ps(mx, m, mx, v);
         }
     }
-    _mm512_reduce_add_ps(acc)
+    let max = _mm512_reduce_max_ps(mx);
+    if max == f32::NEG_INFINITY {
+        row.fill(0.0);
+        return;
+    }
+    let (mv, mut acc) = (_mm512_set1_ps(max), _mm512_setzero_ps());
+    for i in (0..n).step_by(16) {
+        let m = tail(n - i);
+        // SAFETY: as above.
+        unsafe {
+            let e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x.add(i)), mv));
+            _mm512_mask_storeu_ps(x.add(i), m, e);
+            acc = _mm512_mask_add_ps(acc, m, acc, e);
+        }
+    }
+    let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(acc));
+    for i in (0..n).step_by(16) {
+        let m = tail(n - i);
+        // SAFETY: as above.
+        unsafe {
+            let v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x.add(i)), inv);
+            _mm512_mask_storeu_ps(x.add(i), m, v);
+        }
+    }
+}
+
+/// The mask of the first `min(n, 16)` lanes.
+#[cfg(target_arch = "x86_64")]
+fn tail(n: usize) -> __mmask16 {
+    if n >= 16 {
+        0xFFFF
+    } else {
+        ((1u32 << n) - 1) as u16
+    }
 }
 
 /// `out[i] = σ(x[i]) = 1 / (1 + e^(−x[i]))`, 16 lanes at a time with [`exp512`] where the
@@ -484,6 +393,54 @@ mod tests {
                 (*g as f64 - want).abs() <= 1e-6 * want + 1e-30,
                 "σ({x}) = {g}, want {want}"
             );
+        }
+    }
+
+    /// Softmax rows (lengths 1..40 for the masked tails, masked keys, one row masked
+    /// throughout), both implementations: within f32 rounding of the f64 softmax, masked keys
+    /// exactly 0, a fully masked row all zero.
+    #[test]
+    fn softmax_rows_match_f64() {
+        for n in 1..=40usize {
+            let x: Vec<f32> = (0..n)
+                .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.7)
+                .collect();
+            let bias: Vec<f32> = (0..n)
+                .map(|i| if i % 5 == 3 { f32::NEG_INFINITY } else { 0.0 })
+                .collect();
+            let z: Vec<f64> = x
+                .iter()
+                .zip(&bias)
+                .map(|(&x, &b)| x as f64 * 0.125 + b as f64)
+                .collect();
+            let max = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let sum: f64 = z.iter().map(|v| (v - max).exp()).sum();
+            for portable in [false, true] {
+                let mut row = x.clone();
+                if portable {
+                    softmax_row_portable(&mut row, &bias, 0.125);
+                } else {
+                    softmax_row(&mut row, &bias, 0.125);
+                }
+                for (i, (&got, &zi)) in row.iter().zip(&z).enumerate() {
+                    let want = (zi - max).exp() / sum;
+                    if bias[i] == f32::NEG_INFINITY {
+                        assert_eq!(got, 0.0, "masked key {i} of {n}");
+                    }
+                    assert!(
+                        (got as f64 - want).abs() <= 1e-6 * want + 1e-9,
+                        "n {n} key {i} portable {portable}: {got} vs {want}"
+                    );
+                }
+                let mut masked = x.clone();
+                let all = vec![f32::NEG_INFINITY; n];
+                if portable {
+                    softmax_row_portable(&mut masked, &all, 0.125);
+                } else {
+                    softmax_row(&mut masked, &all, 0.125);
+                }
+                assert!(masked.iter().all(|&v| v == 0.0), "fully masked row of {n}");
+            }
         }
     }
 }

@@ -28,37 +28,65 @@ pub(super) unsafe fn kernel<const TRANSPOSED: bool>(
     cols: usize,
     accumulate: bool,
 ) {
-    use std::arch::x86_64::*;
-    let mut tile = std::mem::MaybeUninit::<[f32; MR * NR]>::uninit();
-    let acc = tile.as_mut_ptr().cast::<f32>();
-    // SAFETY (caller): panels of `kc · MR` and `kc · NR` values; `tile` holds `MR` rows, of
-    // which `dot_rows` writes the first `rows`.
-    unsafe { dot_rows(kc, a, b, acc, rows) };
     if TRANSPOSED {
-        // SAFETY (caller): `c` is valid for `cols` rows of `rows` values.
-        unsafe { store_transposed(acc, c, ldc, rows, cols, accumulate) };
+        let mut tile = std::mem::MaybeUninit::<[f32; MR * NR]>::uninit();
+        let acc = tile.as_mut_ptr().cast::<f32>();
+        // SAFETY (caller): panels of `kc · MR` and `kc · NR` values; `tile` holds `MR` rows,
+        // of which `dot_rows` writes the first `rows`; `c` is valid for `cols` rows of `rows`
+        // values.
+        unsafe {
+            dot_rows(kc, a, b, acc, rows);
+            store_transposed(acc, c, ldc, rows, cols, accumulate);
+        }
         return;
     }
-    let m0: __mmask16 = if cols >= 16 {
-        0xFFFF
-    } else {
-        ((1u32 << cols) - 1) as u16
+    let out = Out {
+        c,
+        ldc,
+        rows,
+        masks: (lanes(cols), lanes(cols.saturating_sub(16))),
+        accumulate,
     };
-    let m1: __mmask16 = if cols >= 32 {
-        0xFFFF
-    } else if cols > 16 {
-        ((1u32 << (cols - 16)) - 1) as u16
-    } else {
-        0
-    };
-    for i in 0..rows {
-        // SAFETY (caller): row `i < rows` of the tile (written by `dot_rows`), masked to
-        // `cols` columns of the output.
+    // SAFETY (caller): as documented; `out` covers the tile's `rows × cols` outputs.
+    unsafe {
+        match rows {
+            0..=4 => into_tile4(kc, a, b, out),
+            5..=8 => into_tile8(kc, a, b, out),
+            _ => into_tile(kc, a, b, out),
+        }
+    }
+}
+
+/// Where a row-major tile goes: `rows` rows of `c` (row step `ldc`), each masked to the
+/// tile's columns (two 16-lane masks), added to what is there when `accumulate`.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Out {
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    masks: (u16, u16),
+    accumulate: bool,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Out {
+    /// Row `i`'s two vectors `x`, `y` stored (or added), when `i < rows`.
+    ///
+    /// # Safety
+    /// AVX-512F must be available; row `i < rows` of `c` holds the masked columns.
+    #[inline(always)]
+    unsafe fn row(&self, i: usize, x: std::arch::x86_64::__m512, y: std::arch::x86_64::__m512) {
+        use std::arch::x86_64::*;
+        if i >= self.rows {
+            return;
+        }
+        let (m0, m1) = self.masks;
+        // SAFETY (caller): row `i` of the output, masked to its columns.
         unsafe {
-            let (r, p) = (acc.add(i * NR), c.add(i * ldc));
-            let mut x = _mm512_loadu_ps(r);
-            let mut y = _mm512_loadu_ps(r.add(16));
-            if accumulate {
+            let p = self.c.add(i * self.ldc);
+            let (mut x, mut y) = (x, y);
+            if self.accumulate {
                 x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m0, p));
                 y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m1, p.add(16)));
             }
@@ -80,9 +108,9 @@ unsafe fn dot_rows(kc: usize, a: *const f32, b: *const f32, out: *mut f32, rows:
     // SAFETY (caller): as documented.
     unsafe {
         match rows {
-            0..=4 => dot_tile4(kc, a, b, out),
-            5..=8 => dot_tile8(kc, a, b, out),
-            _ => dot_tile(kc, a, b, out),
+            0..=4 => dot_tile4(kc, a, b, Buf(out)),
+            5..=8 => dot_tile8(kc, a, b, Buf(out)),
+            _ => dot_tile(kc, a, b, Buf(out)),
         }
     }
 }
@@ -133,11 +161,13 @@ pub(super) unsafe fn store_transposed(
     }
 }
 
-/// The body of a register tile over the first rows of an A panel: `out` row `i` (of `NR`
-/// values) is `Σ_kk a[kk·MR + i] · b[kk·NR..]`, two accumulators per row.
+/// The body of a register tile over the first rows of an A panel: row `i` (of `NR` values)
+/// is `Σ_kk a[kk·MR + i] · b[kk·NR..]`, two accumulators per row, then each row handed to
+/// `$dst.row(i, x, y)` — into a buffer ([`Buf`]), or straight into the output ([`Out`]) (a tile written to a
+/// buffer and read back was 12 % of the kernel's samples).
 #[cfg(target_arch = "x86_64")]
 macro_rules! tile {
-    ($kc:expr, $a:expr, $b:expr, $out:expr; $(($i:literal, $x:ident, $y:ident)),*) => {{
+    ($kc:expr, $a:expr, $b:expr, $dst:expr; $(($i:literal, $x:ident, $y:ident)),*) => {{
         use std::arch::x86_64::*;
         $(let mut $x = _mm512_setzero_ps(); let mut $y = _mm512_setzero_ps();)*
         let (mut ap, mut bp) = ($a, $b);
@@ -155,51 +185,63 @@ macro_rules! tile {
                 bp = bp.add(NR);
             }
         }
-        // SAFETY (caller): `out` holds the tile's rows.
-        unsafe {
-            $(
-                _mm512_storeu_ps($out.add($i * NR), $x);
-                _mm512_storeu_ps($out.add($i * NR + 16), $y);
-            )*
-        }
+        // SAFETY (caller): the destination holds the tile's rows.
+        unsafe { $($dst.row($i, $x, $y);)* }
     }};
 }
 
-/// The register tile: `out[MR × NR] = Apanel · Bpanel` over `kc` steps, 24 accumulators.
-///
-/// # Safety
-/// AVX-512F must be available; `a` must hold `kc · MR` values, `b` `kc · NR`, `out` `MR · NR`.
+/// A tile's rows written to a buffer of `MR` rows of `NR` values (row `i` at `i · NR`).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn dot_tile(kc: usize, a: *const f32, b: *const f32, out: *mut f32) {
-    tile!(kc, a, b, out;
-        (0, c0, d0), (1, c1, d1), (2, c2, d2), (3, c3, d3), (4, c4, d4), (5, c5, d5),
-        (6, c6, d6), (7, c7, d7), (8, c8, d8), (9, c9, d9), (10, c10, d10), (11, c11, d11)
-    );
+#[derive(Clone, Copy)]
+struct Buf(*mut f32);
+
+#[cfg(target_arch = "x86_64")]
+impl Buf {
+    /// Row `i`'s two vectors.
+    ///
+    /// # Safety
+    /// AVX-512F must be available; the buffer holds row `i`.
+    #[inline(always)]
+    unsafe fn row(&self, i: usize, x: std::arch::x86_64::__m512, y: std::arch::x86_64::__m512) {
+        use std::arch::x86_64::_mm512_storeu_ps;
+        // SAFETY (caller): row `i` of the buffer.
+        unsafe {
+            _mm512_storeu_ps(self.0.add(i * NR), x);
+            _mm512_storeu_ps(self.0.add(i * NR + 16), y);
+        }
+    }
 }
 
-/// [`dot_tile`] for the first 4 rows only (a panel at the bottom edge: M = 100 leaves 4 rows
-/// in its ninth tile, and the full tile spent three times the work on them).
+/// The tiles of 12, 8 and 4 rows (the narrower ones for a panel at the bottom edge: M = 100
+/// leaves 4 rows in its ninth tile, and the full tile spent three times the work on them),
+/// into a buffer and into the output.
 ///
-/// # Safety
-/// As [`dot_tile`]; `out` needs `4 · NR` values.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn dot_tile4(kc: usize, a: *const f32, b: *const f32, out: *mut f32) {
-    tile!(kc, a, b, out; (0, c0, d0), (1, c1, d1), (2, c2, d2), (3, c3, d3));
+/// # Safety (all six)
+/// AVX-512F must be available; `a` must hold `kc · MR` values, `b` `kc · NR`; the
+/// destination the tile's rows.
+macro_rules! tiles {
+    ($($name:ident, $dst:ty: $(($i:literal, $x:ident, $y:ident)),*;)*) => {$(
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn $name(kc: usize, a: *const f32, b: *const f32, dst: $dst) {
+            tile!(kc, a, b, dst; $(($i, $x, $y)),*);
+        }
+    )*};
 }
 
-/// [`dot_tile`] for the first 8 rows only.
-///
-/// # Safety
-/// As [`dot_tile`]; `out` needs `8 · NR` values.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn dot_tile8(kc: usize, a: *const f32, b: *const f32, out: *mut f32) {
-    tile!(kc, a, b, out;
-        (0, c0, d0), (1, c1, d1), (2, c2, d2), (3, c3, d3),
-        (4, c4, d4), (5, c5, d5), (6, c6, d6), (7, c7, d7)
-    );
+tiles! {
+    dot_tile, Buf: (0, c0, d0), (1, c1, d1), (2, c2, d2), (3, c3, d3), (4, c4, d4),
+        (5, c5, d5), (6, c6, d6), (7, c7, d7), (8, c8, d8), (9, c9, d9), (10, c10, d10),
+        (11, c11, d11);
+    dot_tile8, Buf: (0, c0, d0), (1, c1, d1), (2, c2, d2), (3, c3, d3), (4, c4, d4),
+        (5, c5, d5), (6, c6, d6), (7, c7, d7);
+    dot_tile4, Buf: (0, c0, d0), (1, c1, d1), (2, c2, d2), (3, c3, d3);
+    into_tile, Out: (0, c0, d0), (1, c1, d1), (2, c2, d2), (3, c3, d3), (4, c4, d4),
+        (5, c5, d5), (6, c6, d6), (7, c7, d7), (8, c8, d8), (9, c9, d9), (10, c10, d10),
+        (11, c11, d11);
+    into_tile8, Out: (0, c0, d0), (1, c1, d1), (2, c2, d2), (3, c3, d3), (4, c4, d4),
+        (5, c5, d5), (6, c6, d6), (7, c7, d7);
+    into_tile4, Out: (0, c0, d0), (1, c1, d1), (2, c2, d2), (3, c3, d3);
 }
 
 /// Never called: [`super::available`] is false off x86-64.

@@ -102,9 +102,12 @@ unsafe fn band_avx512(
 }
 
 /// The 16 × 16 transpose of `x` (row `i` of the result holds element `i` of every input).
+///
+/// # Safety
+/// The CPU must have AVX-512 F (callers without the feature enabled need `unsafe`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-pub(super) fn transpose16(x: [std::arch::x86_64::__m512; 16]) -> [std::arch::x86_64::__m512; 16] {
+pub fn transpose16(x: [std::arch::x86_64::__m512; 16]) -> [std::arch::x86_64::__m512; 16] {
     use std::arch::x86_64::*;
     // Pairs of rows interleaved per 128-bit lane: [a0 b0 a1 b1], [a2 b2 a3 b3].
     let mut t = [_mm512_setzero_ps(); 16];
