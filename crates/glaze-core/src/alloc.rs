@@ -37,3 +37,69 @@ pub fn release_free_memory() {
         libc::malloc_trim(0);
     }
 }
+
+/// A vector of `len` values made in parallel: `fill(i, chunk)` gets piece `i` (`chunk`
+/// values, the last one shorter), zeroed just before, in the task that then writes it.
+/// `vec![0.0; len]` zeroes the whole buffer on the calling thread before a parallel region
+/// starts: with [`keep_freed_memory`] a reused multi-megabyte buffer is a serial `memset`
+/// while the other workers wait (≈ 1.3 ms of a Time-LLM training step's main thread).
+///
+/// # Panics
+/// When `chunk` is 0 and `len` is not.
+pub fn par_chunks_zeroed<F>(len: usize, chunk: usize, fill: F) -> Vec<f32>
+where
+    F: Fn(usize, &mut [f32]) + Sync + Send,
+{
+    use rayon::prelude::*;
+    if len == 0 {
+        return Vec::new();
+    }
+    assert!(chunk > 0, "par_chunks_zeroed: empty chunks");
+    /// The buffer's base, shared by tasks that touch disjoint pieces of it.
+    #[derive(Clone, Copy)]
+    struct Base(*mut f32);
+    // SAFETY: each task forms a slice of its own piece only (disjoint ranges below).
+    unsafe impl Send for Base {}
+    unsafe impl Sync for Base {}
+    impl Base {
+        /// The pointer (a method, so closures capture the whole `Base`).
+        fn at(self, i: usize) -> *mut f32 {
+            self.0.wrapping_add(i)
+        }
+    }
+    let mut v: Vec<f32> = Vec::with_capacity(len);
+    let base = Base(v.as_mut_ptr());
+    (0..len.div_ceil(chunk)).into_par_iter().for_each(|i| {
+        let (lo, hi) = (i * chunk, ((i + 1) * chunk).min(len));
+        // SAFETY: `lo..hi` lies inside the allocation of `len` values and no other task
+        // touches it; every value is written (zero) before the slice is formed.
+        let piece = unsafe {
+            let p = base.at(lo);
+            std::ptr::write_bytes(p, 0, hi - lo);
+            std::slice::from_raw_parts_mut(p, hi - lo)
+        };
+        fill(i, piece);
+    });
+    // SAFETY: the pieces cover `0..len`, each zeroed (then written by `fill`).
+    unsafe { v.set_len(len) };
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every piece is handed over zeroed, with its index, and what `fill` writes stays; the
+    /// last piece is the shorter rest.
+    #[test]
+    fn chunks_are_zeroed_and_kept() {
+        for (len, chunk) in [(0, 3), (1, 1), (10, 3), (12, 4), (1000, 7)] {
+            let v = super::par_chunks_zeroed(len, chunk, |i, piece| {
+                assert!(piece.iter().all(|&x| x == 0.0), "piece {i} not zeroed");
+                assert_eq!(piece.len(), chunk.min(len - i * chunk));
+                for (j, x) in piece.iter_mut().enumerate() {
+                    *x = (i * chunk + j) as f32;
+                }
+            });
+            assert_eq!(v, (0..len).map(|x| x as f32).collect::<Vec<_>>());
+        }
+    }
+}

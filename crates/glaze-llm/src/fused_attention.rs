@@ -23,6 +23,8 @@ use burn::tensor::DType;
 use burn::tensor::activation::softmax;
 use rayon::prelude::*;
 
+use glaze_core::alloc::par_chunks_zeroed;
+
 use crate::tiles::{self, Strided};
 use crate::vecops::{dot, softmax_row};
 
@@ -291,21 +293,18 @@ impl GlazeAttention for Flex {
         );
         let d = Dims::of(&qs, &ks, &pks, &bs);
         let per_group = d.h / d.kv * d.t * d.hd;
-        let mut out = zeroed(d.b * d.h * d.t * d.hd);
-        out.par_chunks_mut(per_group)
-            .enumerate()
-            .for_each(|(bg, out)| {
-                let group = Group {
-                    d,
-                    b: bg / d.kv,
-                    q: &q[bg * per_group..][..per_group],
-                    k: d.group(&pk, &k, bg),
-                    v: d.group(&pv, &v, bg),
-                    bias: &bias,
-                    scale,
-                };
-                group.forward(out);
-            });
+        let out = par_chunks_zeroed(d.b * d.h * d.t * d.hd, per_group, |bg, out| {
+            let group = Group {
+                d,
+                b: bg / d.kv,
+                q: &q[bg * per_group..][..per_group],
+                k: d.group(&pk, &k, bg),
+                v: d.group(&pv, &v, bg),
+                bias: &bias,
+                scale,
+            };
+            group.forward(out);
+        });
         flex(out, [d.b, d.h, d.t, d.hd])
     }
 

@@ -16,7 +16,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Backend, Flex, backend_extension, tensor::FloatTensor};
 use burn::prelude::*;
 use burn::tensor::DType;
-use rayon::prelude::*;
+use glaze_core::alloc::par_chunks_zeroed;
 
 use crate::fused_attention::values;
 
@@ -55,46 +55,44 @@ impl GlazeRmsNorm for Flex {
     fn glaze_rms_norm(x: FlexTensor, w: FlexTensor, eps: f32) -> FlexTensor {
         let ((x, shape), (w, _)) = (values(&x), values(&w));
         let (n, d) = (shape[0], shape[1]);
-        let mut out = vec![0f32; n * d];
-        out.par_chunks_mut(ROWS * d)
-            .zip(x.par_chunks(ROWS * d))
-            .for_each(|(o, x)| {
-                for (o, x) in o.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
-                    let r = inv_rms(x, eps);
-                    for ((o, &x), &w) in o.iter_mut().zip(x).zip(w.iter()) {
-                        *o = x * r * w;
-                    }
+        let out = par_chunks_zeroed(n * d, ROWS * d, |i, o| {
+            let x = &x[i * ROWS * d..][..o.len()];
+            for (o, x) in o.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
+                let r = inv_rms(x, eps);
+                for ((o, &x), &w) in o.iter_mut().zip(x).zip(w.iter()) {
+                    *o = x * r * w;
                 }
-            });
+            }
+        });
         FlexTensor::from_data(TensorData::new(out, [n, d]))
     }
 
     fn glaze_rms_norm_grad(x: FlexTensor, w: FlexTensor, dy: FlexTensor, eps: f32) -> FlexTensor {
         let ((x, shape), (w, _), (dy, _)) = (values(&x), values(&w), values(&dy));
         let (n, d) = (shape[0], shape[1]);
-        let mut dx = vec![0f32; n * d];
-        dx.par_chunks_mut(ROWS * d)
-            .zip(x.par_chunks(ROWS * d))
-            .zip(dy.par_chunks(ROWS * d))
-            .for_each(|((dx, x), dy)| {
-                for ((dx, x), dy) in dx
-                    .chunks_exact_mut(d)
-                    .zip(x.chunks_exact(d))
-                    .zip(dy.chunks_exact(d))
-                {
-                    let r = inv_rms(x, eps);
-                    let gx: f32 = x
-                        .iter()
-                        .zip(dy)
-                        .zip(w.iter())
-                        .map(|((x, dy), w)| dy * w * x)
-                        .sum();
-                    let c = r * r * r * gx / d as f32;
-                    for (((dx, &x), &dy), &w) in dx.iter_mut().zip(x).zip(dy).zip(w.iter()) {
-                        *dx = r * dy * w - x * c;
-                    }
+        let dx = par_chunks_zeroed(n * d, ROWS * d, |i, dx| {
+            let (x, dy) = (
+                &x[i * ROWS * d..][..dx.len()],
+                &dy[i * ROWS * d..][..dx.len()],
+            );
+            for ((dx, x), dy) in dx
+                .chunks_exact_mut(d)
+                .zip(x.chunks_exact(d))
+                .zip(dy.chunks_exact(d))
+            {
+                let r = inv_rms(x, eps);
+                let gx: f32 = x
+                    .iter()
+                    .zip(dy)
+                    .zip(w.iter())
+                    .map(|((x, dy), w)| dy * w * x)
+                    .sum();
+                let c = r * r * r * gx / d as f32;
+                for (((dx, &x), &dy), &w) in dx.iter_mut().zip(x).zip(dy).zip(w.iter()) {
+                    *dx = r * dy * w - x * c;
                 }
-            });
+            }
+        });
         FlexTensor::from_data(TensorData::new(dx, [n, d]))
     }
 }

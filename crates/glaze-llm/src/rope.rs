@@ -12,7 +12,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Backend, Flex, backend_extension, tensor::FloatTensor};
 use burn::prelude::*;
 use burn::tensor::DType;
-use rayon::prelude::*;
+use glaze_core::alloc::par_chunks_zeroed;
 
 use crate::config::RopeLayout;
 use crate::fused_attention::values;
@@ -53,8 +53,7 @@ impl GlazeRope for Flex {
         let half = d / 2;
         let per_row = cs[0] == b && b > 1;
         let sign = if inverse { -1.0f32 } else { 1.0 };
-        let mut out = vec![0f32; b * h * t * d];
-        out.par_chunks_mut(t * d).enumerate().for_each(|(bh, o)| {
+        let out = par_chunks_zeroed(b * h * t * d, t * d, |bh, o| {
             let table = if per_row { bh / h * t * half } else { 0 };
             let row0 = offset + bh / h * st[0] + bh % h * st[1];
             for (tt, o) in o.chunks_exact_mut(d).enumerate() {

@@ -17,7 +17,7 @@ use burn::backend::{Autodiff, Backend, Flex, backend_extension, tensor::FloatTen
 use burn::prelude::*;
 use burn::tensor::DType;
 use burn::tensor::activation::silu;
-use rayon::prelude::*;
+use glaze_core::alloc::par_chunks_zeroed;
 
 use crate::fused_attention::values;
 use crate::vecops::sigmoid;
@@ -39,19 +39,17 @@ impl GlazeSwiglu for Flex {
         let (x, shape) = values(&gate_up);
         let (n, f2) = (shape[0], shape[1]);
         let f = f2 / 2;
-        let mut out = vec![0f32; n * f];
-        out.par_chunks_mut(ROWS * f)
-            .zip(x.par_chunks(ROWS * f2))
-            .for_each(|(o, x)| {
-                let mut s = vec![0f32; f];
-                for (o, x) in o.chunks_exact_mut(f).zip(x.chunks_exact(f2)) {
-                    let (g, u) = x.split_at(f);
-                    sigmoid(g, &mut s);
-                    for j in 0..f {
-                        o[j] = g[j] * s[j] * u[j];
-                    }
+        let out = par_chunks_zeroed(n * f, ROWS * f, |i, o| {
+            let x = &x[i * ROWS * f2..][..o.len() / f * f2];
+            let mut s = vec![0f32; f];
+            for (o, x) in o.chunks_exact_mut(f).zip(x.chunks_exact(f2)) {
+                let (g, u) = x.split_at(f);
+                sigmoid(g, &mut s);
+                for j in 0..f {
+                    o[j] = g[j] * s[j] * u[j];
                 }
-            });
+            }
+        });
         FlexTensor::from_data(TensorData::new(out, [n, f]))
     }
 
@@ -59,27 +57,28 @@ impl GlazeSwiglu for Flex {
         let ((x, xs), (dy, _)) = (values(&gate_up), values(&dy));
         let (n, f2) = (xs[0], xs[1]);
         let f = f2 / 2;
-        let mut dx = vec![0f32; n * f2];
-        dx.par_chunks_mut(ROWS * f2)
-            .zip(x.par_chunks(ROWS * f2))
-            .zip(dy.par_chunks(ROWS * f))
-            .for_each(|((dx, x), dy)| {
-                let mut s = vec![0f32; f];
-                for ((dx, x), dy) in dx
-                    .chunks_exact_mut(f2)
-                    .zip(x.chunks_exact(f2))
-                    .zip(dy.chunks_exact(f))
-                {
-                    let (g, u) = x.split_at(f);
-                    let (dg, du) = dx.split_at_mut(f);
-                    sigmoid(g, &mut s);
-                    for j in 0..f {
-                        let silu = g[j] * s[j];
-                        du[j] = dy[j] * silu;
-                        dg[j] = dy[j] * u[j] * s[j] * (1.0 + g[j] * (1.0 - s[j]));
-                    }
+        let dx = par_chunks_zeroed(n * f2, ROWS * f2, |i, dx| {
+            let rows = dx.len() / f2;
+            let (x, dy) = (
+                &x[i * ROWS * f2..][..rows * f2],
+                &dy[i * ROWS * f..][..rows * f],
+            );
+            let mut s = vec![0f32; f];
+            for ((dx, x), dy) in dx
+                .chunks_exact_mut(f2)
+                .zip(x.chunks_exact(f2))
+                .zip(dy.chunks_exact(f))
+            {
+                let (g, u) = x.split_at(f);
+                let (dg, du) = dx.split_at_mut(f);
+                sigmoid(g, &mut s);
+                for j in 0..f {
+                    let silu = g[j] * s[j];
+                    du[j] = dy[j] * silu;
+                    dg[j] = dy[j] * u[j] * s[j] * (1.0 + g[j] * (1.0 - s[j]));
                 }
-            });
+            }
+        });
         FlexTensor::from_data(TensorData::new(dx, [n, f2]))
     }
 }
