@@ -5,7 +5,9 @@ use std::process::Command;
 
 /// The SIMD kernel files (run-time feature checks, asserted lengths) and the allocator
 /// settings (`mallopt`): the only ones allowed `unsafe`.
-const UNSAFE_FILES: [&str; 9] = [
+const UNSAFE_FILES: [&str; 11] = [
+    "glaze-core/src/vmath.rs",
+    "glaze-core/src/optim.rs",
     "glaze-llm/src/qkernels.rs",
     "glaze-llm/src/tiles.rs",
     "glaze-llm/src/qint8.rs",

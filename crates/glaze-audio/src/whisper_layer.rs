@@ -5,7 +5,7 @@
 
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::gelu;
 use glaze_core::matmul::linear;
 
 /// Configuration of a [`WhisperLayer`].
@@ -69,7 +69,7 @@ impl WhisperLayer {
         };
         let (q, k, v) = (heads(0), heads(1), heads(2));
         let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (dh as f64).sqrt());
-        let att = softmax(scores, 3)
+        let att = glaze_core::softmax::softmax(scores)
             .matmul(v)
             .swap_dims(1, 2)
             .reshape([b, t, d]);

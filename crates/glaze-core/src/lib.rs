@@ -24,9 +24,11 @@ pub mod rng;
 pub mod schedule;
 pub mod soft;
 pub mod soft_prompt;
+pub mod softmax;
 pub mod tensor_store;
 pub mod trainer;
 pub mod tuning;
+pub mod vmath;
 
 pub use adapter::{Adapter, Condition, Encoder, EncoderSpec, Features};
 pub use backbone::{BackboneSpec, ChatMessage, ForwardOptions, FrozenBackbone, KvCache, TextCodec};

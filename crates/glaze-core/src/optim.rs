@@ -5,6 +5,7 @@
 //! ever have state here (the backbone has none to give), the state is saved in checkpoints
 //! under stable names, and the arithmetic is the same on every device, so a resumed run
 //! reproduces an uninterrupted one bit for bit.
+#![allow(unsafe_code)]
 
 use std::collections::BTreeMap;
 
@@ -195,13 +196,34 @@ fn update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], c: Coeffs) {
         .zip(m.par_chunks_mut(CHUNK))
         .zip(v.par_chunks_mut(CHUNK))
         .for_each(|(((p, g), m), v)| {
-            for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-                let g = g * c.scale;
-                let mi = c.b1 * *m + (1.0 - c.b1) * g;
-                let vi = c.b2 * *v + (1.0 - c.b2) * g * g;
-                *m = mi;
-                *v = vi;
-                *p = *p * c.decay - c.step * (mi * c.r1) / ((vi * c.r2).sqrt() + c.eps);
+            #[cfg(target_arch = "x86_64")]
+            if crate::gemm::available() {
+                // SAFETY: AVX-512 F is available (checked).
+                unsafe { update_chunk512(p, g, m, v, c) };
+                return;
             }
+            update_chunk(p, g, m, v, c);
         });
+}
+
+/// [`update`] on one chunk, element by element (the same operations in the same order at any
+/// vector width: no fused multiply-adds, so every build gives the same bits).
+#[inline(always)]
+fn update_chunk(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], c: Coeffs) {
+    for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+        let g = g * c.scale;
+        let mi = c.b1 * *m + (1.0 - c.b1) * g;
+        let vi = c.b2 * *v + (1.0 - c.b2) * g * g;
+        *m = mi;
+        *v = vi;
+        *p = *p * c.decay - c.step * (mi * c.r1) / ((vi * c.r2).sqrt() + c.eps);
+    }
+}
+
+/// [`update_chunk`] compiled for AVX-512: 16 lanes per square root and division (the
+/// portable build's 4-lane SSE loop was 4 % of a Time-LLM training step's samples).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn update_chunk512(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], c: Coeffs) {
+    update_chunk(p, g, m, v, c);
 }

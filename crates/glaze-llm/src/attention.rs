@@ -128,6 +128,33 @@ impl Attention {
             other => other,
         };
         let training = qkv.device().is_autodiff();
+        let scale = 1.0 / (hd as f32).sqrt();
+        // No cache, or a constant one read by training passes: the projection split into
+        // heads and attended as two fused operations (flex, f32, rotate-half).
+        let split = match &cache {
+            None => true,
+            Some(_) => training && ctx.constant && ctx.past > 0,
+        };
+        if split
+            && qkv.device().inner() == Device::flex()
+            && qkv.dtype() == DType::F32
+            && rope.layout() == crate::config::RopeLayout::Half
+        {
+            let heads = crate::heads::qkv_heads(qkv, &ctx.cos, &ctx.sin, b, h, kv);
+            let prefix = cache.and_then(|slot| {
+                let to_f32 = |x: &Tensor<4>| {
+                    let x = x.clone().slice(s![.., .., 0..ctx.past, ..]);
+                    if x.dtype() == DType::F32 {
+                        x
+                    } else {
+                        x.cast(FloatDType::F32)
+                    }
+                };
+                slot.as_ref().map(|(ok, ov)| (to_f32(ok), to_f32(ov)))
+            });
+            let out = crate::heads::attend(heads, prefix, ctx.bias.clone(), h, kv, scale);
+            return self.wo.forward_act(out, ctx.act).reshape([b, t, d]);
+        }
         let q = qkv
             .clone()
             .slice(s![.., 0..h * hd])
@@ -144,7 +171,6 @@ impl Attention {
             .swap_dims(1, 2);
         let q = rope.apply(q, &ctx.cos, &ctx.sin);
         let k = rope.apply(k, &ctx.cos, &ctx.sin);
-        let scale = 1.0 / (hd as f32).sqrt();
         // The first `end` cached positions, in f32 (a generation's cache may hold f16: it is
         // attended in f32, all keys and values as stored, so a prompt in pieces sees the same
         // values as one at once).

@@ -26,7 +26,9 @@ use rayon::prelude::*;
 use glaze_core::alloc::par_chunks_zeroed;
 
 use crate::tiles::{self, Strided};
-use crate::vecops::{dot, softmax_row};
+use glaze_core::vmath::softmax_row;
+
+use crate::vecops::dot;
 
 /// The backend extension behind [`attention`].
 #[backend_extension(Flex, Autodiff)]
@@ -86,24 +88,24 @@ fn zeroed(n: usize) -> Vec<f32> {
     v
 }
 
-fn flex(v: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
+pub(crate) fn flex<const D: usize>(v: Vec<f32>, shape: [usize; D]) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(v, shape))
 }
 
 /// Shapes of one call.
 #[derive(Clone, Copy)]
-struct Dims {
-    b: usize,
-    h: usize,
-    kv: usize,
-    t: usize,
+pub(crate) struct Dims {
+    pub b: usize,
+    pub h: usize,
+    pub kv: usize,
+    pub t: usize,
     /// All key positions (`sp + sn`), the constant prefix's, the new ones'.
-    s: usize,
-    sp: usize,
-    sn: usize,
-    hd: usize,
+    pub s: usize,
+    pub sp: usize,
+    pub sn: usize,
+    pub hd: usize,
     /// Whether the bias has a batch dimension (else it is shared).
-    bias_batched: bool,
+    pub bias_batched: bool,
 }
 
 impl Dims {
@@ -139,9 +141,9 @@ impl Dims {
 
 /// One group's keys or values: the prefix's rows, then the new positions' rows.
 #[derive(Clone, Copy)]
-struct Rows<'a> {
-    pre: &'a [f32],
-    new: &'a [f32],
+pub(crate) struct Rows<'a> {
+    pub pre: &'a [f32],
+    pub new: &'a [f32],
 }
 
 impl Rows<'_> {
@@ -194,14 +196,14 @@ fn with_scratch<R>(n: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
 
 /// One `(batch, key/value head)` group: its `rep · T` query rows (`q`, row-major, `hd`
 /// wide), keys and values, and the bias rows of its batch element.
-struct Group<'a> {
-    d: Dims,
-    b: usize,
-    q: &'a [f32],
-    k: Rows<'a>,
-    v: Rows<'a>,
-    bias: &'a [f32],
-    scale: f32,
+pub(crate) struct Group<'a> {
+    pub d: Dims,
+    pub b: usize,
+    pub q: &'a [f32],
+    pub k: Rows<'a>,
+    pub v: Rows<'a>,
+    pub bias: &'a [f32],
+    pub scale: f32,
 }
 
 impl Group<'_> {
@@ -217,7 +219,7 @@ impl Group<'_> {
     }
 
     /// The group's attention output (`rep · T × hd`).
-    fn forward(&self, out: &mut [f32]) {
+    pub fn forward(&self, out: &mut [f32]) {
         let (s, hd, rows) = (self.d.s, self.d.hd, self.q.len() / self.d.hd);
         with_scratch(hd * s + ROWS * s, |scratch| {
             let (kt, p) = scratch.split_at_mut(hd * s);
@@ -232,7 +234,7 @@ impl Group<'_> {
 
     /// `dq` of the group's rows (`rep · T × hd`) and its share of `dk`, `dv` (the new
     /// positions', `N × hd`, accumulated) for the output gradient `dout` (as `q`).
-    fn backward(&self, dout: &[f32], dq: &mut [f32], dk: &mut [f32], dv: &mut [f32]) {
+    pub fn backward(&self, dout: &[f32], dq: &mut [f32], dk: &mut [f32], dv: &mut [f32]) {
         let (s, sp, sn, hd) = (self.d.s, self.d.sp, self.d.sn, self.d.hd);
         let rows = self.q.len() / hd;
         with_scratch(2 * hd * s + 2 * ROWS * s, |scratch| {

@@ -8,6 +8,7 @@ pub mod decode;
 pub mod error;
 pub mod fused_attention;
 pub mod gguf;
+mod heads;
 pub mod hf;
 pub mod linear;
 pub mod llama;

@@ -60,13 +60,7 @@ impl GlazeRope for Flex {
                 let x = &src[row0 + tt * st[2]..][..d];
                 let c = &cos[table + tt * half..][..half];
                 let sn = &sin[table + tt * half..][..half];
-                let (x1, x2) = x.split_at(half);
-                let (o1, o2) = o.split_at_mut(half);
-                for i in 0..half {
-                    let s = sign * sn[i];
-                    o1[i] = x1[i] * c[i] - x2[i] * s;
-                    o2[i] = x2[i] * c[i] + x1[i] * s;
-                }
+                rotate_half(x, o, c, sn, sign);
             }
         });
         FlexTensor::from_data(TensorData::new(out, [b, h, t, d]))
@@ -110,6 +104,19 @@ impl<B: Backend + GlazeRope, C: CheckpointStrategy> GlazeRope for Autodiff<B, C>
                 prep.finish(B::glaze_rope(x.into_primitive(), cos, sin, inverse))
             }
         }
+    }
+}
+
+/// One row rotated, rotate-half pairing: `o = [x₁·c − x₂·s, x₂·c + x₁·s]` for the halves
+/// `x = [x₁ | x₂]` and `s = sign · sin` (`sign = −1`: the opposite angle, the transpose).
+pub(crate) fn rotate_half(x: &[f32], o: &mut [f32], cos: &[f32], sin: &[f32], sign: f32) {
+    let half = cos.len();
+    let (x1, x2) = x[..2 * half].split_at(half);
+    let (o1, o2) = o[..2 * half].split_at_mut(half);
+    for i in 0..half {
+        let s = sign * sin[i];
+        o1[i] = x1[i] * cos[i] - x2[i] * s;
+        o2[i] = x2[i] * cos[i] + x1[i] * s;
     }
 }
 

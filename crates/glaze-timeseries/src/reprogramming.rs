@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
 use glaze_core::gemm::Q8Matrix;
 use glaze_core::matmul::{linear, matmul, matmul_q8_t};
 
@@ -156,7 +155,7 @@ impl Reprogramming {
             .reshape([p, h, dk])
             .swap_dims(0, 1);
         let scores = q.matmul(k.swap_dims(1, 2)) * (1.0 / (dk as f64).sqrt());
-        let att = softmax(scores, 2).matmul(v); // [H, B·N, dk]
+        let att = glaze_core::softmax::softmax(scores).matmul(v); // [H, B·N, dk]
         let merged = att.swap_dims(0, 1).reshape([b, n, h * dk]);
         linear(&self.out, merged)
     }

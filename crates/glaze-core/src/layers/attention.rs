@@ -6,7 +6,6 @@ use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 
 use crate::matmul::linear;
-use burn::tensor::activation::softmax;
 
 /// Configuration of an [`Attention`] layer.
 #[derive(Config, Debug)]
@@ -80,7 +79,7 @@ impl Attention {
                 .expand([b, h, nq, nk]);
             scores = scores.mask_fill(blocked, -1.0e9);
         }
-        let att = softmax(scores, 3).matmul(v);
+        let att = crate::softmax::softmax(scores).matmul(v);
         linear(&self.out, att.swap_dims(1, 2).reshape([b, nq, inner]))
     }
 }
