@@ -463,9 +463,9 @@ pub(crate) fn attend(
 ) -> Tensor<2> {
     let [b, _, t, hd] = heads.dims();
     let device = heads.device();
-    let constant = |x: Tensor<4>| Tensor::<4>::from_inner(x.inner());
+    // The prefix is read as a constant by the operation (no gradient reaches it).
     let (pk, pv) = match prefix {
-        Some((pk, pv)) => (constant(pk), constant(pv)),
+        Some(prefix) => prefix,
         None => {
             let none = Tensor::<4>::zeros([b, kv, 0, hd], &device);
             (none.clone(), none)
