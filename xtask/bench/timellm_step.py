@@ -4,7 +4,8 @@ The frozen backbone is HF transformers' Llama loaded from the same GGUF as Glaze
 first K blocks, every weight `requires_grad_(False)`; the adapter (patch embedding,
 reprogramming with a `Linear(vocab, P)` map of the word embeddings, flatten head) is written
 here in PyTorch with the shapes of glaze-timeseries' CPU configuration; AdamW updates only
-the adapter. Inputs go through the `inputs_embeds` path.
+the adapter after clipping the gradients' global norm to 1 (Glaze's default). Inputs go
+through the `inputs_embeds` path.
 
 usage: timellm_step.py MODEL.gguf BATCH LAYERS PROTOTYPES PROMPT_TOKENS STEPS THREADS MODE
 MODE: full          prompt + patches through the blocks with autograd (Time-LLM's code)
@@ -106,6 +107,9 @@ def main():
         opt.zero_grad()
         loss.backward()
         t2 = time.perf_counter()
+        # Global-norm clipping at 1.0, as Glaze's trainer does by default (and HF Trainer's
+        # max_grad_norm): the same update on both sides.
+        torch.nn.utils.clip_grad_norm_(adapter.parameters(), 1.0)
         opt.step()
         t3 = time.perf_counter()
         return (t1 - t0, t2 - t1, t3 - t2)
