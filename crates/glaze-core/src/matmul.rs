@@ -298,6 +298,23 @@ impl<B: Backend + GlazeMatmul, C: CheckpointStrategy> GlazeMatmul for Autodiff<B
     }
 }
 
+/// The f32 values of a flex tensor in row-major order — borrowed when its storage is already
+/// contiguous (the usual case), copied otherwise — and its shape (for the fused operations
+/// here and in the plugins; the tensor must hold f32).
+pub fn flex_values(t: &FlexTensor) -> (std::borrow::Cow<'_, [f32]>, Vec<usize>) {
+    let shape = t.layout().shape().to_vec();
+    let v = match t.layout().contiguous_offsets() {
+        Some((lo, hi)) => std::borrow::Cow::Borrowed(&t.storage::<f32>()[lo..hi]),
+        None => std::borrow::Cow::Owned(
+            t.clone()
+                .into_data()
+                .try_into_vec::<f32>()
+                .expect("invariant: f32 (checked by the caller)"),
+        ),
+    };
+    (v, shape)
+}
+
 /// `lhs [M, K] · rhs [K, N]`, differentiable; on the flex device (plain or autodiff) through
 /// the AVX-512 kernel when the CPU has it, elsewhere `Tensor::matmul`.
 pub fn matmul(lhs: Tensor<2>, rhs: Tensor<2>) -> Tensor<2> {

@@ -17,6 +17,7 @@ use burn::prelude::*;
 use burn::tensor::DType;
 
 use crate::alloc::par_chunks_zeroed;
+use crate::matmul::flex_values as values;
 use crate::vmath::softmax_row;
 
 /// The backend extension behind [`softmax`].
@@ -30,21 +31,6 @@ pub trait GlazeSoftmax: Backend {
 
 /// Rows per parallel piece.
 const ROWS: usize = 64;
-
-/// The f32 values of a contiguous-or-not flex tensor, row-major, and its shape.
-fn values(t: &FlexTensor) -> (std::borrow::Cow<'_, [f32]>, Vec<usize>) {
-    let shape = t.layout().shape().to_vec();
-    let v = match t.layout().contiguous_offsets() {
-        Some((lo, hi)) => std::borrow::Cow::Borrowed(&t.storage::<f32>()[lo..hi]),
-        None => std::borrow::Cow::Owned(
-            t.clone()
-                .into_data()
-                .try_into_vec::<f32>()
-                .expect("invariant: f32 (checked by `softmax`)"),
-        ),
-    };
-    (v, shape)
-}
 
 impl GlazeSoftmax for Flex {
     fn glaze_softmax(x: FlexTensor) -> FlexTensor {

@@ -62,21 +62,7 @@ pub trait GlazeAttention: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
-/// The f32 values of a flex tensor in row-major order — borrowed when its storage is
-/// already contiguous (the usual case), copied otherwise — and its shape.
-pub(crate) fn values(t: &FlexTensor) -> (std::borrow::Cow<'_, [f32]>, Vec<usize>) {
-    let shape = t.layout().shape().to_vec();
-    let v = match t.layout().contiguous_offsets() {
-        Some((lo, hi)) => std::borrow::Cow::Borrowed(&t.storage::<f32>()[lo..hi]),
-        None => std::borrow::Cow::Owned(
-            t.clone()
-                .into_data()
-                .try_into_vec::<f32>()
-                .expect("invariant: f32 (checked by the caller)"),
-        ),
-    };
-    (v, shape)
-}
+pub(crate) use glaze_core::matmul::flex_values as values;
 
 /// `n` zeros written explicitly. `vec![0.0; n]` asks `calloc` for memory the kernel maps to
 /// the shared zero page; the first read-modify-write of each page then takes a second
@@ -275,6 +261,32 @@ impl Group<'_> {
     }
 }
 
+/// The values of one call: queries, new keys and values, the constant prefix, the bias.
+struct Operands<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    pk: &'a [f32],
+    pv: &'a [f32],
+    bias: &'a [f32],
+}
+
+impl Operands<'_> {
+    /// Group `bg` (`batch · KV + key/value head`).
+    fn group(&self, d: Dims, bg: usize, scale: f32) -> Group<'_> {
+        let per_group = d.h / d.kv * d.t * d.hd;
+        Group {
+            d,
+            b: bg / d.kv,
+            q: &self.q[bg * per_group..][..per_group],
+            k: d.group(self.pk, self.k, bg),
+            v: d.group(self.pv, self.v, bg),
+            bias: self.bias,
+            scale,
+        }
+    }
+}
+
 impl GlazeAttention for Flex {
     fn glaze_attention(
         q: FlexTensor,
@@ -296,16 +308,15 @@ impl GlazeAttention for Flex {
         let d = Dims::of(&qs, &ks, &pks, &bs);
         let per_group = d.h / d.kv * d.t * d.hd;
         let out = par_chunks_zeroed(d.b * d.h * d.t * d.hd, per_group, |bg, out| {
-            let group = Group {
-                d,
-                b: bg / d.kv,
-                q: &q[bg * per_group..][..per_group],
-                k: d.group(&pk, &k, bg),
-                v: d.group(&pv, &v, bg),
+            let operands = Operands {
+                q: &q,
+                k: &k,
+                v: &v,
+                pk: &pk,
+                pv: &pv,
                 bias: &bias,
-                scale,
             };
-            group.forward(out);
+            operands.group(d, bg, scale).forward(out);
         });
         flex(out, [d.b, d.h, d.t, d.hd])
     }
@@ -340,16 +351,16 @@ impl GlazeAttention for Flex {
             .zip(dv.par_chunks_mut(new.max(1)))
             .enumerate()
             .for_each(|(bg, ((dq, dk), dv))| {
-                let group = Group {
-                    d,
-                    b: bg / d.kv,
-                    q: &q[bg * per_group..][..per_group],
-                    k: d.group(&pk, &k, bg),
-                    v: d.group(&pv, &v, bg),
+                let operands = Operands {
+                    q: &q,
+                    k: &k,
+                    v: &v,
+                    pk: &pk,
+                    pv: &pv,
                     bias: &bias,
-                    scale,
                 };
-                group.backward(&dout[bg * per_group..][..per_group], dq, dk, dv);
+                let dout = &dout[bg * per_group..][..per_group];
+                operands.group(d, bg, scale).backward(dout, dq, dk, dv);
             });
         // `dq` was filled group-major ([B, KV, rep, T, hd]) = [B, H, T, hd] (head = g·rep + r).
         (
