@@ -38,6 +38,24 @@ pub fn release_free_memory() {
     }
 }
 
+/// A raw output pointer shared by parallel tasks that each write a disjoint part of the
+/// buffer behind it (the GEMM's tiles, [`par_chunks_zeroed`]'s pieces); the buffer outlives
+/// the parallel region.
+#[derive(Clone, Copy)]
+pub(crate) struct Out(pub(crate) *mut f32);
+// SAFETY: the tasks sharing an `Out` write disjoint elements only (each user's contract), and
+// the buffer outlives them.
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+impl Out {
+    /// The pointer `i` values on (a method, so closures capture the whole `Out`, not its raw
+    /// field).
+    pub(crate) fn at(self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+}
+
 /// A vector of `len` values made in parallel: `fill(i, chunk)` gets piece `i` (`chunk`
 /// values, the last one shorter), zeroed just before, in the task that then writes it.
 /// `vec![0.0; len]` zeroes the whole buffer on the calling thread before a parallel region
@@ -55,20 +73,9 @@ where
         return Vec::new();
     }
     assert!(chunk > 0, "par_chunks_zeroed: empty chunks");
-    /// The buffer's base, shared by tasks that touch disjoint pieces of it.
-    #[derive(Clone, Copy)]
-    struct Base(*mut f32);
-    // SAFETY: each task forms a slice of its own piece only (disjoint ranges below).
-    unsafe impl Send for Base {}
-    unsafe impl Sync for Base {}
-    impl Base {
-        /// The pointer (a method, so closures capture the whole `Base`).
-        fn at(self, i: usize) -> *mut f32 {
-            self.0.wrapping_add(i)
-        }
-    }
     let mut v: Vec<f32> = Vec::with_capacity(len);
-    let base = Base(v.as_mut_ptr());
+    // Each task forms a slice of its own piece only (disjoint ranges below).
+    let base = Out(v.as_mut_ptr());
     (0..len.div_ceil(chunk)).into_par_iter().for_each(|i| {
         let (lo, hi) = (i * chunk, ((i + 1) * chunk).min(len));
         // SAFETY: `lo..hi` lies inside the allocation of `len` values and no other task

@@ -13,6 +13,11 @@
 
 use rayon::prelude::*;
 
+use crate::alloc::Out;
+
+#[cfg(target_arch = "x86_64")]
+use crate::vmath::lanes;
+
 mod kernel;
 mod packed;
 mod q8;
@@ -70,6 +75,18 @@ impl<'a> View<'a> {
         }
     }
 
+    /// A `rows × cols` matrix with element `(i, j)` at `data[i·rs + j·cs]`.
+    pub fn strided(data: &'a [f32], rows: usize, cols: usize, rs: usize, cs: usize) -> Self {
+        View {
+            data,
+            offset: 0,
+            rows,
+            cols,
+            rs,
+            cs,
+        }
+    }
+
     /// The transposed view (no copy).
     pub fn t(self) -> Self {
         View {
@@ -100,7 +117,7 @@ impl<'a> View<'a> {
     }
 
     /// Whether every element lies inside `data`.
-    fn in_bounds(&self) -> bool {
+    pub fn in_bounds(&self) -> bool {
         self.rows == 0
             || self.cols == 0
             || (self.rows - 1)
@@ -179,21 +196,6 @@ pub fn matmul(a: View, b: View) -> Option<Vec<f32>> {
     } else {
         product(a, b, false)
     })
-}
-
-/// A raw output pointer shared by the tasks that write disjoint tiles of it.
-#[derive(Clone, Copy)]
-struct Out(*mut f32);
-// SAFETY: every task writes a disjoint set of tiles of the output (distinct row or column
-// panels), and the buffer outlives the parallel region.
-unsafe impl Send for Out {}
-unsafe impl Sync for Out {}
-
-impl Out {
-    /// The pointer (a method, so closures capture the whole `Out`, not its raw field).
-    fn at(self, i: usize) -> *mut f32 {
-        self.0.wrapping_add(i)
-    }
 }
 
 /// How [`product`] divides the work among threads: output columns, output rows, or the
@@ -654,16 +656,6 @@ unsafe fn gather_rows(src: &[f32], cs: usize, kc: usize, dst: &mut [f32]) {
             // SAFETY (caller): row `k0 + r < kc` of `dst` holds `MR` values.
             unsafe { _mm512_mask_storeu_ps(d.add((k0 + r) * MR), rmask, *tr) };
         }
-    }
-}
-
-/// The mask of the first `n ≤ 16` lanes.
-#[cfg(target_arch = "x86_64")]
-fn lanes(n: usize) -> u16 {
-    if n >= 16 {
-        0xFFFF
-    } else {
-        ((1u32 << n) - 1) as u16
     }
 }
 

@@ -79,7 +79,7 @@ fn softmax_row512(row: &mut [f32], bias: &[f32], scale: f32) {
     let (x, b) = (row.as_mut_ptr(), bias.as_ptr());
     let (s, mut mx) = (_mm512_set1_ps(scale), _mm512_set1_ps(f32::NEG_INFINITY));
     for i in (0..n).step_by(16) {
-        let m = tail(n - i);
+        let m = lanes(n - i);
         // SAFETY: lanes `i..min(i + 16, n)` of both rows (masked).
         unsafe {
             let v = _mm512_fmadd_ps(
@@ -98,7 +98,7 @@ fn softmax_row512(row: &mut [f32], bias: &[f32], scale: f32) {
     }
     let (mv, mut acc) = (_mm512_set1_ps(max), _mm512_setzero_ps());
     for i in (0..n).step_by(16) {
-        let m = tail(n - i);
+        let m = lanes(n - i);
         // SAFETY: as above.
         unsafe {
             let e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x.add(i)), mv));
@@ -108,7 +108,7 @@ fn softmax_row512(row: &mut [f32], bias: &[f32], scale: f32) {
     }
     let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(acc));
     for i in (0..n).step_by(16) {
-        let m = tail(n - i);
+        let m = lanes(n - i);
         // SAFETY: as above.
         unsafe {
             let v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x.add(i)), inv);
@@ -117,9 +117,8 @@ fn softmax_row512(row: &mut [f32], bias: &[f32], scale: f32) {
     }
 }
 
-/// The mask of the first `min(n, 16)` lanes.
-#[cfg(target_arch = "x86_64")]
-fn tail(n: usize) -> __mmask16 {
+/// The mask of the first `min(n, 16)` lanes of a 16-lane vector (the kernels' ragged tails).
+pub fn lanes(n: usize) -> u16 {
     if n >= 16 {
         0xFFFF
     } else {

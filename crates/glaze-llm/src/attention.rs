@@ -129,6 +129,15 @@ impl Attention {
         };
         let training = qkv.device().is_autodiff();
         let scale = 1.0 / (hd as f32).sqrt();
+        // The first `end` cached positions, as f32 (the 8-bit path keeps its cache in f16).
+        let cached = |x: &Tensor<4>, end: usize| {
+            let x = x.clone().slice(s![.., .., 0..end, ..]);
+            if x.dtype() == DType::F32 {
+                x
+            } else {
+                x.cast(FloatDType::F32)
+            }
+        };
         // No cache, or a constant one read by training passes: the projection split into
         // heads and attended as two fused operations (flex, f32, rotate-half).
         let split = match &cache {
@@ -142,15 +151,8 @@ impl Attention {
         {
             let heads = crate::heads::qkv_heads(qkv, &ctx.cos, &ctx.sin, b, h, kv);
             let prefix = cache.and_then(|slot| {
-                let to_f32 = |x: &Tensor<4>| {
-                    let x = x.clone().slice(s![.., .., 0..ctx.past, ..]);
-                    if x.dtype() == DType::F32 {
-                        x
-                    } else {
-                        x.cast(FloatDType::F32)
-                    }
-                };
-                slot.as_ref().map(|(ok, ov)| (to_f32(ok), to_f32(ov)))
+                let (ok, ov) = slot.as_ref()?;
+                Some((cached(ok, ctx.past), cached(ov, ctx.past)))
             });
             let out = crate::heads::attend(heads, prefix, ctx.bias.clone(), h, kv, scale);
             return self.wo.forward_act(out, ctx.act).reshape([b, t, d]);
@@ -174,14 +176,6 @@ impl Attention {
         // The first `end` cached positions, in f32 (a generation's cache may hold f16: it is
         // attended in f32, all keys and values as stored, so a prompt in pieces sees the same
         // values as one at once).
-        let cached = |x: &Tensor<4>, end: usize| {
-            let x = x.clone().slice(s![.., .., 0..end, ..]);
-            if x.dtype() == DType::F32 {
-                x
-            } else {
-                x.cast(FloatDType::F32)
-            }
-        };
         // `prefix`: constant cached keys/values attended in place (not concatenated).
         let (prefix, k, v) = match cache {
             // Training on a constant cache (a cached prompt the caller drops after the pass):

@@ -25,7 +25,9 @@ use rayon::prelude::*;
 
 use glaze_core::alloc::par_chunks_zeroed;
 
-use crate::tiles::{self, Strided};
+use glaze_core::gemm::View;
+
+use crate::tiles;
 use glaze_core::vmath::softmax_row;
 
 use crate::vecops::dot;
@@ -144,19 +146,10 @@ impl Rows<'_> {
     fn combine(&self, m: usize, hd: usize, c: &[f32], out: &mut [f32], accumulate: bool) {
         let (sp, sn) = (self.pre.len() / hd.max(1), self.new.len() / hd.max(1));
         let s = sp + sn;
-        tiles::product(
-            m,
-            hd,
-            sp,
-            Strided::rows(c, s),
-            self.pre,
-            hd,
-            out,
-            hd,
-            accumulate,
-        );
-        let rest = Strided::rows(&c[sp..], s);
-        tiles::product(m, hd, sn, rest, self.new, hd, out, hd, accumulate || sp > 0);
+        let pre = View::strided(c, m, sp, s, 1);
+        tiles::product(pre, hd, self.pre, hd, out, hd, accumulate);
+        let rest = View::strided(&c[sp..], m, sn, s, 1);
+        tiles::product(rest, hd, self.new, hd, out, hd, accumulate || sp > 0);
     }
 }
 
@@ -196,8 +189,8 @@ impl Group<'_> {
     /// Probabilities of query rows `i0..i0 + m` into `p` (`m × S`), from the transposed keys.
     fn probs(&self, i0: usize, m: usize, kt: &[f32], p: &mut [f32]) {
         let (s, hd) = (self.d.s, self.d.hd);
-        let q = Strided::rows(&self.q[i0 * hd..], hd);
-        tiles::product(m, s, hd, q, kt, s, p, s, false);
+        let q = View::strided(&self.q[i0 * hd..], m, hd, hd, 1);
+        tiles::product(q, s, kt, s, p, s, false);
         for (i, row) in p.chunks_exact_mut(s).take(m).enumerate() {
             let t = (i0 + i) % self.d.t;
             softmax_row(row, self.d.bias_row(self.bias, self.b, t), self.scale);
@@ -233,8 +226,8 @@ impl Group<'_> {
                 let m = ROWS.min(rows - i0);
                 self.probs(i0, m, kt, p);
                 // dP = dO·vⱼ, then dS = P ⊙ (dP − Σ P ⊙ dP) · scale row by row.
-                let dor = Strided::rows(&dout[i0 * hd..], hd);
-                tiles::product(m, s, hd, dor, vt, s, ds, s, false);
+                let dor = View::strided(&dout[i0 * hd..], m, hd, hd, 1);
+                tiles::product(dor, s, vt, s, ds, s, false);
                 for (pr, dr) in p.chunks_exact(s).zip(ds.chunks_exact_mut(s)).take(m) {
                     let sum = dot(pr, dr);
                     for (x, &pj) in dr.iter_mut().zip(pr) {
@@ -244,18 +237,10 @@ impl Group<'_> {
                 self.k.combine(m, hd, ds, &mut dq[i0 * hd..], false);
                 // Key/value gradients of the new positions only (the prefix is constant:
                 // 100 of 112 keys in a Time-LLM step): dK += dSᵀ·Q, dV += Pᵀ·dO.
-                let dst = Strided {
-                    data: &ds[sp..],
-                    rs: 1,
-                    cs: s,
-                };
-                tiles::product(sn, hd, m, dst, &self.q[i0 * hd..], hd, dk, hd, true);
-                let pt = Strided {
-                    data: &p[sp..],
-                    rs: 1,
-                    cs: s,
-                };
-                tiles::product(sn, hd, m, pt, &dout[i0 * hd..], hd, dv, hd, true);
+                let dst = View::strided(&ds[sp..], sn, m, 1, s);
+                tiles::product(dst, hd, &self.q[i0 * hd..], hd, dk, hd, true);
+                let pt = View::strided(&p[sp..], sn, m, 1, s);
+                tiles::product(pt, hd, &dout[i0 * hd..], hd, dv, hd, true);
             }
         });
     }

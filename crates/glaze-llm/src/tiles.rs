@@ -9,31 +9,11 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+use glaze_core::gemm::View;
+
 use crate::qkernels::avx512;
-
-/// A read-only strided matrix: element `(i, j)` is `data[i·rs + j·cs]`.
-#[derive(Clone, Copy)]
-pub(crate) struct Strided<'a> {
-    pub data: &'a [f32],
-    pub rs: usize,
-    pub cs: usize,
-}
-
-impl<'a> Strided<'a> {
-    /// A row-major matrix with row step `ld`.
-    pub fn rows(data: &'a [f32], ld: usize) -> Self {
-        Strided {
-            data,
-            rs: ld,
-            cs: 1,
-        }
-    }
-
-    /// Whether `rows × cols` elements lie inside `data`.
-    fn holds(&self, rows: usize, cols: usize) -> bool {
-        rows == 0 || cols == 0 || (rows - 1) * self.rs + (cols - 1) * self.cs < self.data.len()
-    }
-}
+#[cfg(target_arch = "x86_64")]
+use glaze_core::vmath::lanes;
 
 /// Rows of the register tile.
 const TR: usize = 6;
@@ -41,27 +21,25 @@ const TR: usize = 6;
 const TC: usize = 64;
 
 /// `c[i·ldc + j] = Σₖ a(i, k) · b[k·ldb + j]` (or `+=` when `accumulate`) for `i < m`,
-/// `j < n`, `k < depth`: `b` and `c` row-major, `a` any strides.
+/// `j < n`, `k < depth` (`a` is `m × depth`, any strides; `b` and `c` row-major).
 ///
 /// # Panics
 /// When an operand is too short for its shape.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn product(
-    m: usize,
+    a: View<'_>,
     n: usize,
-    depth: usize,
-    a: Strided<'_>,
     b: &[f32],
     ldb: usize,
     c: &mut [f32],
     ldc: usize,
     accumulate: bool,
 ) {
+    let (m, depth) = (a.rows, a.cols);
     if m == 0 || n == 0 {
         return;
     }
     assert!(
-        a.holds(m, depth)
+        a.in_bounds()
             && (depth == 0 || (depth - 1) * ldb + n <= b.len())
             && (m - 1) * ldc + n <= c.len(),
         "tiles::product: operands shorter than {m} × {depth} · {depth} × {n}"
@@ -70,32 +48,30 @@ pub(crate) fn product(
     if avx512() {
         // SAFETY: AVX-512 F is available (checked); the assertion bounds every tile's reads
         // (`a` rows `< m`, columns `< depth`; `b` rows `< depth`, columns `< n`) and writes.
-        unsafe { product512(m, n, depth, a, b, ldb, c, ldc, accumulate) };
+        unsafe { product512(a, n, b, ldb, c, ldc, accumulate) };
         return;
     }
-    product_portable(m, n, depth, a, b, ldb, c, ldc, accumulate);
+    product_portable(a, n, b, ldb, c, ldc, accumulate);
 }
 
 /// [`product`] as plain loops (bounds checked by the caller).
-#[allow(clippy::too_many_arguments)]
 fn product_portable(
-    m: usize,
+    a: View<'_>,
     n: usize,
-    depth: usize,
-    a: Strided<'_>,
     b: &[f32],
     ldb: usize,
     c: &mut [f32],
     ldc: usize,
     accumulate: bool,
 ) {
+    let (m, depth) = (a.rows, a.cols);
     for i in 0..m {
         let row = &mut c[i * ldc..][..n];
         if !accumulate {
             row.fill(0.0);
         }
         for k in 0..depth {
-            let s = a.data[i * a.rs + k * a.cs];
+            let s = a.data[a.offset + i * a.rs + k * a.cs];
             for (o, &x) in row.iter_mut().zip(&b[k * ldb..][..n]) {
                 *o += s * x;
             }
@@ -110,18 +86,16 @@ fn product_portable(
 /// AVX-512 F must be available; shapes as asserted by [`product`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
 unsafe fn product512(
-    m: usize,
+    a: View<'_>,
     n: usize,
-    depth: usize,
-    a: Strided<'_>,
     b: &[f32],
     ldb: usize,
     c: &mut [f32],
     ldc: usize,
     accumulate: bool,
 ) {
+    let (m, depth) = (a.rows, a.cols);
     for j0 in (0..n).step_by(TC) {
         let width = TC.min(n - j0);
         let vectors = width.div_ceil(16);
@@ -130,7 +104,7 @@ unsafe fn product512(
             let rows = TR.min(m - i0);
             let t = Tile {
                 depth,
-                a: a.data[i0 * a.rs..].as_ptr(),
+                a: a.data[a.offset + i0 * a.rs..].as_ptr(),
                 ars: a.rs,
                 acs: a.cs,
                 b: b[j0..].as_ptr(),
@@ -307,16 +281,6 @@ unsafe fn transpose512(
     }
 }
 
-/// The mask of the first `n ≤ 16` lanes.
-#[cfg(target_arch = "x86_64")]
-fn lanes(n: usize) -> __mmask16 {
-    if n >= 16 {
-        0xFFFF
-    } else {
-        ((1u32 << n) - 1) as u16
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,22 +308,18 @@ mod tests {
                 for accumulate in [false, true] {
                     let ad = values(m * depth, 1);
                     let a = if a_transposed {
-                        Strided {
-                            data: &ad,
-                            rs: 1,
-                            cs: m,
-                        }
+                        View::strided(&ad, m, depth, 1, m)
                     } else {
-                        Strided::rows(&ad, depth)
+                        View::strided(&ad, m, depth, depth, 1)
                     };
                     let ldb = n + 3;
                     let b = values(depth * ldb, 2);
                     let ldc = n + 5;
                     let start = values(m * ldc, 3);
                     let mut c = start.clone();
-                    product(m, n, depth, a, &b, ldb, &mut c, ldc, accumulate);
+                    product(a, n, &b, ldb, &mut c, ldc, accumulate);
                     let mut portable = start.clone();
-                    product_portable(m, n, depth, a, &b, ldb, &mut portable, ldc, accumulate);
+                    product_portable(a, n, &b, ldb, &mut portable, ldc, accumulate);
                     for (c, portable) in [(&c, false), (&portable, true)] {
                         for i in 0..m {
                             for j in 0..ldc {

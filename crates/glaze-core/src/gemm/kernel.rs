@@ -2,9 +2,9 @@
 //! transposed, and narrower tiles for a ragged bottom edge.
 #![allow(unsafe_code)]
 
-#[cfg(target_arch = "x86_64")]
-use super::lanes;
 use super::{MR, NR};
+#[cfg(target_arch = "x86_64")]
+use crate::vmath::lanes;
 
 /// One `MR × NR` tile: `C = Apanel · Bpanel` (or `C +=` when `accumulate`), writing only the
 /// first `rows × cols` values — row-major, or transposed (`cols` rows of `rows` values, see

@@ -76,11 +76,7 @@ unsafe fn band_avx512(
 ) {
     use std::arch::x86_64::*;
     debug_assert!(width <= 16 && c0 + width <= cols && src.len() >= rows * cols);
-    let cmask: __mmask16 = if width == 16 {
-        0xFFFF
-    } else {
-        ((1u32 << width) - 1) as u16
-    };
+    let cmask = crate::vmath::lanes(width);
     for r0 in (0..rows).step_by(16) {
         let height = (rows - r0).min(16);
         let mut x = [_mm512_setzero_ps(); 16];
@@ -89,11 +85,7 @@ unsafe fn band_avx512(
             *xi = unsafe { _mm512_maskz_loadu_ps(cmask, src.as_ptr().add((r0 + i) * cols + c0)) };
         }
         let t = transpose16(x);
-        let rmask: __mmask16 = if height == 16 {
-            0xFFFF
-        } else {
-            ((1u32 << height) - 1) as u16
-        };
+        let rmask = crate::vmath::lanes(height);
         for (j, tj) in t.iter().enumerate().take(width) {
             // SAFETY (caller): output row `j` holds `rows` values from `r0`.
             unsafe { _mm512_mask_storeu_ps(dst.add(j * rows + r0), rmask, *tj) };
