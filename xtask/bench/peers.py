@@ -113,32 +113,43 @@ def bench_llama_cpp_batched(model, n_prompt, n_decode, reps, threads, n_seq=8):
             "decode_tok_s": best_decode, "peak_rss_mb": peak_rss_mb()}
 
 
+def device_name(torch, device):
+    """The card's name on CUDA, else the device string."""
+    return torch.cuda.get_device_name() if device.startswith("cuda") else device
+
+
 def bench_transformers(model, n_prompt, n_decode, reps, threads):
     import os
     import torch
     import transformers
     torch.set_num_threads(threads)
+    # GLAZE_BENCH_DEVICE=cuda for the GPU section (xtask/bench/gpu.sh); the CPU otherwise.
+    device = os.environ.get("GLAZE_BENCH_DEVICE", "cpu")
     d, f = os.path.split(model)
     tok = transformers.AutoTokenizer.from_pretrained(d, gguf_file=f)
     lm = transformers.AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32)
-    lm.eval()
+    lm.to(device).eval()
     ids = prompt_ids(lambda t: tok.encode(t, add_special_tokens=False), n_prompt)
-    x = torch.tensor([ids])
+    x = torch.tensor([ids], device=device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     best_prefill, best_decode = 0.0, 0.0
     with torch.no_grad():
         for _ in range(reps):
+            sync()
             t0 = time.perf_counter()
             lm(x, use_cache=True)
+            sync()
             prefill = time.perf_counter() - t0
             best_prefill = max(best_prefill, len(ids) / prefill)
             # Decode as users run it: `generate`, greedy, exactly n_decode new tokens; the
             # prefill time measured above is subtracted.
             t0 = time.perf_counter()
             lm.generate(x, max_new_tokens=n_decode, min_new_tokens=n_decode, do_sample=False)
+            sync()
             total = time.perf_counter() - t0
             best_decode = max(best_decode, (n_decode - 1) / max(total - prefill, 1e-9))
     return {"engine": "transformers", "version": transformers.__version__,
-            "torch": torch.__version__, "prompt_tokens": len(ids), "decode_tokens": n_decode,
+            "torch": torch.__version__, "device": device_name(torch, device), "prompt_tokens": len(ids), "decode_tokens": n_decode,
             "prefill_tok_s": best_prefill, "decode_tok_s": best_decode, "peak_rss_mb": peak_rss_mb()}
 
 

@@ -12,6 +12,7 @@ MODE: full          prompt + patches through the blocks with autograd (Time-LLM'
       prefix        prompt through the blocks under no_grad each step, then the patches
                     attend to its keys/values (what Glaze does without its disk cache)
       prefix-cached prompt keys/values computed once and reused (Glaze with the cache)
+GLAZE_BENCH_DEVICE=cuda runs it on the GPU (xtask/bench/gpu.sh); the CPU otherwise.
 Prints one JSON line.
 """
 import copy
@@ -66,20 +67,23 @@ def main():
     )
     torch.set_num_threads(threads)
     torch.manual_seed(0)
+    device = os.environ.get("GLAZE_BENCH_DEVICE", "cpu")
+    cuda = device.startswith("cuda")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     model = AutoModelForCausalLM.from_pretrained(
         os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32
-    )
+    ).to(device)
     llm = model.model
     llm.layers = llm.layers[:layers]
     llm.config.num_hidden_layers = layers
     model.requires_grad_(False)
     embed = llm.embed_tokens.weight
     vocab, d = embed.shape
-    adapter = Adapter(d, vocab, protos)
+    adapter = Adapter(d, vocab, protos).to(device)
     opt = torch.optim.AdamW(adapter.parameters(), lr=1e-3, weight_decay=0.01)
-    x = torch.randn(batch, L)
-    y = torch.randn(batch, H)
-    ids = torch.randint(0, vocab, (batch, prompt))
+    x = torch.randn(batch, L, device=device)
+    y = torch.randn(batch, H, device=device)
+    ids = torch.randint(0, vocab, (batch, prompt), device=device)
 
     def prefix_cache():
         with torch.no_grad():
@@ -88,6 +92,7 @@ def main():
     cached = prefix_cache() if mode == "prefix-cached" else None
 
     def step():
+        sync()
         t0 = time.perf_counter()
         mean = x.mean(1, keepdim=True)
         std = (x.var(1, keepdim=True, unbiased=False) + 1e-5).sqrt()
@@ -103,14 +108,17 @@ def main():
             hidden = llm(inputs_embeds=tokens, past_key_values=pkv, use_cache=True).last_hidden_state
         out = adapter.head(hidden[..., :D_FF].reshape(batch, -1)) * std + mean
         loss = F.mse_loss(out, y)
+        sync()
         t1 = time.perf_counter()
         opt.zero_grad()
         loss.backward()
+        sync()
         t2 = time.perf_counter()
         # Global-norm clipping at 1.0, as Glaze's trainer does by default (and HF Trainer's
         # max_grad_norm): the same update on both sides.
         torch.nn.utils.clip_grad_norm_(adapter.parameters(), 1.0)
         opt.step()
+        sync()
         t3 = time.perf_counter()
         return (t1 - t0, t2 - t1, t3 - t2)
 
@@ -127,6 +135,7 @@ def main():
     print(json.dumps({
         "engine": "pytorch",
         "mode": mode,
+        "device": torch.cuda.get_device_name() if cuda else device,
         "version": torch.__version__,
         "transformers": transformers.__version__,
         "batch": batch,
@@ -142,6 +151,7 @@ def main():
         "trainable_params": sum(p.numel() for p in adapter.parameters()),
         "frozen_params_with_grad": frozen_grads,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
     }))
 
 

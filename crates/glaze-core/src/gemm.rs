@@ -24,7 +24,7 @@ mod q8;
 mod transpose;
 use kernel::{kernel, store_transposed};
 pub use packed::{PackedMatrix, matmul_packed};
-pub use q8::{Q8Matrix, matmul_q8, matmul_q8_out_t};
+pub use q8::{Q8Matrix, matmul_q8, matmul_q8_out_t, matmul_q8_out_t_each};
 pub use transpose::transpose;
 #[cfg(target_arch = "x86_64")]
 pub use transpose::transpose16;
@@ -265,6 +265,7 @@ fn product<B: Rhs>(a: View, b: B, out_t: bool) -> Vec<f32> {
                         ldc,
                         false,
                         out_t,
+                        None,
                     )
                 })
             })
@@ -272,7 +273,15 @@ fn product<B: Rhs>(a: View, b: B, out_t: bool) -> Vec<f32> {
         Split::Rows => unsafe {
             written(m * n, |out| {
                 ranges(m, MR, tasks).into_par_iter().for_each(|(i0, i1)| {
-                    serial(a.rows(i0, i1), b, out.at(i0 * row_step), ldc, false, out_t)
+                    serial(
+                        a.rows(i0, i1),
+                        b,
+                        out.at(i0 * row_step),
+                        ldc,
+                        false,
+                        out_t,
+                        None,
+                    )
                 })
             })
         },
@@ -288,6 +297,7 @@ fn product<B: Rhs>(a: View, b: B, out_t: bool) -> Vec<f32> {
                             ldc,
                             false,
                             out_t,
+                            None,
                         )
                     })
                 })
@@ -302,6 +312,49 @@ fn product<B: Rhs>(a: View, b: B, out_t: bool) -> Vec<f32> {
             c
         }
     }
+}
+
+/// `(A · B)ᵀ` handed to `consume` in blocks of whole rows instead of returned:
+/// `consume(j0, rows)` gets rows `j0..j0 + rows.len() / m` (`m = a.rows` values each), on the
+/// thread that computed them, as soon as they are final — while they are in L1, and without
+/// the whole output ever being stored. The blocks are disjoint and cover every row once.
+/// Their values are [`product`]'s (`out_t`), bit for bit.
+fn product_each<B: Rhs>(a: View, b: B, consume: &(dyn Fn(usize, &[f32]) + Sync)) {
+    let (m, k, n) = (a.rows, a.cols, b.width());
+    if m == 0 || n == 0 {
+        return;
+    }
+    // A panel's rows are final after its only slab and its only block of A rows.
+    if k == 0 || k > KC_ONE || m > MC {
+        let c = product(a, b, true);
+        for (p, rows) in c.chunks(NR * m).enumerate() {
+            consume(p * NR, rows);
+        }
+        return;
+    }
+    let tasks = rayon::current_num_threads().max(1);
+    ranges(n, NR, tasks).into_par_iter().for_each(|(j0, j1)| {
+        let sink = Sink { consume, col0: j0 };
+        // SAFETY: with a sink, `serial` writes only its own thread's panel buffer.
+        unsafe {
+            serial(
+                a,
+                b.sub_cols(j0, j1),
+                std::ptr::null_mut(),
+                m,
+                false,
+                true,
+                Some(&sink),
+            )
+        }
+    });
+}
+
+/// Where [`serial`] hands a transposed product's finished rows (see [`product_each`]):
+/// `consume(col0 + j0, rows)` for each panel of columns `j0..` of its share.
+struct Sink<'a> {
+    consume: &'a (dyn Fn(usize, &[f32]) + Sync),
+    col0: usize,
 }
 
 /// A vector of `len` values that `write` stores through the pointer it is given (no zeroing
@@ -333,6 +386,8 @@ struct Packs {
     b_part: Vec<f32>,
     /// Row-major tiles of a transposed output, stored transposed after their last part.
     staging: Vec<f32>,
+    /// One panel's rows of a transposed output handed to a [`Sink`].
+    panel: Vec<f32>,
 }
 
 thread_local! {
@@ -343,6 +398,7 @@ thread_local! {
             b: Vec::new(),
             b_part: Vec::new(),
             staging: Vec::new(),
+            panel: Vec::new(),
         })
     };
 }
@@ -379,13 +435,24 @@ impl BSource {
 }
 
 /// `C = A · B` on this thread (or `C +=` when `accumulate`), `C` row-major with row step
-/// `ldc` — or, when `out_t`, `Cᵀ` (element `(i, j)` at `c[j·ldc + i]`).
+/// `ldc` — or, when `out_t`, `Cᵀ` (element `(i, j)` at `c[j·ldc + i]`). With a `sink`
+/// (`out_t`, not `accumulate`, one slab, at most `MC` rows: see [`product_each`]) each
+/// panel's rows go to a buffer of this thread, handed to the sink when final; `c` is unused.
 ///
 /// # Safety
-/// AVX-512F must be available; `c` must be valid for `a.rows` rows of `b.cols` values with
-/// row step `ldc` (`b.cols` rows of `a.rows` when `out_t`), and written by no one else
-/// meanwhile.
-unsafe fn serial<B: Rhs>(a: View, b: B, c: *mut f32, ldc: usize, accumulate: bool, out_t: bool) {
+/// AVX-512F must be available; without a sink, `c` must be valid for `a.rows` rows of
+/// `b.cols` values with row step `ldc` (`b.cols` rows of `a.rows` when `out_t`), and written
+/// by no one else meanwhile.
+#[allow(clippy::too_many_arguments)]
+unsafe fn serial<B: Rhs>(
+    a: View,
+    b: B,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+    out_t: bool,
+    sink: Option<&Sink>,
+) {
     let (m, k, n) = (a.rows, a.cols, b.width());
     PACKS.with_borrow_mut(|packs| {
         let Packs {
@@ -393,7 +460,11 @@ unsafe fn serial<B: Rhs>(a: View, b: B, c: *mut f32, ldc: usize, accumulate: boo
             b: bpack,
             b_part,
             staging,
+            panel,
         } = packs;
+        if sink.is_some() && panel.len() < NR * m {
+            panel.resize(NR * m, 0.0);
+        }
         let depth = slab_depth(k);
         let need_b = depth * n.min(NC).div_ceil(NR) * NR;
         let need_a = depth * m.min(MC).div_ceil(MR) * MR;
@@ -478,7 +549,8 @@ unsafe fn serial<B: Rhs>(a: View, b: B, c: *mut f32, ldc: usize, accumulate: boo
                                 prefetch_share(ahead, ip, mp);
                                 // SAFETY: AVX-512F is available (caller); the packed panels
                                 // hold `kc · MR` and `kc · NR` values, rows `s0..s1` of each
-                                // inside; the tile lies inside the caller's `m × n` output, and
+                                // inside; the tile lies inside the caller's `m × n` output (or,
+                                // with a sink, inside `panel`: `NR` rows of `m = ldc`), and
                                 // its staged copy inside `staging` (`mp` tiles of `MR · NR`,
                                 // the first part's rows written before later parts read them).
                                 unsafe {
@@ -490,11 +562,17 @@ unsafe fn serial<B: Rhs>(a: View, b: B, c: *mut f32, ldc: usize, accumulate: boo
                                         let t = staging.as_mut_ptr().add(ip * MR * NR);
                                         kernel::<false>(s1 - s0, ap, bp, t, NR, rows, NR, acc);
                                         if part + 1 == parts {
-                                            let ct = c.add(j0 * ldc + i0);
+                                            let ct = match sink {
+                                                Some(_) => panel.as_mut_ptr().add(i0),
+                                                None => c.add(j0 * ldc + i0),
+                                            };
                                             store_transposed(t, ct, ldc, rows, cols, false);
                                         }
                                     } else if out_t {
-                                        let ct = c.add(j0 * ldc + i0);
+                                        let ct = match sink {
+                                            Some(_) => panel.as_mut_ptr().add(i0),
+                                            None => c.add(j0 * ldc + i0),
+                                        };
                                         kernel::<true>(s1 - s0, ap, bp, ct, ldc, rows, cols, acc)
                                     } else {
                                         let cr = c.add(i0 * ldc + j0);
@@ -502,6 +580,10 @@ unsafe fn serial<B: Rhs>(a: View, b: B, c: *mut f32, ldc: usize, accumulate: boo
                                     }
                                 }
                             }
+                        }
+                        if let Some(sink) = sink {
+                            let cols = NR.min(n - j0);
+                            (sink.consume)(sink.col0 + j0, &panel[..cols * m]);
                         }
                     }
                 }

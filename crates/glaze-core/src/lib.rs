@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod optim;
 pub mod params;
 pub mod plot;
+pub mod product_grad;
 pub mod prompt;
 pub mod rng;
 pub mod schedule;

@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 
 use burn::prelude::*;
 
+use crate::alloc::Out;
 use crate::params::{HostGrads, NamedTensor, update_params};
+use crate::product_grad::ProductGrad;
 
 /// AdamW hyper-parameters.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -102,6 +104,14 @@ impl AdamW {
             r2: (1.0 / bc2) as f32,
         };
         let module = update_params(module, |name, read| {
+            if let Some(g) = grads.products.get(name) {
+                let (m, v) = moments
+                    .entry(name.to_string())
+                    .or_insert_with(|| (vec![0.0; g.len()], vec![0.0; g.len()]));
+                let mut p = read();
+                update_from_product(&mut p, g, m, v, coeffs);
+                return Some(p);
+            }
             let g = grads.grads.get(name)?;
             let (m, v) = moments
                 .entry(name.to_string())
@@ -204,6 +214,41 @@ fn update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], c: Coeffs) {
             }
             update_chunk(p, g, m, v, c);
         });
+}
+
+/// [`update`] with a gradient kept as a product: its GEMM hands each block of rows to the
+/// update of the same rows of `p`, `m` and `v` while the block is in L1 (the same values
+/// and arithmetic as forming the gradient and calling [`update`]).
+fn update_from_product(p: &mut [f32], g: &ProductGrad, m: &mut [f32], v: &mut [f32], c: Coeffs) {
+    assert!(
+        p.len() == g.len() && m.len() == p.len() && v.len() == p.len(),
+        "invariant: a parameter, its gradient and its moments have the same length"
+    );
+    let (len, width) = (p.len(), g.rows);
+    let (pp, mp, vp) = (
+        Out(p.as_mut_ptr()),
+        Out(m.as_mut_ptr()),
+        Out(v.as_mut_ptr()),
+    );
+    let consume = |row: usize, block: &[f32]| {
+        let (lo, n) = (row * width, block.len());
+        assert!(lo + n <= len, "invariant: a block lies in the parameter");
+        // SAFETY: the blocks are disjoint ranges of rows inside the parameter (checked above),
+        // so no two calls — on whichever threads — touch the same values, and `p`, `m`, `v`
+        // stay borrowed by this function until `each_block` returns.
+        let (p, m, v) = unsafe {
+            let at = |o: Out| std::slice::from_raw_parts_mut(o.at(lo), n);
+            (at(pp), at(mp), at(vp))
+        };
+        #[cfg(target_arch = "x86_64")]
+        if crate::gemm::available() {
+            // SAFETY: AVX-512 F is available (checked).
+            unsafe { update_chunk512(p, block, m, v, c) };
+            return;
+        }
+        update_chunk(p, block, m, v, c);
+    };
+    g.each_block(&consume);
 }
 
 /// [`update`] on one chunk, element by element (the same operations in the same order at any

@@ -13,6 +13,7 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::product_grad::ProductGrad;
 
 /// A named tensor on the host (`f32`, row-major).
 #[derive(Debug, Clone, PartialEq)]
@@ -43,15 +44,17 @@ impl Path_ {
     }
 }
 
-/// Walks a module's float parameters with their field paths: `each(name, values, shape,
+/// Walks a module's float parameters with their field paths: `each(id, name, values, shape,
 /// gradient)`, values and gradient flattened (the gradient from `grads`, when given and held).
-struct Walk<'g, F: FnMut(String, Tensor<1>, Vec<usize>, Option<Tensor<1>>)> {
+struct Walk<'g, F: FnMut(ParamId, String, Tensor<1>, Vec<usize>, Option<Tensor<1>>)> {
     path: Path_,
     grads: Option<&'g mut GradientsParams>,
     each: F,
 }
 
-impl<F: FnMut(String, Tensor<1>, Vec<usize>, Option<Tensor<1>>)> ModuleVisitor for Walk<'_, F> {
+impl<F: FnMut(ParamId, String, Tensor<1>, Vec<usize>, Option<Tensor<1>>)> ModuleVisitor
+    for Walk<'_, F>
+{
     fn enter_module(&mut self, name: &str, _: &str) {
         self.path.stack.push(name.to_string());
     }
@@ -70,14 +73,14 @@ impl<F: FnMut(String, Tensor<1>, Vec<usize>, Option<Tensor<1>>)> ModuleVisitor f
             .as_deref_mut()
             .and_then(|g| g.remove::<D>(id))
             .map(|g| g.reshape([n]));
-        (self.each)(self.path.name(), t.reshape([n]), shape, grad);
+        (self.each)(id, self.path.name(), t.reshape([n]), shape, grad);
     }
 }
 
 fn walk<M: Module>(
     module: &M,
     grads: Option<&mut GradientsParams>,
-    each: impl FnMut(String, Tensor<1>, Vec<usize>, Option<Tensor<1>>),
+    each: impl FnMut(ParamId, String, Tensor<1>, Vec<usize>, Option<Tensor<1>>),
 ) {
     module.visit(&mut Walk {
         path: Path_::default(),
@@ -89,7 +92,7 @@ fn walk<M: Module>(
 /// Every float parameter of `module`, by name, in visiting order.
 pub fn export_params<M: Module>(module: &M) -> Vec<NamedTensor> {
     let mut out = Vec::new();
-    walk(module, None, |name, t, shape, _| {
+    walk(module, None, |_, name, t, shape, _| {
         out.push(NamedTensor {
             name,
             shape,
@@ -214,18 +217,29 @@ pub fn import_params<M: Module>(
 pub struct HostGrads {
     /// Name → gradient values (same layout as the parameter).
     pub grads: BTreeMap<String, Vec<f32>>,
+    /// Name → gradient kept as a product ([`crate::product_grad`]), formed only by the
+    /// optimizer's update.
+    pub products: BTreeMap<String, ProductGrad>,
 }
 
 impl HostGrads {
-    /// The gradients `grads` holds for the parameters of `module`.
-    pub fn collect<M: Module>(module: &M, mut grads: GradientsParams) -> Self {
-        let mut out = BTreeMap::new();
-        walk(module, Some(&mut grads), |name, _, _, grad| {
-            if let Some(g) = grad {
-                out.insert(name, host(g));
+    /// The gradients `grads` holds for the parameters of `module`, and the deferred ones in
+    /// `products` (by parameter id).
+    pub fn collect<M: Module>(
+        module: &M,
+        mut grads: GradientsParams,
+        products: Vec<(ParamId, ProductGrad)>,
+    ) -> Self {
+        let mut out = HostGrads::default();
+        let mut products: BTreeMap<ParamId, ProductGrad> = products.into_iter().collect();
+        walk(module, Some(&mut grads), |id, name, _, _, grad| {
+            if let Some(p) = products.remove(&id) {
+                out.products.insert(name, p);
+            } else if let Some(g) = grad {
+                out.grads.insert(name, host(g));
             }
         });
-        HostGrads { grads: out }
+        out
     }
 
     /// Adds `other` (gradient accumulation).
@@ -238,9 +252,18 @@ impl HostGrads {
                 }
             }
         }
+        for (k, p) in other.products {
+            match self.products.get_mut(&k) {
+                Some(acc) => acc.add(&p),
+                None => {
+                    self.products.insert(k, p);
+                }
+            }
+        }
     }
 
-    /// Global L2 norm over all gradients (in f64: fixed chunks, their sums added in order).
+    /// Global L2 norm over all gradients (in f64: fixed chunks, their sums added in order;
+    /// a product's square from its Gram matrix, [`ProductGrad::sq_norm`]).
     pub fn norm(&self) -> f64 {
         use rayon::prelude::*;
         // Fixed chunks summed in parallel, then in order: the same value for any thread count.
@@ -259,10 +282,13 @@ impl HostGrads {
             }
             acc.iter().sum()
         }
-        self.grads
+        let products: f64 = self.products.values().map(ProductGrad::sq_norm).sum();
+        (self
+            .grads
             .values()
             .flat_map(|g| g.par_chunks(1 << 16).map(squares).collect::<Vec<f64>>())
             .sum::<f64>()
+            + products)
             .sqrt()
     }
 
@@ -275,11 +301,14 @@ impl HostGrads {
         for g in self.grads.values_mut() {
             g.par_iter_mut().for_each(|v| *v *= s);
         }
+        for p in self.products.values_mut() {
+            p.scale(s);
+        }
     }
 
     /// True when no parameter received a gradient.
     pub fn is_empty(&self) -> bool {
-        self.grads.is_empty()
+        self.grads.is_empty() && self.products.is_empty()
     }
 }
 

@@ -334,7 +334,10 @@ pub fn train<T: TrainTask>(
         let mut phases = [0f64; 3];
         for chunk in perm[lo..hi].chunks(config.batch_size) {
             let clock = Instant::now();
-            let loss = task.loss(&model, chunk)?;
+            // Products of parameters with constant matrices are deferred: their gradients
+            // come back as factors, formed by the optimizer's update (`product_grad`).
+            let (loss, deferred) = crate::product_grad::deferring(|| task.loss(&model, chunk));
+            let loss = loss?;
             let value = loss.clone().into_scalar::<f32>();
             phases[0] += clock.elapsed().as_secs_f64();
             if !value.is_finite() {
@@ -343,8 +346,13 @@ pub fn train<T: TrainTask>(
             let w = chunk.len() as f32 / (hi - lo) as f32;
             loss_sum += value as f64 * w as f64;
             let clock = Instant::now();
-            let g = GradientsParams::from_grads(loss.backward(), &model);
-            let mut hg = HostGrads::collect(&model, g);
+            let mut grads_all = loss.backward();
+            let products = deferred
+                .into_iter()
+                .filter_map(|d| d.take(&mut grads_all))
+                .collect();
+            let g = GradientsParams::from_grads(grads_all, &model);
+            let mut hg = HostGrads::collect(&model, g, products);
             if hg.is_empty() {
                 return Err(Error::NothingToTrain);
             }

@@ -5,10 +5,12 @@
 
 use std::sync::Arc;
 
+use burn::module::Param;
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use glaze_core::gemm::Q8Matrix;
-use glaze_core::matmul::{linear, matmul, matmul_q8_t};
+use glaze_core::matmul::{linear, matmul};
+use glaze_core::product_grad::matmul_q8_t_param;
 
 /// The frozen LLM's word-embedding matrix `E [V, D]` the prototypes are made of: the 8-bit
 /// table when the backbone holds one ([`glaze_core::FrozenBackbone::embedding_table_q8`]; the
@@ -55,12 +57,13 @@ impl WordTable {
         }
     }
 
-    /// `lhs_tᵀ · E` → `[M, D]` for `lhs_t [V, M]`, differentiable in `lhs_t` (on the 8-bit
-    /// table its gradient comes back in `lhs_t`'s layout, no strided copy).
-    pub fn left_product_t(&self, lhs_t: Tensor<2>) -> Tensor<2> {
+    /// `Wᵀ · E` → `[M, D]` for the parameter `W [V, M]`, differentiable in `W` (on the 8-bit
+    /// table its gradient comes back in `W`'s layout, no strided copy — and inside the
+    /// trainer as a product the optimizer forms block by block, [`matmul_q8_t_param`]).
+    pub fn left_product_t(&self, w: &Param<Tensor<2>>) -> Tensor<2> {
         match self {
-            WordTable::Dense(e) => matmul(lhs_t.transpose(), e.clone()),
-            WordTable::Q8(q) => matmul_q8_t(lhs_t, q, false),
+            WordTable::Dense(e) => matmul(w.val().transpose(), e.clone()),
+            WordTable::Q8(q) => matmul_q8_t_param(w, q, false),
         }
     }
 }
@@ -127,7 +130,7 @@ impl Reprogramming {
     pub fn prototypes(&self, embed: &WordTable) -> Tensor<2> {
         // `Wᵀ · E` as `[P, V] · [V, D]` (the transpose is a view): the result's D columns fill
         // the GEMM's register tiles, where `[D, V] · [V, P]` would pad 100 columns to 128.
-        let p = embed.left_product_t(self.mapping.weight.val());
+        let p = embed.left_product_t(&self.mapping.weight);
         match &self.mapping.bias {
             Some(b) => {
                 let n = b.dims()[0];
@@ -164,7 +167,6 @@ impl Reprogramming {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::module::Param;
 
     fn set(l: &mut Linear, w: Vec<f32>, shape: [usize; 2], device: &Device) {
         l.weight = Param::from_tensor(Tensor::from_data(TensorData::new(w, shape), device));

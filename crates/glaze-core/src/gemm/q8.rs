@@ -3,7 +3,7 @@
 //! column-panel copy made for products with its transpose.
 #![allow(unsafe_code)]
 
-use super::{NR, Rhs, View, available, product};
+use super::{NR, Rhs, View, available, product, product_each};
 
 /// A row-major `rows × cols` matrix of 8-bit values with one `f32` scale per 32 consecutive
 /// values of a row: element `(i, j)` is `q[i·cols + j] as f32 · scales[(i·cols + j) / 32]`
@@ -17,6 +17,8 @@ pub struct Q8Matrix {
     /// The same values as `NR`-row panels read down the columns, made by the first
     /// transposed product (see [`ColumnPanels`]).
     by_column: std::sync::OnceLock<ColumnPanels>,
+    /// `Mᵀ·M`, made on first use ([`Q8Matrix::column_gram`]).
+    gram: std::sync::OnceLock<Vec<f32>>,
 }
 
 /// A [`Q8Matrix`] regrouped for products with its transpose: panel `p` holds rows
@@ -41,7 +43,36 @@ impl Q8Matrix {
             q,
             scales,
             by_column: std::sync::OnceLock::new(),
+            gram: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The Gram matrix of the columns, `Mᵀ·M` (`cols × cols`, row-major), made on first use:
+    /// for any `X [r, cols]`, `‖X·Mᵀ‖² = Σ (X·G) ∘ X` — the squared norm of a product with
+    /// `Mᵀ` without the product (an optimizer clipping a gradient it has not formed yet).
+    /// Summed in `f64` over blocks of rows, each block's products in `f32` by the GEMM.
+    /// `None` when the kernel is unavailable.
+    pub fn column_gram(&self) -> Option<&[f32]> {
+        if !available() {
+            return None;
+        }
+        let gram = self.gram.get_or_init(|| {
+            const BLOCK: usize = 2048;
+            let c = self.cols;
+            let mut acc = vec![0f64; c * c];
+            let mut rows = Vec::with_capacity(BLOCK * c);
+            for i0 in (0..self.rows).step_by(BLOCK) {
+                let i1 = (i0 + BLOCK).min(self.rows);
+                rows.clear();
+                rows.extend((i0 * c..i1 * c).map(|x| self.q[x] as f32 * self.scales[x / 32]));
+                let v = View::row_major(&rows, i1 - i0, c);
+                for (s, x) in acc.iter_mut().zip(product(v.t(), v, false)) {
+                    *s += x as f64;
+                }
+            }
+            acc.into_iter().map(|x| x as f32).collect()
+        });
+        Some(gram)
     }
 
     fn column_panels(&self) -> &ColumnPanels {
@@ -298,7 +329,33 @@ pub fn matmul_q8_out_t(a: View, m: &Q8Matrix, transposed: bool) -> Option<Vec<f3
     q8_product(a, m, transposed, true)
 }
 
+/// [`matmul_q8_out_t`] handed to `consume` in blocks of whole rows as soon as they are final
+/// (`consume(j0, rows)`: rows `j0..` of `(A · B)ᵀ`, `a.rows` values each, on the thread that
+/// computed them; disjoint blocks covering every row once, the same values bit for bit)
+/// instead of returned — an optimizer can update a parameter from its gradient while the
+/// gradient is in L1, and the gradient is never stored whole. `false` when the kernel is
+/// unavailable or the shapes disagree (then `consume` is not called).
+pub fn matmul_q8_out_t_each(
+    a: View,
+    m: &Q8Matrix,
+    transposed: bool,
+    consume: &(dyn Fn(usize, &[f32]) + Sync),
+) -> bool {
+    match q8_view(a, m, transposed) {
+        Some(b) => {
+            product_each(a, b, consume);
+            true
+        }
+        None => false,
+    }
+}
+
 fn q8_product(a: View, m: &Q8Matrix, transposed: bool, out_t: bool) -> Option<Vec<f32>> {
+    q8_view(a, m, transposed).map(|b| product(a, b, out_t))
+}
+
+/// `m` (or `mᵀ`) as the right operand of `a`, when the kernel runs and the shapes agree.
+fn q8_view<'m>(a: View, m: &'m Q8Matrix, transposed: bool) -> Option<Q8View<'m>> {
     let (depth, width) = if transposed {
         (m.cols, m.rows)
     } else {
@@ -307,14 +364,13 @@ fn q8_product(a: View, m: &Q8Matrix, transposed: bool, out_t: bool) -> Option<Ve
     if !available() || a.cols != depth || !a.in_bounds() {
         return None;
     }
-    let b = Q8View {
+    Some(Q8View {
         m,
         transposed,
         r0: 0,
         c0: 0,
         width,
-    };
-    Some(product(a, b, out_t))
+    })
 }
 
 #[cfg(test)]
@@ -332,6 +388,69 @@ mod tests {
             .map(|v| v * 0.01 + 0.002)
             .collect();
         Q8Matrix::new(rows, cols, q, scales).expect("valid")
+    }
+
+    /// The transposed product handed over in blocks: every row exactly once, bit for bit the
+    /// returned product's — with one slab (the blocks come from the panel loop, on both
+    /// threads), a ragged last panel, and the shapes that fall back to the whole product
+    /// (depth beyond one slab, more rows than one block of A).
+    #[test]
+    fn blocks_of_the_transposed_product_cover_it() {
+        if !available() {
+            return;
+        }
+        // (a rows, matrix rows, matrix cols): the product is `A · Mᵀ`, depth = cols.
+        for &(m, rows, cols) in &[(100, 1000, 576), (7, 45, 64), (13, 300, 800), (800, 70, 32)] {
+            let mat = q8(rows, cols, 7);
+            let ad = values(m * cols, 9);
+            let a = View::row_major(&ad, m, cols);
+            let want = matmul_q8_out_t(a, &mat, true).expect("available");
+            let got = std::sync::Mutex::new(vec![f32::NAN; rows * m]);
+            let seen = std::sync::Mutex::new(vec![0u8; rows]);
+            let consume = |r0: usize, block: &[f32]| {
+                assert_eq!(block.len() % m, 0, "whole rows");
+                let n = block.len() / m;
+                got.lock().unwrap()[r0 * m..(r0 + n) * m].copy_from_slice(block);
+                seen.lock().unwrap()[r0..r0 + n]
+                    .iter_mut()
+                    .for_each(|s| *s += 1);
+            };
+            assert!(matmul_q8_out_t_each(a, &mat, true, &consume));
+            assert!(
+                seen.into_inner().unwrap().iter().all(|&s| s == 1),
+                "{m}×{rows}×{cols}: each row once"
+            );
+            assert!(
+                got.into_inner().unwrap() == want,
+                "{m}×{rows}×{cols}: the same values"
+            );
+        }
+    }
+
+    /// The Gram matrix of the columns against a sum in `f64` over the dequantized rows.
+    #[test]
+    fn column_gram_is_the_gram_matrix() {
+        if !available() {
+            return;
+        }
+        let (rows, cols) = (4500, 64);
+        let mat = q8(rows, cols, 11);
+        let e = mat.dequantize();
+        let g = mat.column_gram().expect("available");
+        for i in 0..cols {
+            for j in 0..cols {
+                let want: f64 = (0..rows)
+                    .map(|r| e[r * cols + i] as f64 * e[r * cols + j] as f64)
+                    .sum();
+                let got = g[i * cols + j] as f64;
+                // Rounding relative to the entry's Cauchy–Schwarz bound `√(G_ii·G_jj)`.
+                let scale = (g[i * cols + i] as f64 * g[j * cols + j] as f64).sqrt();
+                assert!(
+                    (got - want).abs() <= 1e-6 * scale,
+                    "({i}, {j}): {got} vs {want}"
+                );
+            }
+        }
     }
 
     /// The 8-bit operand, as is and transposed (ragged widths, several slabs, every split),
@@ -377,6 +496,12 @@ mod tests {
             }
         }
         assert!(matmul_q8(View::row_major(&[0.0; 6], 2, 3), &q8(32, 32, 1), false).is_none());
+        assert!(!matmul_q8_out_t_each(
+            View::row_major(&[0.0; 6], 2, 3),
+            &q8(32, 32, 1),
+            true,
+            &|_, _| panic!("no block for disagreeing shapes"),
+        ));
         assert!(Q8Matrix::new(2, 30, vec![0; 60], vec![0.0; 1]).is_none());
         assert!(Q8Matrix::new(2, 32, vec![0; 64], vec![0.0; 1]).is_none());
     }
