@@ -180,21 +180,10 @@ pub fn matmul_q8_t_param(w: &Param<Tensor<2>>, rhs: &Arc<Q8Matrix>, transposed: 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gemm::tests::values;
     use crate::optim::{AdamW, AdamWSettings};
     use crate::params::{HostGrads, export_params};
     use burn::nn::LinearConfig;
-
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(12_345);
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                (x % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
 
     fn q8(rows: usize, cols: usize) -> Arc<Q8Matrix> {
         let q = values(rows * cols, 3)

@@ -17,7 +17,8 @@ fn naive(a: &View, b: &View) -> Vec<f32> {
     c
 }
 
-pub(super) fn values(n: usize, seed: u32) -> Vec<f32> {
+/// `n` pseudo-random values in `[-1, 1]` (xorshift), the same for the same seed.
+pub(crate) fn values(n: usize, seed: u32) -> Vec<f32> {
     let mut x = seed.wrapping_mul(2654435761).max(1);
     (0..n)
         .map(|_| {
