@@ -144,6 +144,71 @@ fn run_with(
     Ok(export_params(&model))
 }
 
+/// On the real SmolLM2 (its 8-bit word table), the prototype map's gradient kept as a product
+/// and formed inside AdamW's update (the trainer's default) trains the same adapter as the
+/// gradient formed in the backward pass, bit for bit — the prototype weights included, which
+/// move — and a killed run with clipping and accumulation resumes to the same weights.
+/// (With clipping the norm comes from the Gram matrix, and with accumulation the micro-batches'
+/// factors are summed before the product: equal to rounding, which AdamW then magnifies in
+/// parameters whose true gradient is zero — the key bias, to which the softmax is blind — so
+/// those runs are compared by the unit tests of `product_grad` instead.)
+#[test]
+fn deferred_prototype_gradient_trains_the_same_adapter() {
+    let backbone = &glaze_tests::smollm2().llama;
+    assert!(
+        backbone.embedding_table_q8().is_some(),
+        "an 8-bit word table"
+    );
+    let data = data();
+    let dirs = [
+        tmp("defer"),
+        tmp("formed"),
+        tmp("defer-ck"),
+        tmp("defer-resumed"),
+    ];
+    let exact = TrainConfig {
+        max_steps: Some(4),
+        clip_norm: None,
+        accumulation: 1,
+        ..train_config()
+    };
+    let deferred = run_with(backbone, &data, &dirs[0], None, &exact).expect("deferred");
+    let formed = TrainConfig {
+        defer_products: false,
+        ..exact.clone()
+    };
+    let formed = run_with(backbone, &data, &dirs[1], None, &formed).expect("formed");
+    let cfg = config(ModelKind::TimeLlm, backbone, 2);
+    let init = export_params(&glaze::core::rng::seeded_module(
+        &backbone.device().clone().autodiff(),
+        21,
+        |d| cfg.init(d),
+    ));
+    let mut moved = false;
+    for ((x, y), i) in deferred.iter().zip(&formed).zip(&init) {
+        assert_eq!(x.name, y.name);
+        assert!(x.data == y.data, "{}: deferred and formed differ", x.name);
+        if x.name.contains("mapping.weight") {
+            moved = x.data.iter().zip(&i.data).any(|(p, q)| p != q);
+        }
+    }
+    assert!(moved, "the prototype weights trained");
+    let clipped = TrainConfig {
+        max_steps: Some(4),
+        ..train_config()
+    };
+    let straight = run_with(backbone, &data, &dirs[2], None, &clipped).expect("straight");
+    let err = run_with(backbone, &data, &dirs[3], Some(3), &clipped).expect_err("killed");
+    assert!(matches!(err, CoreError::Interrupted { step: 3 }), "{err}");
+    let resumed = run_with(backbone, &data, &dirs[3], None, &clipped).expect("resumed");
+    for (x, y) in straight.iter().zip(&resumed) {
+        assert!(x.data == y.data, "{}: the resumed run differs", x.name);
+    }
+    for d in dirs {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
 #[test]
 fn killed_run_resumes_to_the_same_weights_and_backbone_is_untouched() {
     let backbone = tiny();

@@ -10,8 +10,9 @@
 //! whole), and the global norm for clipping comes from `E`'s Gram matrix beforehand:
 //! `‖E·dPᵀ‖² = Σ (dP·EᵀE) ∘ dP`.
 //!
-//! Outside [`deferring`] (inference, validation, a plain `backward`) the product is the
-//! ordinary differentiable [`crate::matmul::matmul_q8_t`].
+//! Outside [`deferring`] (inference, validation, a plain `backward`, or a trainer run with
+//! [`crate::TrainConfig::defer_products`] off) the product is the ordinary differentiable
+//! [`crate::matmul::matmul_q8_t`].
 
 use std::cell::RefCell;
 use std::sync::Arc;

@@ -78,6 +78,11 @@ pub struct TrainConfig {
     /// (burn's balanced gradient checkpointing): less memory for long soft-token sequences,
     /// more time. The adapter must be created on [`TrainConfig::device`]. Default false.
     pub gradient_checkpointing: bool,
+    /// Keep the gradients of parameters multiplied by a constant 8-bit matrix as products,
+    /// formed by AdamW's update a block at a time ([`crate::product_grad`]: Time-LLM's
+    /// prototype map on the CPU). The same update; false forms them in the backward pass.
+    /// Default true.
+    pub defer_products: bool,
 }
 
 impl TrainConfig {
@@ -110,6 +115,7 @@ impl Default for TrainConfig {
             checkpoint_every: 50,
             max_steps: None,
             gradient_checkpointing: false,
+            defer_products: true,
         }
     }
 }
@@ -336,7 +342,11 @@ pub fn train<T: TrainTask>(
             let clock = Instant::now();
             // Products of parameters with constant matrices are deferred: their gradients
             // come back as factors, formed by the optimizer's update (`product_grad`).
-            let (loss, deferred) = crate::product_grad::deferring(|| task.loss(&model, chunk));
+            let (loss, deferred) = if config.defer_products {
+                crate::product_grad::deferring(|| task.loss(&model, chunk))
+            } else {
+                (task.loss(&model, chunk), Vec::new())
+            };
             let loss = loss?;
             let value = loss.clone().into_scalar::<f32>();
             phases[0] += clock.elapsed().as_secs_f64();
