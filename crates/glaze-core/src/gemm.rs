@@ -256,6 +256,8 @@ fn product<B: Rhs>(a: View, b: B, out_t: bool) -> Vec<f32> {
         // output (the first slab stores each tile, masked to the edges), so the buffers
         // `written` hands out are fully written; the tasks' shares are disjoint.
         Split::Cols => unsafe {
+            // Every task reads all of A: packed once, by all of them, instead of by each.
+            let a_packed = (tasks > 1 && m * k >= SHARED_A).then(|| pack_all_a(a));
             written(m * n, |out| {
                 ranges(n, NR, tasks).into_par_iter().for_each(|(j0, j1)| {
                     serial(
@@ -266,6 +268,7 @@ fn product<B: Rhs>(a: View, b: B, out_t: bool) -> Vec<f32> {
                         false,
                         out_t,
                         None,
+                        a_packed.as_deref(),
                     )
                 })
             })
@@ -280,6 +283,7 @@ fn product<B: Rhs>(a: View, b: B, out_t: bool) -> Vec<f32> {
                         ldc,
                         false,
                         out_t,
+                        None,
                         None,
                     )
                 })
@@ -297,6 +301,7 @@ fn product<B: Rhs>(a: View, b: B, out_t: bool) -> Vec<f32> {
                             ldc,
                             false,
                             out_t,
+                            None,
                             None,
                         )
                     })
@@ -345,6 +350,7 @@ fn product_each<B: Rhs>(a: View, b: B, consume: &(dyn Fn(usize, &[f32]) + Sync))
                 false,
                 true,
                 Some(&sink),
+                None,
             )
         }
     });
@@ -355,6 +361,35 @@ fn product_each<B: Rhs>(a: View, b: B, consume: &(dyn Fn(usize, &[f32]) + Sync))
 struct Sink<'a> {
     consume: &'a (dyn Fn(usize, &[f32]) + Sync),
     col0: usize,
+}
+
+/// The smallest A (`m · k` values) packed once for all the tasks of a column split: below it an
+/// extra parallel region costs more than packing A twice.
+const SHARED_A: usize = 1 << 16;
+
+/// All of A in the layout [`serial`] packs it into, every slab at once: the slab at depth `pc`
+/// (of depth `kc`, see [`slab_depth`]) from `pc · mp · MR` on, its panel `p` (`kc · MR` values)
+/// at `p · kc · MR` within — packed in parallel, for the tasks of a column split to share.
+fn pack_all_a(a: View) -> Vec<f32> {
+    let (m, k) = (a.rows, a.cols);
+    let (depth, mp) = (slab_depth(k), m.div_ceil(MR));
+    let pieces: Vec<(usize, usize)> = (0..k)
+        .step_by(depth)
+        .flat_map(|pc| (0..mp).map(move |p| (pc, p)))
+        .collect();
+    // SAFETY: each piece writes its own panel (disjoint ranges inside the `mp · MR · k`
+    // values), and `pack` writes every value of it (zeros beyond the last row), so all are
+    // written.
+    unsafe {
+        written(mp * MR * k, |out| {
+            pieces.into_par_iter().for_each(|(pc, p)| {
+                let kc = depth.min(k - pc);
+                let dst = std::slice::from_raw_parts_mut(out.at((pc * mp + p * kc) * MR), kc * MR);
+                let i0 = p * MR;
+                pack::<MR>(&a.t(), pc, kc, i0, MR.min(m - i0), dst);
+            })
+        })
+    }
 }
 
 /// A vector of `len` values that `write` stores through the pointer it is given (no zeroing
@@ -438,6 +473,7 @@ impl BSource {
 /// `ldc` — or, when `out_t`, `Cᵀ` (element `(i, j)` at `c[j·ldc + i]`). With a `sink`
 /// (`out_t`, not `accumulate`, one slab, at most `MC` rows: see [`product_each`]) each
 /// panel's rows go to a buffer of this thread, handed to the sink when final; `c` is unused.
+/// With `a_packed` (all of A as [`pack_all_a`] lays it out) A is read from there, not packed.
 ///
 /// # Safety
 /// AVX-512F must be available; without a sink, `c` must be valid for `a.rows` rows of
@@ -452,6 +488,7 @@ unsafe fn serial<B: Rhs>(
     accumulate: bool,
     out_t: bool,
     sink: Option<&Sink>,
+    a_packed: Option<&[f32]>,
 ) {
     let (m, k, n) = (a.rows, a.cols, b.width());
     PACKS.with_borrow_mut(|packs| {
@@ -486,10 +523,20 @@ unsafe fn serial<B: Rhs>(
                 for ic in (0..m).step_by(MC) {
                     let mc = MC.min(m - ic);
                     let mp = mc.div_ceil(MR);
-                    for (p, dst) in apack[..mp * kc * MR].chunks_exact_mut(kc * MR).enumerate() {
-                        let i0 = ic + p * MR;
-                        pack::<MR>(&a.t(), pc, kc, i0, MR.min(ic + mc - i0), dst);
-                    }
+                    // This block's panels: packed here, or where `pack_all_a` put them.
+                    let ablock: &[f32] = match a_packed {
+                        Some(all) => {
+                            &all[(pc * m.div_ceil(MR) + ic / MR * kc) * MR..][..mp * kc * MR]
+                        }
+                        None => {
+                            let block = &mut apack[..mp * kc * MR];
+                            for (p, dst) in block.chunks_exact_mut(kc * MR).enumerate() {
+                                let i0 = ic + p * MR;
+                                pack::<MR>(&a.t(), pc, kc, i0, MR.min(ic + mc - i0), dst);
+                            }
+                            block
+                        }
+                    };
                     for jp in 0..np {
                         let j0 = jc + jp * NR;
                         if source == BSource::Panel && ic == 0 {
@@ -555,7 +602,7 @@ unsafe fn serial<B: Rhs>(
                                 // the first part's rows written before later parts read them).
                                 unsafe {
                                     let (ap, bp) =
-                                        (apack[(ip * kc + s0) * MR..].as_ptr(), bsrc.as_ptr());
+                                        (ablock[(ip * kc + s0) * MR..].as_ptr(), bsrc.as_ptr());
                                     let (rows, cols) = (MR.min(m - i0), NR.min(n - j0));
                                     let acc = accumulate || pc > 0 || part > 0;
                                     if staged {

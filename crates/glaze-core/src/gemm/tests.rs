@@ -46,6 +46,7 @@ fn matches_the_naive_product() {
         (37, 600, 100),
         (781, 70, 45),
         (30, 40, 3100),
+        (70, 1000, 800),
     ] {
         let ad = values(m * k, 1);
         let bd = values(k * n, 2);
@@ -65,6 +66,37 @@ fn matches_the_naive_product() {
             let tol = 1e-5 * (k as f32).sqrt() * 4.0;
             for (x, y) in got.iter().zip(&want) {
                 assert!((x - y).abs() <= tol, "{m}×{k}×{n} ({ta},{tb}): {x} vs {y}");
+            }
+        }
+    }
+}
+
+/// A column split's tasks reading A packed once for all of them (`pack_all_a`: ragged rows,
+/// several slabs, both layouts of A) give the product one task packing its own A gives, bit
+/// for bit.
+#[test]
+fn shared_a_panels_give_the_same_product() {
+    if !available() {
+        return;
+    }
+    for &(m, k, n) in &[(70, 1000, 800), (384, 576, 960), (13, 1500, 800)] {
+        let (ad, bd) = (values(m * k, 3), values(k * n, 4));
+        let b = View::row_major(&bd, k, n);
+        for a in [View::row_major(&ad, m, k), View::row_major(&ad, k, m).t()] {
+            assert_eq!(choose_split(m, k, n, 2), Split::Cols);
+            let shared = pack_all_a(a);
+            for a_packed in [None, Some(&shared[..])] {
+                // SAFETY: one task writes the whole `m × n` output.
+                let c = unsafe {
+                    written(m * n, |out| {
+                        serial(a, b, out.at(0), n, false, false, None, a_packed)
+                    })
+                };
+                assert!(
+                    c == product(a, b, false),
+                    "{m}×{k}×{n} ({})",
+                    a_packed.is_some()
+                );
             }
         }
     }
