@@ -231,12 +231,30 @@ impl HostGrads {
         products: Vec<(ParamId, ProductGrad)>,
     ) -> Self {
         let mut out = HostGrads::default();
-        let mut products: BTreeMap<ParamId, ProductGrad> = products.into_iter().collect();
+        let mut by_id: BTreeMap<ParamId, Vec<ProductGrad>> = BTreeMap::new();
+        for (id, p) in products {
+            by_id.entry(id).or_default().push(p);
+        }
         walk(module, Some(&mut grads), |id, name, _, _, grad| {
-            if let Some(p) = products.remove(&id) {
-                out.products.insert(name, p);
-            } else if let Some(g) = grad {
-                out.grads.insert(name, host(g));
+            match (by_id.remove(&id), grad) {
+                // Products with the same matrix only: their factors add up, still a product.
+                (Some(mut ps), None) if ps.iter().all(|p| p.same_matrix(&ps[0])) => {
+                    let mut sum = ps.swap_remove(0);
+                    ps.iter().for_each(|p| sum.add(p));
+                    out.products.insert(name, sum);
+                }
+                // Also used elsewhere, or with different matrices: every part formed, summed.
+                (Some(ps), grad) => {
+                    let mut dense = grad.map(host).unwrap_or_else(|| vec![0.0; ps[0].len()]);
+                    for p in &ps {
+                        dense.iter_mut().zip(p.dense()).for_each(|(x, y)| *x += y);
+                    }
+                    out.grads.insert(name, dense);
+                }
+                (None, Some(g)) => {
+                    out.grads.insert(name, host(g));
+                }
+                (None, None) => {}
             }
         });
         out

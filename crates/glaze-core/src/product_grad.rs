@@ -96,8 +96,21 @@ impl ProductGrad {
         self.a.iter_mut().for_each(|v| *v *= s);
     }
 
-    /// Adds `other`'s gradient (the same parameter's, from another micro-batch).
+    /// Whether `other` is a product with the same matrix and shape (its factor can be added).
+    pub fn same_matrix(&self, other: &ProductGrad) -> bool {
+        Arc::ptr_eq(&self.rhs, &other.rhs) && self.rows == other.rows
+    }
+
+    /// Adds `other`'s gradient (the same parameter's, from another micro-batch or another use
+    /// of it with the same matrix).
+    ///
+    /// # Panics
+    /// When `other` is not a product with the same matrix ([`ProductGrad::same_matrix`]).
     pub fn add(&mut self, other: &ProductGrad) {
+        assert!(
+            self.same_matrix(other),
+            "products with different matrices do not add"
+        );
         self.a.iter_mut().zip(&other.a).for_each(|(x, y)| *x += y);
     }
 }
@@ -141,8 +154,19 @@ thread_local! {
 /// with `f`'s result: the caller takes their gradients after the backward pass
 /// ([`Deferred::take`]) and updates the parameters from those.
 pub fn deferring<R>(f: impl FnOnce() -> R) -> (R, Vec<Deferred>) {
-    let outer = DEFERRED.with_borrow_mut(|d| d.replace(Vec::new()));
+    /// Puts the outer state back however `f` ends (a panic included: products made after it
+    /// must not be deferred into a list nobody takes).
+    struct Restore(Option<Option<Vec<Deferred>>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(outer) = self.0.take() {
+                DEFERRED.with_borrow_mut(|d| *d = outer);
+            }
+        }
+    }
+    let mut restore = Restore(Some(DEFERRED.with_borrow_mut(|d| d.replace(Vec::new()))));
     let r = f();
+    let outer = restore.0.take().expect("set above");
     let taken = DEFERRED.with_borrow_mut(|d| std::mem::replace(d, outer));
     (r, taken.unwrap_or_default())
 }
@@ -185,6 +209,7 @@ mod tests {
     use crate::optim::{AdamW, AdamWSettings};
     use crate::params::{HostGrads, export_params};
     use burn::nn::LinearConfig;
+    use burn::optim::GradientsParams;
 
     fn q8(rows: usize, cols: usize) -> Arc<Q8Matrix> {
         let q = values(rows * cols, 3)
@@ -260,6 +285,66 @@ mod tests {
         let want: f64 = plain.iter().map(|&x| x as f64 * x as f64).sum();
         let got = product.sq_norm();
         assert!((got - want).abs() <= 1e-5 * want, "{got} vs {want}");
+    }
+
+    /// A parameter in two products with the same matrix, and then also used directly: its
+    /// collected gradient is the ordinary one — still a product in the first case (the factors
+    /// added), formed and summed with the direct part in the second.
+    #[test]
+    fn a_parameter_used_twice_or_directly_gets_its_whole_gradient() {
+        if !gemm::available() {
+            return;
+        }
+        let device = Device::flex().autodiff();
+        let (v, p, d) = (300, 4, 64);
+        let e = q8(v, d);
+        let module = crate::rng::seeded_module(&device, 2, |dv| {
+            LinearConfig::new(v, p).with_bias(false).init(dv)
+        });
+        let name = export_params(&module)[0].name.clone();
+        let r = Tensor::<2>::from_data(TensorData::new(values(p * d, 6), [p, d]), &device);
+        let loss = |direct: bool| {
+            let a = matmul_q8_t_param(&module.weight, &e, false);
+            let b = matmul_q8_t_param(&module.weight, &e, false);
+            let l = (a * r.clone()).sum() + (b * r.clone() * 2.0).sum();
+            let w = module.weight.val();
+            if direct { l + (w.clone() * w).sum() } else { l }
+        };
+        let collect = |loss: Tensor<1>, products: Vec<Deferred>| {
+            let mut g = loss.backward();
+            let products = products
+                .into_iter()
+                .filter_map(|x| x.take(&mut g))
+                .collect();
+            HostGrads::collect(&module, GradientsParams::from_grads(g, &module), products)
+        };
+        for direct in [false, true] {
+            let plain = collect(loss(direct), Vec::new());
+            let (l, deferred) = deferring(|| loss(direct));
+            assert_eq!(deferred.len(), 2);
+            let got = collect(l, deferred);
+            assert_eq!(
+                got.products.is_empty(),
+                direct,
+                "a product unless used directly"
+            );
+            let have = match (got.grads.get(&name), got.products.get(&name)) {
+                (Some(g), None) => g.clone(),
+                (None, Some(p)) => p.dense(),
+                other => panic!("one gradient for {name}, got {other:?}"),
+            };
+            for (x, y) in have.iter().zip(&plain.grads[&name]) {
+                assert!((x - y).abs() <= 1e-4 * y.abs().max(1.0), "{x} vs {y}");
+            }
+        }
+    }
+
+    /// A panic inside [`deferring`] leaves nothing deferred afterwards.
+    #[test]
+    fn a_panic_inside_deferring_defers_nothing_after() {
+        let r = std::panic::catch_unwind(|| deferring(|| panic!("the loss failed")));
+        assert!(r.is_err());
+        assert!(DEFERRED.with_borrow(Option::is_none));
     }
 
     /// Outside [`deferring`] (and for a transposed matrix) nothing is deferred.
