@@ -605,21 +605,19 @@ unsafe fn serial<B: Rhs>(
                                         (ablock[(ip * kc + s0) * MR..].as_ptr(), bsrc.as_ptr());
                                     let (rows, cols) = (MR.min(m - i0), NR.min(n - j0));
                                     let acc = accumulate || pc > 0 || part > 0;
+                                    // A transposed tile's place: in the output, or in the
+                                    // sink's panel buffer.
+                                    let ct = match sink {
+                                        Some(_) => panel.as_mut_ptr().add(i0),
+                                        None => c.wrapping_add(j0 * ldc + i0),
+                                    };
                                     if staged {
                                         let t = staging.as_mut_ptr().add(ip * MR * NR);
                                         kernel::<false>(s1 - s0, ap, bp, t, NR, rows, NR, acc);
                                         if part + 1 == parts {
-                                            let ct = match sink {
-                                                Some(_) => panel.as_mut_ptr().add(i0),
-                                                None => c.add(j0 * ldc + i0),
-                                            };
                                             store_transposed(t, ct, ldc, rows, cols, false);
                                         }
                                     } else if out_t {
-                                        let ct = match sink {
-                                            Some(_) => panel.as_mut_ptr().add(i0),
-                                            None => c.add(j0 * ldc + i0),
-                                        };
                                         kernel::<true>(s1 - s0, ap, bp, ct, ldc, rows, cols, acc)
                                     } else {
                                         let cr = c.add(i0 * ldc + j0);

@@ -205,15 +205,7 @@ fn update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], c: Coeffs) {
         .zip(g.par_chunks(CHUNK))
         .zip(m.par_chunks_mut(CHUNK))
         .zip(v.par_chunks_mut(CHUNK))
-        .for_each(|(((p, g), m), v)| {
-            #[cfg(target_arch = "x86_64")]
-            if crate::gemm::available() {
-                // SAFETY: AVX-512 F is available (checked).
-                unsafe { update_chunk512(p, g, m, v, c) };
-                return;
-            }
-            update_chunk(p, g, m, v, c);
-        });
+        .for_each(|(((p, g), m), v)| update_piece(p, g, m, v, c));
 }
 
 /// [`update`] with a gradient kept as a product: its GEMM hands each block of rows to the
@@ -240,15 +232,20 @@ fn update_from_product(p: &mut [f32], g: &ProductGrad, m: &mut [f32], v: &mut [f
             let at = |o: Out| std::slice::from_raw_parts_mut(o.at(lo), n);
             (at(pp), at(mp), at(vp))
         };
-        #[cfg(target_arch = "x86_64")]
-        if crate::gemm::available() {
-            // SAFETY: AVX-512 F is available (checked).
-            unsafe { update_chunk512(p, block, m, v, c) };
-            return;
-        }
-        update_chunk(p, block, m, v, c);
+        update_piece(p, block, m, v, c);
     };
     g.each_block(&consume);
+}
+
+/// [`update_chunk`] on one piece, compiled for AVX-512 where the CPU has it.
+fn update_piece(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], c: Coeffs) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::gemm::available() {
+        // SAFETY: AVX-512 F is available (checked).
+        unsafe { update_chunk512(p, g, m, v, c) };
+        return;
+    }
+    update_chunk(p, g, m, v, c);
 }
 
 /// [`update`] on one chunk, element by element (the same operations in the same order at any

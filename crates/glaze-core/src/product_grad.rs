@@ -278,10 +278,13 @@ mod tests {
         assert!(product.dense() == plain, "formed whole");
         let blocks = std::sync::Mutex::new(vec![f32::NAN; plain.len()]);
         let consume = |r0: usize, b: &[f32]| {
-            blocks.lock().unwrap()[r0 * 5..r0 * 5 + b.len()].copy_from_slice(b);
+            blocks.lock().expect("not poisoned")[r0 * 5..r0 * 5 + b.len()].copy_from_slice(b);
         };
         product.each_block(&consume);
-        assert!(blocks.into_inner().unwrap() == plain, "formed in blocks");
+        assert!(
+            blocks.into_inner().expect("not poisoned") == plain,
+            "formed in blocks"
+        );
         let want: f64 = plain.iter().map(|&x| x as f64 * x as f64).sum();
         let got = product.sq_norm();
         assert!((got - want).abs() <= 1e-5 * want, "{got} vs {want}");

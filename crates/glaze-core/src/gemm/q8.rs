@@ -410,18 +410,21 @@ mod tests {
             let consume = |r0: usize, block: &[f32]| {
                 assert_eq!(block.len() % m, 0, "whole rows");
                 let n = block.len() / m;
-                got.lock().unwrap()[r0 * m..(r0 + n) * m].copy_from_slice(block);
-                seen.lock().unwrap()[r0..r0 + n]
+                got.lock().expect("not poisoned")[r0 * m..(r0 + n) * m].copy_from_slice(block);
+                seen.lock().expect("not poisoned")[r0..r0 + n]
                     .iter_mut()
                     .for_each(|s| *s += 1);
             };
             assert!(matmul_q8_out_t_each(a, &mat, true, &consume));
             assert!(
-                seen.into_inner().unwrap().iter().all(|&s| s == 1),
+                seen.into_inner()
+                    .expect("not poisoned")
+                    .iter()
+                    .all(|&s| s == 1),
                 "{m}×{rows}×{cols}: each row once"
             );
             assert!(
-                got.into_inner().unwrap() == want,
+                got.into_inner().expect("not poisoned") == want,
                 "{m}×{rows}×{cols}: the same values"
             );
         }
