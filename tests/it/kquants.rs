@@ -1,6 +1,6 @@
 //! Q4_K and Q6_K dequantization against gguf-py's reference (tests/fixtures/make_kquants.py).
 
-use glaze::llm::quant::{GgmlType, dequantize};
+use glaze::kernels::quant::{GgmlType, dequantize};
 
 #[test]
 fn k_quants_match_gguf_py() {

@@ -296,7 +296,7 @@ fn generation_runs_on_the_quantized_blocks_alone() {
     assert!(!out.ids.is_empty());
     // Without 8-bit kernels the generation path is the exact one, whose prefill of more than
     // 8 rows uses the dense weights.
-    if glaze::llm::qint8::available() {
+    if glaze::kernels::qint8::available() {
         assert!(
             !model.llama.dense_weights_built(),
             "prefill and decode use the blocks only"
@@ -319,7 +319,7 @@ fn generation_keeps_its_cache_in_f16_and_other_passes_read_it() {
     // With 8-bit activations the generation cache holds f16 (llama.cpp's type). An exact
     // pass continues from it (the buffers convert to f32), and so does a training pass on an
     // autodiff device; both stay within the 8-bit path's tolerance of an all-exact run.
-    if !glaze::llm::qint8::available() {
+    if !glaze::kernels::qint8::available() {
         return;
     }
     let model = smollm2();

@@ -146,7 +146,8 @@ fn sampling_is_seeded() {
 
 #[test]
 fn soft_prompt_teaches_the_frozen_model_a_sentence() {
-    use glaze::core::{ChatMessage, PromptTuningConfig, TuningExample, tune_soft_prompt};
+    use glaze::core::ChatMessage;
+    use glaze::train::{PromptTuningConfig, TuningExample, tune_soft_prompt};
     let model = smollm2();
     let target = "The secret word is glaze.";
     let context = model

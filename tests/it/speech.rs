@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use burn::prelude::*;
 use glaze::audio::{AudioEncoder, AudioLimits, WhisperEncoderConfig, Window, decode_file};
 use glaze::core::harness::ByteCodec;
-use glaze::core::{Adapter, Features, LrSchedule, TrainConfig};
+use glaze::core::{Adapter, Features};
 use glaze::speech::experiment::{self as ex, SpeechData, SplitLimits};
 use glaze::speech::{SpeechAdapterConfig, SpeechItem, SpeechPipeline, StreamingRecognizer};
+use glaze::train::{LrSchedule, TrainConfig};
 use glaze_tests::{shared_dir, smollm2, tiny_llama_long};
 
 fn scratch(name: &str) -> PathBuf {

@@ -2,12 +2,13 @@
 //! through the frozen backbone, checkpoints, bad inputs and the real ETT data.
 
 use burn::prelude::*;
+use glaze::core::FrozenBackbone;
 use glaze::core::harness::ByteCodec;
-use glaze::core::{FrozenBackbone, LrSchedule, TrainConfig};
 use glaze::llm::Llama;
 use glaze::timeseries::{
     self as ts, Channels, ForecasterConfig, ModelKind, Pipeline, SplitScheme, WindowSpec,
 };
+use glaze::train::{LrSchedule, TrainConfig};
 
 fn tiny() -> Llama {
     glaze_tests::tiny_llama_long()

@@ -6,15 +6,13 @@ use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use glaze::core::harness::{self, ByteCodec};
-use glaze::core::{
-    Checkpoint, Error as CoreError, FrozenBackbone, LrSchedule, RunOptions, StepInfo, TrainConfig,
-    export_params, train,
-};
+use glaze::core::{Error as CoreError, FrozenBackbone, export_params};
 use glaze::llm::{Llama, LlamaConfig};
 use glaze::timeseries::{
     self as ts, Channels, ForecastTask, ForecasterConfig, Frame, ModelKind, PatchEncoder, Pipeline,
     SeriesAdapter, SplitScheme, StoredConfig, WindowSpec,
 };
+use glaze::train::{Checkpoint, LrSchedule, RunOptions, StepInfo, TrainConfig, train};
 
 fn tiny() -> Llama {
     glaze_tests::tiny_llama_long()
@@ -230,8 +228,8 @@ fn killed_run_resumes_to_the_same_weights_and_backbone_is_untouched() {
         assert!(x.data == y.data, "tensor {} differs after resume", x.name);
     }
     // The metrics log counts every step once.
-    let ma = glaze::core::metrics::read_records(&a.join("metrics.jsonl")).expect("metrics");
-    let mb = glaze::core::metrics::read_records(&b.join("metrics.jsonl")).expect("metrics");
+    let ma = glaze::train::metrics::read_records(&a.join("metrics.jsonl")).expect("metrics");
+    let mb = glaze::train::metrics::read_records(&b.join("metrics.jsonl")).expect("metrics");
     assert_eq!(ma.len(), mb.len());
     assert!(b.join("curve.png").exists());
     assert_eq!(

@@ -472,7 +472,8 @@ fn tiny_shapes(
 #[test]
 fn tiny_vision_run_caches_trains_and_checks_identity() {
     use glaze::core::harness::ByteCodec;
-    use glaze::core::{Adapter, Features, TrainConfig};
+    use glaze::core::{Adapter, Features};
+    use glaze::train::TrainConfig;
     use glaze::vision::VisionAdapterConfig;
     use glaze::vision::experiment::{RunSpec, ShapesSizes, load_adapter, run};
     let backbone = glaze_tests::tiny_llama_long();
@@ -532,7 +533,7 @@ fn tiny_vision_run_caches_trains_and_checks_identity() {
 /// held-out caption loss well below where it started (the soft tokens carry the picture).
 #[test]
 fn real_models_learn_to_caption_generated_shapes() {
-    use glaze::core::TrainConfig;
+    use glaze::train::TrainConfig;
     use glaze::vision::VisionAdapterConfig;
     use glaze::vision::experiment::{RunSpec, ShapesSizes, run};
     use glaze::vision::task::{VisionPipeline, VqaItem};

@@ -632,7 +632,7 @@ fn write_report(
          (`xtask/bench/timellm_step.py`); its prompt is random ids of Glaze's mean prompt length. \
          Both clip the gradients' global norm to 1 before AdamW (Glaze's default). Ratios are Glaze's cached step time ÷ the row's (below 1 means Glaze is faster).\n\n{}\n\
          ### The step's matrix products (`gemm_profile` example, `xtask/bench/gemm_torch.py`)\n\n\
-         burn-flex's `matmul` and Glaze's AVX-512 GEMM (`glaze_core::matmul`) in one process, \
+         burn-flex's `matmul` and Glaze's AVX-512 GEMM (`glaze_kernels::matmul`) in one process, \
          PyTorch's fp32 `@` in another, same invocation, {THREADS} threads.\n\n```text\n{}```\n\n\
          ## Image → soft tokens (vision plugin)\n\n\
          One image at a time (chelsea, coffee, astronaut from scikit-image), median of \

@@ -3,28 +3,37 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The SIMD kernel files (run-time feature checks, asserted lengths) and the allocator
-/// settings (`mallopt`): the only ones allowed `unsafe`.
-const UNSAFE_FILES: [&str; 11] = [
-    "glaze-core/src/vmath.rs",
-    "glaze-core/src/optim.rs",
-    "glaze-llm/src/qkernels.rs",
-    "glaze-llm/src/tiles.rs",
-    "glaze-llm/src/qint8.rs",
-    "glaze-llm/src/vecops.rs",
-    "glaze-core/src/gemm.rs",
-    "glaze-core/src/gemm/q8.rs",
-    "glaze-core/src/gemm/kernel.rs",
-    "glaze-core/src/gemm/transpose.rs",
-    "glaze-core/src/alloc.rs",
-];
+/// The one crate allowed `unsafe` code: the SIMD kernels and the allocator settings. Every
+/// other crate's root has `#![forbid(unsafe_code)]`.
+const KERNEL_CRATE: &str = "glaze-kernels";
 
-/// Plugin crates: each may depend on `glaze-core` only (and `glaze-speech` on `glaze-audio`).
+/// Plugin crates: they may depend on the seam, the kernels, the training engine (and, until
+/// the audio encoder has its own crate, `glaze-speech` on `glaze-audio`), never on each other.
 const PLUGINS: &[&str] = &[
     "glaze-vision",
     "glaze-audio",
     "glaze-speech",
     "glaze-timeseries",
+];
+/// What each layer below the plugins may depend on.
+const LAYERS: &[(&str, &[&str])] = &[
+    ("glaze-kernels", &[]),
+    ("glaze-core", &["glaze-kernels"]),
+    ("glaze-train", &["glaze-core", "glaze-kernels"]),
+    ("glaze-llm", &["glaze-core", "glaze-kernels"]),
+];
+/// What a plugin may depend on.
+const PLUGIN_DEPS: &[&str] = &["glaze-core", "glaze-kernels", "glaze-train"];
+/// A CLI module parses arguments and prints; more than this many lines means library logic.
+const MAX_CLI_LINES: usize = 300;
+/// CLI modules still over the limit, whose pipelines and tables are to move into the libraries
+/// and `xtask` (issue: the architecture seam). The list may only shrink.
+const CLI_OVER_LIMIT: &[&str] = &[
+    "main.rs",
+    "vision.rs",
+    "speech.rs",
+    "timeseries.rs",
+    "audio.rs",
 ];
 const MAX_LINES: usize = 800;
 const WEIGHT_EXTENSIONS: &[&str] = &[
@@ -121,19 +130,38 @@ pub fn tidy(root: &Path) -> Result<(), String> {
             ));
         }
         let deps = glaze_deps(&manifest);
-        if name == "glaze-core" && !deps.is_empty() {
-            problems.push(format!(
-                "glaze-core must not depend on other glaze crates: {deps:?}"
-            ));
+        if let Some((_, allowed)) = LAYERS.iter().find(|(layer, _)| *layer == name) {
+            for dep in deps.iter().filter(|d| !allowed.contains(&d.as_str())) {
+                problems.push(format!(
+                    "{name} must not depend on {dep} (allowed: {allowed:?})"
+                ));
+            }
         }
         if PLUGINS.contains(&name.as_str()) {
             for dep in &deps {
-                let allowed =
-                    dep == "glaze-core" || (name == "glaze-speech" && dep == "glaze-audio");
+                let allowed = PLUGIN_DEPS.contains(&dep.as_str())
+                    || (name == "glaze-speech" && dep == "glaze-audio");
                 if !allowed {
                     problems.push(format!("plugin {name} must not depend on {dep}"));
                 }
             }
+        }
+        if name != KERNEL_CRATE {
+            let root_file = ["src/lib.rs", "src/main.rs"]
+                .iter()
+                .map(|f| dir.join(f))
+                .find(|f| f.exists());
+            if let Some(root_file) = root_file
+                && !read(&root_file)?.contains("#![forbid(unsafe_code)]")
+            {
+                problems.push(format!(
+                    "crates/{name}: the crate root must have `#![forbid(unsafe_code)]` (only {KERNEL_CRATE} has unsafe code)"
+                ));
+            }
+        } else if !read(&dir.join("src/lib.rs"))?.contains("clippy::undocumented_unsafe_blocks") {
+            problems.push(format!(
+                "crates/{name}: lib.rs must deny `clippy::undocumented_unsafe_blocks` (a SAFETY comment on every unsafe block)"
+            ));
         }
         let mut files = Vec::new();
         rust_files(&dir.join("src"), &mut files);
@@ -150,13 +178,31 @@ pub fn tidy(root: &Path) -> Result<(), String> {
                     "{rel}: {lines} lines (split it; limit {MAX_LINES})"
                 ));
             }
-            let rel_unix = rel.replace('\\', "/");
-            if text.contains("allow(unsafe_code)")
-                && !UNSAFE_FILES.iter().any(|f| rel_unix.ends_with(f))
+            if name != KERNEL_CRATE
+                && text.contains("unsafe_code")
+                && !text.contains("#![forbid(unsafe_code)]")
             {
                 problems.push(format!(
-                    "{rel}: `unsafe` is allowed only in {}",
-                    UNSAFE_FILES.join(", ")
+                    "{rel}: `unsafe` is allowed only in crates/{KERNEL_CRATE}"
+                ));
+            }
+            if name == "glaze-cli" && lines > MAX_CLI_LINES {
+                let file = file
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                if !CLI_OVER_LIMIT.contains(&file.as_str()) {
+                    problems.push(format!(
+                        "{rel}: {lines} lines; a CLI module parses arguments and prints (limit {MAX_CLI_LINES}): move the logic into a library or xtask"
+                    ));
+                }
+            } else if name == "glaze-cli"
+                && CLI_OVER_LIMIT
+                    .iter()
+                    .any(|f| rel.ends_with(&format!("src/{f}")))
+            {
+                problems.push(format!(
+                    "{rel}: now within {MAX_CLI_LINES} lines; remove it from tidy's CLI_OVER_LIMIT"
                 ));
             }
             if name != "glaze-cli" {

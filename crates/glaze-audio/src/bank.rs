@@ -7,7 +7,8 @@ use crate::decode::{Audio, AudioLimits, decode_bytes};
 use crate::encoder::AudioEncoder;
 use crate::resample::{WHISPER_RATE, resample};
 use burn::prelude::*;
-use glaze_core::{CachedArray, Encoder, FeatureCache, Features};
+use glaze_core::{Encoder, Features};
+use glaze_train::{CachedArray, FeatureCache};
 
 use crate::error::Result;
 

@@ -6,9 +6,9 @@ use std::path::Path;
 use std::time::Instant;
 
 use burn::prelude::*;
-use glaze_core::{
-    AdapterIdentity, BackboneIdentity, Checkpoint, Encoder, FeatureCache, FrozenBackbone,
-    RunOptions, TextCodec, TrainConfig, import_params, train,
+use glaze_core::{Encoder, FrozenBackbone, TextCodec, import_params};
+use glaze_train::{
+    AdapterIdentity, BackboneIdentity, Checkpoint, FeatureCache, RunOptions, TrainConfig, train,
 };
 
 use crate::aligner::{AptAligner, AptConfig};

@@ -8,10 +8,9 @@
 //! on the animal sounds (`glaze audio` CLI).
 
 use burn::prelude::*;
-use glaze_core::answer::{
-    ItemLoss, ItemTask, answer_loss, answer_target, chat_segments, greedy_answers, interleave,
-};
+use glaze_core::answer::{answer_loss, answer_target, chat_segments, greedy_answers, interleave};
 use glaze_core::{Adapter, Condition, FrozenBackbone, Prompt, SoftTokens, TextCodec, embed_batch};
+use glaze_train::{ItemLoss, ItemTask};
 
 use crate::aligner::AptAligner;
 use crate::bank::ClipBank;
@@ -105,7 +104,7 @@ impl AudioPipeline<'_> {
                 match &soft {
                     Some(s) => {
                         let segments = chat_segments(self.codec, SYSTEM, &item.question, MARKER)?;
-                        Ok(interleave(&segments, s[r].clone(), target))
+                        interleave(&segments, MARKER, s[r].clone(), target)
                     }
                     None => {
                         let segments = chat_segments(
@@ -114,7 +113,7 @@ impl AudioPipeline<'_> {
                             &instruction_text(&item.question),
                             MARKER,
                         )?;
-                        Ok(interleave(&segments, Vec::new(), target))
+                        interleave(&segments, MARKER, Vec::new(), target)
                     }
                 }
             })

@@ -6,7 +6,7 @@
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::gelu;
-use glaze_core::matmul::linear;
+use glaze_kernels::matmul::linear;
 
 /// Configuration of a [`WhisperLayer`].
 #[derive(Config, Debug)]
@@ -69,7 +69,7 @@ impl WhisperLayer {
         };
         let (q, k, v) = (heads(0), heads(1), heads(2));
         let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (dh as f64).sqrt());
-        let att = glaze_core::softmax::softmax(scores)
+        let att = glaze_kernels::softmax::softmax(scores)
             .matmul(v)
             .swap_dims(1, 2)
             .reshape([b, t, d]);

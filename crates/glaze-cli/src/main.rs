@@ -1,5 +1,6 @@
 //! `glaze`: generate, chat and prompt-tune with a frozen LLM from the command line.
 #![allow(clippy::print_stdout)]
+#![forbid(unsafe_code)]
 
 mod audio;
 mod bench;
@@ -14,16 +15,38 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
-use glaze::core::{DeviceChoice, PromptTuningConfig, TuningExample, tune_soft_prompt};
+use glaze::core::DeviceChoice;
 use glaze::llm::{GenerationConfig, LanguageModel, generate};
+use glaze::train::{PromptTuningConfig, TuningExample, tune_soft_prompt};
 use glaze::{ChatMessage, Prompt, TextCodec};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
 #[command(name = "glaze", version, about = "Modality plugins for frozen LLMs")]
 struct Cli {
+    /// Show the libraries' log: `-v` progress and decisions, `-vv` details. `RUST_LOG`
+    /// (e.g. `RUST_LOG=glaze_llm=debug`) overrides it.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     command: Cmd,
+}
+
+/// Installs the `tracing` subscriber that prints the libraries' messages to stderr: warnings
+/// by default, more with `-v`, or whatever `RUST_LOG` asks for.
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // A second installation (there is none in this binary) would be the only failure.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 #[derive(Args, Clone)]
@@ -332,7 +355,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let answer = match (image, audio) {
                 (Some(image), _) => vision::ask(&model, &image, &adapter, &question)?,
                 (None, Some(audio)) => {
-                    let kind = glaze::core::Checkpoint::load(&adapter)?.identity.kind;
+                    let kind = glaze::train::Checkpoint::load(&adapter)?.identity.kind;
                     if kind.starts_with("audio/") {
                         audio::ask(&model, &audio, &adapter, &question)?
                     } else {
@@ -360,7 +383,9 @@ impl InnerPlain for burn::prelude::Tensor<2> {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("glaze: error: {e}");

@@ -5,10 +5,10 @@ use std::time::Instant;
 
 use clap::{Args, Subcommand};
 use glaze::audio::{AudioEncoder, AudioLimits, Window, decode_file, resample};
-use glaze::core::{LrSchedule, TrainConfig};
 use glaze::llm::LanguageModel;
 use glaze::speech::experiment::{self as ex, SpeechData, SplitLimits};
 use glaze::speech::{ClipBank, SpeechAdapterConfig, SpeechItem, SpeechPipeline};
+use glaze::train::{LrSchedule, TrainConfig};
 
 use crate::ModelArgs;
 
@@ -645,7 +645,7 @@ fn report(results: &Path, markdown: &Path) -> Res<()> {
 /// the window the adapter was trained on).
 pub fn ask(model: &LanguageModel, file: &Path, adapter: &Path, question: &str) -> Res<String> {
     let device = glaze::FrozenBackbone::device(&model.llama).clone();
-    let ck = glaze::core::Checkpoint::load(adapter)?;
+    let ck = glaze::train::Checkpoint::load(adapter)?;
     let window = ck
         .identity
         .encoder

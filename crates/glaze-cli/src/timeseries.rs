@@ -3,12 +3,12 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
-use glaze::core::{LinePlot, LrSchedule, TrainConfig};
 use glaze::llm::LanguageModel;
 use glaze::timeseries::{
     self as ts, Channels, ForecasterConfig, ModelKind, RunSpec, SplitScheme, WindowSpec,
     baselines::repeat_last, experiment::ETT_DESCRIPTION,
 };
+use glaze::train::{LinePlot, LrSchedule, TrainConfig};
 
 use crate::ModelArgs;
 
@@ -512,7 +512,7 @@ fn bench_step(
     )?;
     // Warm the prefix cache for the examples the steps will see (the timed steps then read
     // it from disk, as epochs after the first do).
-    let (_, order) = glaze::core::trainer::epoch_order(spec.train.seed, 0, set.train.len());
+    let (_, order) = glaze::train::trainer::epoch_order(spec.train.seed, 0, set.train.len());
     let mut prompt_tokens = Vec::new();
     if cache.is_some() {
         for &i in order.iter().take((steps + 1) * setup.batch) {
@@ -549,7 +549,7 @@ fn bench_step(
     let mut times = Vec::new();
     let mut phases: [Vec<f64>; 3] = Default::default();
     let batch = setup.batch as f64;
-    let mut record = |s: &glaze::core::StepInfo| {
+    let mut record = |s: &glaze::train::StepInfo| {
         if s.step > 1 {
             times.push(batch / s.examples_per_s);
             for (p, v) in phases.iter_mut().zip(s.phases) {
@@ -558,11 +558,11 @@ fn bench_step(
         }
         ControlFlow::Continue(())
     };
-    let (_, report) = glaze::core::train(
+    let (_, report) = glaze::train::train(
         &task,
         forecaster,
         &spec.train,
-        glaze::core::RunOptions {
+        glaze::train::RunOptions {
             dir: None,
             identity,
             progress: false,

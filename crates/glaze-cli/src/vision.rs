@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
-use glaze::core::{LrSchedule, TrainConfig};
 use glaze::llm::LanguageModel;
+use glaze::train::{LrSchedule, TrainConfig};
 use glaze::vision::experiment::{
     self as ex, ShapesSizes, VisionData, VisionTaskKind, caption_totals, majority_accuracy,
     probe_accuracy,

@@ -37,13 +37,24 @@ pub fn chat_segments(
     parts.into_iter().map(|p| codec.encode(p)).collect()
 }
 
-/// A prompt from chat segments with soft-token runs between them (`runs.len()` must be
-/// `segments.len() - 1`), optionally followed by the answer ids.
+/// A prompt from chat segments (split at `marker`, [`chat_segments`]) with one soft-token run
+/// between each two, optionally followed by the answer ids. A number of runs other than
+/// `segments.len() - 1` is [`Error::PlaceholderMismatch`]: a run is never dropped or left out
+/// silently.
 pub fn interleave(
     segments: &[Vec<u32>],
+    marker: &str,
     runs: Vec<crate::soft::SoftTokens>,
     answer: Option<Vec<u32>>,
-) -> Prompt {
+) -> Result<Prompt> {
+    let markers = segments.len().saturating_sub(1);
+    if runs.len() != markers {
+        return Err(Error::PlaceholderMismatch {
+            placeholder: marker.to_string(),
+            placeholders: markers,
+            provided: runs.len(),
+        });
+    }
     let mut p = Prompt::new();
     let mut runs = runs.into_iter();
     for (i, seg) in segments.iter().enumerate() {
@@ -57,7 +68,20 @@ pub fn interleave(
     if let Some(a) = answer {
         p = p.ids(a);
     }
-    p
+    Ok(p)
+}
+
+/// Checks that a user's text (a question, an instruction) holds no soft-token `placeholder`:
+/// the pipeline places the soft tokens itself, and a placeholder in the text would move them
+/// or pair them with the wrong input ([`Error::PlaceholderInText`]).
+pub fn reject_placeholder(text: &str, placeholder: &str, field: &'static str) -> Result<()> {
+    if text.contains(placeholder) {
+        return Err(Error::PlaceholderInText {
+            placeholder: placeholder.to_string(),
+            field,
+        });
+    }
+    Ok(())
 }
 
 /// The ids of `answer` followed by the end-of-turn id (so the model learns to stop).
@@ -110,76 +134,6 @@ pub fn answer_loss(
     Ok(masked_cross_entropy(logits, ids, weights))
 }
 
-/// A pipeline whose loss is computed over items of some kind (question/answer pairs,
-/// transcribed clips): what [`ItemTask`] needs to train an adapter on them.
-pub trait ItemLoss {
-    /// The trainable adapter.
-    type Model: Module;
-    /// One training example.
-    type Item;
-
-    /// The frozen backbone (its device decides where losses run).
-    fn backbone(&self) -> &dyn FrozenBackbone;
-
-    /// Mean loss over `items`, a tracked scalar when `model` is on an autodiff device.
-    fn item_loss(
-        &self,
-        model: &Self::Model,
-        items: &[&Self::Item],
-        device: &Device,
-    ) -> Result<Tensor<1>>;
-}
-
-/// Training on items with an [`ItemLoss`]: training batches on the autodiff device; the
-/// validation value is the item-weighted mean loss over `val` in `eval_batch` chunks.
-pub struct ItemTask<'a, P: ItemLoss> {
-    /// The pipeline.
-    pub pipeline: P,
-    /// Training items.
-    pub train: &'a [P::Item],
-    /// Validation items.
-    pub val: Option<&'a [P::Item]>,
-    /// Micro-batch for validation.
-    pub eval_batch: usize,
-}
-
-impl<P: ItemLoss> crate::trainer::TrainTask for ItemTask<'_, P> {
-    type Model = P::Model;
-
-    fn train_len(&self) -> usize {
-        self.train.len()
-    }
-
-    fn loss(&self, model: &P::Model, batch: &[usize]) -> Result<Tensor<1>> {
-        // The adapter's device (its checkpointing strategy included).
-        let device = model
-            .devices()
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| self.pipeline.backbone().device().clone().autodiff());
-        let items: Vec<&P::Item> = batch.iter().map(|&i| &self.train[i]).collect();
-        self.pipeline.item_loss(model, &items, &device)
-    }
-
-    fn validate(&self, model: &P::Model) -> Result<Option<f64>> {
-        let Some(val) = self.val else {
-            return Ok(None);
-        };
-        let device = self.pipeline.backbone().device().clone();
-        let model = model.valid();
-        let mut total = 0.0;
-        for chunk in val.chunks(self.eval_batch.max(1)) {
-            let items: Vec<&P::Item> = chunk.iter().collect();
-            let loss = self
-                .pipeline
-                .item_loss(&model, &items, &device)?
-                .into_scalar::<f32>();
-            total += f64::from(loss) * chunk.len() as f64;
-        }
-        Ok(Some(total / val.len().max(1) as f64))
-    }
-}
-
 /// Greedy answers to `items`, `batch` at a time: `prompts` builds each chunk's prompts (without
 /// answers); the generated text is trimmed.
 pub fn greedy_answers<T>(
@@ -201,4 +155,54 @@ pub fn greedy_answers<T>(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::soft::SoftTokens;
+
+    fn run() -> SoftTokens {
+        SoftTokens::new(Tensor::zeros([2, 4], &Device::flex()))
+    }
+
+    /// One run per marker splices; one too many or too few is a typed error, not a prompt
+    /// with a run silently dropped.
+    #[test]
+    fn interleave_counts_runs_against_markers() {
+        let segments = vec![vec![1, 2], vec![3], vec![4, 5]];
+        let p = interleave(&segments, "<audio>", vec![run(), run()], Some(vec![9]))
+            .expect("two markers, two runs");
+        assert_eq!(p.segments().len(), 6);
+        for n in [1, 3] {
+            let err = interleave(&segments, "<audio>", (0..n).map(|_| run()).collect(), None)
+                .expect_err("count mismatch");
+            assert!(
+                matches!(
+                    &err,
+                    Error::PlaceholderMismatch { placeholder, placeholders: 2, provided }
+                        if placeholder == "<audio>" && *provided == n
+                ),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_placeholder_in_a_question_is_an_error() {
+        reject_placeholder("What colour is it?", "<image>", "question").expect("plain text");
+        let err = reject_placeholder("Compare <image> with this", "<image>", "question")
+            .expect_err("placeholder in the text");
+        assert!(
+            matches!(
+                &err,
+                Error::PlaceholderInText {
+                    field: "question",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("<image>"), "{err}");
+    }
 }

@@ -200,10 +200,10 @@ pub trait FrozenBackbone {
     /// The whole token-embedding table `[V, D]` as 8-bit rows with one scale per 32 values,
     /// when the backbone holds it that way (a GGUF Q8_0 table): exactly the values [`embed`]
     /// returns, in a quarter of the bytes, for products over the whole vocabulary
-    /// ([`crate::matmul::matmul_q8`]). `None` by default.
+    /// ([`glaze_kernels::matmul::matmul_q8`]). `None` by default.
     ///
     /// [`embed`]: FrozenBackbone::embed
-    fn embedding_table_q8(&self) -> Option<std::sync::Arc<crate::gemm::Q8Matrix>> {
+    fn embedding_table_q8(&self) -> Option<std::sync::Arc<glaze_kernels::gemm::Q8Matrix>> {
         None
     }
 

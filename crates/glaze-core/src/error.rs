@@ -24,6 +24,16 @@ pub enum Error {
         /// How many soft-token inputs were bound to it.
         provided: usize,
     },
+    /// A user's text holds a soft-token placeholder that the pipeline places itself.
+    #[error(
+        "the {field} contains the placeholder `{placeholder}`; the pipeline places the soft tokens itself — remove it from the {field}"
+    )]
+    PlaceholderInText {
+        /// The placeholder text, e.g. `<image>`.
+        placeholder: String,
+        /// Which text: `question`, `instruction`, ….
+        field: &'static str,
+    },
     /// Soft tokens were bound to a placeholder the template does not know.
     #[error("soft tokens were bound to `{placeholder}`, which is not a registered placeholder")]
     UnknownPlaceholder {

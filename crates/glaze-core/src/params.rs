@@ -13,7 +13,7 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::product_grad::ProductGrad;
+use glaze_kernels::product_grad::ProductGrad;
 
 /// A named tensor on the host (`f32`, row-major).
 #[derive(Debug, Clone, PartialEq)]
@@ -217,7 +217,7 @@ pub fn import_params<M: Module>(
 pub struct HostGrads {
     /// Name → gradient values (same layout as the parameter).
     pub grads: BTreeMap<String, Vec<f32>>,
-    /// Name → gradient kept as a product ([`crate::product_grad`]), formed only by the
+    /// Name → gradient kept as a product ([`glaze_kernels::product_grad`]), formed only by the
     /// optimizer's update.
     pub products: BTreeMap<String, ProductGrad>,
 }
@@ -333,7 +333,7 @@ impl HostGrads {
 /// A mapper that replaces each named parameter for which `update` returns new values;
 /// `update` gets the name and a reader of the current values (called only when needed, at
 /// most once; an update that reads must return the new values).
-pub(crate) struct Updater<'a, F: FnMut(&str, &mut dyn FnMut() -> Vec<f32>) -> Option<Vec<f32>>> {
+struct Updater<'a, F: FnMut(&str, &mut dyn FnMut() -> Vec<f32>) -> Option<Vec<f32>>> {
     path: Path_,
     update: &'a mut F,
 }
@@ -375,7 +375,7 @@ impl<F: FnMut(&str, &mut dyn FnMut() -> Vec<f32>) -> Option<Vec<f32>>> ModuleMap
 
 /// Applies `update(name, read_current) -> Some(new)` to every float parameter of `module`
 /// (`read_current` moves the values out: an update that calls it must return `Some`).
-pub(crate) fn update_params<M: Module>(
+pub fn update_params<M: Module>(
     module: M,
     mut update: impl FnMut(&str, &mut dyn FnMut() -> Vec<f32>) -> Option<Vec<f32>>,
 ) -> M {

@@ -93,7 +93,7 @@ impl TensorStore {
             let st = SafeTensors::deserialize(&bytes)
                 .map_err(|e| weights(file, format!("not a safetensors file: {e}")))?;
             for (name, view) in st.tensors() {
-                let data = crate::checkpoint::view_to_f32(&view).ok_or_else(|| {
+                let data = view_to_f32(&view).ok_or_else(|| {
                     weights(
                         file,
                         format!(
@@ -128,4 +128,26 @@ pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
         return Err(weights(dir, "no *.safetensors file"));
     }
     Ok(files)
+}
+
+/// The values of a safetensors tensor as f32 (F32, F16 and BF16 are cast; `None` for other
+/// dtypes). Shared by every loader of safetensors weights.
+pub fn view_to_f32(view: &safetensors::tensor::TensorView<'_>) -> Option<Vec<f32>> {
+    use safetensors::Dtype;
+    let data = view.data();
+    Some(match view.dtype() {
+        Dtype::F32 => data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        Dtype::F16 => data
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => data
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        _ => return None,
+    })
 }

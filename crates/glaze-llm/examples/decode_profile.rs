@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use glaze_core::{ForwardOptions, FrozenBackbone};
-use glaze_llm::qmatmul::QMatrix;
-use glaze_llm::quant::GgmlType;
+use glaze_kernels::qmatmul::QMatrix;
+use glaze_kernels::quant::GgmlType;
 use glaze_llm::{Activations, LanguageModel};
 
 fn time<T>(label: &str, reps: usize, mut f: impl FnMut() -> T) -> f64 {

@@ -1,5 +1,5 @@
 //! The f32 matrix products of a Time-LLM training step: burn-flex's matmul against
-//! `glaze_core::matmul` (the AVX-512 GEMM), same process; `cargo xtask bench` records the
+//! `glaze_kernels::matmul` (the AVX-512 GEMM), same process; `cargo xtask bench` records the
 //! output in `docs/benchmarks.md` beside PyTorch's (`xtask/bench/gemm_torch.py`).
 #![allow(clippy::print_stdout, missing_docs)]
 
@@ -54,7 +54,7 @@ fn time(reps: usize, mut f: impl FnMut() -> Tensor<2>) -> f64 {
 
 fn main() {
     // As the training loops: freed buffers are reused instead of mapped afresh.
-    glaze_core::alloc::keep_freed_memory();
+    glaze_kernels::alloc::keep_freed_memory();
     let device = Device::flex();
     println!(
         "{:<52} {:>12} {:>12} {:>8} {:>12} {:>12}",
@@ -72,7 +72,7 @@ fn main() {
         let flops = 2.0 * (a[0] * a[1] * b[1]) as f64;
         let reps = (2e10 / flops).clamp(3.0, 50.0) as usize;
         let burn = time(reps, || x.clone().matmul(y.clone()));
-        let glaze = time(reps, || glaze_core::matmul::matmul(x.clone(), y.clone()));
+        let glaze = time(reps, || glaze_kernels::matmul::matmul(x.clone(), y.clone()));
         // The word-embedding products again with `E` as the 8-bit table Time-LLM reads.
         let q8 = (b.contains(&49152)).then(|| {
             let (rows, cols) = if transposed {
@@ -83,23 +83,23 @@ fn main() {
             let q = (0..rows * cols).map(|i| (i % 251) as i8).collect();
             let scales = vec![0.01; rows * cols / 32];
             let m = std::sync::Arc::new(
-                glaze_core::gemm::Q8Matrix::new(rows, cols, q, scales).expect("valid"),
+                glaze_kernels::gemm::Q8Matrix::new(rows, cols, q, scales).expect("valid"),
             );
             time(reps, || {
-                glaze_core::matmul::matmul_q8(x.clone(), &m, transposed)
+                glaze_kernels::matmul::matmul_q8(x.clone(), &m, transposed)
             })
         });
         // The frozen blocks' products with their weight pre-packed (as training reads it).
         let packed = (!b.contains(&49152)).then(|| {
             let data: Vec<f32> = y.clone().into_data().iter::<f32>().collect();
             let m = std::sync::Arc::new(
-                glaze_core::gemm::PackedMatrix::new(glaze_core::gemm::View::row_major(
+                glaze_kernels::gemm::PackedMatrix::new(glaze_kernels::gemm::View::row_major(
                     &data, b[0], b[1],
                 ))
                 .expect("in bounds"),
             );
             time(reps, || {
-                glaze_core::matmul::matmul_packed(x.clone(), &m, false)
+                glaze_kernels::matmul::matmul_packed(x.clone(), &m, false)
             })
         });
         let ms = |t: Option<f64>| t.map_or("-".to_string(), |t| format!("{:.2}", t * 1e3));
@@ -125,7 +125,7 @@ const ATTENTION: &str = "attention 32×9 heads×12 rows, 100+12 keys (fwd, bwd)"
 /// backward ms, in the `glaze ms` column as `forward / backward`.
 fn attention(device: &Device) {
     use burn::backend::flex::FlexTensor;
-    use glaze_llm::fused_attention::GlazeAttention;
+    use glaze_kernels::fused_attention::GlazeAttention;
     let (b, h, kv, t, p, hd) = (32, 9, 3, 12, 100, 64);
     let _ = device;
     let flex = |shape: [usize; 4]| {

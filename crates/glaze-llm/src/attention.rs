@@ -1,7 +1,7 @@
 //! Grouped-query self-attention (Ainslie et al. 2023) with RoPE and a key/value cache.
 //!
 //! Query heads are grouped by the key/value head they share, so keys and values are never
-//! repeated in memory (see [`crate::fused_attention`]).
+//! repeated in memory (see [`glaze_kernels::fused_attention`]).
 
 use burn::prelude::*;
 use burn::tensor::{DType, FloatDType};
@@ -60,7 +60,7 @@ pub struct AttnContext {
     pub sin: Tensor<4>,
     /// How the quantized-weight kernels treat activations in this pass
     /// ([`crate::Activations::F32`] unless the forward is `approximate`).
-    pub act: crate::qmatmul::Activations,
+    pub act: glaze_kernels::qmatmul::Activations,
     /// Additive bias `[B|1, 1, T, S]` (0 or -inf), or `None` when every key is visible.
     pub bias: Option<Tensor<4>>,
     /// Positions already in the cache before this pass.
@@ -149,12 +149,13 @@ impl Attention {
             && qkv.dtype() == DType::F32
             && rope.layout() == crate::config::RopeLayout::Half
         {
-            let heads = crate::heads::qkv_heads(qkv, &ctx.cos, &ctx.sin, b, h, kv);
+            let heads = glaze_kernels::head_split::qkv_heads(qkv, &ctx.cos, &ctx.sin, b, h, kv);
             let prefix = cache.and_then(|slot| {
                 let (ok, ov) = slot.as_ref()?;
                 Some((cached(ok, ctx.past), cached(ov, ctx.past)))
             });
-            let out = crate::heads::attend(heads, prefix, ctx.bias.clone(), h, kv, scale);
+            let out =
+                glaze_kernels::head_split::attend(heads, prefix, ctx.bias.clone(), h, kv, scale);
             return self.wo.forward_act(out, ctx.act).reshape([b, t, d]);
         }
         let q = qkv
@@ -212,8 +213,8 @@ impl Attention {
         debug_assert!(k.dims()[2] >= t);
         let bias = ctx.bias.clone();
         let out = match prefix {
-            Some(p) => crate::fused_attention::attention_after(p, q, k, v, bias, scale),
-            None => crate::fused_attention::attention(q, k, v, bias, scale),
+            Some(p) => glaze_kernels::fused_attention::attention_after(p, q, k, v, bias, scale),
+            None => glaze_kernels::fused_attention::attention(q, k, v, bias, scale),
         }
         .swap_dims(1, 2)
         .reshape([b * t, h * hd]);

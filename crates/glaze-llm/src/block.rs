@@ -66,7 +66,7 @@ impl Block {
         rope: &Rope,
         ctx: &AttnContext,
         slot: &mut Option<(Tensor<4>, Tensor<4>)>,
-        act: crate::qmatmul::Activations,
+        act: glaze_kernels::qmatmul::Activations,
     ) {
         let (Some(wqkv), Some(wo), Some(gate_up), Some(down)) = (
             &self.attn.wqkv.quant,

@@ -10,14 +10,7 @@ use burn::prelude::*;
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
 
-/// How rotary embeddings pair the dimensions of a head.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum RopeLayout {
-    /// Pairs `(x[2i], x[2i+1])` (GPT-J style; raw GGUF q/k weights, `burn::nn::RotaryEncoding`).
-    Interleaved,
-    /// Pairs `(x[i], x[i + d/2])` ("rotate-half"; HF Llama weights).
-    Half,
-}
+pub use glaze_kernels::rope::RopeLayout;
 
 /// Configuration of a Llama-family decoder.
 #[derive(Config, Debug, PartialEq)]

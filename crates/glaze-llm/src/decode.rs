@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 use crate::attention::AttnContext;
 use crate::config::RopeLayout;
-use crate::vecops::KvElem;
+use glaze_kernels::vecops::{GroupAttention, KvElem};
 
 /// Shapes of one attention layer.
 #[derive(Debug, Clone, Copy)]
@@ -31,55 +31,6 @@ fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         .convert::<f32>()
         .try_into_vec::<f32>()
         .expect("invariant: float data converts to f32")
-}
-
-/// The attention of one group of query heads over its cached keys and values.
-#[derive(Debug)]
-pub(crate) struct GroupAttention<'a, T> {
-    /// `rep` query heads, `hd` values each.
-    pub q: &'a [f32],
-    /// Cached keys `[S, hd]`.
-    pub keys: &'a [T],
-    /// Cached values `[S, hd]`.
-    pub values: &'a [T],
-    /// Additive bias per key (padding), if any.
-    pub bias: Option<&'a [f32]>,
-    /// Head width.
-    pub hd: usize,
-    /// Score scale `1/sqrt(hd)`.
-    pub scale: f32,
-}
-
-impl<T: KvElem> GroupAttention<'_, T> {
-    /// Writes the `rep` output heads into `out`. Inlined into the SIMD-compiled wrappers of
-    /// `vecops::group_attention`, where LLVM vectorizes the lane loops.
-    #[inline(always)]
-    pub(crate) fn run(&self, out: &mut [f32]) {
-        let hd = self.hd;
-        let s_len = self.keys.len() / hd;
-        let mut scores = vec![0f32; s_len];
-        for (q, o) in self.q.chunks_exact(hd).zip(out.chunks_exact_mut(hd)) {
-            let mut max = f32::NEG_INFINITY;
-            for (j, key) in self.keys.chunks_exact(hd).enumerate() {
-                let sc =
-                    crate::vecops::dot_lanes(q, key) * self.scale + self.bias.map_or(0.0, |b| b[j]);
-                scores[j] = sc;
-                max = max.max(sc);
-            }
-            let mut total = 0f32;
-            for sc in scores.iter_mut() {
-                *sc = (*sc - max).exp();
-                total += *sc;
-            }
-            o.fill(0.0);
-            for (p, value) in scores.iter().zip(self.values.chunks_exact(hd)) {
-                let w = p / total;
-                for (acc, v) in o.iter_mut().zip(value) {
-                    *acc += w * v.widen();
-                }
-            }
-        }
-    }
 }
 
 /// Rotates one head vector in place; `cos`/`sin` hold `hd/2` values.
@@ -283,7 +234,7 @@ impl Step<'_> {
                 hd,
                 scale,
             };
-            crate::vecops::group_attention(&group, o);
+            glaze_kernels::vecops::group_attention(&group, o);
         };
         // A long context is split over threads by query head (more tasks than groups, so
         // two threads share the work evenly); a short one runs on this thread whole groups

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, GgufProblem, Result};
-use crate::quant::GgmlType;
+use glaze_kernels::quant::GgmlType;
 
 /// A metadata value.
 #[derive(Debug, Clone, PartialEq)]
@@ -562,7 +562,7 @@ impl GgufFile {
                 type_name: GgmlType::name_of(info.ggml_type),
             })?;
         let data = self.tensor_bytes(info)?;
-        Ok(crate::quant::dequantize(
+        Ok(glaze_kernels::quant::dequantize(
             ty,
             &data,
             info.elements() as usize,
@@ -590,13 +590,18 @@ impl crate::weights::WeightSource for GgufFile {
         Ok((shape, self.dequantize(name)?))
     }
 
-    fn quantized(&self, name: &str, rows: usize, cols: usize) -> Option<crate::qmatmul::QMatrix> {
+    fn quantized(
+        &self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+    ) -> Option<glaze_kernels::qmatmul::QMatrix> {
         let info = self.tensor(name)?;
         if info.shape() != [rows, cols] {
             return None;
         }
         let ty = GgmlType::from_u32(info.ggml_type)?;
-        let mut builder = crate::qmatmul::QBuilder::new(ty, rows, cols, info.len)?;
+        let mut builder = glaze_kernels::qmatmul::QBuilder::new(ty, rows, cols, info.len)?;
         match &self.data {
             Data::Memory(bytes) => builder.push(&bytes[info.start..info.start + info.len]),
             Data::File { .. } => {

@@ -107,7 +107,7 @@ impl WeightSource for HfWeights {
         };
         let st = SafeTensors::deserialize(bytes).map_err(|e| st_err(e.to_string()))?;
         let view = st.tensor(name).map_err(|e| st_err(e.to_string()))?;
-        let values = glaze_core::checkpoint::view_to_f32(&view).ok_or_else(|| {
+        let values = glaze_core::tensor_store::view_to_f32(&view).ok_or_else(|| {
             st_err(format!(
                 "tensor `{name}` has dtype {:?}; only F32, F16 and BF16 are loaded",
                 view.dtype()

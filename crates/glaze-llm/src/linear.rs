@@ -12,9 +12,9 @@ use std::sync::{Arc, OnceLock};
 
 use burn::prelude::*;
 
-use glaze_core::gemm::{self, PackedMatrix, View};
+use glaze_kernels::gemm::{self, PackedMatrix, View};
 
-use crate::qmatmul::{Activations, QMatrix};
+use glaze_kernels::qmatmul::{Activations, QMatrix};
 
 /// Inputs with at most this many rows use the quantized kernels.
 pub const QUANT_MAX_ROWS: usize = 8;
@@ -215,9 +215,9 @@ impl FrozenLinear {
                 quantized(q, x, act)
             }
             _ if x.device().inner() == Device::flex() && gemm::available() => {
-                glaze_core::matmul::matmul_packed(x, &self.packed(), false)
+                glaze_kernels::matmul::matmul_packed(x, &self.packed(), false)
             }
-            _ => glaze_core::matmul::matmul(x, self.dense.get()),
+            _ => glaze_kernels::matmul::matmul(x, self.dense.get()),
         }
     }
 }

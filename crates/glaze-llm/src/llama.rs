@@ -10,9 +10,9 @@ use glaze_core::{BackboneSpec, ForwardOptions, FrozenBackbone, KvCache, fnv1a64}
 use crate::attention::AttnContext;
 use crate::block::Block;
 use crate::config::LlamaConfig;
-use crate::qmatmul::Activations;
 use crate::rms_norm::{RmsNorm, RmsNormConfig};
 use crate::rope::{Positions, Rope};
+use glaze_kernels::qmatmul::Activations;
 
 /// A Llama-family decoder (RMSNorm, RoPE, grouped-query attention, SwiGLU, tied or untied head).
 #[derive(Debug, Clone)]
@@ -23,15 +23,15 @@ pub struct Llama {
     /// quantized).
     pub(crate) embed: crate::linear::Dense,
     /// The token embeddings as quantized rows, for lookups without the dense table.
-    pub(crate) embed_q: Option<std::sync::Arc<crate::qmatmul::QMatrix>>,
+    pub(crate) embed_q: Option<std::sync::Arc<glaze_kernels::qmatmul::QMatrix>>,
     /// `embed_q` as a GEMM operand, made on first request (Q8_0 tables only).
-    embed_q8: std::sync::OnceLock<Option<std::sync::Arc<glaze_core::gemm::Q8Matrix>>>,
+    embed_q8: std::sync::OnceLock<Option<std::sync::Arc<glaze_kernels::gemm::Q8Matrix>>>,
     pub(crate) blocks: Vec<Block>,
     pub(crate) norm: RmsNorm,
     /// Untied LM head `[D, V]`; `None` when tied to `embed`.
     pub(crate) lm_head: Option<crate::linear::Dense>,
     /// The head (tied or not) as quantized `[V, D]` rows, for decode steps.
-    pub(crate) lm_head_q: Option<std::sync::Arc<crate::qmatmul::QMatrix>>,
+    pub(crate) lm_head_q: Option<std::sync::Arc<glaze_kernels::qmatmul::QMatrix>>,
     /// How generation (approximate forwards, the generation head) treats activations.
     pub(crate) gen_act: Activations,
     pub(crate) rope: Rope,
@@ -287,7 +287,7 @@ impl FrozenBackbone for Llama {
         &self.device
     }
 
-    fn embedding_table_q8(&self) -> Option<std::sync::Arc<glaze_core::gemm::Q8Matrix>> {
+    fn embedding_table_q8(&self) -> Option<std::sync::Arc<glaze_kernels::gemm::Q8Matrix>> {
         self.embed_q8
             .get_or_init(|| {
                 let q = self.embed_q.as_ref()?;
@@ -441,7 +441,9 @@ impl FrozenBackbone for Llama {
 /// Whether a pass with `act` on `device` runs the 8-bit kernels: plain (non-autodiff) flex
 /// tensors on a CPU that has them. Such a pass keeps an f16 cache and prefills in pieces.
 fn int8_kernels(act: Activations, device: &Device) -> bool {
-    act == Activations::Int8 && crate::qint8::available() && crate::linear::on_cpu_plain(device)
+    act == Activations::Int8
+        && glaze_kernels::qint8::available()
+        && crate::linear::on_cpu_plain(device)
 }
 
 impl Llama {
@@ -457,8 +459,8 @@ impl Llama {
             return crate::linear::quantized(q, flat, act).reshape([b, t, v]);
         }
         let logits = match &self.lm_head {
-            Some(w) => glaze_core::matmul::matmul(flat, w.get()),
-            None => glaze_core::matmul::matmul(flat, self.embed.get().transpose()),
+            Some(w) => glaze_kernels::matmul::matmul(flat, w.get()),
+            None => glaze_kernels::matmul::matmul(flat, self.embed.get().transpose()),
         };
         logits.reshape([b, t, v])
     }

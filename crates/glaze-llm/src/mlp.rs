@@ -3,7 +3,7 @@
 use burn::prelude::*;
 
 use crate::linear::FrozenLinear;
-use crate::qmatmul::Activations;
+use glaze_kernels::qmatmul::Activations;
 
 /// Configuration of a [`SwiGlu`] block.
 #[derive(Config, Debug)]
@@ -58,7 +58,7 @@ impl SwiGlu {
         let gu = self.w_gate_up.forward_act(x.reshape([b * t, d]), act);
         debug_assert_eq!(gu.dims()[1], 2 * f);
         self.w_down
-            .forward_act(crate::swiglu::swiglu(gu), act)
+            .forward_act(glaze_kernels::swiglu::swiglu(gu), act)
             .reshape([b, t, d])
     }
 }

@@ -92,7 +92,7 @@ impl LanguageModel {
         llama.spec.weights_hash = format!("{:016x}", file.content_hash()?);
         drop(file);
         // The load's read buffers and metadata leave free pages below the blocks it kept.
-        glaze_core::alloc::release_free_memory();
+        glaze_kernels::alloc::release_free_memory();
         Ok(LanguageModel { llama, tokenizer })
     }
 

@@ -12,8 +12,8 @@ use crate::config::{LlamaConfig, RopeLayout};
 use crate::error::{Error, Result};
 use crate::linear::{Dense, FrozenLinear};
 use crate::llama::Llama;
-use crate::qmatmul::QMatrix;
 use crate::rope::unpermute_rows;
+use glaze_kernels::qmatmul::QMatrix;
 
 /// A source of named f32 tensors in row-major (PyTorch) layout.
 pub trait WeightSource {

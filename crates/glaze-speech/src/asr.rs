@@ -4,11 +4,12 @@
 
 use burn::prelude::*;
 use glaze_core::answer::{
-    ItemLoss, ItemTask, answer_loss, answer_target, chat_segments, greedy_answers, interleave,
+    answer_loss, answer_target, chat_segments, greedy_answers, interleave, reject_placeholder,
 };
 use glaze_core::{
     Adapter, FrozenBackbone, GenerationConfig, Prompt, SoftTokens, TextCodec, generate_batch,
 };
+use glaze_train::{ItemLoss, ItemTask};
 
 use crate::adapter::SpeechAdapter;
 use glaze_audio::bank::ClipBank;
@@ -72,11 +73,10 @@ impl SpeechPipeline<'_> {
         targets: Option<&[Vec<u32>]>,
     ) -> glaze_core::Result<Vec<Prompt>> {
         let segments = self.segments()?;
-        Ok(soft
-            .into_iter()
+        soft.into_iter()
             .enumerate()
-            .map(|(i, s)| interleave(&segments, vec![s], targets.map(|t| t[i].clone())))
-            .collect())
+            .map(|(i, s)| interleave(&segments, MARKER, vec![s], targets.map(|t| t[i].clone())))
+            .collect()
     }
 
     /// Mean cross-entropy of the transcripts.
@@ -107,10 +107,11 @@ impl SpeechPipeline<'_> {
         question: &str,
         max_new_tokens: usize,
     ) -> glaze_core::Result<String> {
+        reject_placeholder(question, MARKER, "question")?;
         let device = self.backbone.device().clone();
         let segments = chat_segments(self.codec, SYSTEM, &format!("{MARKER}\n{question}"), MARKER)?;
         let soft = self.soft_tokens(model, bank, &[clip], &device);
-        let prompt = interleave(&segments, soft, None);
+        let prompt = interleave(&segments, MARKER, soft, None)?;
         let config = GenerationConfig::new().with_max_new_tokens(max_new_tokens);
         let g = generate_batch(self.backbone, self.codec, &[prompt], &config)?;
         Ok(g.into_iter()

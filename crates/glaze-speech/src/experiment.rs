@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use glaze_audio::{AudioEncoder, AudioLimits};
-use glaze_core::{
-    AdapterIdentity, BackboneIdentity, Checkpoint, Encoder, FeatureCache, FrozenBackbone,
-    RunOptions, TextCodec, TrainConfig, import_params, train,
+use glaze_core::{Encoder, FrozenBackbone, TextCodec, import_params};
+use glaze_train::{
+    AdapterIdentity, BackboneIdentity, Checkpoint, FeatureCache, RunOptions, TrainConfig, train,
 };
 
 use crate::adapter::{SpeechAdapter, SpeechAdapterConfig};

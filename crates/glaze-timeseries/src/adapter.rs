@@ -33,7 +33,7 @@ impl Adapter for SeriesAdapter {
     /// `features.tokens [B, N, patch_len]` → `[B, N, D]`.
     fn adapt(&self, features: &Features, _condition: Option<&Condition>) -> Tensor<3> {
         let tokens = self.patch_embed.forward(features.tokens.clone());
-        let protos = self.reprogram.prototypes(&self.embed);
+        let protos = self.reprogram.prototypes(&self.embed, None);
         self.reprogram.forward(tokens, protos)
     }
 }

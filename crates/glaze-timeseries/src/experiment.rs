@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use glaze_core::{
-    AdapterIdentity, BackboneIdentity, Checkpoint, FrozenBackbone, RunOptions, TextCodec,
-    TrainConfig, TrainReport, import_params, train,
+use glaze_core::{FrozenBackbone, TextCodec, import_params};
+use glaze_train::{
+    AdapterIdentity, BackboneIdentity, Checkpoint, RunOptions, TrainConfig, TrainReport, train,
 };
 
 use crate::csv::{ColumnSelection, read_csv};

@@ -20,6 +20,7 @@ use crate::prefix::{PrefixEncoder, batch_cache};
 use crate::prompt::{input_stats, prompt_text};
 use crate::reprogramming::{Reprogramming, ReprogrammingConfig, WordTable};
 use crate::revin;
+use glaze_kernels::product_grad::ProductSink;
 
 /// Which model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -248,6 +249,18 @@ impl<'a> Pipeline<'a> {
         inputs: &[&[f32]],
         device: &Device,
     ) -> Result<Tensor<2>> {
+        self.predict_deferring(model, inputs, device, None)
+    }
+
+    /// [`Pipeline::predict`] in a training step: the prototype map's weight gradient may be
+    /// deferred into `products` (`glaze_kernels::product_grad`).
+    pub fn predict_deferring(
+        &self,
+        model: &Forecaster,
+        inputs: &[&[f32]],
+        device: &Device,
+        products: Option<&ProductSink>,
+    ) -> Result<Tensor<2>> {
         let c = &self.config;
         let b = inputs.len();
         if b == 0 {
@@ -266,11 +279,11 @@ impl<'a> Pipeline<'a> {
         if let Some(d) = &model.dlinear {
             return Ok(d.forward(inputs, device));
         }
-        let (hidden, stats) = self.hidden(model, inputs, device)?;
+        let (hidden, stats) = self.hidden_deferring(model, inputs, device, products)?;
         let n = c.num_patches();
         let w = c.head_width();
         let feat = hidden.slice(s![.., .., 0..w]).reshape([b, n * w]);
-        let y = glaze_core::matmul::linear(model.head.as_ref().ok_or_else(missing)?, feat);
+        let y = glaze_kernels::matmul::linear(model.head.as_ref().ok_or_else(missing)?, feat);
         Ok(revin::denormalize(y, &stats))
     }
 
@@ -281,6 +294,16 @@ impl<'a> Pipeline<'a> {
         model: &Forecaster,
         inputs: &[&[f32]],
         device: &Device,
+    ) -> Result<(Tensor<3>, revin::RevinStats)> {
+        self.hidden_deferring(model, inputs, device, None)
+    }
+
+    fn hidden_deferring(
+        &self,
+        model: &Forecaster,
+        inputs: &[&[f32]],
+        device: &Device,
+        products: Option<&ProductSink>,
     ) -> Result<(Tensor<3>, revin::RevinStats)> {
         let c = &self.config;
         let b = inputs.len();
@@ -297,7 +320,7 @@ impl<'a> Pipeline<'a> {
             .ok_or_else(missing)?
             .forward(patches);
         let tokens = match (&model.reprogram, &self.embed) {
-            (Some(r), Some(e)) => r.forward(tokens, r.prototypes(e)),
+            (Some(r), Some(e)) => r.forward(tokens, r.prototypes(e, products)),
             (Some(_), None) => return Err(missing()),
             _ => tokens,
         };
@@ -375,7 +398,7 @@ impl<'a> Pipeline<'a> {
             .forward(patches);
         let r = model.reprogram.as_ref().ok_or_else(missing)?;
         let e = self.embed.as_ref().ok_or_else(missing)?;
-        let tokens = r.forward(tokens, r.prototypes(e));
+        let tokens = r.forward(tokens, r.prototypes(e, None));
         let ids = codec.encode(&self.prompt(&normed[0]))?;
         let p = ids.len();
         let ids = Tensor::<2, Int>::from_data(

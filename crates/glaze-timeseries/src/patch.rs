@@ -59,7 +59,7 @@ impl PatchEmbedding {
     /// # Shapes
     /// `patches [B, N, patch_len]` → `[B, N, d_out]`.
     pub fn forward(&self, patches: Tensor<3>) -> Tensor<3> {
-        glaze_core::matmul::linear(&self.linear, patches)
+        glaze_kernels::matmul::linear(&self.linear, patches)
     }
 }
 

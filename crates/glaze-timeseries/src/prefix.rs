@@ -11,7 +11,8 @@
 use burn::prelude::*;
 use rayon::prelude::*;
 
-use glaze_core::{CachedArray, FeatureCache, ForwardOptions, FrozenBackbone, KvCache, TextCodec};
+use glaze_core::{ForwardOptions, FrozenBackbone, KvCache, TextCodec};
+use glaze_train::{CachedArray, FeatureCache};
 
 use crate::error::{Error, Result};
 

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use burn::module::Param;
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
-use glaze_core::gemm::Q8Matrix;
-use glaze_core::matmul::{linear, matmul};
-use glaze_core::product_grad::matmul_q8_t_param;
+use glaze_kernels::gemm::Q8Matrix;
+use glaze_kernels::matmul::{linear, matmul};
+use glaze_kernels::product_grad::{ProductSink, matmul_q8_t_param};
 
 /// The frozen LLM's word-embedding matrix `E [V, D]` the prototypes are made of: the 8-bit
 /// table when the backbone holds one ([`glaze_core::FrozenBackbone::embedding_table_q8`]; the
@@ -59,11 +59,16 @@ impl WordTable {
 
     /// `Wᵀ · E` → `[M, D]` for the parameter `W [V, M]`, differentiable in `W` (on the 8-bit
     /// table its gradient comes back in `W`'s layout, no strided copy — and inside the
-    /// trainer as a product the optimizer forms block by block, [`matmul_q8_t_param`]).
-    pub fn left_product_t(&self, w: &Param<Tensor<2>>) -> Tensor<2> {
+    /// trainer, given its `products` sink, as a product the optimizer forms block by block,
+    /// [`matmul_q8_t_param`]).
+    pub fn left_product_t(
+        &self,
+        w: &Param<Tensor<2>>,
+        products: Option<&ProductSink>,
+    ) -> Tensor<2> {
         match self {
             WordTable::Dense(e) => matmul(w.val().transpose(), e.clone()),
-            WordTable::Q8(q) => matmul_q8_t_param(w, q, false),
+            WordTable::Q8(q) => matmul_q8_t_param(w, q, false, products),
         }
     }
 }
@@ -127,10 +132,12 @@ pub struct Reprogramming {
 impl Reprogramming {
     /// The prototypes `[P, D]` from the word-embedding matrix `embed [V, D]`: each prototype
     /// is `Σ_v W[v, p] · E[v] + b[p]` (the `mapping` layer applied along the vocabulary).
-    pub fn prototypes(&self, embed: &WordTable) -> Tensor<2> {
+    /// With a `products` sink (a training step), the map's weight gradient may be deferred
+    /// into it ([`WordTable::left_product_t`]).
+    pub fn prototypes(&self, embed: &WordTable, products: Option<&ProductSink>) -> Tensor<2> {
         // `Wᵀ · E` as `[P, V] · [V, D]` (the transpose is a view): the result's D columns fill
         // the GEMM's register tiles, where `[D, V] · [V, P]` would pad 100 columns to 128.
-        let p = embed.left_product_t(&self.mapping.weight);
+        let p = embed.left_product_t(&self.mapping.weight, products);
         match &self.mapping.bias {
             Some(b) => {
                 let n = b.dims()[0];
@@ -158,7 +165,7 @@ impl Reprogramming {
             .reshape([p, h, dk])
             .swap_dims(0, 1);
         let scores = q.matmul(k.swap_dims(1, 2)) * (1.0 / (dk as f64).sqrt());
-        let att = glaze_core::softmax::softmax(scores).matmul(v); // [H, B·N, dk]
+        let att = glaze_kernels::softmax::softmax(scores).matmul(v); // [H, B·N, dk]
         let merged = att.swap_dims(0, 1).reshape([b, n, h * dk]);
         linear(&self.out, merged)
     }
@@ -200,7 +207,7 @@ mod tests {
             TensorData::new(e.iter().flatten().copied().collect::<Vec<f32>>(), [3, 2]),
             &device,
         );
-        let protos = r.prototypes(&WordTable::Dense(embed));
+        let protos = r.prototypes(&WordTable::Dense(embed), None);
         let pv: Vec<f32> = protos.clone().into_data().try_to_vec::<f32>().expect("f32");
         assert_eq!(pv, [1.5, -1.0, 0.0, 2.0]);
         let patch = [0.3f32, -0.7];

@@ -2,7 +2,8 @@
 //! stopping, and test metrics.
 
 use burn::prelude::*;
-use glaze_core::TrainTask;
+use glaze_kernels::product_grad::ProductSink;
+use glaze_train::TrainTask;
 
 use crate::dataset::WindowSet;
 use crate::error::Result;
@@ -61,14 +62,13 @@ fn to_tensor(rows: &[&[f32]], device: &Device) -> Tensor<2> {
     Tensor::from_data(TensorData::new(data, [rows.len(), h]), device)
 }
 
-impl TrainTask for ForecastTask<'_, '_> {
-    type Model = Forecaster;
-
-    fn train_len(&self) -> usize {
-        self.train.len()
-    }
-
-    fn loss(&self, model: &Forecaster, batch: &[usize]) -> glaze_core::Result<Tensor<1>> {
+impl ForecastTask<'_, '_> {
+    fn batch_loss(
+        &self,
+        model: &Forecaster,
+        batch: &[usize],
+        products: Option<&ProductSink>,
+    ) -> glaze_core::Result<Tensor<1>> {
         // The adapter's device (its checkpointing strategy included).
         let device = model
             .devices()
@@ -84,9 +84,31 @@ impl TrainTask for ForecastTask<'_, '_> {
             .unzip();
         let pred = self
             .pipeline
-            .predict(model, &inputs, &device)
+            .predict_deferring(model, &inputs, &device, products)
             .map_err(into_core)?;
         Ok(self.loss.apply(pred, to_tensor(&targets, &device)))
+    }
+}
+
+impl TrainTask for ForecastTask<'_, '_> {
+    type Model = Forecaster;
+
+    fn train_len(&self) -> usize {
+        self.train.len()
+    }
+
+    fn loss(&self, model: &Forecaster, batch: &[usize]) -> glaze_core::Result<Tensor<1>> {
+        self.batch_loss(model, batch, None)
+    }
+
+    /// The prototype map's weight gradient deferred into the trainer's sink.
+    fn step_loss(
+        &self,
+        model: &Forecaster,
+        batch: &[usize],
+        products: &ProductSink,
+    ) -> glaze_core::Result<Tensor<1>> {
+        self.batch_loss(model, batch, Some(products))
     }
 
     fn validate(&self, model: &Forecaster) -> glaze_core::Result<Option<f64>> {

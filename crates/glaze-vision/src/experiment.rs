@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::prelude::*;
-use glaze_core::{
-    AdapterIdentity, CachedArray, Checkpoint, Encoder, FeatureCache, FrozenBackbone, RunOptions,
-    SplitMix64, TextCodec, TrainConfig, import_params, train,
+use glaze_core::{Encoder, FrozenBackbone, SplitMix64, TextCodec, import_params};
+use glaze_train::{
+    AdapterIdentity, CachedArray, Checkpoint, FeatureCache, RunOptions, TrainConfig, train,
 };
 use image::RgbImage;
 

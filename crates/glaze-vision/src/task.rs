@@ -4,11 +4,12 @@
 
 use burn::prelude::*;
 use glaze_core::answer::{
-    ItemLoss, ItemTask, answer_loss, answer_target, chat_segments, greedy_answers,
+    answer_loss, answer_target, chat_segments, greedy_answers, reject_placeholder,
 };
 use glaze_core::{
     Adapter, Condition, Features, FrozenBackbone, Prompt, SoftTokens, TextCodec, embed_batch,
 };
+use glaze_train::{ItemLoss, ItemTask};
 
 use crate::adapter::VisionAdapter;
 
@@ -65,6 +66,7 @@ pub struct VisionPipeline<'a> {
 impl VisionPipeline<'_> {
     /// Token ids before and after the image in the rendered chat (with the generation prompt).
     pub fn frame(&self, question: &str) -> glaze_core::Result<(Vec<u32>, Vec<u32>)> {
+        reject_placeholder(question, MARKER, "question")?;
         let mut parts =
             chat_segments(self.codec, SYSTEM, &format!("{MARKER}\n{question}"), MARKER)?;
         let after = parts.pop().unwrap_or_default();

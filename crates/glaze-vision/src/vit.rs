@@ -141,7 +141,7 @@ impl ViT {
             .reshape([b, c, gh, p, gw, p])
             .permute([0, 2, 4, 1, 3, 5])
             .reshape([b, gh * gw, c * p * p]);
-        let tokens = glaze_core::matmul::linear(&self.patch, patches);
+        let tokens = glaze_kernels::matmul::linear(&self.patch, patches);
         let cls = self.cls_token.val().expand([b, 1, self.dim()]);
         Tensor::cat(vec![cls, tokens], 1) + self.positions(gh, gw)
     }

@@ -5,7 +5,7 @@ use burn::module::Param;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::gelu;
-use glaze_core::matmul::linear;
+use glaze_kernels::matmul::linear;
 
 use glaze_core::layers::attention::{Attention, AttentionConfig};
 

@@ -5,7 +5,7 @@ use burn::module::Param;
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 
-use crate::matmul::linear;
+use glaze_kernels::matmul::linear;
 
 /// Configuration of an [`Attention`] layer.
 #[derive(Config, Debug)]
@@ -79,7 +79,7 @@ impl Attention {
                 .expand([b, h, nq, nk]);
             scores = scores.mask_fill(blocked, -1.0e9);
         }
-        let att = crate::softmax::softmax(scores).matmul(v);
+        let att = glaze_kernels::softmax::softmax(scores).matmul(v);
         linear(&self.out, att.swap_dims(1, 2).reshape([b, nq, inner]))
     }
 }

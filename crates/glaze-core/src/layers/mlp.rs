@@ -4,8 +4,8 @@
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 
-use crate::matmul::linear;
 use burn::tensor::activation::gelu;
+use glaze_kernels::matmul::linear;
 
 /// Configuration of an [`Mlp`].
 #[derive(Config, Debug)]

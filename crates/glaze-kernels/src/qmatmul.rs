@@ -118,11 +118,11 @@ impl QMatrix {
 
     /// The matrix as 8-bit rows with `f32` scales (a copy), for Q8_0 blocks only: the same
     /// values as [`Self::dequantize`].
-    pub fn to_q8(&self) -> Option<glaze_core::gemm::Q8Matrix> {
+    pub fn to_q8(&self) -> Option<crate::gemm::Q8Matrix> {
         match &self.blocks {
             Blocks::Q8_0 { d, qs } => {
                 let d = d.iter().map(|v| v.to_f32()).collect();
-                glaze_core::gemm::Q8Matrix::new(self.rows, self.cols, qs.clone(), d)
+                crate::gemm::Q8Matrix::new(self.rows, self.cols, qs.clone(), d)
             }
             _ => None,
         }
@@ -144,14 +144,14 @@ impl QMatrix {
         // by the digest stay valid).
         let f32s = |v: &[f16], h: u64| {
             v.iter()
-                .fold(h, |h, x| glaze_core::fnv1a64(&x.to_f32().to_le_bytes(), h))
+                .fold(h, |h, x| crate::fnv1a64(&x.to_f32().to_le_bytes(), h))
         };
         match &self.blocks {
-            Blocks::Q4_1 { d, m, qs } => glaze_core::fnv1a64(qs, f32s(m, f32s(d, seed))),
-            Blocks::Q4_0 { d, qs } => glaze_core::fnv1a64(qs, f32s(d, seed)),
+            Blocks::Q4_1 { d, m, qs } => crate::fnv1a64(qs, f32s(m, f32s(d, seed))),
+            Blocks::Q4_0 { d, qs } => crate::fnv1a64(qs, f32s(d, seed)),
             Blocks::Q8_0 { d, qs } => {
                 let bytes: Vec<u8> = qs.iter().map(|&q| q as u8).collect();
-                glaze_core::fnv1a64(&bytes, f32s(d, seed))
+                crate::fnv1a64(&bytes, f32s(d, seed))
             }
         }
     }

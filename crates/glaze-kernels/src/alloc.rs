@@ -46,6 +46,8 @@ pub(crate) struct Out(pub(crate) *mut f32);
 // SAFETY: the tasks sharing an `Out` write disjoint elements only (each user's contract), and
 // the buffer outlives them.
 unsafe impl Send for Out {}
+// SAFETY: as for `Send`: shared references only hand out the pointer, and the writes through
+// it are disjoint.
 unsafe impl Sync for Out {}
 
 impl Out {

@@ -9,11 +9,11 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use glaze_core::gemm::View;
+use crate::gemm::View;
 
 use crate::qkernels::avx512;
 #[cfg(target_arch = "x86_64")]
-use glaze_core::vmath::lanes;
+use crate::vmath::lanes;
 
 /// Rows of the register tile.
 const TR: usize = 6;
@@ -114,7 +114,7 @@ unsafe fn product512(
                 mask,
                 accumulate,
             };
-            // SAFETY (caller): the tile's `rows × width` block and its operands lie inside
+            // SAFETY: (caller) the tile's `rows × width` block and its operands lie inside
             // the bounds asserted by `product`.
             unsafe {
                 macro_rules! dispatch {
@@ -168,11 +168,11 @@ impl Tile {
             let mut bv = [_mm512_setzero_ps(); V];
             for (v, bv) in bv.iter_mut().enumerate() {
                 let m = if v + 1 == V { self.mask } else { 0xFFFF };
-                // SAFETY (caller): the masked lanes of row `k` of the block.
+                // SAFETY: (caller) the masked lanes of row `k` of the block.
                 *bv = unsafe { _mm512_maskz_loadu_ps(m, bp.add(16 * v)) };
             }
             for (r, xr) in x.iter_mut().enumerate() {
-                // SAFETY (caller): `a(r, k)` for `r < R`.
+                // SAFETY: (caller) `a(r, k)` for `r < R`.
                 let s = _mm512_set1_ps(unsafe { *ap.add(r * self.ars) });
                 for (acc, &bv) in xr.iter_mut().zip(&bv) {
                     *acc = _mm512_fmadd_ps(s, bv, *acc);
@@ -185,7 +185,7 @@ impl Tile {
         for (r, xr) in x.iter().enumerate() {
             for (v, &acc) in xr.iter().enumerate() {
                 let m = if v + 1 == V { self.mask } else { 0xFFFF };
-                // SAFETY (caller): row `r < R`, the masked lanes of vector `v`.
+                // SAFETY: (caller) row `r < R`, the masked lanes of vector `v`.
                 unsafe {
                     let p = self.c.add(r * self.ldc + 16 * v);
                     let val = if self.accumulate {
@@ -267,12 +267,12 @@ unsafe fn transpose512(
             let w = (width - j0).min(16);
             let mut x = [_mm512_setzero_ps(); 16];
             for (i, xi) in x.iter_mut().enumerate().take(height) {
-                // SAFETY (caller): row `i0 + i < rows`, columns `j0..j0 + w`.
+                // SAFETY: (caller) row `i0 + i < rows`, columns `j0..j0 + w`.
                 *xi = unsafe { _mm512_maskz_loadu_ps(lanes(w), s.add((i0 + i) * width + j0)) };
             }
-            let t = glaze_core::gemm::transpose16(x);
+            let t = crate::gemm::transpose16(x);
             for (j, tj) in t.iter().enumerate().take(w) {
-                // SAFETY (caller): output row `j0 + j < width`, columns `col0 + i0..` + height.
+                // SAFETY: (caller) output row `j0 + j < width`, columns `col0 + i0..` + height.
                 unsafe {
                     _mm512_mask_storeu_ps(d.add((j0 + j) * ld + col0 + i0), lanes(height), *tj)
                 };

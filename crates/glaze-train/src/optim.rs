@@ -5,15 +5,14 @@
 //! ever have state here (the backbone has none to give), the state is saved in checkpoints
 //! under stable names, and the arithmetic is the same on every device, so a resumed run
 //! reproduces an uninterrupted one bit for bit.
-#![allow(unsafe_code)]
 
 use std::collections::BTreeMap;
 
 use burn::prelude::*;
 
-use crate::alloc::Out;
-use crate::params::{HostGrads, NamedTensor, update_params};
-use crate::product_grad::ProductGrad;
+use glaze_kernels::adamw::{Coeffs, update, update_from_product};
+
+use glaze_core::params::{HostGrads, NamedTensor, update_params};
 
 /// AdamW hyper-parameters.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -179,93 +178,115 @@ impl AdamW {
     }
 }
 
-/// The update's constants for one step (bias corrections as reciprocals).
-#[derive(Clone, Copy)]
-struct Coeffs {
-    /// The clipping factor applied to each gradient (1 when not clipped).
-    scale: f32,
-    b1: f32,
-    b2: f32,
-    decay: f32,
-    step: f32,
-    eps: f32,
-    r1: f32,
-    r2: f32,
-}
+#[cfg(test)]
+mod tests {
+    use burn::nn::LinearConfig;
+    use burn::optim::GradientsParams;
+    use glaze_kernels::gemm;
+    use glaze_kernels::product_grad::{Deferred, ProductSink, matmul_q8_t_param};
+    use glaze_kernels::testing::{deferred_and_plain, q8_matrix, values};
 
-/// One AdamW update of `p` with gradient `g` and moments `m`, `v`, in place, in parallel
-/// chunks.
-/// Deliberately not generic: it is compiled (and vectorised) in this crate whatever the
-/// profile of the crate that instantiates [`AdamW::step`] (at `opt-level = 0` the per-element
-/// closure was an out-of-line call: 35 ms for 4.9 M parameters).
-fn update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], c: Coeffs) {
-    use rayon::prelude::*;
-    const CHUNK: usize = 1 << 14;
-    p.par_chunks_mut(CHUNK)
-        .zip(g.par_chunks(CHUNK))
-        .zip(m.par_chunks_mut(CHUNK))
-        .zip(v.par_chunks_mut(CHUNK))
-        .for_each(|(((p, g), m), v)| update_piece(p, g, m, v, c));
-}
+    use super::*;
+    use glaze_core::params::export_params;
 
-/// [`update`] with a gradient kept as a product: its GEMM hands each block of rows to the
-/// update of the same rows of `p`, `m` and `v` while the block is in L1 (the same values
-/// and arithmetic as forming the gradient and calling [`update`]).
-fn update_from_product(p: &mut [f32], g: &ProductGrad, m: &mut [f32], v: &mut [f32], c: Coeffs) {
-    assert!(
-        p.len() == g.len() && m.len() == p.len() && v.len() == p.len(),
-        "invariant: a parameter, its gradient and its moments have the same length"
-    );
-    let (len, width) = (p.len(), g.rows);
-    let (pp, mp, vp) = (
-        Out(p.as_mut_ptr()),
-        Out(m.as_mut_ptr()),
-        Out(v.as_mut_ptr()),
-    );
-    let consume = |row: usize, block: &[f32]| {
-        let (lo, n) = (row * width, block.len());
-        assert!(lo + n <= len, "invariant: a block lies in the parameter");
-        // SAFETY: the blocks are disjoint ranges of rows inside the parameter (checked above),
-        // so no two calls — on whichever threads — touch the same values, and `p`, `m`, `v`
-        // stay borrowed by this function until `each_block` returns.
-        let (p, m, v) = unsafe {
-            let at = |o: Out| std::slice::from_raw_parts_mut(o.at(lo), n);
-            (at(pp), at(mp), at(vp))
+    /// A parameter in two products with the same matrix, and then also used directly: its
+    /// collected gradient is the ordinary one — still a product in the first case (the factors
+    /// added), formed and summed with the direct part in the second.
+    #[test]
+    fn a_parameter_used_twice_or_directly_gets_its_whole_gradient() {
+        if !gemm::available() {
+            return;
+        }
+        let device = Device::flex().autodiff();
+        let (v, p, d) = (300, 4, 64);
+        let e = q8_matrix(v, d);
+        let module = glaze_core::rng::seeded_module(&device, 2, |dv| {
+            LinearConfig::new(v, p).with_bias(false).init(dv)
+        });
+        let name = export_params(&module)[0].name.clone();
+        let r = Tensor::<2>::from_data(TensorData::new(values(p * d, 6), [p, d]), &device);
+        let loss = |direct: bool, sink: Option<&ProductSink>| {
+            let a = matmul_q8_t_param(&module.weight, &e, false, sink);
+            let b = matmul_q8_t_param(&module.weight, &e, false, sink);
+            let l = (a * r.clone()).sum() + (b * r.clone() * 2.0).sum();
+            let w = module.weight.val();
+            if direct { l + (w.clone() * w).sum() } else { l }
         };
-        update_piece(p, block, m, v, c);
-    };
-    g.each_block(&consume);
-}
-
-/// [`update_chunk`] on one piece, compiled for AVX-512 where the CPU has it.
-fn update_piece(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], c: Coeffs) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::gemm::available() {
-        // SAFETY: AVX-512 F is available (checked).
-        unsafe { update_chunk512(p, g, m, v, c) };
-        return;
+        let collect = |loss: Tensor<1>, products: Vec<Deferred>| {
+            let mut g = loss.backward();
+            let products = products
+                .into_iter()
+                .filter_map(|x| x.take(&mut g))
+                .collect();
+            HostGrads::collect(&module, GradientsParams::from_grads(g, &module), products)
+        };
+        for direct in [false, true] {
+            let plain = collect(loss(direct, None), Vec::new());
+            let sink = ProductSink::new();
+            let l = loss(direct, Some(&sink));
+            let deferred = sink.take();
+            assert_eq!(deferred.len(), 2);
+            let got = collect(l, deferred);
+            assert_eq!(
+                got.products.is_empty(),
+                direct,
+                "a product unless used directly"
+            );
+            let have = match (got.grads.get(&name), got.products.get(&name)) {
+                (Some(g), None) => g.clone(),
+                (None, Some(p)) => p.dense(),
+                other => panic!("one gradient for {name}, got {other:?}"),
+            };
+            for (x, y) in have.iter().zip(&plain.grads[&name]) {
+                assert!((x - y).abs() <= 1e-4 * y.abs().max(1.0), "{x} vs {y}");
+            }
+        }
     }
-    update_chunk(p, g, m, v, c);
-}
 
-/// [`update`] on one chunk, element by element (the same operations in the same order at any
-/// vector width: no fused multiply-adds, so every build gives the same bits).
-#[inline(always)]
-fn update_chunk(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], c: Coeffs) {
-    for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-        let g = g * c.scale;
-        let mi = c.b1 * *m + (1.0 - c.b1) * g;
-        let vi = c.b2 * *v + (1.0 - c.b2) * g * g;
-        *m = mi;
-        *v = vi;
-        *p = *p * c.decay - c.step * (mi * c.r1) / ((vi * c.r2).sqrt() + c.eps);
+    /// AdamW from the deferred product updates the parameter and its moments exactly as from
+    /// the formed gradient; with clipping, its norm comes from the Gram matrix (equal up to
+    /// rounding, so the updates agree to rounding).
+    #[test]
+    fn adamw_from_a_product_is_adamw_from_its_gradient() {
+        if !gemm::available() {
+            return;
+        }
+        let (v, p) = (3000, 5);
+        let (_, product) = deferred_and_plain(v, p, 64);
+        let device = Device::flex().autodiff();
+        let module =
+            glaze_core::rng::seeded_module(&device, 1, |d| LinearConfig::new(v, p).init(d));
+        let names: Vec<String> = export_params(&module).into_iter().map(|t| t.name).collect();
+        let (weight, bias) = (names[0].clone(), names[1].clone());
+        let bias_grad = values(p, 8);
+        for clip in [None, Some(1e-3)] {
+            let mut formed = HostGrads::default();
+            formed.grads.insert(weight.clone(), product.dense());
+            formed.grads.insert(bias.clone(), bias_grad.clone());
+            let mut deferred = HostGrads::default();
+            deferred.products.insert(weight.clone(), product.clone());
+            deferred.grads.insert(bias.clone(), bias_grad.clone());
+            let run = |g: HostGrads| {
+                let mut opt = AdamW::new(AdamWSettings::default());
+                let (m, stats) = opt.step(module.clone(), g.clone(), 1e-2, clip);
+                let (m, _) = opt.step(m, g, 1e-2, clip);
+                (export_params(&m), opt.export_state(), stats)
+            };
+            let (pa, sa, ta) = run(formed);
+            let (pb, sb, tb) = run(deferred);
+            assert_eq!(ta.clipped, tb.clipped);
+            assert!((ta.grad_norm - tb.grad_norm).abs() <= 1e-5 * ta.grad_norm);
+            let tol = if clip.is_some() { 1e-5 } else { 0.0 };
+            for (x, y) in pa.iter().chain(&sa).zip(pb.iter().chain(&sb)) {
+                assert_eq!(x.name, y.name);
+                for (a, b) in x.data.iter().zip(&y.data) {
+                    assert!(
+                        (a - b).abs() <= tol * a.abs().max(1e-3),
+                        "{}: {a} vs {b}",
+                        x.name
+                    );
+                }
+            }
+        }
     }
-}
-
-/// [`update_chunk`] compiled for AVX-512: 16 lanes per square root and division (the
-/// portable build's 4-lane SSE loop was 4 % of a Time-LLM training step's samples).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn update_chunk512(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], c: Coeffs) {
-    update_chunk(p, g, m, v, c);
 }

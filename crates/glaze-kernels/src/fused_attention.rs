@@ -23,12 +23,12 @@ use burn::tensor::DType;
 use burn::tensor::activation::softmax;
 use rayon::prelude::*;
 
-use glaze_core::alloc::par_chunks_zeroed;
+use crate::alloc::par_chunks_zeroed;
 
-use glaze_core::gemm::View;
+use crate::gemm::View;
 
 use crate::tiles;
-use glaze_core::vmath::softmax_row;
+use crate::vmath::softmax_row;
 
 use crate::vecops::dot;
 
@@ -64,7 +64,7 @@ pub trait GlazeAttention: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
-pub(crate) use glaze_core::matmul::flex_values as values;
+pub(crate) use crate::matmul::flex_values as values;
 
 /// `n` zeros written explicitly. `vec![0.0; n]` asks `calloc` for memory the kernel maps to
 /// the shared zero page; the first read-modify-write of each page then takes a second

@@ -20,14 +20,15 @@ use std::time::Instant;
 
 use burn::optim::GradientsParams;
 use burn::prelude::*;
+use glaze_kernels::product_grad::ProductSink;
 
 use crate::checkpoint::{AdapterIdentity, Checkpoint, TrainState};
-use crate::error::{Error, Result};
 use crate::metrics::{MetricRecord, MetricsLog, plot_curve};
 use crate::optim::{AdamW, AdamWSettings};
-use crate::params::{HostGrads, count_params, export_params, import_params};
-use crate::rng::SplitMix64;
 use crate::schedule::LrSchedule;
+use glaze_core::error::{Error, Result};
+use glaze_core::params::{HostGrads, count_params, export_params, import_params};
+use glaze_core::rng::SplitMix64;
 
 /// What the engine needs from a plugin to train one adapter.
 pub trait TrainTask {
@@ -40,6 +41,22 @@ pub trait TrainTask {
     /// Mean loss over the training examples `batch` (indices into `0..train_len()`),
     /// as a tracked scalar `[1]`.
     fn loss(&self, model: &Self::Model, batch: &[usize]) -> Result<Tensor<1>>;
+
+    /// [`TrainTask::loss`] for a training step. A task whose loss multiplies a parameter by
+    /// a constant 8-bit matrix (Time-LLM's prototype map) may defer that parameter's gradient
+    /// into `products` ([`glaze_kernels::product_grad::matmul_q8_t_param`]): the engine then
+    /// takes it as a product after the backward pass and the optimizer forms it block by
+    /// block inside its update. Validation and inference call [`TrainTask::loss`], where
+    /// nothing is deferred. The default defers nothing.
+    fn step_loss(
+        &self,
+        model: &Self::Model,
+        batch: &[usize],
+        products: &ProductSink,
+    ) -> Result<Tensor<1>> {
+        let _ = products;
+        self.loss(model, batch)
+    }
 
     /// The validation value (lower is better), or `None` when there is no validation split.
     fn validate(&self, model: &Self::Model) -> Result<Option<f64>>;
@@ -78,10 +95,10 @@ pub struct TrainConfig {
     /// (burn's balanced gradient checkpointing): less memory for long soft-token sequences,
     /// more time. The adapter must be created on [`TrainConfig::device`]. Default false.
     pub gradient_checkpointing: bool,
-    /// Keep the gradients of parameters multiplied by a constant 8-bit matrix as products,
-    /// formed by AdamW's update a block at a time ([`crate::product_grad`]: Time-LLM's
-    /// prototype map on the CPU). The same update; false forms them in the backward pass.
-    /// Default true.
+    /// Let a task keep the gradients of parameters multiplied by a constant 8-bit matrix as
+    /// products, formed by AdamW's update a block at a time ([`TrainTask::step_loss`]:
+    /// Time-LLM's prototype map on the CPU). The same update; false calls
+    /// [`TrainTask::loss`] and forms them in the backward pass. Default true.
     pub defer_products: bool,
 }
 
@@ -215,7 +232,7 @@ pub fn train<T: TrainTask>(
     config: &TrainConfig,
     mut run: RunOptions<'_>,
 ) -> Result<(T::Model, TrainReport)> {
-    crate::alloc::keep_freed_memory();
+    glaze_kernels::alloc::keep_freed_memory();
     let n = task.train_len();
     let invalid = |field: &'static str, problem: &str| Error::InvalidConfig {
         field,
@@ -340,14 +357,15 @@ pub fn train<T: TrainTask>(
         let mut phases = [0f64; 3];
         for chunk in perm[lo..hi].chunks(config.batch_size) {
             let clock = Instant::now();
-            // Products of parameters with constant matrices are deferred: their gradients
+            // Products of parameters with constant matrices the task defers: their gradients
             // come back as factors, formed by the optimizer's update (`product_grad`).
-            let (loss, deferred) = if config.defer_products {
-                crate::product_grad::deferring(|| task.loss(&model, chunk))
+            let products = ProductSink::new();
+            let loss = if config.defer_products {
+                task.step_loss(&model, chunk, &products)?
             } else {
-                (task.loss(&model, chunk), Vec::new())
+                task.loss(&model, chunk)?
             };
-            let loss = loss?;
+            let deferred = products.take();
             let value = loss.clone().into_scalar::<f32>();
             phases[0] += clock.elapsed().as_secs_f64();
             if !value.is_finite() {

@@ -10,11 +10,11 @@ use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
-use crate::adapter::EncoderSpec;
-use crate::backbone::BackboneSpec;
-use crate::error::{Error, Result};
 use crate::optim::AdamWSettings;
-use crate::params::NamedTensor;
+use glaze_core::adapter::EncoderSpec;
+use glaze_core::backbone::BackboneSpec;
+use glaze_core::error::{Error, Result};
+use glaze_core::params::NamedTensor;
 
 /// Version of the metadata layout.
 pub const FORMAT_VERSION: u32 = 1;
@@ -78,7 +78,7 @@ impl AdapterIdentity {
         kind: impl Into<String>,
         config: &impl serde::Serialize,
         encoder: Option<EncoderSpec>,
-        backbone: &dyn crate::backbone::FrozenBackbone,
+        backbone: &dyn glaze_core::backbone::FrozenBackbone,
     ) -> Result<Self> {
         Ok(AdapterIdentity {
             kind: kind.into(),
@@ -324,26 +324,4 @@ impl Checkpoint {
         ck.identity.check_compatible(expected, path)?;
         Ok(ck)
     }
-}
-
-/// The values of a safetensors tensor as f32 (F32, F16 and BF16 are cast; `None` for other
-/// dtypes). Shared by every loader of safetensors weights.
-pub fn view_to_f32(view: &safetensors::tensor::TensorView<'_>) -> Option<Vec<f32>> {
-    use safetensors::Dtype;
-    let data = view.data();
-    Some(match view.dtype() {
-        Dtype::F32 => data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        Dtype::F16 => data
-            .chunks_exact(2)
-            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => data
-            .chunks_exact(2)
-            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        _ => return None,
-    })
 }

@@ -7,6 +7,7 @@
 //! zero-filled gradient of the whole projection, then their sums, and the output's swap back
 //! was a copy — serial work of ≈ 4 ms per Time-LLM training step.
 
+use crate::alloc::par_chunks_zeroed;
 use burn::backend::autodiff::{
     NodeId,
     checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
@@ -16,7 +17,6 @@ use burn::backend::autodiff::{
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Backend, Flex, backend_extension, tensor::FloatTensor};
 use burn::prelude::*;
-use glaze_core::alloc::par_chunks_zeroed;
 
 use crate::fused_attention::{Dims, Group, Rows, flex, values};
 use crate::rope::rotate_half;
@@ -431,7 +431,7 @@ impl<B: Backend + GlazeHeads, C: CheckpointStrategy> GlazeHeads for Autodiff<B, 
 /// The fused q/k/v projection's rows `[B·T, (H + 2·KV)·hd]` as head-major `[B, H + 2·KV, T,
 /// hd]`, the query and key heads rotated by `cos`/`sin [B|1, 1, T, hd/2]` (rotate-half).
 /// Flex device, f32 (the caller checks).
-pub(crate) fn qkv_heads(
+pub fn qkv_heads(
     qkv: Tensor<2>,
     cos: &Tensor<4>,
     sin: &Tensor<4>,
@@ -453,7 +453,7 @@ pub(crate) fn qkv_heads(
 /// optional constant prefix `(pk, pv)` (`[B, KV, P, hd]`, no gradient) and the tensor's own
 /// keys and values, with `bias [B|1, 1, T, P + T]` → the rows `[B·T, H·hd]`. Flex device, f32
 /// (the caller checks).
-pub(crate) fn attend(
+pub fn attend(
     heads: Tensor<4>,
     prefix: Option<(Tensor<4>, Tensor<4>)>,
     bias: Option<Tensor<4>>,
@@ -489,8 +489,8 @@ mod tests {
     use burn::tensor::Distribution;
 
     use super::*;
-    use crate::config::RopeLayout;
-    use crate::rope::{Positions, Rope};
+    use crate::rope::rotate_half_heads;
+    use crate::testing::rope_tables;
 
     /// The split-and-attend path equals the composed one (slices of the projection, RoPE,
     /// the fused attention over q/k/v, swap back) forward and in the projection's gradient:
@@ -511,10 +511,8 @@ mod tests {
         let qkv =
             Tensor::<2>::random([b * t, w], Distribution::Normal(0.0, 1.0), &device).require_grad();
         let weights = Tensor::<2>::random([b * t, h * hd], Distribution::Default, &device);
-        let rope = Rope::new(hd, 64, 10_000.0, RopeLayout::Half, &device);
-        let positions: Vec<i64> = (0..b * t).map(|i| (i % t + 3 * (i / t)) as i64).collect();
-        let positions = Tensor::<2, Int>::from_data(TensorData::new(positions, [b, t]), &device);
-        let (cos, sin) = rope.tables(&Positions::PerRow(positions), t);
+        let positions: Vec<usize> = (0..b * t).map(|i| i % t + 3 * (i / t)).collect();
+        let (cos, sin) = rope_tables(&positions, b, t, hd, &device);
         let s = p + t;
         let mut bias = vec![0f32; b * t * s];
         for bb in 0..b {
@@ -543,8 +541,8 @@ mod tests {
                     .reshape([b, t, n, hd])
                     .swap_dims(1, 2)
             };
-            let q = rope.apply(split(0, h), &cos, &sin);
-            let k = rope.apply(split(h, kv), &cos, &sin);
+            let q = rotate_half_heads(split(0, h), &cos, &sin);
+            let k = rotate_half_heads(split(h, kv), &cos, &sin);
             let v = split(h + kv, kv);
             let out = match prefix.clone() {
                 Some(pre) => {

@@ -182,7 +182,7 @@ unsafe fn dequantize_rows(
     use std::arch::x86_64::*;
     for t in 0..count {
         for b in 0..blocks {
-            // SAFETY (caller): block `b` of row `t` has 32 quants, a scale and 32 output slots.
+            // SAFETY: (caller) block `b` of row `t` has 32 quants, a scale and 32 output slots.
             unsafe {
                 let at = t * step + 32 * b;
                 let scale = _mm512_set1_ps(*scales.add(at / 32));
@@ -227,7 +227,7 @@ unsafe fn dequantize_columns512(q: &[i8], scales: &[f32], d0: usize, out: &mut [
     let kc = q.len() / NR;
     let (q, s, o) = (q.as_ptr(), scales.as_ptr(), out.as_mut_ptr());
     for kk in 0..kc {
-        // SAFETY (caller): row `kk` has `NR` quants and outputs; its block's `NR` scales exist.
+        // SAFETY: (caller) row `kk` has `NR` quants and outputs; its block's `NR` scales exist.
         unsafe {
             let sb = s.add((d0 + kk) / 32 * NR);
             for h in 0..2 {
@@ -376,7 +376,7 @@ fn q8_view<'m>(a: View, m: &'m Q8Matrix, transposed: bool) -> Option<Q8View<'m>>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gemm::tests::values;
+    use crate::testing::values;
 
     fn q8(rows: usize, cols: usize, seed: u32) -> Q8Matrix {
         let q: Vec<i8> = values(rows * cols, seed)

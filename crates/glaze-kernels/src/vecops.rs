@@ -8,14 +8,61 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
-use glaze_core::vmath::exp512;
+use crate::vmath::exp512;
 
-use crate::decode::GroupAttention;
 use crate::qkernels::{available, avx512};
+
+/// The attention of one group of query heads over its cached keys and values.
+#[derive(Debug)]
+pub struct GroupAttention<'a, T> {
+    /// `rep` query heads, `hd` values each.
+    pub q: &'a [f32],
+    /// Cached keys `[S, hd]`.
+    pub keys: &'a [T],
+    /// Cached values `[S, hd]`.
+    pub values: &'a [T],
+    /// Additive bias per key (padding), if any.
+    pub bias: Option<&'a [f32]>,
+    /// Head width.
+    pub hd: usize,
+    /// Score scale `1/sqrt(hd)`.
+    pub scale: f32,
+}
+
+impl<T: KvElem> GroupAttention<'_, T> {
+    /// Writes the `rep` output heads into `out`. Inlined into the SIMD-compiled wrappers of
+    /// `vecops::group_attention`, where LLVM vectorizes the lane loops.
+    #[inline(always)]
+    pub fn run(&self, out: &mut [f32]) {
+        let hd = self.hd;
+        let s_len = self.keys.len() / hd;
+        let mut scores = vec![0f32; s_len];
+        for (q, o) in self.q.chunks_exact(hd).zip(out.chunks_exact_mut(hd)) {
+            let mut max = f32::NEG_INFINITY;
+            for (j, key) in self.keys.chunks_exact(hd).enumerate() {
+                let sc = dot_lanes(q, key) * self.scale + self.bias.map_or(0.0, |b| b[j]);
+                scores[j] = sc;
+                max = max.max(sc);
+            }
+            let mut total = 0f32;
+            for sc in scores.iter_mut() {
+                *sc = (*sc - max).exp();
+                total += *sc;
+            }
+            o.fill(0.0);
+            for (p, value) in scores.iter().zip(self.values.chunks_exact(hd)) {
+                let w = p / total;
+                for (acc, v) in o.iter_mut().zip(value) {
+                    *acc += w * v.widen();
+                }
+            }
+        }
+    }
+}
 
 /// An element of the decode KV cache: f32, or f16 when generating with 8-bit activations
 /// (llama.cpp's cache type: half the bytes, read back widened to f32).
-pub(crate) trait KvElem: Copy + Send + Sync + burn::tensor::Element {
+pub trait KvElem: Copy + Send + Sync + burn::tensor::Element {
     /// The value as f32.
     fn widen(self) -> f32;
     /// `v` rounded to this type (to nearest).
@@ -63,7 +110,7 @@ impl KvElem for f16 {
 }
 
 /// Runs a decode step's group attention with the best SIMD level the CPU has.
-pub(crate) fn group_attention<T: KvElem>(group: &GroupAttention<'_, T>, out: &mut [f32]) {
+pub fn group_attention<T: KvElem>(group: &GroupAttention<'_, T>, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         if avx512() {
@@ -142,7 +189,7 @@ fn group_attention_avx512<T: KvElem>(group: &GroupAttention<'_, T>, out: &mut [f
 
 /// `Σ a[i]·b[i]` over equal-length slices: 16-lane FMAs where the CPU has AVX-512,
 /// [`dot_lanes`] elsewhere.
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     #[cfg(target_arch = "x86_64")]
     if avx512() {
@@ -156,7 +203,7 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// be reordered); inlined into the SIMD-compiled decode attention. `b` may be a cache row
 /// of f16 values (widened as they are read).
 #[inline(always)]
-pub(crate) fn dot_lanes<T: KvElem>(a: &[f32], b: &[T]) -> f32 {
+pub fn dot_lanes<T: KvElem>(a: &[f32], b: &[T]) -> f32 {
     let mut lanes = [0f32; 16];
     let (ac, bc) = (a.chunks_exact(16), b.chunks_exact(16));
     let tail: f32 = ac
@@ -194,7 +241,7 @@ fn dot512(a: &[f32], b: &[f32]) -> f32 {
 
 /// `out[i] = σ(x[i]) = 1 / (1 + e^(−x[i]))`, 16 lanes at a time with [`exp512`] where the
 /// CPU has AVX-512 (`e^(−|x|)` keeps its argument ≤ 0), `f32::exp` elsewhere.
-pub(crate) fn sigmoid(x: &[f32], out: &mut [f32]) {
+pub fn sigmoid(x: &[f32], out: &mut [f32]) {
     assert_eq!(x.len(), out.len());
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]

@@ -173,7 +173,7 @@ pub fn matmul_packed(a: View, m: &PackedMatrix, transposed: bool) -> Option<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gemm::tests::values;
+    use crate::testing::values;
 
     /// The packed operand, as is and transposed, strided sources included (ragged widths,
     /// several slabs, every split): bit for bit the dense product.

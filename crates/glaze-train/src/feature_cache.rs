@@ -10,8 +10,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::error::{Error, Result};
-use crate::fnv1a64;
+use glaze_core::error::{Error, Result};
+use glaze_core::fnv1a64;
 
 const MAGIC: &[u8; 4] = b"GLZF";
 

@@ -31,7 +31,7 @@ pub(super) unsafe fn kernel<const TRANSPOSED: bool>(
     if TRANSPOSED {
         let mut tile = std::mem::MaybeUninit::<[f32; MR * NR]>::uninit();
         let acc = tile.as_mut_ptr().cast::<f32>();
-        // SAFETY (caller): panels of `kc · MR` and `kc · NR` values; `tile` holds `MR` rows,
+        // SAFETY: (caller) panels of `kc · MR` and `kc · NR` values; `tile` holds `MR` rows,
         // of which `dot_rows` writes the first `rows`; `c` is valid for `cols` rows of `rows`
         // values.
         unsafe {
@@ -47,7 +47,7 @@ pub(super) unsafe fn kernel<const TRANSPOSED: bool>(
         masks: (lanes(cols), lanes(cols.saturating_sub(16))),
         accumulate,
     };
-    // SAFETY (caller): as documented; `out` covers the tile's `rows × cols` outputs.
+    // SAFETY: (caller) as documented; `out` covers the tile's `rows × cols` outputs.
     unsafe {
         match rows {
             0..=4 => into_tile4(kc, a, b, out),
@@ -82,7 +82,7 @@ impl Out {
             return;
         }
         let (m0, m1) = self.masks;
-        // SAFETY (caller): row `i` of the output, masked to its columns.
+        // SAFETY: (caller) row `i` of the output, masked to its columns.
         unsafe {
             let p = self.c.add(i * self.ldc);
             let (mut x, mut y) = (x, y);
@@ -105,7 +105,7 @@ impl Out {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn dot_rows(kc: usize, a: *const f32, b: *const f32, out: *mut f32, rows: usize) {
-    // SAFETY (caller): as documented.
+    // SAFETY: (caller) as documented.
     unsafe {
         match rows {
             0..=4 => dot_tile4(kc, a, b, Buf(out)),
@@ -142,12 +142,12 @@ pub(super) unsafe fn store_transposed(
         }
         let mut x = [_mm512_setzero_ps(); 16];
         for (i, xi) in x.iter_mut().enumerate().take(rows) {
-            // SAFETY (caller): row `i < rows` holds `NR` initialised values.
+            // SAFETY: (caller) row `i < rows` holds `NR` initialised values.
             *xi = unsafe { _mm512_loadu_ps(acc.add(i * NR + 16 * half)) };
         }
         let t = super::transpose::transpose16(x);
         for (j, tj) in t.iter().enumerate().take(cols - 16 * half) {
-            // SAFETY (caller): output row `16·half + j < cols` holds `rows` values.
+            // SAFETY: (caller) output row `16·half + j < cols` holds `rows` values.
             unsafe {
                 let p = c.add((16 * half + j) * ldc);
                 let v = if accumulate {
@@ -172,7 +172,7 @@ macro_rules! tile {
         $(let mut $x = _mm512_setzero_ps(); let mut $y = _mm512_setzero_ps();)*
         let (mut ap, mut bp) = ($a, $b);
         for _ in 0..$kc {
-            // SAFETY (caller): `kc` steps stay inside both panels.
+            // SAFETY: (caller) `kc` steps stay inside both panels.
             unsafe {
                 let b0 = _mm512_loadu_ps(bp);
                 let b1 = _mm512_loadu_ps(bp.add(16));
@@ -185,7 +185,7 @@ macro_rules! tile {
                 bp = bp.add(NR);
             }
         }
-        // SAFETY (caller): the destination holds the tile's rows.
+        // SAFETY: (caller) the destination holds the tile's rows.
         unsafe { $($dst.row($i, $x, $y);)* }
     }};
 }
@@ -204,7 +204,7 @@ impl Buf {
     #[inline(always)]
     unsafe fn row(&self, i: usize, x: std::arch::x86_64::__m512, y: std::arch::x86_64::__m512) {
         use std::arch::x86_64::_mm512_storeu_ps;
-        // SAFETY (caller): row `i` of the buffer.
+        // SAFETY: (caller) row `i` of the buffer.
         unsafe {
             _mm512_storeu_ps(self.0.add(i * NR), x);
             _mm512_storeu_ps(self.0.add(i * NR + 16), y);

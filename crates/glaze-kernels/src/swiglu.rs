@@ -6,6 +6,7 @@
 //! one pass each way). A burn backend extension ([`GlazeSwiglu`]) with a hand-written
 //! autodiff rule: `du = dy · silu(g)`, `dg = dy · u · σ(g) · (1 + g · (1 − σ(g)))`.
 
+use crate::alloc::par_chunks_zeroed;
 use burn::backend::autodiff::{
     NodeId,
     checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
@@ -17,7 +18,6 @@ use burn::backend::{Autodiff, Backend, Flex, backend_extension, tensor::FloatTen
 use burn::prelude::*;
 use burn::tensor::DType;
 use burn::tensor::activation::silu;
-use glaze_core::alloc::par_chunks_zeroed;
 
 use crate::fused_attention::values;
 use crate::vecops::sigmoid;

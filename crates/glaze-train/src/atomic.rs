@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use glaze_core::error::{Error, Result};
 
 /// Writes `bytes` to `path` atomically; parent directories are created.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {

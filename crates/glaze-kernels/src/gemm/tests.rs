@@ -2,6 +2,7 @@
 //! concurrent callers, rejected views.
 
 use super::*;
+use crate::testing::values;
 
 fn naive(a: &View, b: &View) -> Vec<f32> {
     let mut c = vec![0f32; a.rows * b.cols];
@@ -15,19 +16,6 @@ fn naive(a: &View, b: &View) -> Vec<f32> {
         }
     }
     c
-}
-
-/// `n` pseudo-random values in `[-1, 1]` (xorshift), the same for the same seed.
-pub(crate) fn values(n: usize, seed: u32) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(2654435761).max(1);
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            (x % 2001) as f32 / 1000.0 - 1.0
-        })
-        .collect()
 }
 
 /// Ragged shapes (tile and slab edges), both operand layouts, both orientations: equal

@@ -6,11 +6,11 @@
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 
-use crate::backbone::{FrozenBackbone, TextCodec};
-use crate::error::{Error, Result};
-use crate::loss::masked_cross_entropy;
-use crate::prompt::{Prompt, embed_prompt, pad_left};
-use crate::soft_prompt::{SoftPrompt, SoftPromptConfig};
+use glaze_core::backbone::{FrozenBackbone, TextCodec};
+use glaze_core::error::{Error, Result};
+use glaze_core::loss::masked_cross_entropy;
+use glaze_core::prompt::{Prompt, embed_prompt, pad_left};
+use glaze_core::soft_prompt::{SoftPrompt, SoftPromptConfig};
 
 /// One training example: a context prompt (the soft prompt is prepended to it) and the text
 /// the model should produce after it.
@@ -58,7 +58,7 @@ pub fn tune_soft_prompt(
     config: &PromptTuningConfig,
     mut on_step: impl FnMut(usize, f32),
 ) -> Result<(SoftPrompt, TuningReport)> {
-    crate::alloc::keep_freed_memory();
+    glaze_kernels::alloc::keep_freed_memory();
     if examples.is_empty() {
         return Err(Error::InvalidConfig {
             field: "examples",
@@ -73,7 +73,7 @@ pub fn tune_soft_prompt(
     }
     let device = backbone.device().clone().autodiff();
     let d = backbone.spec().d_model;
-    let mut soft = crate::rng::seeded_module(&device, config.seed, |dev| {
+    let mut soft = glaze_core::rng::seeded_module(&device, config.seed, |dev| {
         SoftPromptConfig::new(config.n_tokens, d).init(dev)
     });
 
@@ -126,7 +126,7 @@ pub fn tune_soft_prompt(
         let t = batch.embeds.dims()[1];
         let hidden = backbone.forward(
             batch.embeds,
-            crate::backbone::ForwardOptions::masked(batch.mask),
+            glaze_core::backbone::ForwardOptions::masked(batch.mask),
         );
         // Positions t-L-1 .. t-1 predict the last L tokens of every (left-padded) row.
         let window = hidden.slice(s![.., t - max_target - 1..t - 1, ..]);

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use image::{Rgb, RgbImage};
 
-use crate::error::{Error, Result};
+use glaze_core::error::{Error, Result};
 
 /// Distinct colours for series.
 pub const PALETTE: [[u8; 3]; 6] = [

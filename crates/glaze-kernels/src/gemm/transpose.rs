@@ -53,7 +53,7 @@ unsafe fn band_scalar(
 ) {
     for r in 0..rows {
         for j in 0..width {
-            // SAFETY (caller): `j · rows + r < width · rows`.
+            // SAFETY: (caller) `j · rows + r < width · rows`.
             unsafe { dst.add(j * rows + r).write(src[r * cols + c0 + j]) };
         }
     }
@@ -75,19 +75,19 @@ unsafe fn band_avx512(
     dst: *mut f32,
 ) {
     use std::arch::x86_64::*;
-    debug_assert!(width <= 16 && c0 + width <= cols && src.len() >= rows * cols);
+    check!(width <= 16 && c0 + width <= cols && src.len() >= rows * cols);
     let cmask = crate::vmath::lanes(width);
     for r0 in (0..rows).step_by(16) {
         let height = (rows - r0).min(16);
         let mut x = [_mm512_setzero_ps(); 16];
         for (i, xi) in x.iter_mut().enumerate().take(height) {
-            // SAFETY (caller): row `r0 + i` holds columns `c0..c0 + width`.
+            // SAFETY: (caller) row `r0 + i` holds columns `c0..c0 + width`.
             *xi = unsafe { _mm512_maskz_loadu_ps(cmask, src.as_ptr().add((r0 + i) * cols + c0)) };
         }
         let t = transpose16(x);
         let rmask = crate::vmath::lanes(height);
         for (j, tj) in t.iter().enumerate().take(width) {
-            // SAFETY (caller): output row `j` holds `rows` values from `r0`.
+            // SAFETY: (caller) output row `j` holds `rows` values from `r0`.
             unsafe { _mm512_mask_storeu_ps(dst.add(j * rows + r0), rmask, *tj) };
         }
     }

@@ -252,7 +252,7 @@ fn product<B: Rhs>(a: View, b: B, out_t: bool) -> Vec<f32> {
     }
     let tasks = rayon::current_num_threads().max(1);
     match choose_split(m, k, n, tasks) {
-        // SAFETY (all three): `serial` with `accumulate = false` stores every value of its
+        // SAFETY: (all three) `serial` with `accumulate = false` stores every value of its
         // output (the first slab stores each tile, masked to the edges), so the buffers
         // `written` hands out are fully written; the tasks' shares are disjoint.
         Split::Cols => unsafe {
@@ -273,6 +273,7 @@ fn product<B: Rhs>(a: View, b: B, out_t: bool) -> Vec<f32> {
                 })
             })
         },
+        // SAFETY: as for `Split::Cols` above.
         Split::Rows => unsafe {
             written(m * n, |out| {
                 ranges(m, MR, tasks).into_par_iter().for_each(|(i0, i1)| {
@@ -292,6 +293,7 @@ fn product<B: Rhs>(a: View, b: B, out_t: bool) -> Vec<f32> {
         Split::Depth => {
             let parts: Vec<Vec<f32>> = ranges(k, KC, tasks)
                 .into_par_iter()
+                // SAFETY: as for `Split::Cols` above.
                 .map(|(k0, k1)| unsafe {
                     written(m * n, |out| {
                         serial(
@@ -400,7 +402,7 @@ fn pack_all_a(a: View) -> Vec<f32> {
 unsafe fn written(len: usize, write: impl FnOnce(Out)) -> Vec<f32> {
     let mut c: Vec<f32> = Vec::with_capacity(len);
     write(Out(c.as_mut_ptr()));
-    // SAFETY (caller): all `len` values are initialised.
+    // SAFETY: (caller) all `len` values are initialised.
     unsafe { c.set_len(len) };
     c
 }
@@ -736,7 +738,7 @@ fn pack<const W: usize>(b: &View, k0: usize, kc: usize, j0: usize, cols: usize, 
 #[target_feature(enable = "avx512f")]
 unsafe fn gather_panel(src: &[f32], cs: usize, kc: usize, dst: &mut [f32]) {
     use std::arch::x86_64::*;
-    debug_assert!(src.len() > (NR - 1) * cs + kc - 1 && dst.len() >= kc * NR);
+    check!(src.len() > (NR - 1) * cs + kc - 1 && dst.len() >= kc * NR);
     let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
     for k0 in (0..kc).step_by(16) {
         let h = (kc - k0).min(16);
@@ -744,12 +746,12 @@ unsafe fn gather_panel(src: &[f32], cs: usize, kc: usize, dst: &mut [f32]) {
         for half in 0..NR / 16 {
             let mut x = [_mm512_setzero_ps(); 16];
             for (j, xj) in x.iter_mut().enumerate() {
-                // SAFETY (caller): row `16·half + j < NR` holds indices `k0..k0 + h`.
+                // SAFETY: (caller) row `16·half + j < NR` holds indices `k0..k0 + h`.
                 *xj = unsafe { _mm512_maskz_loadu_ps(kmask, s.add((16 * half + j) * cs + k0)) };
             }
             let t = transpose::transpose16(x);
             for (r, tr) in t.iter().enumerate().take(h) {
-                // SAFETY (caller): row `k0 + r < kc` of `dst` holds `NR` values.
+                // SAFETY: (caller) row `k0 + r < kc` of `dst` holds `NR` values.
                 unsafe { _mm512_storeu_ps(d.add((k0 + r) * NR + 16 * half), *tr) };
             }
         }
@@ -767,7 +769,7 @@ unsafe fn gather_panel(src: &[f32], cs: usize, kc: usize, dst: &mut [f32]) {
 unsafe fn gather_rows(src: &[f32], cs: usize, kc: usize, dst: &mut [f32]) {
     use std::arch::x86_64::*;
     const _: () = assert!(MR <= 16);
-    debug_assert!(src.len() > (MR - 1) * cs + kc - 1 && dst.len() >= kc * MR);
+    check!(src.len() > (MR - 1) * cs + kc - 1 && dst.len() >= kc * MR);
     let rmask = lanes(MR);
     let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
     for k0 in (0..kc).step_by(16) {
@@ -775,12 +777,12 @@ unsafe fn gather_rows(src: &[f32], cs: usize, kc: usize, dst: &mut [f32]) {
         let kmask = lanes(h);
         let mut x = [_mm512_setzero_ps(); 16];
         for (i, xi) in x.iter_mut().enumerate().take(MR) {
-            // SAFETY (caller): row `i < MR` holds indices `k0..k0 + h`.
+            // SAFETY: (caller) row `i < MR` holds indices `k0..k0 + h`.
             *xi = unsafe { _mm512_maskz_loadu_ps(kmask, s.add(i * cs + k0)) };
         }
         let t = transpose::transpose16(x);
         for (r, tr) in t.iter().enumerate().take(h) {
-            // SAFETY (caller): row `k0 + r < kc` of `dst` holds `MR` values.
+            // SAFETY: (caller) row `k0 + r < kc` of `dst` holds `MR` values.
             unsafe { _mm512_mask_storeu_ps(d.add((k0 + r) * MR), rmask, *tr) };
         }
     }
