@@ -36,6 +36,17 @@ fn soft_prompt_adapter_keeps_the_contract() {
 }
 
 #[test]
+fn imu_adapter_keeps_the_contract() {
+    let features = |d: &Device| Features::new(Tensor::zeros([2, 3, glaze_imu::FEATURES], d));
+    harness::check_adapter(
+        &tiny(RopeLayout::Half, true),
+        &ByteCodec,
+        |d| glaze_imu::ImuAdapterConfig::new(32).init(d),
+        features,
+    );
+}
+
+#[test]
 fn real_backbone_keeps_the_contract() {
     let model = smollm2();
     harness::check_backbone(

@@ -4,6 +4,7 @@ mod audio;
 mod bad_input;
 mod contract;
 mod hf_dir;
+mod imu;
 mod kquants;
 mod mixed;
 mod quantized;

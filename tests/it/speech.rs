@@ -50,7 +50,7 @@ fn frame_stacking_groups_frames_and_ignores_padding() {
         None,
     );
     assert_eq!(alone.dims(), [1, 2, 6]);
-    let bank = glaze::speech::ClipBank {
+    let bank = glaze::train::FeatureBank {
         f: 4,
         rows: vec![long, short],
     };

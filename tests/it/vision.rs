@@ -471,8 +471,8 @@ fn tiny_shapes(
 /// identity: a different encoder is an error naming both.
 #[test]
 fn tiny_vision_run_caches_trains_and_checks_identity() {
+    use glaze::core::Adapter;
     use glaze::core::harness::ByteCodec;
-    use glaze::core::{Adapter, Features};
     use glaze::train::TrainConfig;
     use glaze::vision::VisionAdapterConfig;
     use glaze::vision::experiment::{RunSpec, ShapesSizes, load_adapter, run};
@@ -489,7 +489,7 @@ fn tiny_vision_run_caches_trains_and_checks_identity() {
     let (again, hits) = tiny_shapes(&encoder, &root.join("features"), sizes);
     assert_eq!(hits, 16, "second load reads every feature from the cache");
     assert_eq!(again.bank.rows, data.bank.rows);
-    assert_eq!(data.bank.n, 17, "CLS + 4×4 patches");
+    assert_eq!(data.bank.len_of(0), 17, "CLS + 4×4 patches");
     let spec = RunSpec {
         adapter: VisionAdapterConfig::Mlp { pool: 2 },
         train: TrainConfig {
@@ -514,7 +514,7 @@ fn tiny_vision_run_caches_trains_and_checks_identity() {
     let (loaded, config) = load_adapter(&backbone, &encoder, &file).expect("loads back");
     assert_eq!(config, spec.adapter);
     let device = Device::flex();
-    let feats = Features::new(data.bank.batch(&[0, 1], &device));
+    let feats = data.bank.batch(&[0, 1], &device);
     let a = values(loaded.adapt(&feats, None));
     let b = values(outcome.adapter.adapt(&feats, None));
     assert_eq!(a, b, "the saved adapter is the trained one");
@@ -591,4 +591,29 @@ fn real_models_learn_to_caption_generated_shapes() {
     );
     assert!(after < 0.6 * before, "caption loss {before} → {after}");
     let _ = std::fs::remove_dir_all(root);
+}
+
+/// A question that holds the image placeholder is a typed error naming the field, not a prompt
+/// with the system turn dropped (the prompt used to be split at the question's own `<image>`).
+#[test]
+fn a_question_with_the_image_placeholder_is_rejected() {
+    use glaze::core::Error;
+    use glaze::core::harness::ByteCodec;
+    use glaze::vision::task::VisionPipeline;
+    let backbone = glaze_tests::tiny_llama_long();
+    let pipeline = VisionPipeline {
+        backbone: &backbone,
+        codec: &ByteCodec,
+    };
+    let plain = pipeline
+        .prompt("What colour is it?", None, None)
+        .expect("plain question");
+    assert!(!plain.segments().is_empty());
+    let err = pipeline
+        .prompt("Is <image> the same as this one?", None, None)
+        .expect_err("placeholder in the question");
+    assert!(
+        matches!(&err, Error::PlaceholderInText { placeholder, field: "question" } if placeholder == "<image>"),
+        "{err}"
+    );
 }

@@ -137,6 +137,7 @@ pub fn bench(args: &[String]) -> Result<(), String> {
     let glaze_bench = |extra: &[&str], prompt: usize| {
         capture(
             Command::new(&glaze)
+                .env("GLAZE_SHARED", crate::shared_dir())
                 .args(["bench", "--prompt-tokens", &prompt.to_string()])
                 .args(["--decode-tokens", &DECODE.to_string()])
                 .args(["--reps", &REPS.to_string()])
@@ -238,9 +239,7 @@ const STEP_REPS: usize = 5;
 /// against PyTorch (the reference full sequence, the prefix under no_grad every step, and a
 /// prefix computed once), each in its own process so peak memory is its own.
 fn training_steps(glaze: &Path, model: &Path) -> Vec<String> {
-    let shared = std::env::var_os("GLAZE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("../shared"));
+    let shared = crate::shared_dir();
     let data = shared.join("data/ett/ETTh1.csv");
     let cache = cache_dir().join("features");
     let mut rows = Vec::new();
@@ -248,6 +247,7 @@ fn training_steps(glaze: &Path, model: &Path) -> Vec<String> {
     for cache_arg in [cache.to_string_lossy().into_owned(), "none".to_string()] {
         let out = capture(
             Command::new(glaze)
+                .env("GLAZE_SHARED", crate::shared_dir())
                 .args(["timeseries", "bench-step", "--data"])
                 .arg(&data)
                 .args(["--steps", &STEP_REPS.to_string()])
@@ -315,6 +315,7 @@ fn vision_rows(glaze: &Path) -> Vec<String> {
     let mut rows = vec![
         capture(
             Command::new(glaze)
+                .env("GLAZE_SHARED", crate::shared_dir())
                 .args([
                     "vision",
                     "bench",
@@ -371,9 +372,7 @@ const REPS_SPEECH: usize = 3;
 /// windows) against faster-whisper's own pipeline (always a 30 s window), and Glaze's streaming
 /// first-token latency.
 fn speech_rows(glaze: &Path) -> Vec<String> {
-    let shared = std::env::var_os("GLAZE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("../shared"));
+    let shared = crate::shared_dir();
     let files: Vec<PathBuf> = SPEECH_FILES.iter().map(|f| shared.join(f)).collect();
     let list = files
         .iter()
@@ -382,6 +381,7 @@ fn speech_rows(glaze: &Path) -> Vec<String> {
         .join(",");
     let mut rows: Vec<String> = capture(
         Command::new(glaze)
+            .env("GLAZE_SHARED", crate::shared_dir())
             .args([
                 "speech",
                 "bench",

@@ -89,8 +89,20 @@ fn describe(cmd: &Command) -> String {
         .join(" ")
 }
 
+/// `cargo`, with `GLAZE_SHARED` set for the `glaze` commands it runs (the CLI reads the shared
+/// data only from there).
 fn cargo() -> Command {
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.env("GLAZE_SHARED", shared_dir());
+    cmd
+}
+
+/// The shared data and references: `$GLAZE_SHARED`, else `../shared` beside the repository.
+pub fn shared_dir() -> PathBuf {
+    std::env::var_os("GLAZE_SHARED")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared"))
 }
 
 fn step(name: &str) {
@@ -223,9 +235,7 @@ fn results_timeseries(args: &[String]) -> Result<(), String> {
     if args.iter().any(|a| a == "--fresh") {
         let _ = std::fs::remove_file(&results);
     }
-    let shared = std::env::var_os("GLAZE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("../shared"));
+    let shared = shared_dir();
     run(cargo()
         .args([
             "run",
@@ -310,6 +320,7 @@ fn results_speech(args: &[String]) -> Result<(), String> {
             continue;
         }
         run(Command::new(&glaze)
+            .env("GLAZE_SHARED", crate::shared_dir())
             .args(["speech", "train", "--adapter", name, "--steps", steps])
             .args(SPEECH_TRAIN)
             .arg("--out")
@@ -319,6 +330,7 @@ fn results_speech(args: &[String]) -> Result<(), String> {
             .env("RAYON_NUM_THREADS", "2"))?;
     }
     run(Command::new(&glaze)
+        .env("GLAZE_SHARED", crate::shared_dir())
         .args([
             "speech",
             "eval",
@@ -335,6 +347,7 @@ fn results_speech(args: &[String]) -> Result<(), String> {
         .env("RAYON_NUM_THREADS", "2"))?;
     let list = runs.join("tests.jsonl");
     run(Command::new(&glaze)
+        .env("GLAZE_SHARED", crate::shared_dir())
         .args(["speech", "list-tests", "--limits", SPEECH_LIMITS, "--out"])
         .arg(&list))?;
     let python = bench::venv("bench-venv-hf").join("bin/python");
@@ -351,12 +364,14 @@ fn results_speech(args: &[String]) -> Result<(), String> {
             .arg(&list)
             .arg(&hyps))?;
         run(Command::new(&glaze)
+            .env("GLAZE_SHARED", crate::shared_dir())
             .args(["speech", "wer", "--label", label])
             .arg(&hyps)
             .arg("--results")
             .arg(&results))?;
     }
     run(Command::new(&glaze)
+        .env("GLAZE_SHARED", crate::shared_dir())
         .args(["speech", "report", "--results"])
         .arg(&results)
         .arg("--markdown")
@@ -459,9 +474,7 @@ fn demo() -> Result<(), String> {
         "The secret word is glaze.",
     ])?;
     step("time series: Time-LLM on the frozen SmolLM2 (2 blocks) forecasts ETTh1, 96 h ahead");
-    let shared = std::env::var_os("GLAZE_SHARED")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root().join("../shared"));
+    let shared = shared_dir();
     let data = shared.join("data/ett/ETTh1.csv");
     let data = data.to_string_lossy();
     let out = fetch::cache_dir().join("demo/timeseries");
@@ -564,7 +577,7 @@ fn demo() -> Result<(), String> {
         "--out",
         &out.to_string_lossy(),
     ])?;
-    let jfk = root().join("../shared/data/speech/jfk.wav");
+    let jfk = shared_dir().join("data/speech/jfk.wav");
     glaze(&[
         "speech",
         "transcribe",

@@ -105,3 +105,23 @@ impl Adapter for AptAligner {
             .forward(features.tokens.clone(), mask, condition)
     }
 }
+
+impl glaze_train::AdapterConfig for AptConfig {
+    type Adapter = AptAligner;
+    type Error = Error;
+
+    fn kind(&self) -> String {
+        format!("audio/{}", self.name())
+    }
+
+    fn build(
+        &self,
+        encoder: Option<&glaze_core::EncoderSpec>,
+        backbone: &dyn glaze_core::FrozenBackbone,
+        device: &Device,
+    ) -> Result<AptAligner> {
+        let encoder = encoder
+            .ok_or_else(|| Error::config("encoder", "an audio aligner needs its encoder"))?;
+        self.init(encoder.feature_dim, backbone.spec().d_model, device)
+    }
+}

@@ -48,6 +48,12 @@ pub enum Window {
 }
 
 impl Window {
+    /// The window an encoder identity names (`AudioEncoder`'s spec name ends with it, as
+    /// written by the encoder itself); `None` for a spec of another encoder.
+    pub fn of_spec(spec: &glaze_core::EncoderSpec) -> Option<Window> {
+        spec.name.rsplit('/').next().and_then(|w| w.parse().ok())
+    }
+
     /// `full` or `trim`.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -6,22 +6,21 @@ use std::path::Path;
 use std::time::Instant;
 
 use burn::prelude::*;
-use glaze_core::{Encoder, FrozenBackbone, TextCodec, import_params};
-use glaze_train::{
-    AdapterIdentity, BackboneIdentity, Checkpoint, FeatureCache, RunOptions, TrainConfig, train,
-};
+use glaze_core::{Encoder, FrozenBackbone, TextCodec};
+use glaze_train::{AdapterIdentity, FeatureCache, RunOptions, TrainConfig, train};
 
 use crate::aligner::{AptAligner, AptConfig};
-use crate::bank::{ClipBank, encode_clips, encode_files};
+use crate::bank::{encode_clips, encode_files};
 use crate::corpus::{Split, Utterance, spread};
 use crate::decode::AudioLimits;
 use crate::encoder::AudioEncoder;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::sounds::{event, render};
 use crate::tasks::{
     AudioItem, AudioPipeline, AudioQaLoss, AudioQaTask, comparison_items, sound_items,
     speaker_items,
 };
+use glaze_train::FeatureBank;
 
 /// How many items of each task and split.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +37,7 @@ pub struct TaskSizes {
 #[derive(Debug, Clone, Default)]
 pub struct AudioData {
     /// Features of every clip.
-    pub bank: ClipBank,
+    pub bank: FeatureBank,
     /// Training items (tasks mixed).
     pub train: Vec<AudioItem>,
     /// Validation items.
@@ -136,18 +135,17 @@ pub fn build(
     Ok(data)
 }
 
-/// The identity recorded in aligner checkpoints.
+/// The identity of an aligner trained against `encoder` and `backbone`.
 pub fn identity(
     backbone: &dyn FrozenBackbone,
     encoder: &AudioEncoder,
     config: &AptConfig,
 ) -> Result<AdapterIdentity> {
-    Ok(AdapterIdentity {
-        kind: format!("audio/{}", config.name()),
-        config: serde_json::to_value(config).map_err(|e| Error::config("apt", e.to_string()))?,
-        encoder: Some(encoder.spec().clone()),
-        backbone: BackboneIdentity::of(backbone.spec(), backbone.spec().n_layers),
-    })
+    Ok(glaze_train::adapter_identity(
+        config,
+        Some(encoder.spec()),
+        backbone,
+    )?)
 }
 
 /// Loads a trained aligner, checking encoder and backbone.
@@ -156,21 +154,7 @@ pub fn load_aligner(
     encoder: &AudioEncoder,
     path: &Path,
 ) -> Result<(AptAligner, AptConfig)> {
-    let ck = Checkpoint::load(path)?;
-    let config: AptConfig = serde_json::from_value(ck.identity.config.clone()).map_err(|e| {
-        glaze_core::Error::Checkpoint {
-            path: path.to_path_buf(),
-            problem: format!("not an audio aligner: {e}"),
-        }
-    })?;
-    ck.identity
-        .check_compatible(&identity(backbone, encoder, &config)?, path)?;
-    let model = config.init(
-        encoder.spec().feature_dim,
-        backbone.spec().d_model,
-        backbone.device(),
-    )?;
-    Ok((import_params(model, &ck.weight_map(), path)?, config))
+    glaze_train::load_adapter(path, "an audio aligner", Some(encoder.spec()), backbone)
 }
 
 /// Trains an aligner on `data.train`; returns it with steps, trainable parameters and seconds.

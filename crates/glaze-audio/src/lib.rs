@@ -18,7 +18,7 @@ pub mod whisper_layer;
 pub mod whisper_load;
 
 pub use aligner::{AptAligner, AptConfig};
-pub use bank::{ClipBank, encode_clips, encode_files, open_cache};
+pub use bank::{encode_clips, encode_files, open_cache};
 pub use decode::{Audio, AudioLimits, decode_bytes, decode_file};
 pub use encoder::{AudioEncoder, Window, default_base_path, default_tiny_en_path};
 pub use error::{Error, Result};

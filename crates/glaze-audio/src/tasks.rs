@@ -8,12 +8,11 @@
 //! on the animal sounds (`glaze audio` CLI).
 
 use burn::prelude::*;
-use glaze_core::answer::{answer_loss, answer_target, chat_segments, greedy_answers, interleave};
+use glaze_core::answer::AnswerPipeline;
 use glaze_core::{Adapter, Condition, FrozenBackbone, Prompt, SoftTokens, TextCodec, embed_batch};
-use glaze_train::{ItemLoss, ItemTask};
+use glaze_train::{FeatureBank, ItemLoss, ItemTask};
 
 use crate::aligner::AptAligner;
-use crate::bank::ClipBank;
 use crate::corpus::{Split, Utterance};
 use crate::sounds::SoundEvent;
 
@@ -53,11 +52,21 @@ fn instruction_text(question: &str) -> String {
 }
 
 impl AudioPipeline<'_> {
+    /// The shared answer pipeline with this plugin's system line and marker.
+    pub fn qa(&self) -> AnswerPipeline<'_> {
+        AnswerPipeline {
+            backbone: self.backbone,
+            codec: self.codec,
+            system: SYSTEM,
+            marker: MARKER,
+        }
+    }
+
     /// Soft tokens per item: one run per clip, in marker order.
     pub fn soft_tokens(
         &self,
         model: &AptAligner,
-        bank: &ClipBank,
+        bank: &FeatureBank,
         items: &[&AudioItem],
         device: &Device,
     ) -> glaze_core::Result<Vec<Vec<SoftTokens>>> {
@@ -102,19 +111,13 @@ impl AudioPipeline<'_> {
             .map(|(r, item)| {
                 let target = targets.map(|t| t[r].clone());
                 match &soft {
-                    Some(s) => {
-                        let segments = chat_segments(self.codec, SYSTEM, &item.question, MARKER)?;
-                        interleave(&segments, MARKER, s[r].clone(), target)
-                    }
-                    None => {
-                        let segments = chat_segments(
-                            self.codec,
-                            SYSTEM,
-                            &instruction_text(&item.question),
-                            MARKER,
-                        )?;
-                        interleave(&segments, MARKER, Vec::new(), target)
-                    }
+                    Some(s) => self.qa().prompt(&item.question, Some(s[r].clone()), target),
+                    // The baseline: the question with its markers removed, no audio.
+                    None => self.qa().prompt(
+                        &instruction_text(&item.question),
+                        Some(Vec::new()),
+                        target,
+                    ),
                 }
             })
             .collect()
@@ -124,42 +127,36 @@ impl AudioPipeline<'_> {
     pub fn loss(
         &self,
         model: &AptAligner,
-        bank: &ClipBank,
+        bank: &FeatureBank,
         items: &[&AudioItem],
         device: &Device,
     ) -> glaze_core::Result<Tensor<1>> {
         let targets: Vec<Vec<u32>> = items
             .iter()
-            .map(|i| answer_target(self.codec, &i.answer))
+            .map(|i| self.qa().target(&i.answer))
             .collect::<glaze_core::Result<_>>()?;
         let soft = self.soft_tokens(model, bank, items, device)?;
         let prompts = self.prompts(Some(soft), items, Some(&targets))?;
-        answer_loss(self.backbone, self.codec, &prompts, &targets, device)
+        self.qa().loss(&prompts, &targets, device)
     }
 
     /// Greedy answers; `model = None` asks without audio (the baseline).
     pub fn answer(
         &self,
         model: Option<&AptAligner>,
-        bank: &ClipBank,
+        bank: &FeatureBank,
         items: &[AudioItem],
         batch: usize,
         max_new_tokens: usize,
     ) -> glaze_core::Result<Vec<String>> {
-        greedy_answers(
-            self.backbone,
-            self.codec,
-            items,
-            batch,
-            max_new_tokens,
-            |refs, device| {
+        self.qa()
+            .answers(items, batch, max_new_tokens, |refs, device| {
                 let soft = match model {
                     Some(m) => Some(self.soft_tokens(m, bank, refs, device)?),
                     None => None,
                 };
                 self.prompts(soft, refs, None)
-            },
-        )
+            })
     }
 }
 
@@ -169,7 +166,7 @@ pub struct AudioQaLoss<'a> {
     /// The frozen LLM.
     pub pipeline: AudioPipeline<'a>,
     /// Frozen clip features.
-    pub bank: &'a ClipBank,
+    pub bank: &'a FeatureBank,
 }
 
 impl ItemLoss for AudioQaLoss<'_> {

@@ -93,9 +93,7 @@ fn load_data(
 ) -> Res<AudioData> {
     let device = glaze::FrozenBackbone::device(&model.llama).clone();
     let cache = glaze::audio::open_cache(&glaze::core::cache_dir().join("features"), encoder)?;
-    let fsdd = glaze::audio::corpus::fsdd(
-        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/fsdd"),
-    )?;
+    let fsdd = glaze::audio::corpus::fsdd(&crate::shared_data("fsdd")?)?;
     let start = Instant::now();
     let data = ex::build(encoder, Some(&cache), &fsdd, sizes, &device)?;
     eprintln!(

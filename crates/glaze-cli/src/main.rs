@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 use glaze::core::DeviceChoice;
 use glaze::llm::{GenerationConfig, LanguageModel, generate};
-use glaze::train::{PromptTuningConfig, TuningExample, tune_soft_prompt};
+use glaze::train::{Modality, PromptTuningConfig, TuningExample, tune_soft_prompt};
 use glaze::{ChatMessage, Prompt, TextCodec};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -30,6 +30,19 @@ struct Cli {
     verbose: u8,
     #[command(subcommand)]
     command: Cmd,
+}
+
+/// A file or folder of the project's shared data, `$GLAZE_SHARED/data/<rel>` (`cargo xtask`
+/// sets `GLAZE_SHARED` to the `shared` folder beside the repository); no data path is compiled
+/// into the binary.
+fn shared_data(rel: &str) -> Result<PathBuf, String> {
+    match std::env::var_os("GLAZE_SHARED").filter(|d| !d.is_empty()) {
+        Some(dir) => Ok(PathBuf::from(dir).join("data").join(rel)),
+        None => Err(format!(
+            "data/{rel} is read from the shared data folder: set GLAZE_SHARED to it \
+             (the `shared` folder beside the repository) or pass the path explicitly"
+        )),
+    }
 }
 
 /// Installs the `tracing` subscriber that prints the libraries' messages to stderr: warnings
@@ -286,9 +299,14 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             println!("question: {question}");
             print!("frozen model, no soft prompt: ");
             let before = stream(&model, &Prompt::new().text(context.clone()), &config)?;
+            // The model learns to end its turn: the tokenizer's end-of-turn token follows.
+            let end_of_turn = match model.tokenizer.stop_ids().first() {
+                Some(&id) => model.tokenizer.decode(&[id], true)?,
+                None => String::new(),
+            };
             let examples = [TuningExample {
                 context: Prompt::new().text(context.clone()),
-                target: format!("{target}<|im_end|>"),
+                target: format!("{target}{end_of_turn}"),
             }];
             let tuning = PromptTuningConfig::new()
                 .with_n_tokens(tokens)
@@ -355,11 +373,18 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let answer = match (image, audio) {
                 (Some(image), _) => vision::ask(&model, &image, &adapter, &question)?,
                 (None, Some(audio)) => {
-                    let kind = glaze::train::Checkpoint::load(&adapter)?.identity.kind;
-                    if kind.starts_with("audio/") {
-                        audio::ask(&model, &audio, &adapter, &question)?
-                    } else {
-                        speech::ask(&model, &audio, &adapter, &question)?
+                    let identity = glaze::train::Checkpoint::load(&adapter)?.identity;
+                    match identity.modality() {
+                        Modality::Audio => audio::ask(&model, &audio, &adapter, &question)?,
+                        Modality::Speech => speech::ask(&model, &audio, &adapter, &question)?,
+                        other => {
+                            return Err(format!(
+                                "{}: a {other} adapter ({}) cannot answer about audio",
+                                adapter.display(),
+                                identity.kind
+                            )
+                            .into());
+                        }
                     }
                 }
                 (None, None) => return Err("give --image or --audio".into()),

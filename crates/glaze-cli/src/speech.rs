@@ -7,7 +7,8 @@ use clap::{Args, Subcommand};
 use glaze::audio::{AudioEncoder, AudioLimits, Window, decode_file, resample};
 use glaze::llm::LanguageModel;
 use glaze::speech::experiment::{self as ex, SpeechData, SplitLimits};
-use glaze::speech::{ClipBank, SpeechAdapterConfig, SpeechItem, SpeechPipeline};
+use glaze::speech::{SpeechAdapterConfig, SpeechItem, SpeechPipeline};
+use glaze::train::FeatureBank;
 use glaze::train::{LrSchedule, TrainConfig};
 
 use crate::ModelArgs;
@@ -41,7 +42,7 @@ impl EncoderArgs {
 /// Which corpora and how much of them.
 #[derive(Args, Clone)]
 pub struct CorpusArgs {
-    /// Use the spoken digits of `../shared/data/fsdd` (or `--fsdd-dir`).
+    /// Use the spoken digits of `$GLAZE_SHARED/data/fsdd` (or `--fsdd-dir`).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     fsdd: bool,
     /// FSDD folder (holding `recordings/`).
@@ -173,8 +174,8 @@ pub enum SpeechCmd {
     },
 }
 
-fn jfk_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/speech/jfk.wav")
+fn jfk_path() -> Res<PathBuf> {
+    Ok(crate::shared_data("speech/jfk.wav")?)
 }
 
 /// The jfk.wav transcript (../shared/ASSETS.md).
@@ -193,9 +194,10 @@ fn load_data(
     let mut data = SpeechData::default();
     let start = Instant::now();
     if args.fsdd {
-        let dir = args.fsdd_dir.clone().unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/fsdd")
-        });
+        let dir = match &args.fsdd_dir {
+            Some(dir) => dir.clone(),
+            None => crate::shared_data("fsdd")?,
+        };
         let utts = glaze::speech::fsdd(&dir)?;
         data.add_corpus("fsdd", &utts, limits, encoder, Some(&cache), device)?;
     }
@@ -203,7 +205,7 @@ fn load_data(
         let utts = glaze::speech::synthetic(&glaze::speech::corpus::default_synthetic_dir())?;
         data.add_corpus("synthetic", &utts, limits, encoder, Some(&cache), device)?;
     }
-    let jfk = jfk_path();
+    let jfk = jfk_path()?;
     let bank = glaze::speech::encode_files(
         encoder,
         Some(&cache),
@@ -243,9 +245,10 @@ fn test_sets(args: &CorpusArgs) -> Res<Vec<(String, Vec<glaze::speech::Utterance
             .collect()
     };
     if args.fsdd {
-        let dir = args.fsdd_dir.clone().unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/fsdd")
-        });
+        let dir = match &args.fsdd_dir {
+            Some(dir) => dir.clone(),
+            None => crate::shared_data("fsdd")?,
+        };
         sets.push(("fsdd".to_string(), keep(glaze::speech::fsdd(&dir)?)));
     }
     if args.synthetic {
@@ -255,7 +258,7 @@ fn test_sets(args: &CorpusArgs) -> Res<Vec<(String, Vec<glaze::speech::Utterance
     sets.push((
         "jfk".to_string(),
         vec![glaze::speech::Utterance {
-            path: jfk_path(),
+            path: jfk_path()?,
             text: JFK_TEXT.into(),
             speaker: "jfk".into(),
             split: glaze::speech::Split::Test,
@@ -563,7 +566,7 @@ fn bench(files: &[PathBuf], reps: usize, model_args: &ModelArgs) -> Res<()> {
         let t0 = Instant::now();
         let feats = tiny.encode_clip(&audio, &device)?;
         let f = feats.dims()[2];
-        let bank = ClipBank {
+        let bank = FeatureBank {
             f,
             rows: vec![
                 feats
@@ -650,9 +653,9 @@ pub fn ask(model: &LanguageModel, file: &Path, adapter: &Path, question: &str) -
         .identity
         .encoder
         .as_ref()
-        .and_then(|e| e.name.rsplit('/').next().map(str::to_string))
-        .unwrap_or_else(|| "trim".into());
-    let encoder = AudioEncoder::load_default(&device)?.with_window(window.parse::<Window>()?);
+        .and_then(Window::of_spec)
+        .unwrap_or_default();
+    let encoder = AudioEncoder::load_default(&device)?.with_window(window);
     let (trained, _) = ex::load_adapter(&model.llama, &encoder, adapter)?;
     let bank = glaze::audio::encode_files(
         &encoder,

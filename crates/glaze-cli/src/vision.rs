@@ -677,9 +677,7 @@ pub fn ask(model: &LanguageModel, image: &Path, adapter: &Path, question: &str) 
         .into_data()
         .try_to_vec::<f32>()
         .map_err(|e| format!("{e:?}"))?;
-    let n = feats.len() / f;
-    let bank = glaze::vision::FeatureBank {
-        n,
+    let bank = glaze::train::FeatureBank {
         f,
         rows: vec![feats],
     };

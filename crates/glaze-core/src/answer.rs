@@ -9,6 +9,7 @@ use crate::backbone::{ChatMessage, ForwardOptions, FrozenBackbone, TextCodec};
 use crate::error::{Error, Result};
 use crate::loss::masked_cross_entropy;
 use crate::prompt::{Prompt, embed_batch};
+use crate::soft::SoftTokens;
 
 /// The rendered chat (system line, user turn, generation prompt) as token ids, split at every
 /// occurrence of `marker` in the user turn: `k` markers give `k + 1` segments, between which
@@ -44,7 +45,7 @@ pub fn chat_segments(
 pub fn interleave(
     segments: &[Vec<u32>],
     marker: &str,
-    runs: Vec<crate::soft::SoftTokens>,
+    runs: Vec<SoftTokens>,
     answer: Option<Vec<u32>>,
 ) -> Result<Prompt> {
     let markers = segments.len().saturating_sub(1);
@@ -157,10 +158,97 @@ pub fn greedy_answers<T>(
     Ok(out)
 }
 
+/// The soft-token question-answer pipeline of every plugin that answers in words: a chat whose
+/// user turn holds one `marker` per soft-token run, the runs spliced in count-checked
+/// ([`interleave`]), an answer-only cross-entropy ([`answer_loss`]) and greedy answers
+/// ([`greedy_answers`]). A plugin supplies the runs (encoder features through its adapter);
+/// everything between them and the backbone is this.
+#[derive(Clone, Copy)]
+pub struct AnswerPipeline<'a> {
+    /// The frozen backbone.
+    pub backbone: &'a dyn FrozenBackbone,
+    /// Its tokenizer and chat template.
+    pub codec: &'a dyn TextCodec,
+    /// The system line of every prompt.
+    pub system: &'a str,
+    /// Where a soft-token run goes in the user turn, e.g. `<image>`.
+    pub marker: &'a str,
+}
+
+impl AnswerPipeline<'_> {
+    /// The user turn for a question about one input: the marker, a new line, the question. A
+    /// question holding the marker is [`Error::PlaceholderInText`].
+    pub fn about_one(&self, question: &str) -> Result<String> {
+        reject_placeholder(question, self.marker, "question")?;
+        Ok(format!("{}\n{question}", self.marker))
+    }
+
+    /// The rendered chat of `user` split at its markers, as token ids ([`chat_segments`]).
+    pub fn segments(&self, user: &str) -> Result<Vec<Vec<u32>>> {
+        chat_segments(self.codec, self.system, user, self.marker)
+    }
+
+    /// The prompt for `user` with one run of `runs` per marker (a count mismatch is
+    /// [`Error::PlaceholderMismatch`]), followed by the `answer` ids when given. `runs = None`
+    /// asks the same question with no soft tokens at all (the no-input baseline): the chat's
+    /// pieces around the markers, joined.
+    pub fn prompt(
+        &self,
+        user: &str,
+        runs: Option<Vec<SoftTokens>>,
+        answer: Option<Vec<u32>>,
+    ) -> Result<Prompt> {
+        let segments = self.segments(user)?;
+        match runs {
+            Some(runs) => interleave(&segments, self.marker, runs, answer),
+            None => {
+                let ids: Vec<u32> = segments
+                    .into_iter()
+                    .flatten()
+                    .chain(answer.into_iter().flatten())
+                    .collect();
+                Ok(Prompt::new().ids(ids))
+            }
+        }
+    }
+
+    /// The ids of `answer` followed by the end-of-turn id ([`answer_target`]).
+    pub fn target(&self, answer: &str) -> Result<Vec<u32>> {
+        answer_target(self.codec, answer)
+    }
+
+    /// Mean cross-entropy of `targets[i]`, which each `prompts[i]` ends with ([`answer_loss`]).
+    pub fn loss(
+        &self,
+        prompts: &[Prompt],
+        targets: &[Vec<u32>],
+        device: &Device,
+    ) -> Result<Tensor<1>> {
+        answer_loss(self.backbone, self.codec, prompts, targets, device)
+    }
+
+    /// Greedy answers to `items`, `batch` at a time ([`greedy_answers`]).
+    pub fn answers<T>(
+        &self,
+        items: &[T],
+        batch: usize,
+        max_new_tokens: usize,
+        prompts: impl FnMut(&[&T], &Device) -> Result<Vec<Prompt>>,
+    ) -> Result<Vec<String>> {
+        greedy_answers(
+            self.backbone,
+            self.codec,
+            items,
+            batch,
+            max_new_tokens,
+            prompts,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::soft::SoftTokens;
 
     fn run() -> SoftTokens {
         SoftTokens::new(Tensor::zeros([2, 4], &Device::flex()))

@@ -159,3 +159,23 @@ impl Adapter for SpeechAdapter {
         self.forward(x)
     }
 }
+
+impl glaze_train::AdapterConfig for SpeechAdapterConfig {
+    type Adapter = SpeechAdapter;
+    type Error = Error;
+
+    fn kind(&self) -> String {
+        format!("speech/{}", self.name())
+    }
+
+    fn build(
+        &self,
+        encoder: Option<&glaze_core::EncoderSpec>,
+        backbone: &dyn glaze_core::FrozenBackbone,
+        device: &Device,
+    ) -> Result<SpeechAdapter> {
+        let encoder = encoder
+            .ok_or_else(|| Error::config("encoder", "a speech adapter needs its encoder"))?;
+        self.init(encoder.feature_dim, backbone.spec().d_model, device)
+    }
+}

@@ -3,16 +3,13 @@
 //! cross-entropy on the transcript tokens only (core `answer_loss`); recognition is greedy.
 
 use burn::prelude::*;
-use glaze_core::answer::{
-    answer_loss, answer_target, chat_segments, greedy_answers, interleave, reject_placeholder,
-};
+use glaze_core::answer::{AnswerPipeline, interleave};
 use glaze_core::{
     Adapter, FrozenBackbone, GenerationConfig, Prompt, SoftTokens, TextCodec, generate_batch,
 };
-use glaze_train::{ItemLoss, ItemTask};
+use glaze_train::{FeatureBank, ItemLoss, ItemTask};
 
 use crate::adapter::SpeechAdapter;
-use glaze_audio::bank::ClipBank;
 
 /// The system line of every prompt.
 pub const SYSTEM: &str = "You transcribe speech.";
@@ -24,7 +21,7 @@ pub const MARKER: &str = "<audio>";
 /// A clip of the bank and its transcript.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpeechItem {
-    /// Index into the [`ClipBank`].
+    /// Index into the [`FeatureBank`].
     pub clip: usize,
     /// The transcript.
     pub text: String,
@@ -40,16 +37,26 @@ pub struct SpeechPipeline<'a> {
 }
 
 impl SpeechPipeline<'_> {
+    /// The shared answer pipeline with this plugin's system line and marker.
+    pub fn qa(&self) -> AnswerPipeline<'_> {
+        AnswerPipeline {
+            backbone: self.backbone,
+            codec: self.codec,
+            system: SYSTEM,
+            marker: MARKER,
+        }
+    }
+
     /// Token ids around the audio in the rendered chat.
     pub fn segments(&self) -> glaze_core::Result<Vec<Vec<u32>>> {
-        chat_segments(self.codec, SYSTEM, INSTRUCTION, MARKER)
+        self.qa().segments(INSTRUCTION)
     }
 
     /// Soft tokens per clip: each row keeps its own `num_tokens(frames)` tokens.
     pub fn soft_tokens(
         &self,
         model: &SpeechAdapter,
-        bank: &ClipBank,
+        bank: &FeatureBank,
         clips: &[usize],
         device: &Device,
     ) -> Vec<SoftTokens> {
@@ -83,18 +90,18 @@ impl SpeechPipeline<'_> {
     pub fn loss(
         &self,
         model: &SpeechAdapter,
-        bank: &ClipBank,
+        bank: &FeatureBank,
         items: &[&SpeechItem],
         device: &Device,
     ) -> glaze_core::Result<Tensor<1>> {
         let targets: Vec<Vec<u32>> = items
             .iter()
-            .map(|i| answer_target(self.codec, &i.text))
+            .map(|i| self.qa().target(&i.text))
             .collect::<glaze_core::Result<_>>()?;
         let clips: Vec<usize> = items.iter().map(|i| i.clip).collect();
         let soft = self.soft_tokens(model, bank, &clips, device);
         let prompts = self.prompts(soft, Some(&targets))?;
-        answer_loss(self.backbone, self.codec, &prompts, &targets, device)
+        self.qa().loss(&prompts, &targets, device)
     }
 
     /// A free question about one clip (`glaze ask --audio`): the question replaces the
@@ -102,16 +109,16 @@ impl SpeechPipeline<'_> {
     pub fn ask(
         &self,
         model: &SpeechAdapter,
-        bank: &ClipBank,
+        bank: &FeatureBank,
         clip: usize,
         question: &str,
         max_new_tokens: usize,
     ) -> glaze_core::Result<String> {
-        reject_placeholder(question, MARKER, "question")?;
+        let qa = self.qa();
+        let user = qa.about_one(question)?;
         let device = self.backbone.device().clone();
-        let segments = chat_segments(self.codec, SYSTEM, &format!("{MARKER}\n{question}"), MARKER)?;
         let soft = self.soft_tokens(model, bank, &[clip], &device);
-        let prompt = interleave(&segments, MARKER, soft, None)?;
+        let prompt = qa.prompt(&user, Some(soft), None)?;
         let config = GenerationConfig::new().with_max_new_tokens(max_new_tokens);
         let g = generate_batch(self.backbone, self.codec, &[prompt], &config)?;
         Ok(g.into_iter()
@@ -124,22 +131,16 @@ impl SpeechPipeline<'_> {
     pub fn transcribe(
         &self,
         model: &SpeechAdapter,
-        bank: &ClipBank,
+        bank: &FeatureBank,
         clips: &[usize],
         batch: usize,
         max_new_tokens: usize,
     ) -> glaze_core::Result<Vec<String>> {
-        greedy_answers(
-            self.backbone,
-            self.codec,
-            clips,
-            batch,
-            max_new_tokens,
-            |chunk, device| {
+        self.qa()
+            .answers(clips, batch, max_new_tokens, |chunk, device| {
                 let ids: Vec<usize> = chunk.iter().map(|&&c| c).collect();
                 self.prompts(self.soft_tokens(model, bank, &ids, device), None)
-            },
-        )
+            })
     }
 }
 
@@ -149,7 +150,7 @@ pub struct AsrLoss<'a> {
     /// The frozen LLM.
     pub pipeline: SpeechPipeline<'a>,
     /// Frozen clip features.
-    pub bank: &'a ClipBank,
+    pub bank: &'a FeatureBank,
 }
 
 impl ItemLoss for AsrLoss<'_> {

@@ -7,24 +7,23 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use glaze_audio::{AudioEncoder, AudioLimits};
-use glaze_core::{Encoder, FrozenBackbone, TextCodec, import_params};
-use glaze_train::{
-    AdapterIdentity, BackboneIdentity, Checkpoint, FeatureCache, RunOptions, TrainConfig, train,
-};
+use glaze_core::{Encoder, FrozenBackbone, TextCodec};
+use glaze_train::{AdapterIdentity, FeatureCache, RunOptions, TrainConfig, train};
 
 use crate::adapter::{SpeechAdapter, SpeechAdapterConfig};
 use crate::asr::{AsrLoss, AsrTask, SpeechItem, SpeechPipeline};
 use crate::corpus::{Split, Utterance};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::wer::{WerCount, wer};
-use glaze_audio::bank::{ClipBank, encode_files};
+use glaze_audio::bank::encode_files;
 use glaze_audio::corpus::{gcd, spread};
+use glaze_train::FeatureBank;
 
 /// Clips of all corpora, features cached, split for training.
 #[derive(Debug, Clone, Default)]
 pub struct SpeechData {
     /// Features of every clip used.
-    pub bank: ClipBank,
+    pub bank: FeatureBank,
     /// Training items.
     pub train: Vec<SpeechItem>,
     /// Validation items.
@@ -111,19 +110,18 @@ impl SpeechData {
     }
 }
 
-/// The identity recorded in speech adapter checkpoints.
+/// The identity of a speech adapter trained against `encoder` (its window included) and
+/// `backbone`.
 pub fn identity(
     backbone: &dyn FrozenBackbone,
     encoder: &AudioEncoder,
     adapter: &SpeechAdapterConfig,
 ) -> Result<AdapterIdentity> {
-    Ok(AdapterIdentity {
-        kind: format!("speech/{}", adapter.name()),
-        config: serde_json::to_value(adapter)
-            .map_err(|e| Error::config("adapter", e.to_string()))?,
-        encoder: Some(encoder.spec().clone()),
-        backbone: BackboneIdentity::of(backbone.spec(), backbone.spec().n_layers),
-    })
+    Ok(glaze_train::adapter_identity(
+        adapter,
+        Some(encoder.spec()),
+        backbone,
+    )?)
 }
 
 /// Loads a trained adapter, checking it was trained for this encoder (and window) and backbone.
@@ -132,19 +130,7 @@ pub fn load_adapter(
     encoder: &AudioEncoder,
     path: &Path,
 ) -> Result<(SpeechAdapter, SpeechAdapterConfig)> {
-    let ck = Checkpoint::load(path)?;
-    let config: SpeechAdapterConfig =
-        serde_json::from_value(ck.identity.config.clone()).map_err(|e| {
-            glaze_core::Error::Checkpoint {
-                path: path.to_path_buf(),
-                problem: format!("not a speech adapter: {e}"),
-            }
-        })?;
-    ck.identity
-        .check_compatible(&identity(backbone, encoder, &config)?, path)?;
-    let device = backbone.device().clone();
-    let model = config.init(encoder.spec().feature_dim, backbone.spec().d_model, &device)?;
-    Ok((import_params(model, &ck.weight_map(), path)?, config))
+    glaze_train::load_adapter(path, "a speech adapter", Some(encoder.spec()), backbone)
 }
 
 /// One training run.
@@ -213,7 +199,7 @@ pub fn evaluate(
     backbone: &dyn FrozenBackbone,
     codec: &dyn TextCodec,
     model: &SpeechAdapter,
-    bank: &ClipBank,
+    bank: &FeatureBank,
     items: &[SpeechItem],
     batch: usize,
     max_new_tokens: usize,

@@ -4,10 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use glaze_core::{FrozenBackbone, TextCodec, import_params};
-use glaze_train::{
-    AdapterIdentity, BackboneIdentity, Checkpoint, RunOptions, TrainConfig, TrainReport, train,
-};
+use burn::prelude::Device;
+use glaze_core::{FrozenBackbone, TextCodec};
+use glaze_train::{AdapterIdentity, RunOptions, TrainConfig, TrainReport, train};
 
 use crate::csv::{ColumnSelection, read_csv};
 use crate::dataset::{Scaler, SeriesData, WindowSpec, prepare};
@@ -81,12 +80,30 @@ pub struct StoredConfig {
 
 /// Identity of a forecasting adapter trained against `backbone`.
 pub fn identity(backbone: &dyn FrozenBackbone, stored: &StoredConfig) -> Result<AdapterIdentity> {
-    Ok(AdapterIdentity {
-        kind: format!("timeseries/{}", stored.model.kind.name()),
-        config: serde_json::to_value(stored).map_err(|e| Error::config("config", e.to_string()))?,
-        encoder: None,
-        backbone: BackboneIdentity::of(backbone.spec(), stored.model.layers_used()),
-    })
+    Ok(glaze_train::adapter_identity(stored, None, backbone)?)
+}
+
+impl glaze_train::AdapterConfig for StoredConfig {
+    type Adapter = Forecaster;
+    type Error = Error;
+
+    fn kind(&self) -> String {
+        format!("timeseries/{}", self.model.kind.name())
+    }
+
+    fn layers_used(&self, _: &dyn FrozenBackbone) -> usize {
+        self.model.layers_used()
+    }
+
+    fn build(
+        &self,
+        _: Option<&glaze_core::EncoderSpec>,
+        backbone: &dyn FrozenBackbone,
+        device: &Device,
+    ) -> Result<Forecaster> {
+        self.model.validate(backbone)?;
+        Ok(self.model.init(device))
+    }
 }
 
 /// Reads and prepares the data of a run.
@@ -172,20 +189,7 @@ pub fn load_checkpoint(
     backbone: &dyn FrozenBackbone,
     path: &Path,
 ) -> Result<(Forecaster, StoredConfig)> {
-    let ck = Checkpoint::load(path)?;
-    let stored: StoredConfig = serde_json::from_value(ck.identity.config.clone()).map_err(|e| {
-        glaze_core::Error::Checkpoint {
-            path: path.to_path_buf(),
-            problem: format!("not a time-series adapter: {e}"),
-        }
-    })?;
-    let expected = identity(backbone, &stored)?;
-    ck.identity.check_compatible(&expected, path)?;
-    stored.model.validate(backbone)?;
-    let device = backbone.device().clone();
-    let model = stored.model.init(&device);
-    let model = import_params(model, &ck.weight_map(), path)?;
-    Ok((model, stored))
+    glaze_train::load_adapter(path, "a time-series adapter", None, backbone)
 }
 
 /// True when `kind` needs the backbone's blocks at run time.

@@ -71,7 +71,46 @@ pub struct AdapterIdentity {
     pub backbone: BackboneIdentity,
 }
 
+/// The family of adapters a checkpoint holds, read from its identity's kind (`vision/…`,
+/// `audio/…`, `speech/…`, `timeseries/…`; anything else is `Other`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Modality {
+    /// Images (`glaze-vision`).
+    Vision,
+    /// General audio (`glaze-audio`'s aligner).
+    Audio,
+    /// Speech recognition (`glaze-speech`).
+    Speech,
+    /// Time series (`glaze-timeseries`).
+    TimeSeries,
+    /// A kind no plugin of this workspace writes.
+    Other,
+}
+
+impl std::fmt::Display for Modality {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Modality::Vision => "vision",
+            Modality::Audio => "audio",
+            Modality::Speech => "speech",
+            Modality::TimeSeries => "time-series",
+            Modality::Other => "other",
+        })
+    }
+}
+
 impl AdapterIdentity {
+    /// The adapter family this identity's kind names.
+    pub fn modality(&self) -> Modality {
+        match self.kind.split('/').next() {
+            Some("vision") => Modality::Vision,
+            Some("audio") => Modality::Audio,
+            Some("speech") => Modality::Speech,
+            Some("timeseries") => Modality::TimeSeries,
+            _ => Modality::Other,
+        }
+    }
+
     /// The identity of an adapter of `kind` with serialisable `config`, trained against
     /// `encoder` (if any) and all blocks of `backbone`.
     pub fn new(
@@ -323,5 +362,39 @@ impl Checkpoint {
         let ck = Self::load(path)?;
         ck.identity.check_compatible(expected, path)?;
         Ok(ck)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_kind(kind: &str) -> AdapterIdentity {
+        AdapterIdentity {
+            kind: kind.into(),
+            config: serde_json::Value::Null,
+            encoder: None,
+            backbone: BackboneIdentity {
+                architecture: "llama".into(),
+                name: "b".into(),
+                d_model: 8,
+                layers_used: 1,
+                weights_hash: "0".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn the_modality_is_read_from_the_kind() {
+        for (kind, want) in [
+            ("vision/mlp", Modality::Vision),
+            ("audio/apt", Modality::Audio),
+            ("speech/frame-stack", Modality::Speech),
+            ("timeseries/time-llm", Modality::TimeSeries),
+            ("imu-linear", Modality::Other),
+            ("speechless/x", Modality::Other),
+        ] {
+            assert_eq!(with_kind(kind).modality(), want, "{kind}");
+        }
     }
 }

@@ -1,8 +1,10 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+pub mod adapter_config;
 pub mod atomic;
 pub mod checkpoint;
+pub mod feature_bank;
 pub mod feature_cache;
 pub mod item_task;
 pub mod metrics;
@@ -12,7 +14,9 @@ pub mod schedule;
 pub mod trainer;
 pub mod tuning;
 
-pub use checkpoint::{AdapterIdentity, BackboneIdentity, Checkpoint, TrainState};
+pub use adapter_config::{AdapterConfig, adapter_identity, load_adapter};
+pub use checkpoint::{AdapterIdentity, BackboneIdentity, Checkpoint, Modality, TrainState};
+pub use feature_bank::{FeatureBank, encode_bank, open_cache};
 pub use feature_cache::{CachedArray, FeatureCache};
 pub use item_task::{ItemLoss, ItemTask};
 pub use optim::{AdamW, AdamWSettings};

@@ -221,3 +221,23 @@ impl Adapter for VisionAdapter {
         }
     }
 }
+
+impl glaze_train::AdapterConfig for VisionAdapterConfig {
+    type Adapter = VisionAdapter;
+    type Error = Error;
+
+    fn kind(&self) -> String {
+        format!("vision/{}", self.name())
+    }
+
+    fn build(
+        &self,
+        encoder: Option<&glaze_core::EncoderSpec>,
+        backbone: &dyn glaze_core::FrozenBackbone,
+        device: &Device,
+    ) -> Result<VisionAdapter> {
+        let encoder = encoder
+            .ok_or_else(|| Error::config("encoder", "a vision adapter needs its encoder"))?;
+        self.init(encoder.feature_dim, backbone.spec().d_model, device)
+    }
+}

@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::prelude::*;
-use glaze_core::{Encoder, FrozenBackbone, SplitMix64, TextCodec, import_params};
+use glaze_core::{Encoder, FrozenBackbone, SplitMix64, TextCodec};
 use glaze_train::{
-    AdapterIdentity, CachedArray, Checkpoint, FeatureCache, RunOptions, TrainConfig, train,
+    AdapterIdentity, FeatureBank, FeatureCache, RunOptions, TrainConfig, adapter_identity,
+    encode_bank, train,
 };
 use image::RgbImage;
 
@@ -17,7 +18,7 @@ use crate::encoder::VisionEncoder;
 use crate::error::{Error, Result};
 use crate::probe::{LinearProbe, probe_input};
 use crate::shapes::{CaptionScore, Scene, normalise, score};
-use crate::task::{FeatureBank, VisionPipeline, VqaItem, VqaLoss, VqaTask};
+use crate::task::{VisionPipeline, VqaItem, VqaLoss, VqaTask};
 use crate::textiles::{CLASSES, QUESTION as TEXTILE_QUESTION, load_splits};
 
 /// Images per encoder forward when filling the cache.
@@ -25,15 +26,7 @@ const ENCODE_CHUNK: usize = 8;
 
 /// Opens the feature cache of an encoder under `root`.
 pub fn open_cache(root: &Path, encoder: &VisionEncoder) -> Result<FeatureCache> {
-    let spec = encoder.spec();
-    Ok(FeatureCache::open(
-        root,
-        &format!(
-            "vision-{}-{}",
-            spec.name.replace(['/', '@', '+'], "_"),
-            spec.weights_hash
-        ),
-    )?)
+    Ok(glaze_train::open_cache(root, "vision", encoder)?)
 }
 
 /// Frozen features of many images: read from the cache, or encoded in chunks and stored.
@@ -46,55 +39,15 @@ pub fn encode_all(
     load: impl Fn(usize) -> Result<RgbImage>,
     device: &Device,
 ) -> Result<FeatureBank> {
-    let n = encoder.preprocessor().num_features(encoder.select().cls);
-    let f = encoder.spec().feature_dim;
-    let mut rows: Vec<Option<Vec<f32>>> = vec![None; count];
-    // (index, cache key) of the images to encode; each key is computed once.
-    let mut missing = Vec::new();
-    for (i, row) in rows.iter_mut().enumerate() {
-        let k = key(i)?;
-        match cache.get(&k) {
-            Some(a) if a.shape == [n, f] => *row = Some(a.data),
-            _ => missing.push((i, k)),
-        }
-    }
-    if !missing.is_empty() {
-        tracing::info!(
-            "encoding {} images ({} cached)",
-            missing.len(),
-            count - missing.len()
-        );
-    }
-    for chunk in missing.chunks(ENCODE_CHUNK) {
-        let pixels = chunk
-            .iter()
-            .map(|(i, _)| Ok(encoder.preprocessor().prepare(&load(*i)?)))
-            .collect::<Result<Vec<_>>>()?;
-        let out: Vec<f32> = encoder
-            .encode_pixels(&pixels, device)
-            .into_data()
-            .try_to_vec::<f32>()
-            .expect("invariant: f32 features");
-        for (j, (i, k)) in chunk.iter().enumerate() {
-            let data = out[j * n * f..(j + 1) * n * f].to_vec();
-            cache.put(
-                k,
-                &CachedArray {
-                    shape: vec![n, f],
-                    data: data.clone(),
-                },
-            )?;
-            rows[*i] = Some(data);
-        }
-    }
-    Ok(FeatureBank {
-        n,
-        f,
-        rows: rows
-            .into_iter()
-            .map(|r| r.expect("invariant: every image encoded"))
-            .collect(),
-    })
+    encode_bank(
+        encoder,
+        Some(cache),
+        count,
+        ENCODE_CHUNK,
+        key,
+        |i, _| load(i),
+        device,
+    )
 }
 
 /// Which task a run is on.
@@ -255,18 +208,13 @@ pub fn load_shapes(
     })
 }
 
-/// What a checkpoint records about a vision adapter.
+/// The identity of a vision adapter trained against `encoder` and `backbone`.
 pub fn identity(
     backbone: &dyn FrozenBackbone,
     encoder: &VisionEncoder,
     adapter: &VisionAdapterConfig,
 ) -> Result<AdapterIdentity> {
-    Ok(AdapterIdentity::new(
-        format!("vision/{}", adapter.name()),
-        adapter,
-        Some(encoder.spec().clone()),
-        backbone,
-    )?)
+    Ok(adapter_identity(adapter, Some(encoder.spec()), backbone)?)
 }
 
 /// Loads a trained adapter, checking that it was trained for this encoder and backbone.
@@ -275,12 +223,7 @@ pub fn load_adapter(
     encoder: &VisionEncoder,
     path: &Path,
 ) -> Result<(VisionAdapter, VisionAdapterConfig)> {
-    let (ck, config): (_, VisionAdapterConfig) = Checkpoint::load_config(path, "a vision adapter")?;
-    ck.identity
-        .check_compatible(&identity(backbone, encoder, &config)?, path)?;
-    let device = backbone.device().clone();
-    let model = config.init(encoder.spec().feature_dim, backbone.spec().d_model, &device)?;
-    Ok((import_params(model, &ck.weight_map(), path)?, config))
+    glaze_train::load_adapter(path, "a vision adapter", Some(encoder.spec()), backbone)
 }
 
 /// Accuracy of answers against the test items (normalised text equality).
@@ -445,7 +388,7 @@ pub fn run(
     let test_secs = start.elapsed().as_secs_f64();
     Ok(RunOutcome {
         accuracy: accuracy(&answers, &data.test),
-        tokens: spec.adapter.num_tokens(data.bank.n),
+        tokens: spec.adapter.num_tokens(data.bank.len_of(0)),
         answers,
         adapter: model,
         train_secs,
@@ -472,7 +415,13 @@ pub fn majority_accuracy(data: &VisionData) -> f64 {
 
 /// A linear probe on CLS + mean patch features (textiles): test accuracy.
 pub fn probe_accuracy(data: &VisionData) -> f64 {
-    let input = |i: &VqaItem| probe_input(&data.bank.rows[i.image], data.bank.n, data.bank.f);
+    let input = |i: &VqaItem| {
+        probe_input(
+            &data.bank.rows[i.image],
+            data.bank.len_of(i.image),
+            data.bank.f,
+        )
+    };
     let xs: Vec<Vec<f32>> = data.train.iter().map(input).collect();
     let ys: Vec<usize> = data.train.iter().map(|i| data.classes[i.image]).collect();
     let probe = LinearProbe::fit(&xs, &ys, CLASSES.len(), 300, 0.5, 1e-3);

@@ -27,6 +27,6 @@ pub use decode::{DecodeLimits, decode_bytes, decode_file};
 pub use encoder::{VisionEncoder, default_dinov2_path};
 pub use error::{Error, Result};
 pub use preprocess::{Pixels, PreprocessConfig, Preprocessor, SquareMode};
-pub use task::{FeatureBank, VisionPipeline, VqaItem, VqaTask};
+pub use task::{VisionPipeline, VqaItem, VqaTask};
 pub use vit::{FeatureSelect, ViT, ViTConfig};
 pub use weights::{Flavour, TensorStore, load_vit};

@@ -3,45 +3,16 @@
 //! only (prompt and soft tokens masked out); evaluation generates greedily and compares text.
 
 use burn::prelude::*;
-use glaze_core::answer::{
-    answer_loss, answer_target, chat_segments, greedy_answers, reject_placeholder,
-};
-use glaze_core::{
-    Adapter, Condition, Features, FrozenBackbone, Prompt, SoftTokens, TextCodec, embed_batch,
-};
-use glaze_train::{ItemLoss, ItemTask};
+use glaze_core::answer::AnswerPipeline;
+use glaze_core::{Adapter, Condition, FrozenBackbone, Prompt, SoftTokens, TextCodec, embed_batch};
+use glaze_train::{FeatureBank, ItemLoss, ItemTask};
 
 use crate::adapter::VisionAdapter;
-
-/// Frozen features of a set of images, on the host: one `[N, F]` array per image.
-#[derive(Debug, Clone)]
-pub struct FeatureBank {
-    /// Feature vectors per image.
-    pub n: usize,
-    /// Feature width.
-    pub f: usize,
-    /// Row-major `[N, F]` per image.
-    pub rows: Vec<Vec<f32>>,
-}
-
-impl FeatureBank {
-    /// `[B, N, F]` for the given images.
-    pub fn batch(&self, images: &[usize], device: &Device) -> Tensor<3> {
-        let mut data = Vec::with_capacity(images.len() * self.n * self.f);
-        for &i in images {
-            data.extend_from_slice(&self.rows[i]);
-        }
-        Tensor::from_data(
-            TensorData::new(data, [images.len(), self.n, self.f]),
-            device,
-        )
-    }
-}
 
 /// A question about an image and its answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VqaItem {
-    /// Index into the [`FeatureBank`].
+    /// Index into the image [`FeatureBank`].
     pub image: usize,
     /// The question.
     pub question: String,
@@ -64,13 +35,27 @@ pub struct VisionPipeline<'a> {
 }
 
 impl VisionPipeline<'_> {
-    /// Token ids before and after the image in the rendered chat (with the generation prompt).
-    pub fn frame(&self, question: &str) -> glaze_core::Result<(Vec<u32>, Vec<u32>)> {
-        reject_placeholder(question, MARKER, "question")?;
-        let mut parts =
-            chat_segments(self.codec, SYSTEM, &format!("{MARKER}\n{question}"), MARKER)?;
-        let after = parts.pop().unwrap_or_default();
-        Ok((parts.pop().unwrap_or_default(), after))
+    /// The shared answer pipeline with this plugin's system line and marker.
+    pub fn qa(&self) -> AnswerPipeline<'_> {
+        AnswerPipeline {
+            backbone: self.backbone,
+            codec: self.codec,
+            system: SYSTEM,
+            marker: MARKER,
+        }
+    }
+
+    /// The prompt for a question about one image: its soft tokens (`None`: the no-image
+    /// baseline) spliced in at the marker, then the answer ids when given. A question holding
+    /// `<image>` is an error.
+    pub fn prompt(
+        &self,
+        question: &str,
+        soft: Option<SoftTokens>,
+        answer: Option<Vec<u32>>,
+    ) -> glaze_core::Result<Prompt> {
+        let qa = self.qa();
+        qa.prompt(&qa.about_one(question)?, soft.map(|s| vec![s]), answer)
     }
 
     /// The instruction as adapter condition (InstructBLIP): question embeddings, left-padded.
@@ -92,7 +77,7 @@ impl VisionPipeline<'_> {
         device: &Device,
     ) -> glaze_core::Result<Tensor<3>> {
         let images: Vec<usize> = items.iter().map(|i| i.image).collect();
-        let features = Features::new(bank.batch(&images, device));
+        let features = bank.batch(&images, device);
         let condition = match model {
             VisionAdapter::QFormer(q) if q.instruction.is_some() => {
                 let qs: Vec<&str> = items.iter().map(|i| i.question.as_str()).collect();
@@ -109,21 +94,13 @@ impl VisionPipeline<'_> {
         items: &[&VqaItem],
         answers: Option<&[Vec<u32>]>,
     ) -> glaze_core::Result<Vec<Prompt>> {
-        let runs = soft.map(SoftTokens::from_batch);
+        let mut runs = soft.map(|s| SoftTokens::from_batch(s).into_iter());
         items
             .iter()
             .enumerate()
             .map(|(i, item)| {
-                let (before, after) = self.frame(&item.question)?;
-                let mut p = Prompt::new().ids(before);
-                if let Some(runs) = &runs {
-                    p = p.soft(runs[i].clone());
-                }
-                p = p.ids(after);
-                if let Some(a) = answers {
-                    p = p.ids(a[i].clone());
-                }
-                Ok(p)
+                let run = runs.as_mut().and_then(Iterator::next);
+                self.prompt(&item.question, run, answers.map(|a| a[i].clone()))
             })
             .collect()
     }
@@ -138,11 +115,11 @@ impl VisionPipeline<'_> {
     ) -> glaze_core::Result<Tensor<1>> {
         let targets: Vec<Vec<u32>> = items
             .iter()
-            .map(|i| answer_target(self.codec, &i.answer))
+            .map(|i| self.qa().target(&i.answer))
             .collect::<glaze_core::Result<_>>()?;
         let soft = self.soft_tokens(model, bank, items, device)?;
         let prompts = self.prompts(Some(soft), items, Some(&targets))?;
-        answer_loss(self.backbone, self.codec, &prompts, &targets, device)
+        self.qa().loss(&prompts, &targets, device)
     }
 
     /// Greedy answers, `batch` prompts at a time. `model = None` asks without any soft tokens
@@ -155,20 +132,14 @@ impl VisionPipeline<'_> {
         batch: usize,
         max_new_tokens: usize,
     ) -> glaze_core::Result<Vec<String>> {
-        greedy_answers(
-            self.backbone,
-            self.codec,
-            items,
-            batch,
-            max_new_tokens,
-            |refs, device| {
+        self.qa()
+            .answers(items, batch, max_new_tokens, |refs, device| {
                 let soft = match model {
                     Some(m) => Some(self.soft_tokens(m, bank, refs, device)?),
                     None => None,
                 };
                 self.prompts(soft, refs, None)
-            },
-        )
+            })
     }
 }
 
