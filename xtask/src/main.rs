@@ -142,19 +142,7 @@ fn ci() -> Result<(), String> {
         test.args(["--features", "glaze-tests/wgpu"])
             .env("XDG_RUNTIME_DIR", runtime);
     }
-    let mut totals = run_tests(&mut test)?;
-    // The kernels' own bounds checks (`check!`) are compiled out of the optimised dev profile;
-    // one pass of their tests with the `checked` feature runs them.
-    step("kernel tests with bounds checks (glaze-kernels --features checked)");
-    let checked = run_tests(cargo().args([
-        "test",
-        "--package",
-        "glaze-kernels",
-        "--features",
-        "checked",
-        "--lib",
-    ]))?;
-    totals = (totals.0 + checked.0, totals.1 + checked.1);
+    let totals = run_tests(&mut test)?;
     step("docs");
     run(cargo()
         .args(["doc", "--workspace", "--no-deps", "--exclude", "xtask"])

@@ -2,27 +2,21 @@
 #![forbid(unsafe_code)]
 
 pub mod aligner;
-pub mod bank;
-pub mod corpus;
-pub mod ct2;
-pub mod decode;
-pub mod encoder;
-pub mod error;
 pub mod experiment;
-pub mod mel;
-pub mod resample;
 pub mod sounds;
 pub mod tasks;
-pub mod whisper;
-pub mod whisper_layer;
-pub mod whisper_load;
+
+// The audio input and encoder live in the encoder crate; re-exported so that this plugin's
+// users keep one path for everything audio.
+pub use glaze_whisper::{
+    bank, corpus, ct2, decode, encoder, error, mel, resample, whisper, whisper_layer, whisper_load,
+};
 
 pub use aligner::{AptAligner, AptConfig};
-pub use bank::{encode_clips, encode_files, open_cache};
-pub use decode::{Audio, AudioLimits, decode_bytes, decode_file};
-pub use encoder::{AudioEncoder, Window, default_base_path, default_tiny_en_path};
-pub use error::{Error, Result};
-pub use mel::{LogMel, MelConfig, log_mel, mel_filters, pad_frames, whisper_input};
-pub use resample::{WHISPER_RATE, resample};
+pub use glaze_whisper::{
+    Audio, AudioEncoder, AudioLimits, Error, LogMel, MelConfig, Result, WHISPER_RATE,
+    WhisperEncoder, WhisperEncoderConfig, Window, decode_bytes, decode_file, default_base_path,
+    default_tiny_en_path, encode_clips, encode_files, log_mel, mel_filters, open_cache, pad_frames,
+    whisper_input,
+};
 pub use tasks::{AudioItem, AudioPipeline, AudioQaTask};
-pub use whisper::{WhisperEncoder, WhisperEncoderConfig};

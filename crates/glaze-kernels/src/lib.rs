@@ -1,12 +1,12 @@
 #![doc = include_str!("../README.md")]
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
-/// A kernel's bounds or shape check: an assertion in debug builds and with the `checked`
-/// feature (which `cargo xtask ci` turns on for one test pass of this crate), nothing
-/// otherwise — the hot loops must not pay for it in the optimised dev profile.
+/// A kernel's bounds or shape check: an assertion in this crate's own tests (which `cargo test`
+/// and CI run), in debug builds and with the `checked` feature; nothing otherwise — the hot
+/// loops must not pay for it in the optimised dev profile the other crates' tests use.
 macro_rules! check {
     ($($arg:tt)*) => {
-        if cfg!(any(debug_assertions, feature = "checked")) {
+        if cfg!(any(test, debug_assertions, feature = "checked")) {
             assert!($($arg)*);
         }
     };

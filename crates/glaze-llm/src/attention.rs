@@ -98,8 +98,8 @@ impl Attention {
     }
 
     /// Head counts and width.
-    pub(crate) fn heads(&self) -> crate::decode::Heads {
-        crate::decode::Heads {
+    pub(crate) fn heads(&self) -> crate::generation_step::Heads {
+        crate::generation_step::Heads {
             h: self.n_heads,
             kv: self.n_kv_heads,
             hd: self.head_dim,
@@ -121,8 +121,8 @@ impl Attention {
         let qkv = self.wqkv.forward_act(x.reshape([b * t, d]), ctx.act);
         let cache = match cache {
             Some(slot) if t == 1 && crate::linear::on_cpu_plain(&qkv.device()) => {
-                let heads = crate::decode::Heads { h, kv, hd };
-                let out = crate::decode::attend(qkv, heads, rope.layout(), ctx, slot);
+                let heads = crate::generation_step::Heads { h, kv, hd };
+                let out = crate::generation_step::attend(qkv, heads, rope.layout(), ctx, slot);
                 return self.wo.forward_act(out, ctx.act).reshape([b, t, d]);
             }
             other => other,
@@ -233,7 +233,8 @@ fn append(
 ) -> (Tensor<4>, Tensor<4>) {
     let (t, past, dtype) = (k.dims()[2], ctx.past, ctx.kv_dtype());
     let need = (past + t).max(ctx.reserve);
-    let (kb, vb) = crate::decode::reserve(buffers, k.dims(), past, need, dtype, &k.device());
+    let (kb, vb) =
+        crate::generation_step::reserve(buffers, k.dims(), past, need, dtype, &k.device());
     let (k, v) = if ctx.kv_f16 {
         (k.cast(dtype), v.cast(dtype))
     } else {

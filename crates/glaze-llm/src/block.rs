@@ -7,7 +7,7 @@ use burn::prelude::*;
 
 use crate::attention::{Attention, AttentionConfig, AttnContext};
 use crate::config::LlamaConfig;
-use crate::mlp::{SwiGlu, SwiGluConfig};
+use crate::feed_forward::{SwiGlu, SwiGluConfig};
 use crate::rms_norm::{RmsNorm, RmsNormConfig};
 use crate::rope::Rope;
 
@@ -77,13 +77,16 @@ impl Block {
             unreachable!("invariant: decode_ready() was checked");
         };
         let device = self.attn.wo.device().clone();
-        let xn = crate::decode::rms_norm(x, self.attn_norm.host_weight(), self.attn_norm.eps());
+        let xn =
+            crate::generation_step::rms_norm(x, self.attn_norm.host_weight(), self.attn_norm.eps());
         let qkv = wqkv.matmul_act(&xn, b, act);
         let heads = self.attn.heads();
-        let att = crate::decode::attend_vec(qkv, b, heads, rope.layout(), ctx, slot, &device);
+        let att =
+            crate::generation_step::attend_vec(qkv, b, heads, rope.layout(), ctx, slot, &device);
         let o = wo.matmul_act(&att, b, act);
         x.iter_mut().zip(&o).for_each(|(a, v)| *a += v);
-        let xn = crate::decode::rms_norm(x, self.ffn_norm.host_weight(), self.ffn_norm.eps());
+        let xn =
+            crate::generation_step::rms_norm(x, self.ffn_norm.host_weight(), self.ffn_norm.eps());
         let gu = gate_up.matmul_act(&xn, b, act);
         let f = down.cols();
         let mut silu = vec![0f32; b * f];

@@ -1,9 +1,9 @@
 //! The synthetic sentences `cargo xtask speech-data` renders with espeak-ng (a folder of WAVs
-//! plus `manifest.jsonl`); FSDD comes from `glaze-audio`.
+//! plus `manifest.jsonl`); FSDD comes from `glaze-whisper`.
 
 use std::path::{Path, PathBuf};
 
-pub use glaze_audio::corpus::{DIGIT_WORDS, Split, Utterance, fsdd};
+pub use glaze_whisper::corpus::{DIGIT_WORDS, Split, Utterance, fsdd};
 
 use crate::error::{Error, Result};
 

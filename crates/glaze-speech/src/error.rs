@@ -11,7 +11,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// Reading or decoding audio, or the encoder.
     #[error(transparent)]
-    Audio(#[from] glaze_audio::Error),
+    Audio(#[from] glaze_whisper::Error),
     /// The core engine (prompting, training, checkpoints).
     #[error(transparent)]
     Core(#[from] glaze_core::Error),

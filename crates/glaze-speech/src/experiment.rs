@@ -6,18 +6,18 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::prelude::*;
-use glaze_audio::{AudioEncoder, AudioLimits};
 use glaze_core::{Encoder, FrozenBackbone, TextCodec};
 use glaze_train::{AdapterIdentity, FeatureCache, RunOptions, TrainConfig, train};
+use glaze_whisper::{AudioEncoder, AudioLimits};
 
 use crate::adapter::{SpeechAdapter, SpeechAdapterConfig};
 use crate::asr::{AsrLoss, AsrTask, SpeechItem, SpeechPipeline};
 use crate::corpus::{Split, Utterance};
 use crate::error::Result;
 use crate::wer::{WerCount, wer};
-use glaze_audio::bank::encode_files;
-use glaze_audio::corpus::{gcd, spread};
 use glaze_train::FeatureBank;
+use glaze_whisper::bank::encode_files;
+use glaze_whisper::corpus::{gcd, spread};
 
 /// Clips of all corpora, features cached, split for training.
 #[derive(Debug, Clone, Default)]

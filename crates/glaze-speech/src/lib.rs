@@ -15,6 +15,6 @@ pub use adapter::{SpeechAdapter, SpeechAdapterConfig};
 pub use asr::{AsrTask, SpeechItem, SpeechPipeline};
 pub use corpus::{Split, Utterance, fsdd, synthetic};
 pub use error::{Error, Result};
-pub use glaze_audio::bank::{encode_files, open_cache};
+pub use glaze_whisper::bank::{encode_files, open_cache};
 pub use stream::{StreamResult, StreamingRecognizer};
 pub use wer::{WerCount, wer};

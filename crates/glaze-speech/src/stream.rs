@@ -11,12 +11,12 @@
 use std::time::Instant;
 
 use burn::prelude::*;
-use glaze_audio::mel::log_mel;
-use glaze_audio::{AudioEncoder, WHISPER_RATE};
 use glaze_core::{
     Adapter, Features, ForwardOptions, FrozenBackbone, GenerationConfig, KvCache, TextCodec,
     generate_cached,
 };
+use glaze_whisper::mel::log_mel;
+use glaze_whisper::{AudioEncoder, WHISPER_RATE};
 
 use crate::adapter::SpeechAdapter;
 use crate::asr::SpeechPipeline;

@@ -16,7 +16,7 @@ use glaze_core::{ForwardOptions, FrozenBackbone};
 use crate::dlinear::{DLinear, DLinearConfig};
 use crate::error::{Error, Result};
 use crate::patch::{PatchEmbedding, PatchEmbeddingConfig, num_patches, patchify};
-use crate::prefix::{PrefixEncoder, batch_cache};
+use crate::prefix::{PrefixKvCache, batch_cache};
 use crate::prompt::{input_stats, prompt_text};
 use crate::reprogramming::{Reprogramming, ReprogrammingConfig, WordTable};
 use crate::revin;
@@ -194,7 +194,7 @@ pub struct Pipeline<'a> {
     /// The word embeddings `[V, D]` (reprogramming kinds).
     embed: Option<WordTable>,
     /// The prompt prefix (Time-LLM).
-    prefix: Option<PrefixEncoder<'a>>,
+    prefix: Option<PrefixKvCache<'a>>,
 }
 
 impl<'a> Pipeline<'a> {
@@ -211,7 +211,7 @@ impl<'a> Pipeline<'a> {
         let embed = matches!(config.kind, ModelKind::TimeLlm | ModelKind::NoLlm)
             .then(|| WordTable::of(backbone));
         let prefix = match config.kind {
-            ModelKind::TimeLlm => Some(PrefixEncoder::new(
+            ModelKind::TimeLlm => Some(PrefixKvCache::new(
                 backbone,
                 codec,
                 config.llm_layers,
@@ -234,7 +234,7 @@ impl<'a> Pipeline<'a> {
     }
 
     /// The prompt prefix encoder (Time-LLM).
-    pub fn prefix(&self) -> Option<&PrefixEncoder<'a>> {
+    pub fn prefix(&self) -> Option<&PrefixKvCache<'a>> {
         self.prefix.as_ref()
     }
 

@@ -2,7 +2,7 @@
 //!
 //! The prompt comes before the patches and attention is causal, so its keys and values in
 //! every layer depend on the prompt text alone — not on the adapter being trained. They are
-//! a frozen computation: [`PrefixEncoder`] runs the prompt through the first `K` blocks once,
+//! a frozen computation: [`PrefixKvCache`] runs the prompt through the first `K` blocks once,
 //! stores the per-layer keys and values in the offline [`FeatureCache`] (keyed by the prompt
 //! text, inside a directory keyed by the backbone's identity and `K`), and each training step
 //! runs only the patch positions, attending to the cached prefix. Gradients reach the patches
@@ -23,14 +23,14 @@ pub type PrefixKv = CachedArray;
 pub const PREFIX_BATCH: usize = 32;
 
 /// Computes (or reads from the cache) the prefix keys and values of prompts.
-pub struct PrefixEncoder<'a> {
+pub struct PrefixKvCache<'a> {
     backbone: &'a dyn FrozenBackbone,
     codec: &'a dyn TextCodec,
     layers: usize,
     cache: Option<FeatureCache>,
 }
 
-impl<'a> PrefixEncoder<'a> {
+impl<'a> PrefixKvCache<'a> {
     /// An encoder for the first `layers` blocks; `cache_root` enables the disk cache.
     pub fn new(
         backbone: &'a dyn FrozenBackbone,
@@ -49,7 +49,7 @@ impl<'a> PrefixEncoder<'a> {
             }
             None => None,
         };
-        Ok(PrefixEncoder {
+        Ok(PrefixKvCache {
             backbone,
             codec,
             layers,
@@ -71,7 +71,7 @@ impl<'a> PrefixEncoder<'a> {
         })
     }
 
-    /// [`PrefixEncoder::encode`] for a batch of prompts: cached entries are read in parallel,
+    /// [`PrefixKvCache::encode`] for a batch of prompts: cached entries are read in parallel,
     /// missing ones computed together in one right-padded batch (and stored).
     pub fn encode_many(&self, texts: &[String]) -> Result<Vec<PrefixKv>> {
         let found = match &self.cache {

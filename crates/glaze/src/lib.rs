@@ -17,3 +17,5 @@ pub use glaze_timeseries as timeseries;
 pub use glaze_train as train;
 #[cfg(feature = "vision")]
 pub use glaze_vision as vision;
+#[cfg(feature = "whisper")]
+pub use glaze_whisper as whisper;

@@ -1,4 +1,4 @@
-//! A decode step's attention on the CPU without burn operations: one new position per row
+//! One generation step's attention on the CPU without burn operations: one new position per row
 //! attends to the whole KV cache.
 //!
 //! burn's attention and matmul treat a decode step like any other: they pack the cached keys
