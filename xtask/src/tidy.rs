@@ -16,7 +16,7 @@ const PLUGINS: &[&str] = &[
     "glaze-timeseries",
 ];
 /// Encoder crates: frozen encoders any plugin may use through a normal dependency.
-const ENCODERS: &[&str] = &["glaze-whisper"];
+const ENCODERS: &[&str] = &["glaze-whisper", "glaze-vit"];
 /// What each layer below the plugins may depend on.
 const LAYERS: &[(&str, &[&str])] = &[
     (

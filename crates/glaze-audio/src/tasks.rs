@@ -54,12 +54,7 @@ fn instruction_text(question: &str) -> String {
 impl AudioPipeline<'_> {
     /// The shared answer pipeline with this plugin's system line and marker.
     pub fn qa(&self) -> AnswerPipeline<'_> {
-        AnswerPipeline {
-            backbone: self.backbone,
-            codec: self.codec,
-            system: SYSTEM,
-            marker: MARKER,
-        }
+        AnswerPipeline::new(self.backbone, self.codec, SYSTEM, MARKER)
     }
 
     /// Soft tokens per item: one run per clip, in marker order.

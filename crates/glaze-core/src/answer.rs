@@ -175,7 +175,22 @@ pub struct AnswerPipeline<'a> {
     pub marker: &'a str,
 }
 
-impl AnswerPipeline<'_> {
+impl<'a> AnswerPipeline<'a> {
+    /// The pipeline of a plugin: its system line and soft-token marker on `backbone`.
+    pub fn new(
+        backbone: &'a dyn FrozenBackbone,
+        codec: &'a dyn TextCodec,
+        system: &'a str,
+        marker: &'a str,
+    ) -> Self {
+        AnswerPipeline {
+            backbone,
+            codec,
+            system,
+            marker,
+        }
+    }
+
     /// The user turn for a question about one input: the marker, a new line, the question. A
     /// question holding the marker is [`Error::PlaceholderInText`].
     pub fn about_one(&self, question: &str) -> Result<String> {

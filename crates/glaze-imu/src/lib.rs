@@ -158,12 +158,7 @@ pub struct ImuQa<'a> {
 impl ImuQa<'_> {
     /// The shared answer pipeline with this modality's system line and marker.
     pub fn qa(&self) -> AnswerPipeline<'_> {
-        AnswerPipeline {
-            backbone: self.backbone,
-            codec: self.codec,
-            system: SYSTEM,
-            marker: MARKER,
-        }
+        AnswerPipeline::new(self.backbone, self.codec, SYSTEM, MARKER)
     }
 
     /// Prompts for `items` with the adapter's soft tokens spliced in, optionally ending with

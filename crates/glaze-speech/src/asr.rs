@@ -39,12 +39,7 @@ pub struct SpeechPipeline<'a> {
 impl SpeechPipeline<'_> {
     /// The shared answer pipeline with this plugin's system line and marker.
     pub fn qa(&self) -> AnswerPipeline<'_> {
-        AnswerPipeline {
-            backbone: self.backbone,
-            codec: self.codec,
-            system: SYSTEM,
-            marker: MARKER,
-        }
+        AnswerPipeline::new(self.backbone, self.codec, SYSTEM, MARKER)
     }
 
     /// Token ids around the audio in the rendered chat.

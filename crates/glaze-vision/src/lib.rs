@@ -2,31 +2,26 @@
 #![forbid(unsafe_code)]
 
 pub mod adapter;
-pub mod decode;
-pub mod encoder;
-pub mod error;
 pub mod experiment;
-pub mod hf;
 pub mod linear;
 pub mod mlp;
-pub mod onnx;
 pub mod perceiver;
 pub mod pool;
-pub mod pos_embed;
-pub mod preprocess;
 pub mod probe;
 pub mod shapes;
 pub mod task;
 pub mod textiles;
-pub mod vit;
-pub mod vit_layer;
-pub mod weights;
+
+// The image input and the ViT encoder live in the encoder crate; re-exported so that this
+// plugin's users keep one path for everything visual.
+pub use glaze_vit::{
+    decode, encoder, error, hf, onnx, pos_embed, preprocess, vit, vit_layer, weights,
+};
 
 pub use adapter::{VisionAdapter, VisionAdapterConfig};
-pub use decode::{DecodeLimits, decode_bytes, decode_file};
-pub use encoder::{VisionEncoder, default_dinov2_path};
-pub use error::{Error, Result};
-pub use preprocess::{Pixels, PreprocessConfig, Preprocessor, SquareMode};
+pub use glaze_vit::{
+    DecodeLimits, Error, FeatureSelect, Flavour, Pixels, PreprocessConfig, Preprocessor, Result,
+    SquareMode, TensorStore, ViT, ViTConfig, VisionEncoder, decode_bytes, decode_file,
+    default_dinov2_path, load_vit,
+};
 pub use task::{VisionPipeline, VqaItem, VqaTask};
-pub use vit::{FeatureSelect, ViT, ViTConfig};
-pub use weights::{Flavour, TensorStore, load_vit};

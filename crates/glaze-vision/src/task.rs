@@ -37,12 +37,7 @@ pub struct VisionPipeline<'a> {
 impl VisionPipeline<'_> {
     /// The shared answer pipeline with this plugin's system line and marker.
     pub fn qa(&self) -> AnswerPipeline<'_> {
-        AnswerPipeline {
-            backbone: self.backbone,
-            codec: self.codec,
-            system: SYSTEM,
-            marker: MARKER,
-        }
+        AnswerPipeline::new(self.backbone, self.codec, SYSTEM, MARKER)
     }
 
     /// The prompt for a question about one image: its soft tokens (`None`: the no-image

@@ -83,14 +83,16 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn config(field: &'static str, problem: impl Into<String>) -> Self {
+    /// A configuration value that cannot work.
+    pub fn config(field: &'static str, problem: impl Into<String>) -> Self {
         Error::Config {
             field,
             problem: problem.into(),
         }
     }
 
-    pub(crate) fn weights(path: impl Into<PathBuf>, problem: impl Into<String>) -> Self {
+    /// An unusable weights file or directory.
+    pub fn weights(path: impl Into<PathBuf>, problem: impl Into<String>) -> Self {
         Error::Weights {
             path: path.into(),
             problem: problem.into(),
