@@ -79,7 +79,7 @@ pub fn update_from_product(
     g.each_block(&consume);
 }
 
-/// [`update_chunk`] on one piece, compiled for AVX-512 where the CPU has it.
+/// The update of one piece, element by element, compiled for AVX-512 where the CPU has it.
 pub fn update_piece(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], c: Coeffs) {
     #[cfg(target_arch = "x86_64")]
     if crate::gemm::available() {

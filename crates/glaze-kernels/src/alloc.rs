@@ -11,8 +11,8 @@
 /// Serves allocations up to 32 MiB (glibc's maximum mmap threshold on 64-bit) from the
 /// heap and keeps freed heap memory for reuse instead of returning it to the system.
 /// Process-wide and idempotent; peak memory is unchanged (freed buffers are reused), but the
-/// resident size no longer shrinks after a peak. Called by [`crate::train`] and the
-/// prompt-tuning loop; a no-op off glibc.
+/// resident size no longer shrinks after a peak. Called by the training engine
+/// (`glaze_train::train`) and the prompt-tuning loop; a no-op off glibc.
 pub fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

@@ -1,5 +1,5 @@
 //! Single-precision matrix multiply `C = A · B` for CPUs with AVX-512, used by
-//! [`crate::matmul`] on the flex device (training through the frozen backbone, the adapters'
+//! [`crate::matmul()`] on the flex device (training through the frozen backbone, the adapters'
 //! large projections). burn-flex's own matmul (the `gemm` crate's AVX2 kernels) reaches
 //! ≈ 100 GFLOP/s on the 2-core AVX-512 benchmark machine; this one packs both operands into
 //! cache-sized panels and runs a 12 × 32 register-tile microkernel on both FMA ports.

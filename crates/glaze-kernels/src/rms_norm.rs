@@ -20,7 +20,7 @@ use burn::tensor::DType;
 
 use crate::fused_attention::values;
 
-/// The backend extension behind the fused [`RmsNorm::forward`].
+/// The backend extension behind the fused [`rms_norm`].
 #[backend_extension(Flex, Autodiff)]
 pub trait GlazeRmsNorm: Backend {
     /// `x [N, D]`, gain `w [D]` (a constant) → `[N, D]`.
