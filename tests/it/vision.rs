@@ -617,3 +617,51 @@ fn a_question_with_the_image_placeholder_is_rejected() {
         "{err}"
     );
 }
+
+/// `glaze ask --image` in the library: one image through the encoder trait, its soft tokens
+/// spliced by the shared pipeline — the same answer as `answer` over the encoder's features.
+#[test]
+fn asking_about_one_image_is_answering_over_its_features() {
+    use glaze::core::harness::ByteCodec;
+    use glaze::core::{Encoder, FrozenBackbone};
+    use glaze::vision::task::VisionPipeline;
+    use glaze::vision::{VisionAdapterConfig, VqaItem};
+    let backbone = glaze_tests::tiny_llama_long();
+    let encoder = tiny_encoder("tiny-vit");
+    let device = Device::flex();
+    let adapter = glaze::core::rng::seeded(&device, 4, |d| {
+        VisionAdapterConfig::Mlp { pool: 2 }
+            .init(encoder.spec().feature_dim, backbone.spec().d_model, d)
+            .expect("adapter")
+    });
+    let image = image::RgbImage::from_fn(40, 30, |x, y| {
+        image::Rgb([(x * 6) as u8, (y * 8) as u8, 120])
+    });
+    let pipeline = VisionPipeline {
+        backbone: &backbone,
+        codec: &ByteCodec,
+    };
+    let asked = pipeline
+        .ask(&adapter, &encoder, image.clone(), "What is it?", 6)
+        .expect("asks");
+    let features = encoder.encode(&[image], &device).expect("encodes");
+    let bank = glaze::train::FeatureBank {
+        f: encoder.spec().feature_dim,
+        rows: vec![
+            features
+                .tokens
+                .into_data()
+                .try_to_vec::<f32>()
+                .expect("f32"),
+        ],
+    };
+    let item = VqaItem {
+        image: 0,
+        question: "What is it?".into(),
+        answer: String::new(),
+    };
+    let answered = pipeline
+        .answer(Some(&adapter), &bank, &[item], 1, 6)
+        .expect("answers");
+    assert_eq!(asked, answered[0]);
+}

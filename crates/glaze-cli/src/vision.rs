@@ -670,26 +670,9 @@ pub fn ask(model: &LanguageModel, image: &Path, adapter: &Path, question: &str) 
     let encoder = VisionEncoder::load_default(&device)?;
     let (trained, _) = ex::load_adapter(&model.llama, &encoder, adapter)?;
     let img = decode_file(image, &DecodeLimits::default())?;
-    let pixels = [encoder.preprocessor().prepare(&img)];
-    let f = glaze::core::Encoder::spec(&encoder).feature_dim;
-    let feats: Vec<f32> = encoder
-        .encode_pixels(&pixels, &device)
-        .into_data()
-        .try_to_vec::<f32>()
-        .map_err(|e| format!("{e:?}"))?;
-    let bank = glaze::train::FeatureBank {
-        f,
-        rows: vec![feats],
-    };
     let pipeline = VisionPipeline {
         backbone: &model.llama,
         codec: &model.tokenizer,
     };
-    let item = VqaItem {
-        image: 0,
-        question: question.into(),
-        answer: String::new(),
-    };
-    let answers = pipeline.answer(Some(&trained), &bank, &[item], 1, 48)?;
-    Ok(answers.into_iter().next().unwrap_or_default())
+    Ok(pipeline.ask(&trained, &encoder, img, question, 48)?)
 }

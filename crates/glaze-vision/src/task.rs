@@ -4,8 +4,11 @@
 
 use burn::prelude::*;
 use glaze_core::answer::AnswerPipeline;
-use glaze_core::{Adapter, Condition, FrozenBackbone, Prompt, SoftTokens, TextCodec, embed_batch};
-use glaze_train::{FeatureBank, ItemLoss, ItemTask};
+use glaze_core::{
+    Adapter, Condition, Encoder, FrozenBackbone, Prompt, SoftTokens, TextCodec, embed_batch,
+};
+use glaze_train::{FeatureBank, ItemLoss, ItemTask, encode_bank};
+use image::RgbImage;
 
 use crate::adapter::VisionAdapter;
 
@@ -115,6 +118,35 @@ impl VisionPipeline<'_> {
         let soft = self.soft_tokens(model, bank, items, device)?;
         let prompts = self.prompts(Some(soft), items, Some(&targets))?;
         self.qa().loss(&prompts, &targets, device)
+    }
+
+    /// A free question about one image (`glaze ask --image`): the image through the frozen
+    /// `encoder` (the core `Encoder`), its soft tokens from `model`, a greedy answer.
+    pub fn ask(
+        &self,
+        model: &VisionAdapter,
+        encoder: &impl Encoder<Input = RgbImage>,
+        image: RgbImage,
+        question: &str,
+        max_new_tokens: usize,
+    ) -> glaze_core::Result<String> {
+        let device = self.backbone.device().clone();
+        let bank = encode_bank(
+            encoder,
+            None,
+            1,
+            1,
+            |_| Ok::<_, glaze_core::Error>(Vec::new()),
+            |_, _| Ok(image.clone()),
+            &device,
+        )?;
+        let item = VqaItem {
+            image: 0,
+            question: question.into(),
+            answer: String::new(),
+        };
+        let answers = self.answer(Some(model), &bank, &[item], 1, max_new_tokens)?;
+        Ok(answers.into_iter().next().unwrap_or_default())
     }
 
     /// Greedy answers, `batch` prompts at a time. `model = None` asks without any soft tokens
