@@ -321,7 +321,7 @@ fn real_speech_adapter_learns_digits() {
 
 /// General audio on tiny models: the three tasks are built over real FSDD clips and generated
 /// sounds (pairs hold two clips, never the same digit), the aligner trains and reloads, and
-/// the no-audio baseline prompt carries no soft tokens.
+/// the no-audio baseline prompt carries no soft tokens, and files can be asked about.
 #[test]
 fn tiny_audio_tasks_train_and_reload() {
     use glaze::audio::experiment::{self as aex, TaskSizes};
@@ -409,5 +409,21 @@ fn tiny_audio_tasks_train_and_reload() {
         .answer(None, &data.bank, &data.test, 4, 3)
         .expect("baseline");
     assert_eq!(answers.len(), data.test.len());
+    // A free question about files (`glaze ask --audio`), and one that holds the marker.
+    let files = [shared_dir().join("data/fsdd/recordings/0_jackson_0.wav")];
+    let asked = pipeline
+        .ask_files(&loaded, &encoder, &files, "Who is speaking?", 3)
+        .expect("asks");
+    assert_eq!(asked.len(), 1);
+    let err = pipeline
+        .ask_files(&loaded, &encoder, &files, "Is <audio> a voice?", 3)
+        .expect_err("the marker in the question");
+    assert!(
+        matches!(
+            err,
+            glaze::audio::Error::Core(glaze::core::Error::PlaceholderInText { .. })
+        ),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

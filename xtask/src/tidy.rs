@@ -39,7 +39,6 @@ const CLI_OVER_LIMIT: &[&str] = &[
     "vision.rs",
     "speech.rs",
     "timeseries.rs",
-    "audio.rs",
 ];
 const MAX_LINES: usize = 800;
 const WEIGHT_EXTENSIONS: &[&str] = &[

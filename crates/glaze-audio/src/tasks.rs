@@ -15,6 +15,7 @@ use glaze_train::{FeatureBank, ItemLoss, ItemTask};
 use crate::aligner::AptAligner;
 use crate::corpus::{Split, Utterance};
 use crate::sounds::SoundEvent;
+use glaze_whisper::{AudioEncoder, AudioLimits, WHISPER_RATE, decode_file, encode_clips, resample};
 
 /// The system line of every prompt.
 pub const SYSTEM: &str = "You answer questions about sounds.";
@@ -133,6 +134,38 @@ impl AudioPipeline<'_> {
         let soft = self.soft_tokens(model, bank, items, device)?;
         let prompts = self.prompts(Some(soft), items, Some(&targets))?;
         self.qa().loss(&prompts, &targets, device)
+    }
+
+    /// A free question about each of `files` (`glaze ask --audio`, zero-shot sets): each file
+    /// decoded (at most 30 s), resampled and cut to the encoder's window, encoded through the
+    /// shared feature bank, and answered greedily with its soft tokens at the marker.
+    pub fn ask_files(
+        &self,
+        model: &AptAligner,
+        encoder: &AudioEncoder,
+        files: &[std::path::PathBuf],
+        question: &str,
+        max_new_tokens: usize,
+    ) -> crate::Result<Vec<String>> {
+        let user = self.qa().about_one(question)?;
+        let device = self.backbone.device().clone();
+        let limits = AudioLimits { max_seconds: 30.0 };
+        let mut clips = Vec::with_capacity(files.len());
+        for f in files {
+            let mut a = resample(&decode_file(f, &limits)?, WHISPER_RATE)?;
+            a.samples.truncate(encoder.max_samples());
+            clips.push((f.to_string_lossy().as_bytes().to_vec(), a));
+        }
+        let bank = encode_clips(encoder, None, &clips, &device)?;
+        let items: Vec<AudioItem> = (0..files.len())
+            .map(|i| AudioItem {
+                task: "ask".into(),
+                clips: vec![i],
+                question: user.clone(),
+                answer: String::new(),
+            })
+            .collect();
+        Ok(self.answer(Some(model), &bank, &items, 10, max_new_tokens)?)
     }
 
     /// Greedy answers; `model = None` asks without audio (the baseline).

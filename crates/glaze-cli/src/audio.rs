@@ -201,30 +201,11 @@ fn ask_files(
 ) -> Res<serde_json::Value> {
     let device = glaze::FrozenBackbone::device(&model.llama).clone();
     let encoder = glaze::audio::AudioEncoder::load_default(&device)?;
-    let limits = glaze::audio::AudioLimits { max_seconds: 30.0 };
-    let mut clips = Vec::new();
-    for f in files {
-        let mut a = glaze::audio::resample(
-            &glaze::audio::decode_file(f, &limits)?,
-            glaze::audio::WHISPER_RATE,
-        )?;
-        a.samples.truncate(encoder.max_samples());
-        clips.push((f.to_string_lossy().as_bytes().to_vec(), a));
-    }
-    let bank = glaze::audio::encode_clips(&encoder, None, &clips, &device)?;
-    let items: Vec<AudioItem> = (0..files.len())
-        .map(|i| AudioItem {
-            task: "ask".into(),
-            clips: vec![i],
-            question: format!("{}\n{question}", glaze::audio::tasks::MARKER),
-            answer: String::new(),
-        })
-        .collect();
     let pipeline = AudioPipeline {
         backbone: &model.llama,
         codec: &model.tokenizer,
     };
-    let answers = pipeline.answer(Some(aligner), &bank, &items, 10, 16)?;
+    let answers = pipeline.ask_files(aligner, &encoder, files, question, 16)?;
     let mut right = 0;
     let mut rows = Vec::new();
     for (f, a) in files.iter().zip(&answers) {
