@@ -427,3 +427,17 @@ fn tiny_audio_tasks_train_and_reload() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The WER table in docs/results/speech.md is what the library's renderer makes of the
+/// committed docs/results/speech.jsonl.
+#[test]
+fn the_wer_table_renders_from_the_committed_rows() {
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/results");
+    let rows = std::fs::read_to_string(docs.join("speech.jsonl")).expect("speech.jsonl");
+    let md = std::fs::read_to_string(docs.join("speech.md")).expect("speech.md");
+    let (begin, end) = ("<!-- sweep:begin -->\n", "<!-- sweep:end -->");
+    let a = md.find(begin).expect("begin marker") + begin.len();
+    let b = md.find(end).expect("end marker");
+    let table = glaze::speech::report::wer_table(&rows).expect("renders");
+    assert_eq!(table, md[a..b]);
+}

@@ -665,3 +665,21 @@ fn asking_about_one_image_is_answering_over_its_features() {
         .expect("answers");
     assert_eq!(asked, answered[0]);
 }
+
+/// The table in docs/results/vision.md is what the library's renderer makes of the committed
+/// docs/results/vision.jsonl (the renderer moved out of the CLI unchanged).
+#[test]
+fn the_results_table_renders_from_the_committed_rows() {
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/results");
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(docs.join("vision.jsonl"))
+        .expect("vision.jsonl")
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("a JSON row"))
+        .collect();
+    let md = std::fs::read_to_string(docs.join("vision.md")).expect("vision.md");
+    let (begin, end) = ("<!-- sweep:begin -->\n", "<!-- sweep:end -->");
+    let a = md.find(begin).expect("begin marker") + begin.len();
+    let b = md.find(end).expect("end marker");
+    assert_eq!(glaze::vision::report::results_tables(&rows), md[a..b]);
+}

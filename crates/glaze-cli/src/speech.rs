@@ -4,11 +4,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::{Args, Subcommand};
-use glaze::audio::{AudioEncoder, AudioLimits, Window, decode_file, resample};
+use glaze::audio::{AudioEncoder, AudioLimits, Window};
 use glaze::llm::LanguageModel;
 use glaze::speech::experiment::{self as ex, SpeechData, SplitLimits};
 use glaze::speech::{SpeechAdapterConfig, SpeechItem, SpeechPipeline};
-use glaze::train::FeatureBank;
 use glaze::train::{LrSchedule, TrainConfig};
 
 use crate::ModelArgs;
@@ -494,154 +493,29 @@ pub fn transcribe(
     Ok(text.into_iter().next().unwrap_or_default())
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
 fn bench(files: &[PathBuf], reps: usize, model_args: &ModelArgs) -> Res<()> {
     let device = burn::prelude::Device::flex();
     let tiny = AudioEncoder::load_default(&device)?;
-    for window in [Window::Trim, Window::Full] {
-        let enc = tiny.clone().with_window(window);
-        let mut total = 0.0;
-        let mut audio_secs = 0.0;
-        for f in files {
-            let mut times = Vec::new();
-            for rep in 0..=reps {
-                let t0 = Instant::now();
-                let audio = resample(
-                    &decode_file(f, &AudioLimits::default())?,
-                    glaze::audio::WHISPER_RATE,
-                )?;
-                let feats = enc.encode_clip(&audio, &device)?;
-                let _ = feats.into_data();
-                if rep > 0 {
-                    times.push(t0.elapsed().as_secs_f64());
-                } else {
-                    audio_secs += audio.seconds();
-                }
-            }
-            total += median(times);
-        }
-        println!(
-            "{}",
-            serde_json::json!({
-                "engine": "glaze", "mode": format!("decode + log-mel + tiny.en encoder, {} window (flex)", window.as_str()),
-                "window": window.as_str(), "audio_secs": audio_secs, "secs": total, "x_realtime": audio_secs / total,
-                "peak_rss_mb": crate::bench::peak_rss_mb(),
-            })
-        );
+    for mut row in glaze::speech::bench::encoder_speed(&tiny, files, reps, &device)? {
+        row["peak_rss_mb"] = serde_json::json!(crate::bench::peak_rss_mb());
+        println!("{row}");
     }
-    // Streaming: 1 s chunks of the longest file, arriving in real time; latency from its end.
     let model = crate::load(model_args)?;
-    let longest = files
-        .iter()
-        .max_by_key(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
-        .ok_or("no file")?;
-    let audio = resample(
-        &decode_file(longest, &AudioLimits::default())?,
-        glaze::audio::WHISPER_RATE,
+    let row = glaze::speech::bench::first_token_latency(
+        &model.llama,
+        &model.tokenizer,
+        &tiny,
+        files,
+        reps,
     )?;
-    let config = SpeechAdapterConfig::preset("frame-stack")?;
-    let adapter = glaze::core::rng::seeded(&device, 0, |d| {
-        config
-            .init(384, 576, d)
-            .inspect(glaze::core::params::materialize)
-    })?;
-    let (mut stream_first, mut offline_first) = (Vec::new(), Vec::new());
-    for _ in 0..reps.max(1) {
-        let mut s = glaze::speech::StreamingRecognizer::new(
-            &model.llama,
-            &model.tokenizer,
-            &tiny,
-            &adapter,
-            1.0,
-        )?;
-        for piece in audio.samples.chunks(16_000) {
-            s.push(piece);
-        }
-        stream_first.push(s.finish(1)?.first_token_secs);
-        // Offline: everything happens after the end of the audio.
-        let t0 = Instant::now();
-        let feats = tiny.encode_clip(&audio, &device)?;
-        let f = feats.dims()[2];
-        let bank = FeatureBank {
-            f,
-            rows: vec![
-                feats
-                    .into_data()
-                    .try_to_vec::<f32>()
-                    .map_err(|e| format!("{e:?}"))?,
-            ],
-        };
-        let pipeline = SpeechPipeline {
-            backbone: &model.llama,
-            codec: &model.tokenizer,
-        };
-        let _ = pipeline.transcribe(&adapter, &bank, &[0], 1, 1)?;
-        offline_first.push(t0.elapsed().as_secs_f64());
-    }
-    println!(
-        "{}",
-        serde_json::json!({
-            "engine": "glaze", "mode": "first-token latency after the end of the audio",
-            "file": longest.file_name().map(|n| n.to_string_lossy().into_owned()), "audio_secs": audio.seconds(),
-            "stream_first_token_ms": median(stream_first) * 1e3, "offline_first_token_ms": median(offline_first) * 1e3,
-            "chunk_secs": 1.0,
-        })
-    );
+    println!("{row}");
     Ok(())
 }
 
-/// The WER table (one row per results line; the last line of a label wins).
+/// The WER table of docs/results/speech.md, between the file's markers.
 fn report(results: &Path, markdown: &Path) -> Res<()> {
-    let text = std::fs::read_to_string(results)?;
-    let mut rows: Vec<serde_json::Value> = Vec::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let v: serde_json::Value = serde_json::from_str(line)?;
-        let key = |r: &serde_json::Value| {
-            (
-                r["adapter"].clone(),
-                r["encoder"].clone(),
-                r["trained_on"].clone(),
-            )
-        };
-        rows.retain(|r| key(r) != key(&v));
-        rows.push(v);
-    }
-    let wer = |r: &serde_json::Value, set: &str| {
-        let s = &r["scores"][set];
-        match (s["wer"].as_f64(), s["errors"].as_u64(), s["words"].as_u64()) {
-            (Some(w), Some(e), Some(n)) => format!("{:.1} % ({e}/{n})", 100.0 * w),
-            _ => "–".into(),
-        }
-    };
-    let mut t = String::from(
-        "| system | encoder features | steps | trainable params | train s | FSDD test WER | synthetic test WER | jfk.wav WER |\n|---|---|---|---|---|---|---|---|\n",
-    );
-    for r in &rows {
-        let num = |k: &str| {
-            r[k].as_f64()
-                .map_or_else(|| "–".to_string(), |v| format!("{v:.0}"))
-        };
-        let enc = match (r["encoder"].as_str(), r["trained_on"].as_str()) {
-            (Some(e), Some(t)) if e != t => format!("{e} (trained on {t})"),
-            (Some(e), _) => e.to_string(),
-            _ => "its own (30 s window)".into(),
-        };
-        t.push_str(&format!(
-            "| {} | {enc} | {} | {} | {} | {} | {} | {} |\n",
-            r["adapter"].as_str().unwrap_or("?"),
-            num("steps"),
-            num("params"),
-            num("train_secs"),
-            wer(r, "fsdd"),
-            wer(r, "synthetic"),
-            wer(r, "jfk"),
-        ));
-    }
-    crate::sweep::replace_between_markers(markdown, &t)
+    let table = glaze::speech::report::wer_table(&std::fs::read_to_string(results)?)?;
+    crate::sweep::replace_between_markers(markdown, &table)
 }
 
 /// `glaze ask --audio FILE --adapter FILE "question"` with a speech adapter (Whisper tiny.en,

@@ -512,149 +512,17 @@ pub fn run(cmd: VisionCmd) -> Res<()> {
     Ok(())
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
 fn bench(images: &[PathBuf], reps: usize) -> Res<()> {
-    use glaze::core::{Adapter, Features};
-    use std::time::Instant;
     let device = burn::prelude::Device::flex();
-    let encoder = VisionEncoder::load_default(&device)?;
-    let adapter = VisionAdapterConfig::Mlp { pool: 4 }.init(384, 576, &device)?;
-    let limits = DecodeLimits::default();
-    let (mut total, mut decode, mut prep, mut encode, mut adapt) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for path in images {
-        for rep in 0..=reps {
-            let t0 = Instant::now();
-            let img = decode_file(path, &limits)?;
-            let t1 = Instant::now();
-            let pixels = [encoder.preprocessor().prepare(&img)];
-            let t2 = Instant::now();
-            let feats = encoder.encode_pixels(&pixels, &device);
-            let _ = feats.clone().into_data();
-            let t3 = Instant::now();
-            let soft = adapter.adapt(&Features::new(feats), None);
-            let _ = soft.into_data();
-            let t4 = Instant::now();
-            if rep > 0 {
-                let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
-                total.push(ms(t0, t4));
-                decode.push(ms(t0, t1));
-                prep.push(ms(t1, t2));
-                encode.push(ms(t2, t3));
-                adapt.push(ms(t3, t4));
-            }
-        }
-    }
-    println!(
-        "{}",
-        serde_json::json!({
-            "engine": "glaze",
-            "mode": "decode + preprocess + DINOv2-S/14 encode + MLP adapter (flex)",
-            "ms_per_image": median(total),
-            "decode_ms": median(decode),
-            "preprocess_ms": median(prep),
-            "encode_ms": median(encode),
-            "adapt_ms": median(adapt),
-            "peak_rss_mb": crate::bench::peak_rss_mb(),
-        })
-    );
+    let mut row = glaze::vision::bench::image_to_soft_tokens(images, reps, &device)?;
+    row["peak_rss_mb"] = serde_json::json!(crate::bench::peak_rss_mb());
+    println!("{row}");
     Ok(())
 }
 
-fn f3(v: &serde_json::Value) -> String {
-    v.as_f64().map_or_else(|| "—".into(), |x| format!("{x:.3}"))
-}
-
-/// The tables of docs/results/vision.md (mean over seeds when there are several).
+/// The tables of docs/results/vision.md, between the file's markers.
 fn write_tables(rows: &[serde_json::Value], path: &Path) -> Res<()> {
-    let mut t = String::new();
-    for task in ["textiles", "shapes"] {
-        let runs: Vec<&serde_json::Value> = rows
-            .iter()
-            .filter(|r| r["task"] == task && r["adapter"] != "baselines")
-            .collect();
-        let base = rows
-            .iter()
-            .find(|r| r["task"] == task && r["adapter"] == "baselines");
-        if runs.is_empty() && base.is_none() {
-            continue;
-        }
-        let items = base.map_or(serde_json::Value::Null, |b| b["test_items"].clone());
-        if task == "textiles" {
-            t.push_str(&format!(
-                "\n### Textile defects: test accuracy ({items} held-out images, answers generated in words)\n\n\
-                 | method | soft tokens / image | trainable params | steps × batch | seed | class named | exact answer | train s | test s |\n\
-                 |---|---|---|---|---|---|---|---|---|\n"
-            ));
-        } else {
-            t.push_str(&format!(
-                "\n### Generated shapes: caption scores ({items} held-out scenes)\n\n\
-                 | method | soft tokens / image | trainable params | steps × batch | seed | exact | colour | shape | size | position | count | train s |\n\
-                 |---|---|---|---|---|---|---|---|---|---|---|---|\n"
-            ));
-        }
-        for r in &runs {
-            let s = &r["scores"];
-            let head = format!(
-                "| {} | {} | {} | {} × {} | {} ",
-                r["adapter"].as_str().unwrap_or("?"),
-                r["tokens"],
-                r["params"],
-                r["steps"],
-                r["batch"],
-                r["seed"]
-            );
-            if task == "textiles" {
-                t.push_str(&format!(
-                    "{head}| {} | {} | {:.0} | {:.0} |\n",
-                    f3(&s["class_accuracy"]),
-                    f3(&s["accuracy"]),
-                    r["train_secs"].as_f64().unwrap_or(0.0),
-                    r["test_secs"].as_f64().unwrap_or(0.0)
-                ));
-            } else {
-                t.push_str(&format!(
-                    "{head}| {} | {} | {} | {} | {} | {} | {:.0} |\n",
-                    f3(&s["exact"]),
-                    f3(&s["colour"]),
-                    f3(&s["shape"]),
-                    f3(&s["size"]),
-                    f3(&s["position"]),
-                    f3(&s["count"]),
-                    r["train_secs"].as_f64().unwrap_or(0.0)
-                ));
-            }
-        }
-        if let Some(b) = base {
-            let n = &b["no_image"];
-            if task == "textiles" {
-                t.push_str(&format!(
-                    "| no image (frozen LLM, same prompt, no soft tokens) | 0 | 0 | — | — | {} | {} | — | — |\n\
-                     | majority class (train split) | — | — | — | — | {m} | {m} | — | — |\n\
-                     | linear probe on frozen CLS + mean patch | — | 2,307 | — | — | {} | — | — | — |\n",
-                    f3(&n["class_accuracy"]),
-                    f3(&n["accuracy"]),
-                    f3(&b["linear_probe"]),
-                    m = f3(&b["majority"])
-                ));
-            } else {
-                t.push_str(&format!(
-                    "| no image (frozen LLM, same prompt, no soft tokens) | 0 | 0 | — | — | {} | {} | {} | {} | {} | {} | — |\n",
-                    f3(&n["exact"]),
-                    f3(&n["colour"]),
-                    f3(&n["shape"]),
-                    f3(&n["size"]),
-                    f3(&n["position"]),
-                    f3(&n["count"])
-                ));
-            }
-        }
-    }
-    crate::sweep::replace_between_markers(path, &t)
+    crate::sweep::replace_between_markers(path, &glaze::vision::report::results_tables(rows))
 }
 
 fn max_tokens(task: TaskArg) -> usize {

@@ -3,11 +3,13 @@
 
 pub mod adapter;
 pub mod asr;
+pub mod bench;
 pub mod conv;
 pub mod corpus;
 pub mod error;
 pub mod experiment;
 pub mod frame_stack;
+pub mod report;
 pub mod stream;
 pub mod wer;
 

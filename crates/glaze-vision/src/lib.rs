@@ -2,12 +2,14 @@
 #![forbid(unsafe_code)]
 
 pub mod adapter;
+pub mod bench;
 pub mod experiment;
 pub mod linear;
 pub mod mlp;
 pub mod perceiver;
 pub mod pool;
 pub mod probe;
+pub mod report;
 pub mod shapes;
 pub mod task;
 pub mod textiles;
