@@ -34,7 +34,7 @@ const PLUGIN_DEPS: &[&str] = &["glaze-core", "glaze-kernels", "glaze-train"];
 const MAX_CLI_LINES: usize = 300;
 /// CLI modules still over the limit, whose pipelines and tables are to move into the libraries
 /// and `xtask` (issue: the architecture seam). The list may only shrink.
-const CLI_OVER_LIMIT: &[&str] = &["main.rs", "vision.rs", "speech.rs", "timeseries.rs"];
+const CLI_OVER_LIMIT: &[&str] = &["vision.rs", "speech.rs", "timeseries.rs"];
 const MAX_LINES: usize = 800;
 const WEIGHT_EXTENSIONS: &[&str] = &[
     "gguf",

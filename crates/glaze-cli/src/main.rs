@@ -6,20 +6,19 @@ mod audio;
 mod bench;
 mod speech;
 mod sweep;
+mod text;
 mod timeseries;
 mod vision;
 
-use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use glaze::core::DeviceChoice;
-use glaze::llm::{GenerationConfig, LanguageModel, generate};
-use glaze::train::{Modality, PromptTuningConfig, TuningExample, tune_soft_prompt};
-use glaze::{ChatMessage, Prompt, TextCodec};
-use indicatif::{ProgressBar, ProgressStyle};
+use glaze::llm::{GenerationConfig, LanguageModel};
+use glaze::train::Modality;
+use indicatif::ProgressBar;
 
 #[derive(Parser)]
 #[command(name = "glaze", version, about = "Modality plugins for frozen LLMs")]
@@ -215,29 +214,6 @@ fn load(args: &ModelArgs) -> Result<LanguageModel, Box<dyn std::error::Error>> {
     Ok(model)
 }
 
-fn stream(
-    model: &LanguageModel,
-    prompt: &Prompt,
-    config: &GenerationConfig,
-) -> Result<String, Box<dyn std::error::Error>> {
-    let mut stdout = std::io::stdout();
-    let out = generate(&model.llama, &model.tokenizer, prompt, config, |piece| {
-        let _ = write!(stdout, "{piece}");
-        let _ = stdout.flush();
-    })?;
-    println!();
-    let n = out.ids.len().max(1);
-    eprintln!(
-        "[{} prompt tokens: {:.1} tok/s prefill; {} new tokens: {:.1} tok/s decode; {:?}]",
-        out.prompt_len,
-        out.prompt_len as f64 / out.prefill_secs.max(1e-9),
-        out.ids.len(),
-        n.saturating_sub(1) as f64 / out.decode_secs.max(1e-9),
-        out.finish
-    );
-    Ok(out.text)
-}
-
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Cmd::Generate {
@@ -245,43 +221,12 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             chat,
             model,
             sample,
-        } => {
-            let model = load(&model)?;
-            let text = if chat {
-                model
-                    .tokenizer
-                    .render_chat(&[ChatMessage::user(prompt.clone())], true)?
-            } else {
-                prompt.clone()
-            };
-            if !chat {
-                print!("{prompt}");
-            }
-            stream(&model, &Prompt::new().text(text), &sample.config())?;
-        }
+        } => text::generate(&prompt, chat, &model, &sample)?,
         Cmd::Chat {
             system,
             model,
             sample,
-        } => {
-            let model = load(&model)?;
-            let mut messages: Vec<ChatMessage> = system
-                .into_iter()
-                .map(|s| ChatMessage::new("system", s))
-                .collect();
-            eprintln!("chat: type a message per line; end with Ctrl-D");
-            for line in std::io::stdin().lock().lines() {
-                let line = line?;
-                if line.trim().is_empty() {
-                    continue;
-                }
-                messages.push(ChatMessage::user(line));
-                let text = model.tokenizer.render_chat(&messages, true)?;
-                print!("assistant: ");
-                let answer = stream(&model, &Prompt::new().text(text), &sample.config())?;
-                messages.push(ChatMessage::new("assistant", answer));
-            }
-        }
+        } => text::chat(system, &model, &sample)?,
         Cmd::PromptTune {
             question,
             target,
@@ -290,73 +235,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             lr,
             seed,
             model,
-        } => {
-            let model = load(&model)?;
-            let context = model
-                .tokenizer
-                .render_chat(&[ChatMessage::user(question.clone())], true)?;
-            let config = GenerationConfig::new().with_max_new_tokens(48);
-            println!("question: {question}");
-            print!("frozen model, no soft prompt: ");
-            let before = stream(&model, &Prompt::new().text(context.clone()), &config)?;
-            // The model learns to end its turn: the tokenizer's end-of-turn token follows.
-            let end_of_turn = match model.tokenizer.stop_ids().first() {
-                Some(&id) => model.tokenizer.decode(&[id], true)?,
-                None => String::new(),
-            };
-            let examples = [TuningExample {
-                context: Prompt::new().text(context.clone()),
-                target: format!("{target}{end_of_turn}"),
-            }];
-            let tuning = PromptTuningConfig::new()
-                .with_n_tokens(tokens)
-                .with_steps(steps)
-                .with_lr(lr)
-                .with_seed(seed);
-            let pb = ProgressBar::new(steps as u64);
-            pb.set_style(
-                ProgressStyle::with_template("training {bar:30} {pos}/{len} steps, {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-            let start = Instant::now();
-            let (soft, report) = tune_soft_prompt(
-                &model.llama,
-                &model.tokenizer,
-                &examples,
-                &tuning,
-                |step, loss| {
-                    pb.set_position(step as u64 + 1);
-                    pb.set_message(format!("loss {loss:.4}"));
-                },
-            )?;
-            pb.finish_and_clear();
-            let secs = start.elapsed().as_secs_f64();
-            eprintln!(
-                "trained {} soft-prompt vectors in {} steps, {secs:.1} s ({:.2} s/step); loss {:.3} -> {:.4}",
-                soft.len(),
-                report.losses.len(),
-                secs / report.losses.len().max(1) as f64,
-                report.losses.first().copied().unwrap_or(f32::NAN),
-                report.losses.last().copied().unwrap_or(f32::NAN)
-            );
-            let soft_plain = glaze::SoftTokens::new(soft.tokens().into_tensor().inner_plain());
-            print!("frozen model + trained soft prompt: ");
-            let after = stream(
-                &model,
-                &Prompt::new().soft(soft_plain).text(context),
-                &config,
-            )?;
-            println!(
-                "target {}reached (before: {:?}, after: {:?})",
-                if after.trim() == target.trim() {
-                    ""
-                } else {
-                    "NOT "
-                },
-                before.trim(),
-                after.trim()
-            );
-        }
+        } => text::prompt_tune(&question, &target, tokens, steps, lr, seed, &model)?,
         Cmd::Bench(args) => bench::run(args)?,
         Cmd::Timeseries(cmd) => timeseries::run(cmd)?,
         Cmd::Vision(cmd) => vision::run(cmd)?,
@@ -393,18 +272,6 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     Ok(())
-}
-
-/// Moves an autodiff tensor's values to a plain tensor, for inference.
-trait InnerPlain {
-    fn inner_plain(self) -> Self;
-}
-
-impl InnerPlain for burn::prelude::Tensor<2> {
-    fn inner_plain(self) -> Self {
-        let device = self.device().without_autodiff();
-        burn::prelude::Tensor::from_data(self.into_data(), &device)
-    }
 }
 
 fn main() -> ExitCode {
