@@ -570,12 +570,10 @@ fn bench_step(
             on_step: Some(&mut record),
         },
     )?;
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-    };
-    let step_s = median(&mut times);
-    let [forward_s, backward_s, update_s] = phases.map(|mut p| median(&mut p));
+    let median = glaze::train::metrics::median;
+    let steps_timed = times.len();
+    let step_s = median(times);
+    let [forward_s, backward_s, update_s] = phases.map(median);
     let mean_prompt = if prompt_tokens.is_empty() {
         f64::NAN
     } else {
@@ -599,7 +597,7 @@ fn bench_step(
             "forward_s": forward_s,
             "backward_s": backward_s,
             "update_s": update_s,
-            "steps": times.len(),
+            "steps": steps_timed,
             "trainable_params": report.trainable_params,
             "optimizer_state_floats": report.optimizer_state,
             "peak_rss_mb": crate::bench::peak_rss_mb(),

@@ -8,17 +8,13 @@ use std::time::Instant;
 use burn::prelude::*;
 use glaze_core::{FrozenBackbone, TextCodec};
 use glaze_train::FeatureBank;
+use glaze_train::metrics::median;
 use glaze_whisper::{AudioEncoder, AudioLimits, WHISPER_RATE, Window, decode_file, resample};
 
 use crate::adapter::SpeechAdapterConfig;
 use crate::asr::SpeechPipeline;
 use crate::error::{Error, Result};
 use crate::stream::StreamingRecognizer;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
 
 /// Seconds to decode, resample and encode `files` (the median of `reps` timed passes each,
 /// after a warm-up), with the trim and the full window: one JSON row per window.

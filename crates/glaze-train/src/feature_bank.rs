@@ -86,8 +86,9 @@ pub fn open_cache<E: Encoder>(
 
 /// The bank of `count` inputs through `encoder`: an input whose cache entry (under `key(i)`,
 /// the input's bytes) holds `[n, F]` is read from `cache`; the others are loaded
-/// (`load(i, key)`), encoded [`Encoder::encode`] `chunk` at a time, and stored. A masked row
-/// keeps only its real feature vectors.
+/// (`load(i, key)`), encoded [`Encoder::encode`] `chunk` at a time in input order, and stored.
+/// One pass: at most `chunk` keys (a file's bytes, say) are held at once. A masked row keeps
+/// only its real feature vectors.
 pub fn encode_bank<E, Err>(
     encoder: &E,
     cache: Option<&FeatureCache>,
@@ -103,24 +104,15 @@ where
 {
     let f = encoder.spec().feature_dim;
     let mut rows: Vec<Option<Vec<f32>>> = vec![None; count];
-    let mut missing = Vec::new();
-    for (i, row) in rows.iter_mut().enumerate() {
-        let k = key(i)?;
-        match cache.and_then(|c| c.get(&k)) {
-            Some(a) if a.shape.len() == 2 && a.shape[1] == f => *row = Some(a.data),
-            _ => missing.push((i, k)),
+    let mut pending: Vec<(usize, Vec<u8>)> = Vec::with_capacity(chunk.max(1));
+    let mut encoded = 0;
+    let mut flush = |pending: &mut Vec<(usize, Vec<u8>)>,
+                     rows: &mut Vec<Option<Vec<f32>>>|
+     -> Result<(), Err> {
+        if pending.is_empty() {
+            return Ok(());
         }
-    }
-    if !missing.is_empty() && cache.is_some() {
-        tracing::info!(
-            "encoding {} inputs with {} ({} cached)",
-            missing.len(),
-            encoder.spec().name,
-            count - missing.len()
-        );
-    }
-    for part in missing.chunks(chunk.max(1)) {
-        let inputs = part
+        let inputs = pending
             .iter()
             .map(|(i, k)| load(*i, k))
             .collect::<Result<Vec<_>, Err>>()?;
@@ -143,19 +135,41 @@ where
             .into_data()
             .try_to_vec::<f32>()
             .expect("invariant: encoders compute in f32");
-        for (j, (i, k)) in part.iter().enumerate() {
+        for (j, (i, k)) in pending.drain(..).enumerate() {
             let data = out[j * n * f..(j * n + lens[j]) * f].to_vec();
             if let Some(c) = cache {
                 c.put(
-                    k,
+                    &k,
                     &CachedArray {
                         shape: vec![lens[j], f],
                         data: data.clone(),
                     },
                 )?;
             }
-            rows[*i] = Some(data);
+            rows[i] = Some(data);
+            encoded += 1;
         }
+        Ok(())
+    };
+    for i in 0..count {
+        let k = key(i)?;
+        match cache.and_then(|c| c.get(&k)) {
+            Some(a) if a.shape.len() == 2 && a.shape[1] == f => rows[i] = Some(a.data),
+            _ => {
+                pending.push((i, k));
+                if pending.len() >= chunk.max(1) {
+                    flush(&mut pending, &mut rows)?;
+                }
+            }
+        }
+    }
+    flush(&mut pending, &mut rows)?;
+    if encoded > 0 && cache.is_some() {
+        tracing::info!(
+            "encoded {encoded} inputs with {} ({} from the cache)",
+            encoder.spec().name,
+            count - encoded
+        );
     }
     Ok(FeatureBank {
         f,

@@ -7,6 +7,13 @@ use std::path::{Path, PathBuf};
 use crate::plot::LinePlot;
 use glaze_core::error::{Error, Result};
 
+/// The median of `values` (the upper one of an even count; NaN for none): what the
+/// benchmarks report of repeated timings.
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
 /// One line of `metrics.jsonl`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MetricRecord {

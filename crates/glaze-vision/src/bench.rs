@@ -7,13 +7,9 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use glaze_core::{Adapter, Features};
+use glaze_train::metrics::median;
 
 use crate::{DecodeLimits, Result, VisionAdapterConfig, VisionEncoder, decode_file};
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
 
 /// Milliseconds per image and per stage for `images`, `reps` timed passes each, as the JSON
 /// row of `docs/benchmarks.md`.
