@@ -10,7 +10,7 @@ use glaze::core::answer::{answer_loss, answer_target};
 use glaze::core::harness::ByteCodec;
 use glaze::core::{Adapter, Encoder, Features, PromptTemplate, SoftTokens};
 use glaze::speech::SpeechAdapterConfig;
-use glaze::timeseries::{ModelKind, PatchEncoder, Pipeline, SeriesAdapter};
+use glaze::timeseries::{ModelKind, PatchEncoder, SeriesAdapter};
 use glaze_tests::{shared_dir, tiny_forecaster, tiny_llama_long};
 
 #[test]
@@ -35,8 +35,6 @@ fn speech_and_series_soft_tokens_share_one_prompt() {
     let speech_features = Features::new(whisper.encode_clip(&audio, &device).expect("encodes"));
 
     let cfg = tiny_forecaster(ModelKind::TimeLlm, &backbone, 2);
-    let pipeline = Pipeline::new(&backbone, &ByteCodec, cfg.clone(), "x", None).expect("pipeline");
-    let embed = pipeline.word_embeddings().cloned().expect("embeddings");
     let window: Vec<f32> = (0..32).map(|t| (t as f32 * 0.4).sin()).collect();
     let series_features = PatchEncoder::new(8, 4)
         .encode(&[window], &device)
@@ -49,12 +47,7 @@ fn speech_and_series_soft_tokens_share_one_prompt() {
     }
     .init(24, 32, &ad)
     .expect("speech adapter");
-    let m = cfg.init(&ad);
-    let series = SeriesAdapter {
-        patch_embed: m.patch_embed.expect("patch embedding"),
-        reprogram: m.reprogram.expect("reprogramming"),
-        embed: embed.to_device(&ad),
-    };
+    let series: SeriesAdapter = cfg.init(&backbone, &ad).adapter.expect("series adapter");
     let lift = |f: &Features| Features::new(Tensor::from_data(f.tokens.clone().into_data(), &ad));
     let s_tokens = speech.adapt(&lift(&speech_features), None);
     let t_tokens = series.adapt(&lift(&series_features), None);

@@ -33,7 +33,7 @@ fn cached_prompt_prefix_equals_the_full_sequence() {
         .expect("pipeline");
     let device = backbone.device().clone();
     device.seed(5);
-    let model = cfg.init(&device);
+    let model = cfg.init(&backbone, &device);
     // Two windows whose prompts have different lengths: the batch is left-padded.
     let a = wave(32, 0.0);
     let b: Vec<f32> = wave(32, 1.0).iter().map(|v| v * 1000.0).collect();

@@ -10,7 +10,7 @@ use glaze::core::{Error as CoreError, FrozenBackbone, export_params};
 use glaze::llm::{Llama, LlamaConfig};
 use glaze::timeseries::{
     self as ts, Channels, ForecastTask, ForecasterConfig, Frame, ModelKind, PatchEncoder, Pipeline,
-    SeriesAdapter, SplitScheme, StoredConfig, WindowSpec,
+    SplitScheme, StoredConfig, WindowSpec,
 };
 use glaze::train::{Checkpoint, LrSchedule, RunOptions, StepInfo, TrainConfig, train};
 
@@ -109,7 +109,7 @@ fn run_with(
     let stored = stored(&cfg, data);
     let identity = ts::experiment::identity(backbone, &stored).expect("identity");
     let device = train_config.device(backbone.device());
-    let model = glaze::core::rng::seeded_module(&device, 21, |d| cfg.init(d));
+    let model = glaze::core::rng::seeded_module(&device, 21, |d| cfg.init(backbone, d));
     let task = ForecastTask {
         pipeline: &pipeline,
         train: &data.train,
@@ -154,7 +154,7 @@ fn run_with(
 fn deferred_prototype_gradient_trains_the_same_adapter() {
     let backbone = &glaze_tests::smollm2().llama;
     assert!(
-        backbone.embedding_table_q8().is_some(),
+        backbone.word_embeddings().is_quantized(),
         "an 8-bit word table"
     );
     let data = data();
@@ -180,7 +180,7 @@ fn deferred_prototype_gradient_trains_the_same_adapter() {
     let init = export_params(&glaze::core::rng::seeded_module(
         &backbone.device().clone().autodiff(),
         21,
-        |d| cfg.init(d),
+        |d| cfg.init(backbone, d),
     ));
     let mut moved = false;
     for ((x, y), i) in deferred.iter().zip(&formed).zip(&init) {
@@ -270,6 +270,47 @@ fn gradient_checkpointing_trains_the_same_adapter() {
     }
 }
 
+/// A Time-LLM checkpoint of the layout before the patch embedding and reprogramming became
+/// the `SeriesAdapter` (their parameters at the top level) loads into today's model with the
+/// same values; a name that maps to nothing is still refused.
+#[test]
+fn checkpoints_of_the_older_layout_still_load() {
+    let backbone = tiny();
+    let data = data();
+    let dir = tmp("old-layout");
+    let cfg = config(ModelKind::TimeLlm, &backbone, 2);
+    let identity = ts::experiment::identity(&backbone, &stored(&cfg, &data)).expect("identity");
+    let model = cfg.init(&backbone, backbone.device());
+    let mut weights = export_params(&model);
+    assert!(
+        weights
+            .iter()
+            .any(|t| t.name.starts_with("adapter.reprogram."))
+    );
+    for t in &mut weights {
+        t.name = t.name.trim_start_matches("adapter.").to_string();
+    }
+    let path = dir.join("adapter.safetensors");
+    let save = |weights: Vec<glaze::core::NamedTensor>| {
+        Checkpoint {
+            identity: identity.clone(),
+            weights,
+            state: None,
+            optimizer: Vec::new(),
+        }
+        .save(&path)
+        .expect("save")
+    };
+    save(weights.clone());
+    let (loaded, _) = ts::load_checkpoint(&backbone, &path).expect("old layout loads");
+    assert_eq!(export_params(&loaded), export_params(&model));
+    weights[0].name = format!("unknown.{}", weights[0].name);
+    save(weights);
+    let err = ts::load_checkpoint(&backbone, &path).expect_err("unknown name");
+    assert!(err.to_string().contains("adapter.safetensors"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn checkpoints_name_the_backbone_they_need() {
     let backbone = tiny();
@@ -279,7 +320,7 @@ fn checkpoints_name_the_backbone_they_need() {
     let spec_stored = stored(&cfg, &data);
     let identity = ts::experiment::identity(&backbone, &spec_stored).expect("identity");
     let device = backbone.device().clone();
-    let model = cfg.init(&device);
+    let model = cfg.init(&backbone, &device);
     let path = dir.join("adapter.safetensors");
     Checkpoint {
         identity: identity.clone(),
@@ -355,21 +396,12 @@ fn checkpoints_name_the_backbone_they_need() {
 fn series_adapter_keeps_the_contract() {
     let backbone = tiny();
     let cfg = config(ModelKind::TimeLlm, &backbone, 2);
-    let pipeline = Pipeline::new(&backbone, &ByteCodec, cfg.clone(), "x", None).expect("pipeline");
-    let embed = pipeline.word_embeddings().cloned().expect("embeddings");
     let encoder = PatchEncoder::new(8, 4);
     let windows = vec![(0..32).map(|t| t as f32).collect::<Vec<f32>>(); 2];
     harness::check_adapter(
         &backbone,
         &ByteCodec,
-        |d| {
-            let m = cfg.init(d);
-            SeriesAdapter {
-                patch_embed: m.patch_embed.expect("patch embedding"),
-                reprogram: m.reprogram.expect("reprogramming"),
-                embed: embed.clone(),
-            }
-        },
+        |d| cfg.init(&backbone, d).adapter.expect("series adapter"),
         |d| {
             use glaze::core::Encoder;
             encoder.encode(&windows, d).expect("encode")

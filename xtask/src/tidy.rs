@@ -16,13 +16,15 @@ const PLUGINS: &[&str] = &[
     "glaze-timeseries",
 ];
 /// Encoder crates: frozen encoders any plugin may use through a normal dependency.
-const ENCODERS: &[&str] = &["glaze-whisper", "glaze-vit"];
+const ENCODERS: &[&str] = &["glaze-whisper", "glaze-vit", "glaze-patch"];
 /// What each layer below the plugins may depend on.
 const LAYERS: &[(&str, &[&str])] = &[
     (
         "glaze-whisper",
         &["glaze-core", "glaze-kernels", "glaze-train"],
     ),
+    ("glaze-vit", &["glaze-core", "glaze-kernels"]),
+    ("glaze-patch", &["glaze-core"]),
     ("glaze-kernels", &[]),
     ("glaze-core", &["glaze-kernels"]),
     ("glaze-train", &["glaze-core", "glaze-kernels"]),
@@ -34,7 +36,7 @@ const PLUGIN_DEPS: &[&str] = &["glaze-core", "glaze-kernels", "glaze-train"];
 const MAX_CLI_LINES: usize = 300;
 /// CLI modules still over the limit, whose pipelines and tables are to move into the libraries
 /// and `xtask` (issue: the architecture seam). The list may only shrink.
-const CLI_OVER_LIMIT: &[&str] = &["vision.rs", "speech.rs", "timeseries.rs"];
+const CLI_OVER_LIMIT: &[&str] = &["vision.rs", "speech.rs"];
 const MAX_LINES: usize = 800;
 const WEIGHT_EXTENSIONS: &[&str] = &[
     "gguf",

@@ -8,6 +8,7 @@ mod speech;
 mod sweep;
 mod text;
 mod timeseries;
+mod timeseries_args;
 mod vision;
 
 use std::path::PathBuf;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use glaze::timeseries::{self as ts, ModelKind, baselines::repeat_last};
 
 use crate::ModelArgs;
-use crate::timeseries::{Kind, Setup, cache_root, spec};
+use crate::timeseries_args::{Kind, Setup, cache_root, spec};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 

@@ -197,14 +197,14 @@ pub trait FrozenBackbone {
     /// `ids [B, T]` → `[B, T, D]`.
     fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3>;
 
-    /// The whole token-embedding table `[V, D]` as 8-bit rows with one scale per 32 values,
-    /// when the backbone holds it that way (a GGUF Q8_0 table): exactly the values [`embed`]
-    /// returns, in a quarter of the bytes, for products over the whole vocabulary
-    /// ([`glaze_kernels::matmul::matmul_q8`]). `None` by default.
+    /// The whole token-embedding table `[V, D]`, for adapters that read every row at once.
+    /// By default every row through [`embed`]; a backbone that holds the table as 8-bit rows
+    /// hands those out instead (exactly the values [`embed`] returns, in a quarter of the
+    /// bytes).
     ///
     /// [`embed`]: FrozenBackbone::embed
-    fn embedding_table_q8(&self) -> Option<std::sync::Arc<glaze_kernels::gemm::Q8Matrix>> {
-        None
+    fn word_embeddings(&self) -> crate::WordEmbeddings {
+        crate::WordEmbeddings::through_embed(self)
     }
 
     /// Runs the transformer blocks over input embeddings and returns hidden states.

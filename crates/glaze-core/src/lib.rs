@@ -16,6 +16,7 @@ pub mod rng;
 pub mod soft;
 pub mod soft_prompt;
 pub mod tensor_store;
+pub mod word_embeddings;
 
 pub use adapter::{Adapter, Condition, Encoder, EncoderSpec, Features};
 pub use backbone::{BackboneSpec, ChatMessage, ForwardOptions, FrozenBackbone, KvCache, TextCodec};
@@ -34,6 +35,7 @@ pub use rng::SplitMix64;
 pub use soft::SoftTokens;
 pub use soft_prompt::{SoftPrompt, SoftPromptConfig};
 pub use tensor_store::{StoredTensor, TensorStore};
+pub use word_embeddings::WordEmbeddings;
 
 /// The asset cache shared by every crate (weights, datasets, feature caches):
 /// `$GLAZE_CACHE`, else `$XDG_CACHE_HOME/glaze`, else `$HOME/.cache/glaze`.

@@ -287,13 +287,20 @@ impl FrozenBackbone for Llama {
         &self.device
     }
 
-    fn embedding_table_q8(&self) -> Option<std::sync::Arc<glaze_kernels::gemm::Q8Matrix>> {
-        self.embed_q8
-            .get_or_init(|| {
-                let q = self.embed_q.as_ref()?;
-                q.to_q8().map(std::sync::Arc::new)
-            })
-            .clone()
+    /// The 8-bit table when the embeddings are a Q8_0 table and the weights live on the CPU
+    /// (flex, where the GEMM reads it; elsewhere every product would dequantize it again),
+    /// else every row through `embed`.
+    fn word_embeddings(&self) -> glaze_core::WordEmbeddings {
+        let q8 = self.embed_q8.get_or_init(|| {
+            let q = self.embed_q.as_ref()?;
+            q.to_q8().map(std::sync::Arc::new)
+        });
+        match q8 {
+            Some(q) if self.device.clone().inner() == Device::flex() => {
+                glaze_core::WordEmbeddings::quantized(q.clone())
+            }
+            _ => glaze_core::WordEmbeddings::through_embed(self),
+        }
     }
 
     fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {

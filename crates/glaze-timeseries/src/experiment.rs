@@ -102,7 +102,17 @@ impl glaze_train::AdapterConfig for StoredConfig {
         device: &Device,
     ) -> Result<Forecaster> {
         self.model.validate(backbone)?;
-        Ok(self.model.init(device))
+        Ok(self.model.init(backbone, device))
+    }
+
+    /// Checkpoints written before the patch embedding and reprogramming became the
+    /// [`crate::SeriesAdapter`] store them at the top level.
+    fn param_name(&self, stored: &str) -> String {
+        if stored.starts_with("patch_embed.") || stored.starts_with("reprogram.") {
+            format!("adapter.{stored}")
+        } else {
+            stored.to_string()
+        }
     }
 }
 
@@ -145,7 +155,8 @@ pub fn run(
     };
     let identity = identity(backbone, &stored)?;
     let device = spec.train.device(backbone.device());
-    let model = glaze_core::rng::seeded_module(&device, spec.train.seed, |d| spec.model.init(d));
+    let model =
+        glaze_core::rng::seeded_module(&device, spec.train.seed, |d| spec.model.init(backbone, d));
     let task = ForecastTask {
         pipeline: &pipeline,
         train: &data.train,
@@ -195,4 +206,111 @@ pub fn load_checkpoint(
 /// True when `kind` needs the backbone's blocks at run time.
 pub fn needs_llm(kind: ModelKind) -> bool {
     kind.uses_llm_layers()
+}
+
+/// A trained model's data and pipeline for a new CSV file: the columns the model was trained
+/// on, scaled with the statistics it was trained with (not the new file's).
+pub fn reopen<'a>(
+    backbone: &'a dyn FrozenBackbone,
+    codec: &'a dyn TextCodec,
+    stored: &StoredConfig,
+    data: &Path,
+    eval_stride: usize,
+    cache_root: Option<&Path>,
+) -> Result<(SeriesData, Pipeline<'a>)> {
+    let (target, covariates) = match stored.columns.split_last() {
+        Some((t, c)) => (Some(t.clone()), Some(c.to_vec())),
+        None => (None, None),
+    };
+    let frame = read_csv(data, &ColumnSelection { target, covariates })?;
+    let mut window = stored.window;
+    window.eval_stride = eval_stride;
+    let set = crate::dataset::prepare_scaled(&frame, &window, Some(&stored.scaler))?;
+    let pipeline = Pipeline::new(
+        backbone,
+        codec,
+        stored.model.clone(),
+        stored.description.clone(),
+        cache_root,
+    )?;
+    Ok((set, pipeline))
+}
+
+/// What [`forecast_plot`] drew.
+#[derive(Debug, Clone)]
+pub struct PlottedForecast {
+    /// The forecast rows `start..end` of the file.
+    pub rows: std::ops::Range<usize>,
+    /// Errors in the scaled space, when the file holds the whole horizon's truth.
+    pub metrics: Option<Metrics>,
+}
+
+/// Forecasts the target from the window of `pipeline`'s input length starting at row `at`
+/// (default: the last window whose horizon the file holds) and draws history, forecast and
+/// truth, in the file's units, to the PNG `out`.
+pub fn forecast_plot(
+    pipeline: &Pipeline<'_>,
+    model: &Forecaster,
+    stored: &StoredConfig,
+    set: &SeriesData,
+    out: &Path,
+    at: Option<usize>,
+) -> Result<PlottedForecast> {
+    let (l, h) = (stored.window.input_len, stored.window.horizon);
+    let c = set
+        .scaled
+        .len()
+        .checked_sub(1)
+        .ok_or_else(|| Error::config("data", "the file has no target column"))?;
+    let series = &set.scaled[c];
+    let rows = series.len();
+    let start = at.unwrap_or(rows.saturating_sub(l + h));
+    if start + l > rows {
+        return Err(Error::config(
+            "at",
+            format!(
+                "the input window needs rows {start}..{} but the file has {rows}",
+                start + l
+            ),
+        ));
+    }
+    let input = &series[start..start + l];
+    let pred: Vec<f32> = pipeline
+        .predict(model, &[input], pipeline.backbone.device())?
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| Error::config("forecast", format!("{e:?}")))?;
+    let points = |from: usize, values: &[f32]| -> Vec<(f64, f64)> {
+        stored
+            .scaler
+            .inverse(c, values)
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| ((from + i) as f64, v as f64))
+            .collect()
+    };
+    let truth_end = (start + l + h).min(rows);
+    let truth = &series[start + l..truth_end];
+    let target = stored.columns.last().cloned().unwrap_or_default();
+    let mut plot = glaze_train::LinePlot::new(
+        format!("{} {target}: {l} IN, {h} OUT", stored.model.kind.name()),
+        "ROW",
+    )
+    .line("history", points(start, input))
+    .line("forecast", points(start + l, &pred));
+    if !truth.is_empty() {
+        plot = plot.line("truth", points(start + l, truth));
+    }
+    plot.marker_x = Some((start + l) as f64 - 0.5);
+    plot.save_png(out)?;
+    let metrics = (truth.len() == h).then(|| {
+        let mut m = Metrics::default();
+        m.add(&pred, truth);
+        m
+    });
+    Ok(PlottedForecast {
+        rows: start + l..start + l + h,
+        metrics,
+    })
 }

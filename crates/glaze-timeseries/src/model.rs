@@ -4,23 +4,25 @@
 //! Time-LLM pipeline with the LLM layers removed, as in Tan et al. NeurIPS 2024 "Are Language
 //! Models Actually Useful for Time Series Forecasting?") and DLinear.
 //!
-//! Data flow of the LLM variants, per example (one channel of one window):
-//! `L values → RevIN → N patches → patch embedding → [reprogramming] → [prompt prefix +]
-//! first K frozen blocks → last N hidden states → [first d_ff dims] → flatten → linear → H
-//! values → RevIN⁻¹`.
+//! Data flow of the LLM variants, per example (one channel of one window), through the core
+//! interfaces: `L values → encoder (RevIN, N patches) → adapter (patch embedding,
+//! [reprogramming]) → [prompt prefix +] first K frozen blocks → last N hidden states → [first
+//! d_ff dims] → flatten → linear → H values → RevIN⁻¹`. The encoder is
+//! [`glaze_patch::PatchEncoder`], the adapter [`SeriesAdapter`].
 
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use glaze_core::{ForwardOptions, FrozenBackbone};
+use glaze_kernels::product_grad::ProductSink;
+use glaze_patch::{PatchEncoder, num_patches, revin};
 
+use crate::adapter::SeriesAdapter;
 use crate::dlinear::{DLinear, DLinearConfig};
 use crate::error::{Error, Result};
-use crate::patch::{PatchEmbedding, PatchEmbeddingConfig, num_patches, patchify};
+use crate::patch::PatchEmbeddingConfig;
 use crate::prefix::{PrefixKvCache, batch_cache};
 use crate::prompt::{input_stats, prompt_text};
-use crate::reprogramming::{Reprogramming, ReprogrammingConfig, WordTable};
-use crate::revin;
-use glaze_kernels::product_grad::ProductSink;
+use crate::reprogramming::ReprogrammingConfig;
 
 /// Which model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -142,25 +144,32 @@ impl ForecasterConfig {
         Ok(())
     }
 
-    /// Random initialisation.
-    pub fn init(&self, device: &Device) -> Forecaster {
+    /// The series encoder the model reads its patches from.
+    pub fn encoder(&self) -> PatchEncoder {
+        PatchEncoder::new(self.patch_len, self.stride)
+    }
+
+    /// Random initialisation; the reprogramming kinds read `backbone`'s word embeddings.
+    pub fn init(&self, backbone: &dyn FrozenBackbone, device: &Device) -> Forecaster {
         let n = self.num_patches();
         let llm_like = self.kind != ModelKind::Dlinear;
         let reprogram = matches!(self.kind, ModelKind::TimeLlm | ModelKind::NoLlm);
         Forecaster {
-            patch_embed: llm_like.then(|| {
+            adapter: llm_like.then(|| {
                 let d_out = if reprogram { self.d_patch } else { self.d_llm };
-                PatchEmbeddingConfig::new(d_out)
-                    .with_patch_len(self.patch_len)
-                    .init(device)
-            }),
-            reprogram: reprogram.then(|| {
-                ReprogrammingConfig::new(self.d_llm, self.vocab)
-                    .with_d_patch(self.d_patch)
-                    .with_num_prototypes(self.num_prototypes)
-                    .with_n_heads(self.n_heads)
-                    .with_d_keys(self.d_keys)
-                    .init(device)
+                SeriesAdapter {
+                    patch_embed: PatchEmbeddingConfig::new(d_out)
+                        .with_patch_len(self.patch_len)
+                        .init(device),
+                    reprogram: reprogram.then(|| {
+                        ReprogrammingConfig::new(self.d_llm, self.vocab)
+                            .with_d_patch(self.d_patch)
+                            .with_num_prototypes(self.num_prototypes)
+                            .with_n_heads(self.n_heads)
+                            .with_d_keys(self.d_keys)
+                            .init(backbone.word_embeddings(), device)
+                    }),
+                }
             }),
             head: llm_like
                 .then(|| LinearConfig::new(n * self.head_width(), self.horizon).init(device)),
@@ -173,10 +182,8 @@ impl ForecasterConfig {
 /// The trainable part of every model (only the parts its kind uses are present).
 #[derive(Module, Debug)]
 pub struct Forecaster {
-    /// Patch embedding.
-    pub patch_embed: Option<PatchEmbedding>,
-    /// Reprogramming layer (Time-LLM, no-LLM).
-    pub reprogram: Option<Reprogramming>,
+    /// Patch features to tokens of the LLM's width (every kind but DLinear).
+    pub adapter: Option<SeriesAdapter>,
     /// Flatten head.
     pub head: Option<Linear>,
     /// DLinear.
@@ -191,8 +198,8 @@ pub struct Pipeline<'a> {
     pub config: ForecasterConfig,
     /// Dataset description for the prompt.
     pub description: String,
-    /// The word embeddings `[V, D]` (reprogramming kinds).
-    embed: Option<WordTable>,
+    /// RevIN and patching of the input windows.
+    encoder: PatchEncoder,
     /// The prompt prefix (Time-LLM).
     prefix: Option<PrefixKvCache<'a>>,
 }
@@ -208,8 +215,7 @@ impl<'a> Pipeline<'a> {
         cache_root: Option<&std::path::Path>,
     ) -> Result<Self> {
         config.validate(backbone)?;
-        let embed = matches!(config.kind, ModelKind::TimeLlm | ModelKind::NoLlm)
-            .then(|| WordTable::of(backbone));
+        let encoder = config.encoder();
         let prefix = match config.kind {
             ModelKind::TimeLlm => Some(PrefixKvCache::new(
                 backbone,
@@ -223,14 +229,14 @@ impl<'a> Pipeline<'a> {
             backbone,
             config,
             description: description.into(),
-            embed,
+            encoder,
             prefix,
         })
     }
 
-    /// The word embeddings `[V, D]` the reprogramming kinds read.
-    pub fn word_embeddings(&self) -> Option<&WordTable> {
-        self.embed.as_ref()
+    /// The series encoder the model reads its patches from.
+    pub fn encoder(&self) -> &PatchEncoder {
+        &self.encoder
     }
 
     /// The prompt prefix encoder (Time-LLM).
@@ -306,28 +312,15 @@ impl<'a> Pipeline<'a> {
         products: Option<&ProductSink>,
     ) -> Result<(Tensor<3>, revin::RevinStats)> {
         let c = &self.config;
-        let b = inputs.len();
-        let (normed, stats) = revin::normalize(inputs);
-        let n = c.num_patches();
-        let mut patches = Vec::with_capacity(b * n * c.patch_len);
-        for x in &normed {
-            patches.extend(patchify(x, c.patch_len, c.stride));
-        }
-        let patches = Tensor::<3>::from_data(TensorData::new(patches, [b, n, c.patch_len]), device);
-        let tokens = model
-            .patch_embed
-            .as_ref()
-            .ok_or_else(missing)?
-            .forward(patches);
-        let tokens = match (&model.reprogram, &self.embed) {
-            (Some(r), Some(e)) => r.forward(tokens, r.prototypes(e, products)),
-            (Some(_), None) => return Err(missing()),
-            _ => tokens,
-        };
+        let windows = self.encoder.encode_windows(inputs, device)?;
+        let n = windows.features.tokens.dims()[1];
+        let adapter = model.adapter.as_ref().ok_or_else(missing)?;
+        let tokens = adapter.adapt_deferring(&windows.features, products);
         let hidden = match c.kind {
             ModelKind::TimeLlm => {
                 let prefix = self.prefix.as_ref().ok_or_else(missing)?;
-                let texts: Vec<String> = normed.iter().map(|x| self.prompt(x)).collect();
+                let texts: Vec<String> =
+                    windows.normalized.iter().map(|x| self.prompt(x)).collect();
                 let kvs = prefix.encode_many(&texts)?;
                 let longest = kvs.iter().map(|k| k.shape[3]).max().unwrap_or(0);
                 let max = self.backbone.spec().context_length;
@@ -357,7 +350,7 @@ impl<'a> Pipeline<'a> {
             ),
             _ => tokens,
         };
-        Ok((hidden, stats))
+        Ok((hidden, windows.stats))
     }
 
     /// The Prompt-as-Prefix text of one RevIN-normalised window.
@@ -382,24 +375,11 @@ impl<'a> Pipeline<'a> {
     ) -> Result<Tensor<3>> {
         let c = &self.config;
         let device = self.backbone.device();
-        let (normed, _) = revin::normalize(&[input]);
-        let n = c.num_patches();
-        let patches = Tensor::<3>::from_data(
-            TensorData::new(
-                patchify(&normed[0], c.patch_len, c.stride),
-                [1, n, c.patch_len],
-            ),
-            device,
-        );
-        let tokens = model
-            .patch_embed
-            .as_ref()
-            .ok_or_else(missing)?
-            .forward(patches);
-        let r = model.reprogram.as_ref().ok_or_else(missing)?;
-        let e = self.embed.as_ref().ok_or_else(missing)?;
-        let tokens = r.forward(tokens, r.prototypes(e, None));
-        let ids = codec.encode(&self.prompt(&normed[0]))?;
+        let windows = self.encoder.encode_windows(&[input], device)?;
+        let adapter = model.adapter.as_ref().ok_or_else(missing)?;
+        let tokens = glaze_core::Adapter::adapt(adapter, &windows.features, None);
+        let n = tokens.dims()[1];
+        let ids = codec.encode(&self.prompt(&windows.normalized[0]))?;
         let p = ids.len();
         let ids = Tensor::<2, Int>::from_data(
             TensorData::new(ids.into_iter().map(i64::from).collect::<Vec<_>>(), [1, p]),

@@ -3,75 +3,11 @@
 //! prototypes — a trainable linear map of the frozen LLM's whole word-embedding matrix
 //! (`mapping_layer: Linear(vocab, P)` applied to `E^T`) — and come out in the LLM's width.
 
-use std::sync::Arc;
-
-use burn::module::Param;
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
-use glaze_kernels::gemm::Q8Matrix;
-use glaze_kernels::matmul::{linear, matmul};
-use glaze_kernels::product_grad::{ProductSink, matmul_q8_t_param};
-
-/// The frozen LLM's word-embedding matrix `E [V, D]` the prototypes are made of: the 8-bit
-/// table when the backbone holds one ([`glaze_core::FrozenBackbone::embedding_table_q8`]; the
-/// same values in a quarter of the memory traffic of each prototype product), else a dense
-/// tensor.
-#[derive(Debug, Clone)]
-#[allow(clippy::large_enum_variant)] // one per pipeline; a tensor handle, not its data
-pub enum WordTable {
-    /// `[V, D]` in `f32`.
-    Dense(Tensor<2>),
-    /// `[V, D]` as 8-bit rows with one scale per 32 values.
-    Q8(Arc<Q8Matrix>),
-}
-
-impl WordTable {
-    /// The backbone's table: its 8-bit form when it has one and lives on the CPU (flex, where
-    /// the GEMM reads it; elsewhere every product would dequantize it again), else every row
-    /// through `embed`.
-    pub fn of(backbone: &dyn glaze_core::FrozenBackbone) -> Self {
-        if backbone.device().clone().inner() == Device::flex()
-            && let Some(q) = backbone.embedding_table_q8()
-        {
-            return WordTable::Q8(q);
-        }
-        let v = backbone.spec().vocab_size;
-        let ids = Tensor::<1, Int>::arange(0..v as i64, backbone.device()).reshape([1, v]);
-        let e = backbone.embed(ids);
-        let d = e.dims()[2];
-        WordTable::Dense(e.reshape([v, d]))
-    }
-
-    /// The table for `device`: a dense table moves; the 8-bit one stays as it is on the CPU
-    /// (flex, plain or autodiff) and becomes a dense table elsewhere.
-    pub fn to_device(self, device: &Device) -> Self {
-        match self {
-            WordTable::Dense(e) => WordTable::Dense(e.to_device(device)),
-            WordTable::Q8(q) if device.clone().inner() != Device::flex() => {
-                WordTable::Dense(Tensor::from_data(
-                    TensorData::new(q.dequantize(), [q.rows(), q.cols()]),
-                    device,
-                ))
-            }
-            q => q,
-        }
-    }
-
-    /// `Wᵀ · E` → `[M, D]` for the parameter `W [V, M]`, differentiable in `W` (on the 8-bit
-    /// table its gradient comes back in `W`'s layout, no strided copy — and inside the
-    /// trainer, given its `products` sink, as a product the optimizer forms block by block,
-    /// [`matmul_q8_t_param`]).
-    pub fn left_product_t(
-        &self,
-        w: &Param<Tensor<2>>,
-        products: Option<&ProductSink>,
-    ) -> Tensor<2> {
-        match self {
-            WordTable::Dense(e) => matmul(w.val().transpose(), e.clone()),
-            WordTable::Q8(q) => matmul_q8_t_param(w, q, false, products),
-        }
-    }
-}
+use glaze_core::WordEmbeddings;
+use glaze_kernels::matmul::linear;
+use glaze_kernels::product_grad::ProductSink;
 
 /// Configuration of a [`Reprogramming`] layer.
 #[derive(Config, Debug)]
@@ -95,8 +31,9 @@ pub struct ReprogrammingConfig {
 }
 
 impl ReprogrammingConfig {
-    /// Random initialisation.
-    pub fn init(&self, device: &Device) -> Reprogramming {
+    /// Random initialisation, reading the frozen LLM's word embeddings `words [V, D]`
+    /// ([`glaze_core::FrozenBackbone::word_embeddings`]).
+    pub fn init(&self, words: WordEmbeddings, device: &Device) -> Reprogramming {
         let hk = self.n_heads * self.d_keys;
         Reprogramming {
             mapping: LinearConfig::new(self.vocab, self.num_prototypes).init(device),
@@ -106,6 +43,7 @@ impl ReprogrammingConfig {
             out: LinearConfig::new(hk, self.d_llm).init(device),
             n_heads: self.n_heads,
             d_keys: self.d_keys,
+            words,
         }
     }
 }
@@ -127,17 +65,20 @@ pub struct Reprogramming {
     pub n_heads: usize,
     /// Key width per head.
     pub d_keys: usize,
+    /// The frozen LLM's word embeddings `[V, D]` (not a parameter, not saved).
+    #[module(skip)]
+    pub words: WordEmbeddings,
 }
 
 impl Reprogramming {
-    /// The prototypes `[P, D]` from the word-embedding matrix `embed [V, D]`: each prototype
-    /// is `Σ_v W[v, p] · E[v] + b[p]` (the `mapping` layer applied along the vocabulary).
-    /// With a `products` sink (a training step), the map's weight gradient may be deferred
-    /// into it ([`WordTable::left_product_t`]).
-    pub fn prototypes(&self, embed: &WordTable, products: Option<&ProductSink>) -> Tensor<2> {
+    /// The prototypes `[P, D]` from the word-embedding matrix `E [V, D]`: each prototype is
+    /// `Σ_v W[v, p] · E[v] + b[p]` (the `mapping` layer applied along the vocabulary). With a
+    /// `products` sink (a training step), the map's weight gradient may be deferred into it
+    /// ([`WordEmbeddings::left_product_t`]).
+    pub fn prototypes(&self, products: Option<&ProductSink>) -> Tensor<2> {
         // `Wᵀ · E` as `[P, V] · [V, D]` (the transpose is a view): the result's D columns fill
         // the GEMM's register tiles, where `[D, V] · [V, P]` would pad 100 columns to 128.
-        let p = embed.left_product_t(&self.mapping.weight, products);
+        let p = self.words.left_product_t(&self.mapping.weight, products);
         match &self.mapping.bias {
             Some(b) => {
                 let n = b.dims()[0];
@@ -174,6 +115,7 @@ impl Reprogramming {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::module::Param;
 
     fn set(l: &mut Linear, w: Vec<f32>, shape: [usize; 2], device: &Device) {
         l.weight = Param::from_tensor(Tensor::from_data(TensorData::new(w, shape), device));
@@ -190,24 +132,24 @@ mod tests {
             .with_num_prototypes(2)
             .with_n_heads(2)
             .with_d_keys(1);
-        let mut r = cfg.init(&device);
+        // Word embeddings E [V=3, D=2]; mapping picks prototypes E0 + E2 and E1.
+        let e = [[1.0f32, 0.0], [0.0, 2.0], [0.5, -1.0]];
+        let embed = Tensor::<2>::from_data(
+            TensorData::new(e.iter().flatten().copied().collect::<Vec<f32>>(), [3, 2]),
+            &device,
+        );
+        let mut r = cfg.init(WordEmbeddings::dense(embed), &device);
         set(&mut r.query, vec![1.0, 0.0, 0.0, 1.0], [2, 2], &device);
         set(&mut r.key, vec![1.0, 0.0, 0.0, 1.0], [2, 2], &device);
         set(&mut r.value, vec![1.0, 0.0, 0.0, 1.0], [2, 2], &device);
         set(&mut r.out, vec![1.0, 0.0, 0.0, 1.0], [2, 2], &device);
-        // Word embeddings E [V=3, D=2]; mapping picks prototypes E0 + E2 and E1.
-        let e = [[1.0f32, 0.0], [0.0, 2.0], [0.5, -1.0]];
         set(
             &mut r.mapping,
             vec![1.0, 0.0, 0.0, 1.0, 1.0, 0.0],
             [3, 2],
             &device,
         );
-        let embed = Tensor::<2>::from_data(
-            TensorData::new(e.iter().flatten().copied().collect::<Vec<f32>>(), [3, 2]),
-            &device,
-        );
-        let protos = r.prototypes(&WordTable::Dense(embed), None);
+        let protos = r.prototypes(None);
         let pv: Vec<f32> = protos.clone().into_data().try_to_vec::<f32>().expect("f32");
         assert_eq!(pv, [1.5, -1.0, 0.0, 2.0]);
         let patch = [0.3f32, -0.7];

@@ -32,6 +32,12 @@ pub trait AdapterConfig: serde::Serialize + serde::de::DeserializeOwned {
         backbone: &dyn FrozenBackbone,
         device: &Device,
     ) -> Result<Self::Adapter, Self::Error>;
+
+    /// Today's name of a parameter that a checkpoint stores as `stored`: an adapter whose
+    /// module layout changed maps the names its older checkpoints hold (default: unchanged).
+    fn param_name(&self, stored: &str) -> String {
+        stored.to_string()
+    }
 }
 
 /// The identity an adapter with `config`, trained against `encoder` and `backbone`, records in
@@ -66,5 +72,13 @@ pub fn load_adapter<C: AdapterConfig>(
     ck.identity
         .check_compatible(&adapter_identity(&config, encoder, backbone)?, path)?;
     let model = config.build(encoder, backbone, backbone.device())?;
-    Ok((import_params(model, &ck.weight_map(), path)?, config))
+    let weights = ck
+        .weight_map()
+        .into_values()
+        .map(|mut t| {
+            t.name = config.param_name(&t.name);
+            (t.name.clone(), t)
+        })
+        .collect();
+    Ok((import_params(model, &weights, path)?, config))
 }
