@@ -8,6 +8,7 @@ use glaze::audio::experiment::{self as ex, AudioData, TaskSizes};
 use glaze::audio::tasks::{AudioItem, accuracy, sound_class};
 use glaze::audio::{AptAligner, AptConfig, AudioPipeline};
 use glaze::llm::LanguageModel;
+use glaze::train::TrainConfig;
 
 use crate::ModelArgs;
 use crate::speech::EncoderArgs;
@@ -245,7 +246,7 @@ pub fn run(cmd: AudioCmd) -> Res<()> {
                 instruction: !no_instruction,
                 ..AptConfig::default()
             };
-            let train = crate::speech::step_budget(steps, batch, lr, seed, data.train.len());
+            let train = TrainConfig::step_budget(steps, batch, lr, seed, data.train.len(), 0.05, 4);
             let (aligner, steps_done, params, secs) = ex::train_aligner(
                 &model.llama,
                 &model.tokenizer,

@@ -5,11 +5,13 @@
 mod audio;
 mod bench;
 mod speech;
+mod speech_args;
 mod sweep;
 mod text;
 mod timeseries;
 mod timeseries_args;
 mod vision;
+mod vision_args;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -8,6 +8,9 @@ use glaze_core::{
     Adapter, FrozenBackbone, GenerationConfig, Prompt, SoftTokens, TextCodec, generate_batch,
 };
 use glaze_train::{FeatureBank, ItemLoss, ItemTask};
+use glaze_whisper::bank::encode_files;
+use glaze_whisper::{AudioEncoder, AudioLimits};
+use std::path::Path;
 
 use crate::adapter::SpeechAdapter;
 
@@ -120,6 +123,43 @@ impl SpeechPipeline<'_> {
             .next()
             .map(|g| g.text.trim().to_string())
             .unwrap_or_default())
+    }
+
+    /// One audio file's features, encoded without a cache.
+    fn encode_file(&self, encoder: &AudioEncoder, file: &Path) -> crate::Result<FeatureBank> {
+        Ok(encode_files(
+            encoder,
+            None,
+            &[file.to_path_buf()],
+            &AudioLimits::default(),
+            self.backbone.device(),
+        )?)
+    }
+
+    /// One audio file through `encoder`, the adapter and the frozen LLM: its transcript.
+    pub fn transcribe_file(
+        &self,
+        model: &SpeechAdapter,
+        encoder: &AudioEncoder,
+        file: &Path,
+        max_new_tokens: usize,
+    ) -> crate::Result<String> {
+        let bank = self.encode_file(encoder, file)?;
+        let text = self.transcribe(model, &bank, &[0], 1, max_new_tokens)?;
+        Ok(text.into_iter().next().unwrap_or_default())
+    }
+
+    /// [`SpeechPipeline::ask`] about one audio file.
+    pub fn ask_file(
+        &self,
+        model: &SpeechAdapter,
+        encoder: &AudioEncoder,
+        file: &Path,
+        question: &str,
+        max_new_tokens: usize,
+    ) -> crate::Result<String> {
+        let bank = self.encode_file(encoder, file)?;
+        Ok(self.ask(model, &bank, 0, question, max_new_tokens)?)
     }
 
     /// Greedy transcripts, `batch` clips at a time.

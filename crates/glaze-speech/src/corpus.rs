@@ -53,3 +53,6 @@ pub fn synthetic(dir: &Path) -> Result<Vec<Utterance>> {
 pub fn default_synthetic_dir() -> PathBuf {
     glaze_core::cache_dir().join("speech-synth")
 }
+
+/// The transcript of `jfk.wav` (`../shared/ASSETS.md`), the real voice every run is tested on.
+pub const JFK_TEXT: &str = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";

@@ -133,6 +133,24 @@ pub fn load_adapter(
     glaze_train::load_adapter(path, "a speech adapter", Some(encoder.spec()), backbone)
 }
 
+/// Loads a trained adapter with the default encoder (Whisper tiny.en) set to the window the
+/// adapter was trained on, as its checkpoint records it.
+pub fn load_with_default_encoder(
+    backbone: &dyn FrozenBackbone,
+    path: &Path,
+) -> Result<(SpeechAdapter, AudioEncoder)> {
+    let ck = glaze_train::Checkpoint::load(path)?;
+    let window = ck
+        .identity
+        .encoder
+        .as_ref()
+        .and_then(glaze_whisper::Window::of_spec)
+        .unwrap_or_default();
+    let encoder = AudioEncoder::load_default(backbone.device())?.with_window(window);
+    let (adapter, _) = load_adapter(backbone, &encoder, path)?;
+    Ok((adapter, encoder))
+}
+
 /// One training run.
 #[derive(Debug, Clone)]
 pub struct RunSpec {

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod conv;
 pub mod corpus;
 pub mod error;
+pub mod evaluation;
 pub mod experiment;
 pub mod frame_stack;
 pub mod report;

@@ -103,6 +103,34 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
+    /// A budget of `steps` AdamW steps of `batch` over `n_train` items (as many epochs as that
+    /// takes): learning-rate warmup over the fraction `warmup` of the steps, then a cosine to
+    /// 10 % of `lr`; `validations` evenly spaced validations; a checkpoint every 25 steps.
+    pub fn step_budget(
+        steps: usize,
+        batch: usize,
+        lr: f64,
+        seed: u64,
+        n_train: usize,
+        warmup: f64,
+        validations: usize,
+    ) -> Self {
+        TrainConfig {
+            batch_size: batch,
+            lr,
+            max_steps: Some(steps),
+            epochs: (steps * batch).div_ceil(n_train.max(1)).max(1),
+            schedule: LrSchedule::WarmupCosine {
+                warmup,
+                min_ratio: 0.1,
+            },
+            seed,
+            eval_every: Some((steps / validations.max(1)).max(1)),
+            checkpoint_every: 25,
+            ..TrainConfig::default()
+        }
+    }
+
     /// The autodiff device an adapter trained with this configuration lives on (inputs built
     /// in a task's loss go to the adapter's device: tensors of one operation must share the
     /// checkpointing strategy).

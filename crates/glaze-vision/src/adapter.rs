@@ -93,6 +93,22 @@ impl VisionAdapterConfig {
         })
     }
 
+    /// [`VisionAdapterConfig::preset`] with its size overridden: `pool` for the projectors,
+    /// `queries` (queries or latents) for the Q-Former and the resampler.
+    pub fn preset_sized(name: &str, pool: Option<usize>, queries: Option<usize>) -> Result<Self> {
+        let mut cfg = Self::preset(name)?;
+        match &mut cfg {
+            VisionAdapterConfig::Linear { pool: p } | VisionAdapterConfig::Mlp { pool: p } => {
+                *p = pool.unwrap_or(*p);
+            }
+            VisionAdapterConfig::QFormer { queries: q, .. }
+            | VisionAdapterConfig::Perceiver { latents: q, .. } => {
+                *q = queries.unwrap_or(*q);
+            }
+        }
+        Ok(cfg)
+    }
+
     /// Soft tokens for `n_features` feature vectors.
     pub fn num_tokens(&self, n_features: usize) -> usize {
         match self {

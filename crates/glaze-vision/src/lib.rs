@@ -10,6 +10,7 @@ pub mod perceiver;
 pub mod pool;
 pub mod probe;
 pub mod report;
+pub mod results;
 pub mod shapes;
 pub mod task;
 pub mod textiles;
