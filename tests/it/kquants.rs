@@ -1,4 +1,4 @@
-//! Q4_K and Q6_K dequantization against gguf-py's reference (tests/fixtures/make_kquants.py).
+//! K-quant and 5-bit dequantization against gguf-py's reference (tests/fixtures/make_kquants.py).
 
 use glaze::kernels::quant::{GgmlType, dequantize};
 
@@ -7,7 +7,13 @@ fn k_quants_match_gguf_py() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/kquants.json");
     let text = std::fs::read_to_string(path).expect("fixture");
     let fixture: serde_json::Value = serde_json::from_str(&text).expect("json");
-    for (name, ty) in [("Q4_K", GgmlType::Q4K), ("Q6_K", GgmlType::Q6K)] {
+    for (name, ty) in [
+        ("Q4_K", GgmlType::Q4K),
+        ("Q6_K", GgmlType::Q6K),
+        ("Q5_K", GgmlType::Q5K),
+        ("Q5_0", GgmlType::Q5_0),
+        ("Q5_1", GgmlType::Q5_1),
+    ] {
         let bytes: Vec<u8> = fixture[name]["bytes"]
             .as_array()
             .expect("bytes")

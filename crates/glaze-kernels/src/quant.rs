@@ -16,13 +16,19 @@ pub enum GgmlType {
     Q4_0,
     /// 4-bit, 32-weight blocks with a scale and a minimum.
     Q4_1,
+    /// 5-bit, 32-weight blocks with a scale.
+    Q5_0,
+    /// 5-bit, 32-weight blocks with a scale and a minimum.
+    Q5_1,
     /// 8-bit, 32-weight blocks with a scale.
     Q8_0,
     /// 4-bit k-quant, 256-weight super-blocks.
     Q4K,
+    /// 5-bit k-quant, 256-weight super-blocks.
+    Q5K,
     /// 6-bit k-quant, 256-weight super-blocks.
     Q6K,
-    /// Known but not dequantized here (Q5_0, Q5_1, Q8_1, Q2_K, Q3_K, Q5_K, Q8_K).
+    /// Known but not dequantized here (Q8_1, Q2_K, Q3_K, Q8_K).
     Other(u32),
 }
 
@@ -34,11 +40,14 @@ impl GgmlType {
             1 => GgmlType::F16,
             2 => GgmlType::Q4_0,
             3 => GgmlType::Q4_1,
+            6 => GgmlType::Q5_0,
+            7 => GgmlType::Q5_1,
             8 => GgmlType::Q8_0,
             12 => GgmlType::Q4K,
+            13 => GgmlType::Q5K,
             14 => GgmlType::Q6K,
             30 => GgmlType::BF16,
-            6 | 7 | 9 | 10 | 11 | 13 | 15 => GgmlType::Other(v),
+            9 | 10 | 11 | 15 => GgmlType::Other(v),
             _ => return None,
         })
     }
@@ -73,14 +82,14 @@ impl GgmlType {
             GgmlType::Q4_0 => (32, 18),
             GgmlType::Q4_1 => (32, 20),
             GgmlType::Q8_0 => (32, 34),
+            GgmlType::Q5_0 => (32, 22),
+            GgmlType::Q5_1 => (32, 24),
             GgmlType::Q4K => (256, 144),
+            GgmlType::Q5K => (256, 176),
             GgmlType::Q6K => (256, 210),
-            GgmlType::Other(6) => (32, 22),
-            GgmlType::Other(7) => (32, 24),
             GgmlType::Other(9) => (32, 36),
             GgmlType::Other(10) => (256, 84),
             GgmlType::Other(11) => (256, 110),
-            GgmlType::Other(13) => (256, 176),
             GgmlType::Other(15) => (256, 292),
             GgmlType::Other(_) => (1, 0),
         }
@@ -139,6 +148,28 @@ pub fn dequantize(ty: GgmlType, data: &[u8], n: usize) -> Vec<f32> {
                 }
             }
         }
+        GgmlType::Q5_0 | GgmlType::Q5_1 => {
+            // Q5_0: d, qh (4 bytes: the fifth bit of each weight), qs; `(q - 16) · d`.
+            // Q5_1: d, m, qh, qs; `q · d + m`.
+            let has_min = ty == GgmlType::Q5_1;
+            let at = if has_min { 4 } else { 2 };
+            for (b, o) in blocks {
+                let d = f16_at(b, 0);
+                let (m, offset) = if has_min {
+                    (f16_at(b, 2), 0)
+                } else {
+                    (0.0, 16)
+                };
+                let qh = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+                for j in 0..16 {
+                    let q = b[at + 4 + j];
+                    let h0 = ((qh >> j) & 1) << 4;
+                    let h1 = ((qh >> (j + 16)) & 1) << 4;
+                    o[j] = (((q & 0x0F) as u32 | h0) as i32 - offset) as f32 * d + m;
+                    o[j + 16] = (((q >> 4) as u32 | h1) as i32 - offset) as f32 * d + m;
+                }
+            }
+        }
         GgmlType::Q8_0 => {
             for (b, o) in blocks {
                 let d = f16_at(b, 0);
@@ -162,6 +193,31 @@ pub fn dequantize(ty: GgmlType, data: &[u8], n: usize) -> Vec<f32> {
                     for l in 0..32 {
                         pair[l] = d1 * (q[l] & 0x0F) as f32 - min1;
                         pair[32 + l] = d2 * (q[l] >> 4) as f32 - min2;
+                    }
+                }
+            }
+        }
+        GgmlType::Q5K => {
+            // Q4_K's layout plus `qh[32]`: bit `2c` (`2c + 1`) of `qh[l]` is the fifth bit of
+            // weight `l` of sub-block `2c` (`2c + 1`).
+            for (b, o) in blocks {
+                let d = f16_at(b, 0);
+                let dmin = f16_at(b, 2);
+                let scales = &b[4..16];
+                let qh = &b[16..48];
+                let qs = &b[48..176];
+                for (chunk, pair) in (0..4).zip(o.chunks_exact_mut(64)) {
+                    let (sc1, m1) = scale_min_k4(2 * chunk, scales);
+                    let (sc2, m2) = scale_min_k4(2 * chunk + 1, scales);
+                    let (d1, min1) = (d * sc1 as f32, dmin * m1 as f32);
+                    let (d2, min2) = (d * sc2 as f32, dmin * m2 as f32);
+                    let (u1, u2) = (1u8 << (2 * chunk), 2u8 << (2 * chunk));
+                    let q = &qs[32 * chunk..32 * chunk + 32];
+                    for l in 0..32 {
+                        let h1 = if qh[l] & u1 != 0 { 16 } else { 0 };
+                        let h2 = if qh[l] & u2 != 0 { 16 } else { 0 };
+                        pair[l] = d1 * ((q[l] & 0x0F) + h1) as f32 - min1;
+                        pair[32 + l] = d2 * ((q[l] >> 4) + h2) as f32 - min2;
                     }
                 }
             }
