@@ -8,6 +8,7 @@ mod imu;
 mod kquants;
 mod mixed;
 mod quantized;
+mod qwen2;
 mod real_model;
 mod speech;
 mod timeseries;

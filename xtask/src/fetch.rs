@@ -179,6 +179,8 @@ pub(crate) struct Split {
     pub(crate) dir: &'static str,
     pub(crate) file: &'static str,
     pub(crate) sha256: &'static str,
+    /// Fetched by `cargo xtask fetch` without names (the real-weight tests read it).
+    pub(crate) default: bool,
 }
 
 impl Split {
@@ -385,7 +387,7 @@ pub fn fetch(names: &[String]) -> Result<(), String> {
         .chain(
             SPLITS
                 .iter()
-                .filter(|s| wanted(s.name, false))
+                .filter(|s| wanted(s.name, s.default))
                 .map(JoinPlan::from),
         )
         .collect();
@@ -406,7 +408,7 @@ pub fn fetch(names: &[String]) -> Result<(), String> {
     }
     for split in SPLITS
         .iter()
-        .filter(|s| wanted(s.name, false) && !done.contains(&s.name))
+        .filter(|s| wanted(s.name, s.default) && !done.contains(&s.name))
     {
         for i in 0..split.parts.len() {
             let package = format!("{}{}", split.package, i + 1);

@@ -44,6 +44,7 @@ pub(crate) const SPLITS: &[Split] = &[
         dir: "qwen2.5-0.5b",
         file: "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
         sha256: "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        default: true,
     },
     Split {
         name: "qwen2.5-1.5b",
@@ -164,6 +165,7 @@ pub(crate) const SPLITS: &[Split] = &[
         dir: "qwen2.5-1.5b",
         file: "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
         sha256: "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        default: false,
     },
     Split {
         name: "gemma3-270m",
@@ -194,5 +196,6 @@ pub(crate) const SPLITS: &[Split] = &[
         dir: "gemma3-270m",
         file: "gemma-3-270m-q4_k_m.gguf",
         sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        default: false,
     },
 ];

@@ -24,15 +24,26 @@ impl Block {
     /// A randomly initialised block of the given configuration.
     pub fn init(config: &LlamaConfig, device: &Device) -> Self {
         let norm = RmsNormConfig::new(config.d_model).with_eps(config.norm_eps);
+        let mut attn = AttentionConfig::new(
+            config.d_model,
+            config.n_heads,
+            config.n_kv_heads,
+            config.head_dim(),
+        )
+        .init(device);
+        if config.qkv_bias {
+            let n = (config.n_heads + 2 * config.n_kv_heads) * config.head_dim();
+            let dist = burn::tensor::Distribution::Normal(0.0, 0.1);
+            let bias = Tensor::<1>::random([n], dist, device)
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .expect("invariant: float data converts to f32");
+            attn.wqkv = attn.wqkv.with_bias(bias, device);
+        }
         Block {
             attn_norm: norm.init(device),
-            attn: AttentionConfig::new(
-                config.d_model,
-                config.n_heads,
-                config.n_kv_heads,
-                config.head_dim(),
-            )
-            .init(device),
+            attn,
             ffn_norm: norm.init(device),
             mlp: SwiGluConfig::new(config.d_model, config.ffn_dim).init(device),
         }
@@ -79,7 +90,8 @@ impl Block {
         let device = self.attn.wo.device().clone();
         let xn =
             crate::generation_step::rms_norm(x, self.attn_norm.host_weight(), self.attn_norm.eps());
-        let qkv = wqkv.matmul_act(&xn, b, act);
+        let mut qkv = wqkv.matmul_act(&xn, b, act);
+        self.attn.wqkv.add_bias(&mut qkv);
         let heads = self.attn.heads();
         let att =
             crate::generation_step::attend_vec(qkv, b, heads, rope.layout(), ctx, slot, &device);

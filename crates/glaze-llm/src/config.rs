@@ -45,6 +45,13 @@ pub struct LlamaConfig {
     /// RoPE pairing of the q/k weights as loaded. Default: rotate-half.
     #[config(default = "RopeLayout::Half")]
     pub rope_layout: RopeLayout,
+    /// Biases on the q, k and v projections (Qwen2). Default: none.
+    #[config(default = false)]
+    pub qkv_bias: bool,
+    /// The architecture's name as its files give it (`llama`, `mistral`, `qwen2`). Default:
+    /// `llama`.
+    #[config(default = "String::from(\"llama\")")]
+    pub architecture: String,
 }
 
 impl LlamaConfig {
@@ -107,16 +114,48 @@ impl LlamaConfig {
         Ok(())
     }
 
-    /// Reads the configuration from GGUF metadata (`llama.*` keys).
+    /// A tiny Qwen2-shaped configuration for fast tests (biases on q/k/v).
+    pub fn tiny_qwen2(vocab_size: usize) -> Self {
+        Self::tiny(vocab_size)
+            .with_qkv_bias(true)
+            .with_tie_embeddings(false)
+            .with_architecture("qwen2".into())
+    }
+
+    /// Reads the configuration from GGUF metadata (`<architecture>.*` keys): Llama and
+    /// Mistral (q/k rows permuted for interleaved RoPE by llama.cpp's converter), Qwen2
+    /// (rotate-half rows as trained, biases on q/k/v). A feature this crate does not implement
+    /// (RoPE scaling, mixture of experts, a sliding window) is refused by name.
     pub fn from_gguf(file: &GgufFile) -> Result<Self> {
         let arch = file.str("general.architecture")?.to_string();
-        if !matches!(arch.as_str(), "llama" | "mistral") {
+        if !matches!(arch.as_str(), "llama" | "mistral" | "qwen2") {
             return Err(Error::UnsupportedArchitecture {
                 path: file.path().to_path_buf(),
                 architecture: arch,
             });
         }
         let key = |k: &str| format!("{arch}.{k}");
+        let unsupported = |feature: String| Error::UnsupportedFeature {
+            path: file.path().to_path_buf(),
+            feature,
+        };
+        if let Some(t) = file.get(&key("rope.scaling.type")).and_then(|v| v.as_str())
+            && !matches!(t, "none" | "")
+        {
+            return Err(unsupported(format!(
+                "RoPE scaling `{t}` ({})",
+                key("rope.scaling.type")
+            )));
+        }
+        for k in ["expert_count", "attention.sliding_window"] {
+            if file
+                .get(&key(k))
+                .and_then(|v| v.as_u64())
+                .is_some_and(|v| v > 0)
+            {
+                return Err(unsupported(key(k)));
+            }
+        }
         let d_model = file.u64(&key("embedding_length"))? as usize;
         let n_heads = file.u64(&key("attention.head_count"))? as usize;
         let vocab_size = match file.get(&key("vocab_size")).and_then(|v| v.as_u64()) {
@@ -150,7 +189,13 @@ impl LlamaConfig {
                 .map_or(2048, |v| v as usize),
         )
         .with_tie_embeddings(file.tensor("output.weight").is_none())
-        .with_rope_layout(RopeLayout::Interleaved);
+        .with_rope_layout(if arch == "qwen2" {
+            RopeLayout::Half
+        } else {
+            RopeLayout::Interleaved
+        })
+        .with_qkv_bias(file.tensor("blk.0.attn_q.bias").is_some())
+        .with_architecture(arch.clone());
         cfg.validate(file.path())?;
         Ok(cfg)
     }
@@ -184,10 +229,27 @@ impl LlamaConfig {
             .get("model_type")
             .and_then(serde_json::Value::as_str)
             .unwrap_or("llama");
-        if !matches!(model_type, "llama" | "mistral") {
+        if !matches!(model_type, "llama" | "mistral" | "qwen2") {
             return Err(Error::UnsupportedArchitecture {
                 path: path.to_path_buf(),
                 architecture: model_type.to_string(),
+            });
+        }
+        let flag = |field: &str| {
+            json.get(field)
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false)
+        };
+        if flag("use_sliding_window") {
+            return Err(Error::UnsupportedFeature {
+                path: path.to_path_buf(),
+                feature: "use_sliding_window".into(),
+            });
+        }
+        if json.get("rope_scaling").is_some_and(|v| !v.is_null()) {
+            return Err(Error::UnsupportedFeature {
+                path: path.to_path_buf(),
+                feature: "rope_scaling".into(),
             });
         }
         let n_heads = int("num_attention_heads")?;
@@ -208,7 +270,9 @@ impl LlamaConfig {
                 .and_then(serde_json::Value::as_bool)
                 .unwrap_or(false),
         )
-        .with_rope_layout(RopeLayout::Half);
+        .with_rope_layout(RopeLayout::Half)
+        .with_qkv_bias(model_type == "qwen2" || flag("attention_bias"))
+        .with_architecture(model_type.to_string());
         cfg.validate(path)?;
         Ok(cfg)
     }

@@ -71,10 +71,16 @@ pub enum Error {
         /// What is wrong.
         problem: String,
     },
+    /// The file asks for a structural feature this crate does not implement.
+    #[error("{path}: `{feature}` is not supported")]
+    UnsupportedFeature {
+        /// The file.
+        path: PathBuf,
+        /// The feature, as the file names it.
+        feature: String,
+    },
     /// The architecture is not a Llama-family decoder.
-    #[error(
-        "{path}: unsupported architecture `{architecture}` (supported: llama, mistral, qwen2 without biases)"
-    )]
+    #[error("{path}: unsupported architecture `{architecture}` (supported: llama, mistral, qwen2)")]
     UnsupportedArchitecture {
         /// The file.
         path: PathBuf,

@@ -118,6 +118,8 @@ pub struct FrozenLinear {
     pub(crate) dense: Dense,
     pub(crate) quant: Option<Arc<QMatrix>>,
     packed: Arc<OnceLock<Arc<PackedMatrix>>>,
+    /// Added to every output row: the tensor `[out]`, and its values for the decode step.
+    bias: Option<(Tensor<1>, Arc<Vec<f32>>)>,
 }
 
 impl FrozenLinear {
@@ -127,6 +129,31 @@ impl FrozenLinear {
             dense: Dense::eager(dense),
             quant: None,
             packed: Arc::default(),
+            bias: None,
+        }
+    }
+
+    /// The same map plus `bias` (`out` values) on every output row.
+    pub fn with_bias(self, bias: Vec<f32>, device: &Device) -> Self {
+        let n = bias.len();
+        let tensor = Tensor::from_data(TensorData::new(bias.clone(), [n]), device);
+        FrozenLinear {
+            bias: Some((tensor, Arc::new(bias))),
+            ..self
+        }
+    }
+
+    /// The bias, if any.
+    pub fn bias(&self) -> Option<Tensor<1>> {
+        self.bias.as_ref().map(|(t, _)| t.clone())
+    }
+
+    /// Adds the bias to `rows` output rows computed outside burn (the decode step).
+    pub(crate) fn add_bias(&self, y: &mut [f32]) {
+        if let Some((_, b)) = &self.bias {
+            for row in y.chunks_exact_mut(b.len()) {
+                row.iter_mut().zip(b.iter()).for_each(|(y, b)| *y += b);
+            }
         }
     }
 
@@ -137,6 +164,7 @@ impl FrozenLinear {
             dense: Dense::lazy(q.clone(), true, device),
             quant: Some(q),
             packed: Arc::default(),
+            bias: None,
         }
     }
 
@@ -146,6 +174,7 @@ impl FrozenLinear {
             dense: self.dense.to_device(device),
             quant: self.quant,
             packed: self.packed,
+            bias: self.bias.map(|(t, host)| (t.to_device(device), host)),
         }
     }
 
@@ -209,6 +238,14 @@ impl FrozenLinear {
     /// [`Activations::Int8`] they take any number of rows (prompt prefill included), with
     /// [`Activations::F32`] only up to [`QUANT_MAX_ROWS`] (beyond, the dense matmul is faster).
     pub fn forward_act(&self, x: Tensor<2>, act: Activations) -> Tensor<2> {
+        let y = self.forward_unbiased(x, act);
+        match &self.bias {
+            Some((b, _)) => y + b.clone().unsqueeze::<2>(),
+            None => y,
+        }
+    }
+
+    fn forward_unbiased(&self, x: Tensor<2>, act: Activations) -> Tensor<2> {
         let [n, _] = x.dims();
         match &self.quant {
             Some(q) if on_cpu_plain(&x.device()) && (n <= QUANT_MAX_ROWS || q.int8_ready(act)) => {

@@ -46,7 +46,7 @@ impl Llama {
         let dist = burn::tensor::Distribution::Normal(0.0, 0.02);
         Llama {
             spec: BackboneSpec {
-                architecture: "llama".into(),
+                architecture: config.architecture.clone(),
                 name: "random".into(),
                 d_model: config.d_model,
                 n_layers: config.n_layers,
@@ -151,6 +151,9 @@ impl Llama {
             let n = |s: &str| format!("blocks.{i}.{s}");
             out.push((n("attn_norm"), b.attn_norm.weight.clone().unsqueeze()));
             out.push((n("wqkv"), b.attn.wqkv.dense()));
+            if let Some(bias) = b.attn.wqkv.bias() {
+                out.push((n("wqkv_bias"), bias.unsqueeze()));
+            }
             out.push((n("wo"), b.attn.wo.dense()));
             out.push((n("ffn_norm"), b.ffn_norm.weight.clone().unsqueeze()));
             out.push((n("w_gate_up"), b.mlp.w_gate_up.dense()));

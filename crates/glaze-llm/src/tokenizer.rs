@@ -9,14 +9,18 @@ use glaze_core::{ChatMessage, TextCodec};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{
     AddedToken, DecoderWrapper, NormalizerWrapper, PostProcessorWrapper, PreTokenizerWrapper,
-    TokenizerImpl,
+    SplitDelimiterBehavior, TokenizerImpl,
 };
 
 use crate::bpe::CompactBpe;
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
+
+/// Qwen2's pre-tokenizer pattern (its tokenizer.json).
+const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// ChatML, used when a model file carries no chat template.
 pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
@@ -107,10 +111,26 @@ impl Tokenizer {
                 Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into()
             }
             "gpt2" | "default" => byte_level.into(),
+            // Qwen2's tokenizer.json (and llama.cpp's `qwen2` regex): contractions, letters
+            // with one leading non-letter, single digits, punctuation runs, newlines, spaces;
+            // then byte-level without its own regex. (Its tokenizer.json also normalises to
+            // NFC; llama.cpp, and so the GGUF, does not.)
+            "qwen2" => {
+                let split = Split::new(
+                    SplitPattern::Regex(QWEN2_PATTERN.into()),
+                    SplitDelimiterBehavior::Isolated,
+                    false,
+                )
+                .map_err(|e| build_err(path, e))?;
+                let bytes = ByteLevel::new(false, false, false);
+                Sequence::new(vec![split.into(), bytes.into()]).into()
+            }
             other => {
                 return Err(build_err(
                     path,
-                    format!("pre-tokenizer `{other}` is not supported (smollm, gpt2, default)"),
+                    format!(
+                        "pre-tokenizer `{other}` is not supported (smollm, qwen2, gpt2, default)"
+                    ),
                 ));
             }
         };

@@ -47,6 +47,9 @@ enum Key {
     Q,
     K,
     V,
+    QBias,
+    KBias,
+    VBias,
     O,
     FfnNorm,
     Gate,
@@ -63,18 +66,22 @@ fn name(naming: Naming, key: Key, layer: usize) -> String {
         Key::Norm => return pick(naming, "output_norm.weight", "model.norm.weight"),
         Key::Head => return pick(naming, "output.weight", "lm_head.weight"),
         Key::AttnNorm => ("attn_norm", "input_layernorm"),
-        Key::Q => ("attn_q", "self_attn.q_proj"),
-        Key::K => ("attn_k", "self_attn.k_proj"),
-        Key::V => ("attn_v", "self_attn.v_proj"),
+        Key::Q | Key::QBias => ("attn_q", "self_attn.q_proj"),
+        Key::K | Key::KBias => ("attn_k", "self_attn.k_proj"),
+        Key::V | Key::VBias => ("attn_v", "self_attn.v_proj"),
         Key::O => ("attn_output", "self_attn.o_proj"),
         Key::FfnNorm => ("ffn_norm", "post_attention_layernorm"),
         Key::Gate => ("ffn_gate", "mlp.gate_proj"),
         Key::Up => ("ffn_up", "mlp.up_proj"),
         Key::Down => ("ffn_down", "mlp.down_proj"),
     };
+    let suffix = match key {
+        Key::QBias | Key::KBias | Key::VBias => "bias",
+        _ => "weight",
+    };
     match naming {
-        Naming::Gguf => format!("blk.{layer}.{gguf}.weight"),
-        Naming::Hf => format!("model.layers.{layer}.{hf}.weight"),
+        Naming::Gguf => format!("blk.{layer}.{gguf}.{suffix}"),
+        Naming::Hf => format!("model.layers.{layer}.{hf}.{suffix}"),
     }
 }
 
@@ -212,6 +219,23 @@ pub fn load_llama(
             let rows = [q, k, vv].concat();
             Ok(t2(transpose(&rows, n_qkv, d), [d, n_qkv], &device))
         })?;
+        let wqkv = if config.qkv_bias {
+            if unpermute {
+                return Err(Error::UnsupportedFeature {
+                    path: source.path().to_path_buf(),
+                    feature: "q/k/v biases with interleaved RoPE rows".into(),
+                });
+            }
+            let bias = [
+                l.get(Key::QBias, i, &[h * hd])?,
+                l.get(Key::KBias, i, &[kv * hd])?,
+                l.get(Key::VBias, i, &[kv * hd])?,
+            ]
+            .concat();
+            wqkv.with_bias(bias, &device)
+        } else {
+            wqkv
+        };
         let wo = linear(l.quant(Key::O, i, d, h * hd), &device, || {
             let o = l.get(Key::O, i, &[d, h * hd])?;
             Ok(t2(transpose(&o, d, h * hd), [h * hd, d], &device))
