@@ -1,4 +1,5 @@
-//! The contract harness on tiny random backbones and on the real SmolLM2.
+//! The contract harness on tiny random backbones of each architecture (Llama, Qwen2) and on the
+//! real SmolLM2 (the real Qwen2 in `qwen2.rs`).
 
 use burn::prelude::*;
 use glaze::core::harness::{self, ByteCodec};
@@ -17,33 +18,49 @@ fn tiny(layout: RopeLayout, tie: bool) -> Llama {
     })
 }
 
+/// A tiny Qwen2-shaped backbone: biases on q/k/v, an untied head.
+fn tiny_qwen2() -> Llama {
+    glaze::core::rng::seeded(&Device::flex(), 5, |device| {
+        Llama::init(&LlamaConfig::tiny_qwen2(ByteCodec::VOCAB), device)
+    })
+}
+
+/// One tiny backbone of each architecture.
+fn tiny_backbones() -> [Llama; 2] {
+    [tiny(RopeLayout::Half, true), tiny_qwen2()]
+}
+
 #[test]
 fn tiny_backbone_keeps_the_contract() {
     for (layout, tie) in [(RopeLayout::Half, true), (RopeLayout::Interleaved, false)] {
         harness::check_backbone(&tiny(layout, tie), &ByteCodec, "frozen backbone", 1e-4);
     }
+    harness::check_backbone(&tiny_qwen2(), &ByteCodec, "frozen backbone", 1e-4);
 }
 
 #[test]
 fn soft_prompt_adapter_keeps_the_contract() {
-    let backbone = tiny(RopeLayout::Half, true);
-    harness::check_adapter(
-        &backbone,
-        &ByteCodec,
-        |d| SoftPromptConfig::new(4, 32).init(d),
-        |d| Features::new(Tensor::zeros([2, 3, 8], d)),
-    );
+    for backbone in tiny_backbones() {
+        harness::check_adapter(
+            &backbone,
+            &ByteCodec,
+            |d| SoftPromptConfig::new(4, 32).init(d),
+            |d| Features::new(Tensor::zeros([2, 3, 8], d)),
+        );
+    }
 }
 
 #[test]
 fn imu_adapter_keeps_the_contract() {
     let features = |d: &Device| Features::new(Tensor::zeros([2, 3, glaze_imu::FEATURES], d));
-    harness::check_adapter(
-        &tiny(RopeLayout::Half, true),
-        &ByteCodec,
-        |d| glaze_imu::ImuAdapterConfig::new(32).init(d),
-        features,
-    );
+    for backbone in tiny_backbones() {
+        harness::check_adapter(
+            &backbone,
+            &ByteCodec,
+            |d| glaze_imu::ImuAdapterConfig::new(32).init(d),
+            features,
+        );
+    }
 }
 
 #[test]
@@ -123,7 +140,6 @@ fn a_reserved_cache_is_allocated_once() {
 #[test]
 fn vision_adapters_keep_the_contract() {
     use glaze::vision::VisionAdapterConfig;
-    let backbone = tiny(RopeLayout::Half, true);
     let kinds = [
         VisionAdapterConfig::Linear { pool: 1 },
         VisionAdapterConfig::Mlp { pool: 2 },
@@ -141,7 +157,10 @@ fn vision_adapters_keep_the_contract() {
             heads: 2,
         },
     ];
-    for kind in kinds {
+    for (kind, backbone) in kinds
+        .iter()
+        .flat_map(|k| tiny_backbones().map(|b| (k.clone(), b)))
+    {
         // 1 CLS + a 4×4 patch grid of width 24, into the tiny backbone's width 32.
         harness::check_adapter(
             &backbone,
@@ -169,8 +188,7 @@ fn vision_adapters_keep_the_contract() {
 #[test]
 fn speech_adapters_keep_the_contract() {
     use glaze::speech::SpeechAdapterConfig;
-    let backbone = tiny(RopeLayout::Half, true);
-    for kind in [
+    let kinds = [
         SpeechAdapterConfig::FrameStack {
             stride: 3,
             hidden: 0,
@@ -184,7 +202,11 @@ fn speech_adapters_keep_the_contract() {
             layers: 2,
             hidden: 16,
         },
-    ] {
+    ];
+    for (kind, backbone) in kinds
+        .iter()
+        .flat_map(|k| tiny_backbones().map(|b| (k.clone(), b)))
+    {
         // 11 encoder frames of width 24 (not a multiple of the strides), into width 32.
         harness::check_adapter(
             &backbone,
@@ -200,7 +222,6 @@ fn speech_adapters_keep_the_contract() {
 
 #[test]
 fn audio_aligner_keeps_the_contract() {
-    let backbone = tiny(RopeLayout::Half, true);
     let config = glaze::audio::AptConfig {
         queries: 4,
         width: 16,
@@ -208,13 +229,15 @@ fn audio_aligner_keeps_the_contract() {
         heads: 2,
         instruction: false,
     };
-    harness::check_adapter(
-        &backbone,
-        &ByteCodec,
-        |d| config.init(24, 32, d).expect("valid aligner config"),
-        |d| {
-            let v: Vec<f32> = (0..2 * 9 * 24).map(|i| (i as f32 * 0.17).sin()).collect();
-            Features::new(Tensor::from_data(TensorData::new(v, [2, 9, 24]), d))
-        },
-    );
+    for backbone in tiny_backbones() {
+        harness::check_adapter(
+            &backbone,
+            &ByteCodec,
+            |d| config.init(24, 32, d).expect("valid aligner config"),
+            |d| {
+                let v: Vec<f32> = (0..2 * 9 * 24).map(|i| (i as f32 * 0.17).sin()).collect();
+                Features::new(Tensor::from_data(TensorData::new(v, [2, 9, 24]), d))
+            },
+        );
+    }
 }

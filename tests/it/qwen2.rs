@@ -210,3 +210,18 @@ fn qwen2_soft_token_gradient_matches_finite_differences() {
         );
     }
 }
+
+/// The backbone contract (frozen weights, gradients to soft tokens, cache equivalence) on the
+/// real Qwen2 weights. Tolerance 1e-3: Qwen2's hidden states reach magnitudes in the thousands
+/// in a few channels, where 2e-4 is below f32's resolution (measured: 3.7e-4 between the
+/// cached step and the full forward).
+#[test]
+fn real_qwen2_keeps_the_contract() {
+    let model = qwen2();
+    glaze::core::harness::check_backbone(
+        &model.llama,
+        &model.tokenizer,
+        "Soft tokens flow through all twenty-four frozen layers.",
+        1e-3,
+    );
+}
