@@ -3,6 +3,7 @@
 mod audio;
 mod bad_input;
 mod contract;
+mod gemma3;
 mod hf_dir;
 mod imu;
 mod kquants;

@@ -302,4 +302,10 @@ pub trait TextCodec {
 
     /// Id used to pad batches.
     fn pad_id(&self) -> u32;
+
+    /// The beginning-of-sequence id, when the model expects one at the start of every input
+    /// (Gemma; a prompt that does not start with it gets it prepended once). Default: none.
+    fn bos_id(&self) -> Option<u32> {
+        None
+    }
 }

@@ -30,7 +30,13 @@ fn max_abs_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
 pub fn check_backbone(backbone: &dyn FrozenBackbone, codec: &dyn TextCodec, text: &str, tol: f32) {
     let device = backbone.device().clone();
     let d = backbone.spec().d_model;
-    let ids = codec.encode(text).expect("text encodes");
+    let mut ids = codec.encode(text).expect("text encodes");
+    // The splice puts the model's beginning-of-sequence token first (`TextCodec::bos_id`).
+    if let Some(b) = codec.bos_id()
+        && ids.first() != Some(&b)
+    {
+        ids.insert(0, b);
+    }
     assert!(ids.len() >= 3, "contract text must give at least 3 tokens");
     let n = ids.len();
     let id_t = Tensor::<2, Int>::from_data(

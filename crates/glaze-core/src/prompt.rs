@@ -206,8 +206,11 @@ pub fn embed_prompt(
     let mut ids_out = Vec::new();
     let mut soft_ranges = Vec::new();
     let mut any_autodiff = false;
+    // A model that expects a beginning-of-sequence token gets it once, first, unless the
+    // prompt's text already starts with it (a chat template that writes it).
+    let mut bos = codec.bos_id();
     for segment in prompt.segments() {
-        let ids = match segment {
+        let mut ids = match segment {
             Segment::Text(text) => codec.encode(text)?,
             Segment::Ids(ids) => ids.clone(),
             Segment::Soft(tokens) => {
@@ -217,6 +220,14 @@ pub fn embed_prompt(
                         got: tokens.width(),
                     });
                 }
+                if let Some(b) = bos.take() {
+                    let t = Tensor::<2, Int>::from_data(
+                        TensorData::new(vec![b as i64], [1, 1]),
+                        device,
+                    );
+                    parts.push(backbone.embed(t).reshape([1, d]));
+                    ids_out.push(Some(b));
+                }
                 let start = ids_out.len();
                 ids_out.extend(std::iter::repeat_n(None, tokens.len()));
                 soft_ranges.push(start..ids_out.len());
@@ -225,6 +236,12 @@ pub fn embed_prompt(
                 continue;
             }
         };
+        if !ids.is_empty()
+            && let Some(b) = bos.take()
+            && ids[0] != b
+        {
+            ids.insert(0, b);
+        }
         if ids.is_empty() {
             continue;
         }

@@ -20,6 +20,12 @@ pub struct AttentionConfig {
     pub n_kv_heads: usize,
     /// Head width `hd`.
     pub head_dim: usize,
+    /// RMSNorm over each query and key head before RoPE (Gemma 3). Default: none.
+    #[config(default = false)]
+    pub qk_norm: bool,
+    /// Epsilon of the q/k norms. Default: 1e-6.
+    #[config(default = 1e-6)]
+    pub norm_eps: f64,
 }
 
 impl AttentionConfig {
@@ -37,6 +43,11 @@ impl AttentionConfig {
             n_heads: self.n_heads,
             n_kv_heads: self.n_kv_heads,
             head_dim: self.head_dim,
+            qk_norm: self.qk_norm.then(|| {
+                let norm =
+                    crate::rms_norm::RmsNormConfig::new(self.head_dim).with_eps(self.norm_eps);
+                (norm.init(device), norm.init(device))
+            }),
         }
     }
 }
@@ -49,6 +60,8 @@ pub struct Attention {
     n_heads: usize,
     n_kv_heads: usize,
     head_dim: usize,
+    /// Norms of the query and the key heads (Gemma 3).
+    pub(crate) qk_norm: Option<(crate::rms_norm::RmsNorm, crate::rms_norm::RmsNorm)>,
 }
 
 /// Per-forward context shared by all blocks: rotary tables and the additive attention bias.
@@ -74,6 +87,8 @@ pub struct AttnContext {
     /// Whether the cache keeps keys and values in f16 (generation with 8-bit activations on
     /// the CPU, as llama.cpp does; the exact path and training keep f32).
     pub kv_f16: bool,
+    /// The positions of this pass's new tokens (for a second set of rotary tables).
+    pub positions: crate::rope::Positions,
 }
 
 impl AttnContext {
@@ -93,8 +108,30 @@ impl Attention {
         Attention {
             wqkv: self.wqkv.to_device(device),
             wo: self.wo.to_device(device),
+            qk_norm: self
+                .qk_norm
+                .map(|(q, k)| (q.to_device(device), k.to_device(device))),
             ..self
         }
+    }
+
+    /// Whether the query and key heads are normalised.
+    pub(crate) fn has_qk_norm(&self) -> bool {
+        self.qk_norm.is_some()
+    }
+
+    /// The fused projection `[N, (H + 2KV)·hd]` with every query and key head normalised.
+    fn norm_heads(&self, qkv: Tensor<2>) -> Tensor<2> {
+        let Some((qn, kn)) = &self.qk_norm else {
+            return qkv;
+        };
+        let (h, kv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
+        let n = qkv.dims()[0];
+        let heads = qkv.reshape([n, h + 2 * kv, hd]);
+        let q = qn.forward(heads.clone().slice(s![.., 0..h, ..]));
+        let k = kn.forward(heads.clone().slice(s![.., h..h + kv, ..]));
+        let v = heads.slice(s![.., h + kv..h + 2 * kv, ..]);
+        Tensor::cat(vec![q, k, v], 1).reshape([n, (h + 2 * kv) * hd])
     }
 
     /// Head counts and width.
@@ -118,7 +155,7 @@ impl Attention {
     ) -> Tensor<3> {
         let [b, t, d] = x.dims();
         let (h, kv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
-        let qkv = self.wqkv.forward_act(x.reshape([b * t, d]), ctx.act);
+        let qkv = self.norm_heads(self.wqkv.forward_act(x.reshape([b * t, d]), ctx.act));
         let cache = match cache {
             Some(slot) if t == 1 && crate::linear::on_cpu_plain(&qkv.device()) => {
                 let heads = crate::generation_step::Heads { h, kv, hd };

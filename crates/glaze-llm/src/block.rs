@@ -1,4 +1,5 @@
-//! One pre-norm Llama decoder block: `x + attn(norm(x))`, then `x + mlp(norm(x))`.
+//! One pre-norm decoder block: `x + attn(norm(x))`, then `x + mlp(norm(x))`; with Gemma's
+//! post-norms `x + post(attn(norm(x)))`, then `x + post(mlp(norm(x)))`.
 //!
 //! Blocks are usable one by one ([`crate::Llama::block`]), so trainable layers can later be
 //! inserted between frozen blocks (Flamingo's gated cross-attention, inner adaptors).
@@ -18,6 +19,8 @@ pub struct Block {
     pub(crate) attn: Attention,
     pub(crate) ffn_norm: RmsNorm,
     pub(crate) mlp: SwiGlu,
+    /// Norms on the attention and feed-forward outputs (Gemma 3).
+    pub(crate) post_norms: Option<(RmsNorm, RmsNorm)>,
 }
 
 impl Block {
@@ -30,6 +33,8 @@ impl Block {
             config.n_kv_heads,
             config.head_dim(),
         )
+        .with_qk_norm(config.qk_norm)
+        .with_norm_eps(config.norm_eps)
         .init(device);
         if config.qkv_bias {
             let n = (config.n_heads + 2 * config.n_kv_heads) * config.head_dim();
@@ -45,7 +50,12 @@ impl Block {
             attn_norm: norm.init(device),
             attn,
             ffn_norm: norm.init(device),
-            mlp: SwiGluConfig::new(config.d_model, config.ffn_dim).init(device),
+            mlp: SwiGluConfig::new(config.d_model, config.ffn_dim)
+                .with_activation(config.ffn_activation)
+                .init(device),
+            post_norms: config
+                .post_norms
+                .then(|| (norm.init(device), norm.init(device))),
         }
     }
 
@@ -56,12 +66,19 @@ impl Block {
             attn: self.attn.to_device(device),
             ffn_norm: self.ffn_norm.to_device(device),
             mlp: self.mlp.to_device(device),
+            post_norms: self
+                .post_norms
+                .map(|(a, f)| (a.to_device(device), f.to_device(device))),
         }
     }
 
-    /// Whether [`Block::decode_cpu`] can run (every projection has quantized blocks).
+    /// Whether [`Block::decode_cpu`] can run: every projection has quantized blocks, and the
+    /// block is a plain pre-norm SwiGLU block (the step has no q/k or post norms, no GeGLU).
     pub(crate) fn decode_ready(&self) -> bool {
-        self.attn.wqkv.quant.is_some()
+        self.post_norms.is_none()
+            && !self.attn.has_qk_norm()
+            && self.mlp.activation == crate::feed_forward::FfnActivation::Silu
+            && self.attn.wqkv.quant.is_some()
             && self.attn.wo.quant.is_some()
             && self.mlp.w_gate_up.quant.is_some()
             && self.mlp.w_down.quant.is_some()
@@ -121,10 +138,21 @@ impl Block {
         ctx: &AttnContext,
         cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
     ) -> Tensor<3> {
-        let h = x.clone()
-            + self
-                .attn
-                .forward(self.attn_norm.forward(x), rope, ctx, cache);
-        h.clone() + self.mlp.forward_act(self.ffn_norm.forward(h), ctx.act)
+        let a = self
+            .attn
+            .forward(self.attn_norm.forward(x.clone()), rope, ctx, cache);
+        let a = match &self.post_norms {
+            Some((post, _)) => post.forward(a),
+            None => a,
+        };
+        let h = x + a;
+        let m = self
+            .mlp
+            .forward_act(self.ffn_norm.forward(h.clone()), ctx.act);
+        let m = match &self.post_norms {
+            Some((_, post)) => post.forward(m),
+            None => m,
+        };
+        h + m
     }
 }

@@ -8,6 +8,7 @@ use std::path::Path;
 use burn::prelude::*;
 
 use crate::error::{Error, Result};
+pub use crate::feed_forward::FfnActivation;
 use crate::gguf::GgufFile;
 
 pub use glaze_kernels::rope::RopeLayout;
@@ -48,10 +49,35 @@ pub struct LlamaConfig {
     /// Biases on the q, k and v projections (Qwen2). Default: none.
     #[config(default = false)]
     pub qkv_bias: bool,
-    /// The architecture's name as its files give it (`llama`, `mistral`, `qwen2`). Default:
-    /// `llama`.
+    /// The architecture's name as its files give it (`llama`, `mistral`, `qwen2`, `gemma3`).
+    /// Default: `llama`.
     #[config(default = "String::from(\"llama\")")]
     pub architecture: String,
+    /// RMSNorm over each query and key head before RoPE (Gemma 3). Default: none.
+    #[config(default = false)]
+    pub qk_norm: bool,
+    /// RMSNorm on the attention and feed-forward outputs before each residual add (Gemma 3).
+    /// Default: none.
+    #[config(default = false)]
+    pub post_norms: bool,
+    /// The feed-forward gate's activation. Default: SiLU.
+    #[config(default = "FfnActivation::Silu")]
+    pub ffn_activation: FfnActivation,
+    /// Factor on the token embeddings (Gemma: `√D`; the tied head reads the unscaled table).
+    /// Default: 1.
+    #[config(default = 1.0)]
+    pub embed_scale: f64,
+    /// Keys a local (sliding-window) layer sees: those fewer than this many positions back.
+    /// Default: 0, no local layers.
+    #[config(default = 0)]
+    pub sliding_window: usize,
+    /// With a sliding window, every this-many-th layer (`i + 1` a multiple) is global, the
+    /// others local. Default: 0, every layer local when there is a window.
+    #[config(default = 0)]
+    pub global_every: usize,
+    /// RoPE base frequency of the local layers. Default: 10000.
+    #[config(default = 10000.0)]
+    pub rope_theta_local: f64,
 }
 
 impl LlamaConfig {
@@ -65,6 +91,27 @@ impl LlamaConfig {
         LlamaConfig::new(576, 30, 9, 3, 1536, 49152)
             .with_rope_theta(100000.0)
             .with_context_length(8192)
+    }
+
+    /// A tiny Gemma-3-shaped configuration for fast tests: q/k and post norms, GeGLU, scaled
+    /// embeddings, a window of 4 positions on two of every three layers, head width ≠ D/H.
+    pub fn tiny_gemma3(vocab_size: usize) -> Self {
+        let mut cfg = Self::tiny(vocab_size);
+        cfg.n_layers = 3;
+        cfg.with_head_dim(16)
+            .with_qk_norm(true)
+            .with_post_norms(true)
+            .with_ffn_activation(FfnActivation::GeluTanh)
+            .with_embed_scale((32f64).sqrt())
+            .with_sliding_window(4)
+            .with_global_every(3)
+            .with_architecture("gemma3".into())
+    }
+
+    /// Whether layer `i` attends through the sliding window with the local RoPE base.
+    pub fn is_local(&self, i: usize) -> bool {
+        self.sliding_window > 0
+            && (self.global_every == 0 || !(i + 1).is_multiple_of(self.global_every))
     }
 
     /// Width of one head.
@@ -124,16 +171,18 @@ impl LlamaConfig {
 
     /// Reads the configuration from GGUF metadata (`<architecture>.*` keys): Llama and
     /// Mistral (q/k rows permuted for interleaved RoPE by llama.cpp's converter), Qwen2
-    /// (rotate-half rows as trained, biases on q/k/v). A feature this crate does not implement
-    /// (RoPE scaling, mixture of experts, a sliding window) is refused by name.
+    /// (rotate-half rows as trained, biases on q/k/v), Gemma 3 (see below). A feature this
+    /// crate does not implement (RoPE scaling, mixture of experts, logit soft-capping, a
+    /// sliding window outside Gemma 3) is refused by name.
     pub fn from_gguf(file: &GgufFile) -> Result<Self> {
         let arch = file.str("general.architecture")?.to_string();
-        if !matches!(arch.as_str(), "llama" | "mistral" | "qwen2") {
+        if !matches!(arch.as_str(), "llama" | "mistral" | "qwen2" | "gemma3") {
             return Err(Error::UnsupportedArchitecture {
                 path: file.path().to_path_buf(),
                 architecture: arch,
             });
         }
+        let gemma = arch == "gemma3";
         let key = |k: &str| format!("{arch}.{k}");
         let unsupported = |feature: String| Error::UnsupportedFeature {
             path: file.path().to_path_buf(),
@@ -147,7 +196,13 @@ impl LlamaConfig {
                 key("rope.scaling.type")
             )));
         }
-        for k in ["expert_count", "attention.sliding_window"] {
+        // Gemma 3's window is implemented (below); no other architecture's is.
+        let windowed = if gemma {
+            None
+        } else {
+            Some("attention.sliding_window")
+        };
+        for k in std::iter::once("expert_count").chain(windowed) {
             if file
                 .get(&key(k))
                 .and_then(|v| v.as_u64())
@@ -155,6 +210,29 @@ impl LlamaConfig {
             {
                 return Err(unsupported(key(k)));
             }
+        }
+        for k in ["final_logit_softcapping", "attn_logit_softcapping"] {
+            if file
+                .get(&key(k))
+                .and_then(|v| v.as_f64())
+                .is_some_and(|v| v > 0.0)
+            {
+                return Err(unsupported(key(k)));
+            }
+        }
+        let key_length = file
+            .get(&key("attention.key_length"))
+            .and_then(|v| v.as_u64());
+        if key_length
+            != file
+                .get(&key("attention.value_length"))
+                .and_then(|v| v.as_u64())
+        {
+            return Err(unsupported(format!(
+                "{} different from {}",
+                key("attention.value_length"),
+                key("attention.key_length")
+            )));
         }
         let d_model = file.u64(&key("embedding_length"))? as usize;
         let n_heads = file.u64(&key("attention.head_count"))? as usize;
@@ -173,8 +251,11 @@ impl LlamaConfig {
             vocab_size,
         )
         .with_head_dim(
-            file.get(&key("rope.dimension_count"))
-                .and_then(|v| v.as_u64())
+            key_length
+                .or_else(|| {
+                    file.get(&key("rope.dimension_count"))
+                        .and_then(|v| v.as_u64())
+                })
                 .map_or(0, |v| v as usize),
         )
         .with_rope_theta(
@@ -189,13 +270,37 @@ impl LlamaConfig {
                 .map_or(2048, |v| v as usize),
         )
         .with_tie_embeddings(file.tensor("output.weight").is_none())
-        .with_rope_layout(if arch == "qwen2" {
+        .with_rope_layout(if matches!(arch.as_str(), "qwen2" | "gemma3") {
             RopeLayout::Half
         } else {
             RopeLayout::Interleaved
         })
         .with_qkv_bias(file.tensor("blk.0.attn_q.bias").is_some())
         .with_architecture(arch.clone());
+        // Gemma 3 (llama.cpp's `llm_build_gemma3`, HF `Gemma3TextModel`): q/k norms, norms
+        // after attention and feed-forward, GeGLU, embeddings times √D, and five local layers
+        // (window from the file, RoPE base 10000, which the file does not carry) to one global.
+        // llama.cpp's converter stores the norms' gains with the `1 +` already added.
+        let cfg = if gemma {
+            let window = file
+                .get(&key("attention.sliding_window"))
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0) as usize;
+            let every = file
+                .get(&key("attention.sliding_window_pattern"))
+                .and_then(|v| v.as_u64())
+                .map_or(6, |v| v as usize);
+            let d = cfg.d_model as f64;
+            cfg.with_qk_norm(true)
+                .with_post_norms(true)
+                .with_ffn_activation(FfnActivation::GeluTanh)
+                .with_embed_scale(d.sqrt())
+                .with_sliding_window(window)
+                .with_global_every(every)
+                .with_rope_theta_local(10000.0)
+        } else {
+            cfg
+        };
         cfg.validate(file.path())?;
         Ok(cfg)
     }

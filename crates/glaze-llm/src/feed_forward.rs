@@ -1,9 +1,19 @@
-//! SwiGLU feed-forward block (Shazeer 2020): `down(silu(gate(x)) ⊙ up(x))`.
+//! Gated feed-forward block (Shazeer 2020): `down(act(gate(x)) ⊙ up(x))` with SiLU (SwiGLU:
+//! Llama, Qwen2) or the tanh-approximated GELU (GeGLU: Gemma).
 
 use burn::prelude::*;
 
 use crate::linear::FrozenLinear;
 use glaze_kernels::qmatmul::Activations;
+
+/// The gate's activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum FfnActivation {
+    /// `x · sigmoid(x)` (SwiGLU).
+    Silu,
+    /// `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))` (GeGLU, PyTorch's `gelu(approximate="tanh")`).
+    GeluTanh,
+}
 
 /// Configuration of a [`SwiGlu`] block.
 #[derive(Config, Debug)]
@@ -12,6 +22,9 @@ pub struct SwiGluConfig {
     pub d_model: usize,
     /// Hidden width `F`.
     pub ffn_dim: usize,
+    /// The gate's activation. Default: SiLU.
+    #[config(default = "FfnActivation::Silu")]
+    pub activation: FfnActivation,
 }
 
 impl SwiGluConfig {
@@ -25,6 +38,7 @@ impl SwiGluConfig {
                 device,
             )),
             w_down: FrozenLinear::new(Tensor::random([self.ffn_dim, self.d_model], dist, device)),
+            activation: self.activation,
         }
     }
 }
@@ -34,6 +48,7 @@ impl SwiGluConfig {
 pub struct SwiGlu {
     pub(crate) w_gate_up: FrozenLinear,
     pub(crate) w_down: FrozenLinear,
+    pub(crate) activation: FfnActivation,
 }
 
 impl SwiGlu {
@@ -42,6 +57,7 @@ impl SwiGlu {
         SwiGlu {
             w_gate_up: self.w_gate_up.to_device(device),
             w_down: self.w_down.to_device(device),
+            activation: self.activation,
         }
     }
 
@@ -57,8 +73,22 @@ impl SwiGlu {
         let f = self.w_down.d_in();
         let gu = self.w_gate_up.forward_act(x.reshape([b * t, d]), act);
         debug_assert_eq!(gu.dims()[1], 2 * f);
-        self.w_down
-            .forward_act(glaze_kernels::swiglu::swiglu(gu), act)
-            .reshape([b, t, d])
+        let gated = match self.activation {
+            FfnActivation::Silu => glaze_kernels::swiglu::swiglu(gu),
+            FfnActivation::GeluTanh => {
+                let n = b * t;
+                let gate = gu.clone().slice(s![.., 0..f]);
+                let up = gu.slice(s![.., f..2 * f]);
+                gelu_tanh(gate) * up.reshape([n, f])
+            }
+        };
+        self.w_down.forward_act(gated, act).reshape([b, t, d])
     }
+}
+
+/// The tanh approximation of GELU, in burn operations (differentiable).
+pub(crate) fn gelu_tanh(x: Tensor<2>) -> Tensor<2> {
+    let c = (2.0f64 / std::f64::consts::PI).sqrt();
+    let inner = (x.clone() + x.clone().powi_scalar(3) * 0.044715) * c;
+    x.clone() * (inner.tanh() + 1.0) * 0.5
 }

@@ -39,6 +39,14 @@ impl Value {
         }
     }
 
+    /// As a boolean, if one.
+    pub fn as_bool(&self) -> Option<bool> {
+        match *self {
+            Value::Bool(v) => Some(v),
+            _ => None,
+        }
+    }
+
     /// As a float, if numeric.
     pub fn as_f64(&self) -> Option<f64> {
         match *self {

@@ -15,6 +15,7 @@ pub mod llama;
 pub mod model;
 pub mod rms_norm;
 pub mod rope;
+mod spm;
 pub mod tokenizer;
 pub mod weights;
 

@@ -35,6 +35,8 @@ pub struct Llama {
     /// How generation (approximate forwards, the generation head) treats activations.
     pub(crate) gen_act: Activations,
     pub(crate) rope: Rope,
+    /// The rotary tables of the local (sliding-window) layers, with their own base.
+    pub(crate) rope_local: Option<Rope>,
     pub(crate) device: Device,
 }
 
@@ -83,6 +85,7 @@ impl Llama {
                 config.rope_layout,
                 &device,
             ),
+            rope_local: local_rope(config, &device),
             config: config.clone(),
             device,
         }
@@ -96,6 +99,7 @@ impl Llama {
         m.norm = m.norm.to_device(&device);
         m.lm_head = m.lm_head.map(|w| w.to_device(&device));
         m.rope = m.rope.to_device(&device);
+        m.rope_local = m.rope_local.map(|r| r.to_device(&device));
         m.blocks = m.blocks.into_iter().map(|b| b.to_device(&device)).collect();
         m.device = device;
         m
@@ -192,7 +196,8 @@ impl Llama {
         };
         let s_len = past + t;
         if past_mask.is_none() && new_mask.is_none() {
-            let (cos, sin) = self.rope.tables(&Positions::Range(past), t);
+            let positions = Positions::Range(past);
+            let (cos, sin) = self.rope.tables(&positions, t);
             let bias = (t > 1).then(|| {
                 let mut bias = vec![0f32; t * s_len];
                 for i in 0..t {
@@ -214,6 +219,7 @@ impl Llama {
                 constant,
                 reserve,
                 kv_f16: false,
+                positions,
             }
         } else {
             let mut key_valid = Vec::with_capacity(b * s_len);
@@ -249,7 +255,8 @@ impl Llama {
                 }
             }
             let pos = Tensor::<2, Int>::from_data(TensorData::new(positions, [b, t]), device);
-            let (cos, sin) = self.rope.tables(&Positions::PerRow(pos), t);
+            let positions = Positions::PerRow(pos);
+            let (cos, sin) = self.rope.tables(&positions, t);
             if let Some(c) = cache {
                 c.set_next_positions(next_out);
                 c.set_key_mask(Some(Tensor::from_data(
@@ -269,9 +276,55 @@ impl Llama {
                     TensorData::new(bias, [b, 1, t, s_len]),
                     device,
                 )),
+                positions,
             }
         }
     }
+
+    /// The context of the local (sliding-window) layers for the same pass as `ctx`: their own
+    /// rotary tables, and keys `window` or more positions back hidden. `None` for a model
+    /// without local layers.
+    pub fn local_context(&self, ctx: &AttnContext, t: usize) -> Option<AttnContext> {
+        let rope = self.rope_local.as_ref()?;
+        let window = self.config.sliding_window;
+        let (cos, sin) = rope.tables(&ctx.positions, t);
+        let s_len = ctx.past + t;
+        let bias = if s_len > window {
+            // Index distance equals position distance for real tokens: padding is on the left.
+            let mut w = vec![0f32; t * s_len];
+            for i in 0..t {
+                for j in 0..(ctx.past + i + 1).saturating_sub(window) {
+                    w[i * s_len + j] = f32::NEG_INFINITY;
+                }
+            }
+            let w = Tensor::<4>::from_data(TensorData::new(w, [1, 1, t, s_len]), &self.device);
+            Some(match &ctx.bias {
+                Some(b) => b.clone() + w,
+                None => w,
+            })
+        } else {
+            ctx.bias.clone()
+        };
+        Some(AttnContext {
+            cos,
+            sin,
+            bias,
+            ..ctx.clone()
+        })
+    }
+}
+
+/// The rotary tables of the local layers, when the configuration has a sliding window.
+pub(crate) fn local_rope(config: &LlamaConfig, device: &Device) -> Option<Rope> {
+    (config.sliding_window > 0).then(|| {
+        Rope::new(
+            config.head_dim(),
+            config.context_length,
+            config.rope_theta_local,
+            config.rope_layout,
+            device,
+        )
+    })
 }
 
 fn bool_vec(mask: Tensor<2, Bool>) -> Vec<bool> {
@@ -299,7 +352,11 @@ impl FrozenBackbone for Llama {
             q.to_q8().map(std::sync::Arc::new)
         });
         match q8 {
-            Some(q) if self.device.clone().inner() == Device::flex() => {
+            // Scaled embeddings (Gemma) are not the table's rows.
+            Some(q)
+                if self.device.clone().inner() == Device::flex()
+                    && self.config.embed_scale == 1.0 =>
+            {
                 glaze_core::WordEmbeddings::quantized(q.clone())
             }
             _ => glaze_core::WordEmbeddings::through_embed(self),
@@ -329,13 +386,23 @@ impl FrozenBackbone for Llama {
                     r
                 })
                 .collect();
-            let data = q.dequantize_rows(&rows);
+            let mut data = q.dequantize_rows(&rows);
+            if self.config.embed_scale != 1.0 {
+                let s = self.config.embed_scale as f32;
+                data.iter_mut().for_each(|v| *v *= s);
+            }
             return Tensor::from_data(TensorData::new(data, [b, t, d]), &device);
         }
-        self.embed
+        let rows = self
+            .embed
             .get()
             .select(0, ids.reshape([b * t]))
-            .reshape([b, t, d])
+            .reshape([b, t, d]);
+        if self.config.embed_scale != 1.0 {
+            rows * self.config.embed_scale
+        } else {
+            rows
+        }
     }
 
     fn forward(&self, embeds: Tensor<3>, options: ForwardOptions<'_>) -> Tensor<3> {
@@ -365,6 +432,11 @@ impl FrozenBackbone for Llama {
         ctx.act = act;
         let device = embeds.device();
         ctx.kv_f16 = int8_kernels(act, &device);
+        let local = self.local_context(&ctx, t);
+        let ctx_of = |i: usize| match &local {
+            Some(l) if self.config.is_local(i) => l,
+            _ => &ctx,
+        };
         if let Some(c) = cache.as_deref_mut()
             && t == 1
             && crate::linear::on_cpu_plain(&device)
@@ -383,7 +455,7 @@ impl FrozenBackbone for Llama {
             rayon::scope(|_| {
                 for (i, block) in self.blocks.iter().take(n).enumerate() {
                     let mut slot = c.take_layer(i);
-                    block.decode_cpu(&mut x, b, &self.rope, &ctx, &mut slot, act);
+                    block.decode_cpu(&mut x, b, &self.rope, ctx_of(i), &mut slot, act);
                     if let Some((k, v)) = slot {
                         c.set_layer(i, k, v);
                     }
@@ -402,12 +474,12 @@ impl FrozenBackbone for Llama {
             match cache.as_deref_mut() {
                 Some(c) => {
                     let mut slot = c.take_layer(i);
-                    x = block.forward(x, &self.rope, &ctx, Some(&mut slot));
+                    x = block.forward(x, &self.rope, ctx_of(i), Some(&mut slot));
                     if let Some((k, v)) = slot {
                         c.set_layer(i, k, v);
                     }
                 }
-                None => x = block.forward(x, &self.rope, &ctx, None),
+                None => x = block.forward(x, &self.rope, ctx_of(i), None),
             }
         }
         if let Some(c) = cache

@@ -22,6 +22,10 @@ use crate::gguf::GgufFile;
 /// Qwen2's pre-tokenizer pattern (its tokenizer.json).
 const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// Gemma's turns, for Gemma files that carry no chat template (the base models): a system
+/// message goes before the first user turn's text, the assistant is `model`.
+pub const GEMMA_TEMPLATE: &str = "{{ bos_token }}{% if messages and messages[0]['role'] == 'system' %}{% set first = messages[0]['content'] + '\n\n' %}{% set messages = messages[1:] %}{% else %}{% set first = '' %}{% endif %}{% for message in messages %}<start_of_turn>{{ 'model' if message['role'] == 'assistant' else message['role'] }}\n{{ (first if loop.first else '') + message['content'] | trim }}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}";
+
 /// ChatML, used when a model file carries no chat template.
 pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
@@ -62,6 +66,8 @@ pub struct Tokenizer {
     eos_token: String,
     stop_ids: Vec<u32>,
     pad_id: u32,
+    /// The id prepended to every input (`tokenizer.ggml.add_bos_token`).
+    bos_id: Option<u32>,
     path: PathBuf,
 }
 
@@ -77,14 +83,7 @@ impl Tokenizer {
     pub fn from_gguf(file: &GgufFile) -> Result<Self> {
         let path = file.path();
         let model = file.str("tokenizer.ggml.model")?;
-        if model != "gpt2" {
-            return Err(build_err(
-                path,
-                format!("tokenizer model `{model}` is not supported (only byte-level BPE, `gpt2`)"),
-            ));
-        }
         let tokens = file.strings("tokenizer.ggml.tokens")?;
-        let merges = file.strings("tokenizer.ggml.merges")?;
         let types: Vec<i64> = file
             .get("tokenizer.ggml.token_type")
             .and_then(|v| v.as_array())
@@ -98,7 +97,89 @@ impl Tokenizer {
                     .collect()
             })
             .unwrap_or_default();
-        let bpe = CompactBpe::new(&tokens, &merges).map_err(|e| build_err(path, e))?;
+        let inner = match model {
+            "gpt2" => Inner::Compact(Box::new(Self::byte_level(file, &tokens, &types)?)),
+            "llama" => {
+                if file
+                    .get("tokenizer.ggml.add_space_prefix")
+                    .and_then(|v| v.as_bool())
+                    .unwrap_or(true)
+                {
+                    return Err(build_err(
+                        path,
+                        "a SentencePiece vocabulary with a space prefix (`tokenizer.ggml.add_space_prefix`) is not supported",
+                    ));
+                }
+                Inner::Full(Box::new(crate::spm::sentencepiece_bpe(
+                    &tokens, &types, path,
+                )?))
+            }
+            other => {
+                return Err(build_err(
+                    path,
+                    format!(
+                        "tokenizer model `{other}` is not supported (byte-level BPE `gpt2`, SentencePiece `llama`)"
+                    ),
+                ));
+            }
+        };
+        let special: Vec<&str> = types
+            .iter()
+            .enumerate()
+            .filter(|&(_, &t)| t == 3 || t == 4)
+            .filter_map(|(i, _)| tokens.get(i).copied())
+            .collect();
+        let id = |key: &str| file.get(key).and_then(|v| v.as_u64()).map(|v| v as u32);
+        let token = |i: Option<u32>| {
+            i.and_then(|i| tokens.get(i as usize))
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+        };
+        let eos = id("tokenizer.ggml.eos_token_id");
+        let bos = id("tokenizer.ggml.bos_token_id");
+        let mut stop_ids: Vec<u32> = eos.into_iter().collect();
+        for name in [
+            "<|im_end|>",
+            "<|eot_id|>",
+            "<|endoftext|>",
+            "</s>",
+            "<end_of_turn>",
+        ] {
+            if let Some(i) = tokens.iter().position(|t| *t == name)
+                && !stop_ids.contains(&(i as u32))
+                && special.contains(&name)
+            {
+                stop_ids.push(i as u32);
+            }
+        }
+        let arch = file.str("general.architecture").unwrap_or_default();
+        let template = match file.get("tokenizer.chat_template").and_then(|v| v.as_str()) {
+            Some(t) => t,
+            // Gemma files without a template (the base models): Gemma's turn format.
+            None if arch.starts_with("gemma") => GEMMA_TEMPLATE,
+            None => CHATML_TEMPLATE,
+        };
+        let add_bos = file
+            .get("tokenizer.ggml.add_bos_token")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+        Ok(Tokenizer {
+            inner,
+            chat_template: template.to_string(),
+            bos_token: token(bos),
+            eos_token: token(eos),
+            pad_id: id("tokenizer.ggml.padding_token_id").or(eos).unwrap_or(0),
+            stop_ids,
+            bos_id: bos.filter(|_| add_bos),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The byte-level BPE pipeline of a GGUF vocabulary with merges.
+    fn byte_level(file: &GgufFile, tokens: &[&str], types: &[i64]) -> Result<CompactPipeline> {
+        let path = file.path();
+        let merges = file.strings("tokenizer.ggml.merges")?;
+        let bpe = CompactBpe::new(tokens, &merges).map_err(|e| build_err(path, e))?;
         let mut inner = CompactPipeline::new(bpe);
         let pre = file
             .get("tokenizer.ggml.pre")
@@ -145,37 +226,7 @@ impl Tokenizer {
             .map(|t| AddedToken::from(t.to_string(), true))
             .collect();
         inner.add_special_tokens(&special);
-
-        let id = |key: &str| file.get(key).and_then(|v| v.as_u64()).map(|v| v as u32);
-        let token = |i: Option<u32>| {
-            i.and_then(|i| tokens.get(i as usize))
-                .map(|s| s.to_string())
-                .unwrap_or_default()
-        };
-        let eos = id("tokenizer.ggml.eos_token_id");
-        let bos = id("tokenizer.ggml.bos_token_id");
-        let mut stop_ids: Vec<u32> = eos.into_iter().collect();
-        for name in ["<|im_end|>", "<|eot_id|>", "<|endoftext|>", "</s>"] {
-            if let Some(i) = tokens.iter().position(|t| *t == name)
-                && !stop_ids.contains(&(i as u32))
-                && special.iter().any(|s| s.content == name)
-            {
-                stop_ids.push(i as u32);
-            }
-        }
-        Ok(Tokenizer {
-            inner: Inner::Compact(Box::new(inner)),
-            chat_template: file
-                .get("tokenizer.chat_template")
-                .and_then(|v| v.as_str())
-                .unwrap_or(CHATML_TEMPLATE)
-                .to_string(),
-            bos_token: token(bos),
-            eos_token: token(eos),
-            pad_id: id("tokenizer.ggml.padding_token_id").or(eos).unwrap_or(0),
-            stop_ids,
-            path: path.to_path_buf(),
-        })
+        Ok(inner)
     }
 
     /// Loads `tokenizer.json` (and `tokenizer_config.json` for the chat template and special
@@ -223,6 +274,7 @@ impl Tokenizer {
             eos_token,
             stop_ids,
             pad_id,
+            bos_id: None,
             path,
         })
     }
@@ -326,5 +378,9 @@ impl TextCodec for Tokenizer {
 
     fn pad_id(&self) -> u32 {
         self.pad_id
+    }
+
+    fn bos_id(&self) -> Option<u32> {
+        self.bos_id
     }
 }

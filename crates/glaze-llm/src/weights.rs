@@ -52,6 +52,10 @@ enum Key {
     VBias,
     O,
     FfnNorm,
+    QNorm,
+    KNorm,
+    PostAttnNorm,
+    PostFfnNorm,
     Gate,
     Up,
     Down,
@@ -71,6 +75,11 @@ fn name(naming: Naming, key: Key, layer: usize) -> String {
         Key::V | Key::VBias => ("attn_v", "self_attn.v_proj"),
         Key::O => ("attn_output", "self_attn.o_proj"),
         Key::FfnNorm => ("ffn_norm", "post_attention_layernorm"),
+        // Gemma 3 (from GGUF only: its HF names differ, see `LlamaConfig::from_hf_json`).
+        Key::QNorm => ("attn_q_norm", "self_attn.q_norm"),
+        Key::KNorm => ("attn_k_norm", "self_attn.k_norm"),
+        Key::PostAttnNorm => ("post_attention_norm", "post_attention_layernorm"),
+        Key::PostFfnNorm => ("post_ffw_norm", "post_feedforward_layernorm"),
         Key::Gate => ("ffn_gate", "mlp.gate_proj"),
         Key::Up => ("ffn_up", "mlp.up_proj"),
         Key::Down => ("ffn_down", "mlp.down_proj"),
@@ -259,6 +268,14 @@ pub fn load_llama(
         block
             .ffn_norm
             .set_weight(l.get(Key::FfnNorm, i, &[d])?, &device);
+        if let Some((qn, kn)) = &mut block.attn.qk_norm {
+            qn.set_weight(l.get(Key::QNorm, i, &[hd])?, &device);
+            kn.set_weight(l.get(Key::KNorm, i, &[hd])?, &device);
+        }
+        if let Some((pa, pf)) = &mut block.post_norms {
+            pa.set_weight(l.get(Key::PostAttnNorm, i, &[d])?, &device);
+            pf.set_weight(l.get(Key::PostFfnNorm, i, &[d])?, &device);
+        }
     }
     model.norm.set_weight(l.get(Key::Norm, 0, &[d])?, &device);
     let head_name = name(naming, Key::Head, 0);
@@ -311,6 +328,7 @@ impl Llama {
             config.rope_layout,
             device,
         );
+        m.rope_local = crate::llama::local_rope(config, device);
         m
     }
 }
