@@ -29,6 +29,26 @@ enum Blocks {
     Q4_0 { d: Vec<f16>, qs: Vec<u8> },
     /// `w = d * q`, 8-bit signed `q`.
     Q8_0 { d: Vec<f16>, qs: Vec<i8> },
+    /// The file's own block bytes, read 32 weights at a time by the portable kernels: the
+    /// 5-bit types and the k-quants (256-weight super-blocks), and stacks of rows of
+    /// different types (a fused q/k/v whose v is Q8_0 beside Q5_0 q and k).
+    Raw(Vec<RawPart>),
+}
+
+/// Consecutive rows of one type, as the file stores them.
+#[derive(Debug, Clone)]
+struct RawPart {
+    ty: GgmlType,
+    rows: usize,
+    bytes: Vec<u8>,
+}
+
+/// Whether the portable kernels read `ty` from its own bytes.
+fn raw_type(ty: GgmlType) -> bool {
+    matches!(
+        ty,
+        GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K
+    )
 }
 
 /// A `[rows, cols]` matrix in 32-weight quantized blocks along `cols`.
@@ -52,13 +72,37 @@ impl QMatrix {
         builder.finish()
     }
 
-    /// Stacks matrices with equal `cols` and block type along rows (fused q/k/v, gate/up).
+    /// Stacks matrices with equal `cols` along rows (fused q/k/v, gate/up). Matrices of one
+    /// kernel type stay in it; any other mixture keeps each part's own bytes.
     pub fn vstack(parts: Vec<QMatrix>) -> Option<QMatrix> {
         let cols = parts.first()?.cols;
         if parts.iter().any(|p| p.cols != cols) {
             return None;
         }
         let rows = parts.iter().map(|p| p.rows).sum();
+        let native = |b: &Blocks| std::mem::discriminant(b);
+        let same = parts
+            .iter()
+            .all(|p| native(&p.blocks) == native(&parts[0].blocks));
+        if !same || matches!(parts[0].blocks, Blocks::Raw(_)) {
+            let mut raw: Vec<RawPart> = Vec::new();
+            for p in parts {
+                for part in p.into_raw_parts() {
+                    match raw.last_mut() {
+                        Some(last) if last.ty == part.ty => {
+                            last.rows += part.rows;
+                            last.bytes.extend(part.bytes);
+                        }
+                        _ => raw.push(part),
+                    }
+                }
+            }
+            return Some(QMatrix {
+                rows,
+                cols,
+                blocks: Blocks::Raw(raw),
+            });
+        }
         let mut iter = parts.into_iter();
         let mut first = iter.next()?;
         for p in iter {
@@ -83,11 +127,55 @@ impl QMatrix {
                     d.extend(d2);
                     qs.extend(q2);
                 }
-                _ => return None,
+                _ => unreachable!("invariant: one native type (checked above)"),
             }
         }
         first.rows = rows;
         Some(first)
+    }
+
+    /// The rows as the file's block bytes, by runs of one type.
+    fn into_raw_parts(self) -> Vec<RawPart> {
+        let (rows, n) = (self.rows, self.rows * self.cols / 32);
+        let one = |ty, bytes| vec![RawPart { ty, rows, bytes }];
+        let f16s = |v: &[f16], i: usize| v[i].to_le_bytes();
+        match self.blocks {
+            Blocks::Raw(parts) => parts,
+            Blocks::Q4_1 { d, m, qs } => one(
+                GgmlType::Q4_1,
+                (0..n)
+                    .flat_map(|i| {
+                        let mut b = Vec::with_capacity(20);
+                        b.extend(f16s(&d, i));
+                        b.extend(f16s(&m, i));
+                        b.extend(&qs[i * 16..i * 16 + 16]);
+                        b
+                    })
+                    .collect(),
+            ),
+            Blocks::Q4_0 { d, qs } => one(
+                GgmlType::Q4_0,
+                (0..n)
+                    .flat_map(|i| {
+                        let mut b = Vec::with_capacity(18);
+                        b.extend(f16s(&d, i));
+                        b.extend(&qs[i * 16..i * 16 + 16]);
+                        b
+                    })
+                    .collect(),
+            ),
+            Blocks::Q8_0 { d, qs } => one(
+                GgmlType::Q8_0,
+                (0..n)
+                    .flat_map(|i| {
+                        let mut b = Vec::with_capacity(34);
+                        b.extend(f16s(&d, i));
+                        b.extend(qs[i * 32..i * 32 + 32].iter().map(|&q| q as u8));
+                        b
+                    })
+                    .collect(),
+            ),
+        }
     }
 
     /// Reorders rows: output row `i` is input row `order[i]`.
@@ -112,6 +200,12 @@ impl QMatrix {
             Blocks::Q8_0 { d, qs } => {
                 *d = gather(d, order, bpr);
                 *qs = gather(qs, order, bpr * 32);
+            }
+            Blocks::Raw(parts) => {
+                assert!(parts.len() == 1, "invariant: rows of one type are permuted");
+                let part = &mut parts[0];
+                let (block, block_bytes) = part.ty.block();
+                part.bytes = gather(&part.bytes, order, self.cols / block * block_bytes);
             }
         }
     }
@@ -153,6 +247,10 @@ impl QMatrix {
                 let bytes: Vec<u8> = qs.iter().map(|&q| q as u8).collect();
                 crate::fnv1a64(&bytes, f32s(d, seed))
             }
+            Blocks::Raw(parts) => parts.iter().fold(seed, |h, p| {
+                let code = format!("{:?}/{}", p.ty, p.rows);
+                crate::fnv1a64(&p.bytes, crate::fnv1a64(code.as_bytes(), h))
+            }),
         }
     }
 
@@ -162,6 +260,7 @@ impl QMatrix {
             Blocks::Q4_1 { d, m, qs } => d.len() * 2 + m.len() * 2 + qs.len(),
             Blocks::Q4_0 { d, qs } => d.len() * 2 + qs.len(),
             Blocks::Q8_0 { d, qs } => d.len() * 2 + qs.len(),
+            Blocks::Raw(parts) => parts.iter().map(|p| p.bytes.len()).sum(),
         }
     }
 
@@ -191,9 +290,12 @@ impl QMatrix {
         self.matmul_with(x, n, crate::qkernels::available())
     }
 
-    /// Whether [`Self::matmul_act`] with `act` runs the 8-bit kernels here.
+    /// Whether [`Self::matmul_act`] with `act` runs the 8-bit kernels here (not on the
+    /// file's own bytes, which the portable kernels read with f32 activations).
     pub fn int8_ready(&self, act: Activations) -> bool {
-        act == Activations::Int8 && crate::qint8::available()
+        act == Activations::Int8
+            && crate::qint8::available()
+            && !matches!(self.blocks, Blocks::Raw(_))
     }
 
     /// [`Self::matmul`] with the activations kept in f32 or rounded to 8 bits per block
@@ -217,7 +319,9 @@ impl QMatrix {
             .map(|t| {
                 let (r0, r1) = (t * per_task, ((t + 1) * per_task).min(self.rows));
                 let len = r1 - r0;
-                let kind = self.rows_kind(r0, r1);
+                let kind = self
+                    .rows_kind(r0, r1)
+                    .expect("invariant: int8_ready() excludes the file's own bytes");
                 let mut part = vec![0f32; len * MAX_GROUP];
                 let mut block = vec![0f32; n * len];
                 for (g, xq) in groups.iter().enumerate() {
@@ -282,7 +386,8 @@ impl QMatrix {
             #[cfg(target_arch = "x86_64")]
             if simd
                 && n == 1
-                && crate::qkernels::dot_rows1(self.rows_kind(r0, r0 + out.len()), x, &xsum, out)
+                && let Some(kind) = self.rows_kind(r0, r0 + out.len())
+                && crate::qkernels::dot_rows1(kind, x, &xsum, out)
             {
                 return;
             }
@@ -323,19 +428,53 @@ impl QMatrix {
                     w[j] = db * q[j] as f32;
                 }
             }
+            Blocks::Raw(parts) => {
+                let bpr = self.cols / 32;
+                let (mut row, k) = (b / bpr, b % bpr);
+                for p in parts {
+                    if row < p.rows {
+                        let (block, block_bytes) = p.ty.block();
+                        let subs = block / 32;
+                        let at = (row * (self.cols / block) + k / subs) * block_bytes;
+                        let bytes = &p.bytes[at..at + block_bytes];
+                        crate::quant::dequantize_sub(p.ty, bytes, k % subs, w);
+                        return;
+                    }
+                    row -= p.rows;
+                }
+                unreachable!("invariant: block {b} lies in the matrix");
+            }
         }
     }
 
-    /// The blocks of rows `r0..r1` for the SIMD kernels.
-    fn rows_kind(&self, r0: usize, r1: usize) -> crate::qkernels::Kind<'_> {
+    /// Row `r`'s type and bytes, when the matrix keeps the file's own bytes.
+    fn raw_row(&self, r: usize) -> Option<(GgmlType, &[u8])> {
+        let Blocks::Raw(parts) = &self.blocks else {
+            return None;
+        };
+        let mut row = r;
+        for p in parts {
+            if row < p.rows {
+                let (block, block_bytes) = p.ty.block();
+                let len = self.cols / block * block_bytes;
+                return Some((p.ty, &p.bytes[row * len..(row + 1) * len]));
+            }
+            row -= p.rows;
+        }
+        unreachable!("invariant: row {r} lies in the matrix")
+    }
+
+    /// The blocks of rows `r0..r1` for the SIMD kernels (`None` for the file's own bytes).
+    fn rows_kind(&self, r0: usize, r1: usize) -> Option<crate::qkernels::Kind<'_>> {
         use crate::qkernels::Kind;
         let bpr = self.cols / 32;
         let (s, e) = (r0 * bpr, r1 * bpr);
-        match &self.blocks {
+        Some(match &self.blocks {
             Blocks::Q4_1 { d, m, qs } => Kind::Q4_1(&d[s..e], &m[s..e], &qs[s * 16..e * 16]),
             Blocks::Q4_0 { d, qs } => Kind::Q4_0(&d[s..e], &qs[s * 16..e * 16]),
             Blocks::Q8_0 { d, qs } => Kind::Q8_0(&d[s..e], &qs[s * 32..e * 32]),
-        }
+            Blocks::Raw(_) => return None,
+        })
     }
 
     /// [`Self::dot_row`] through the AVX2/FMA kernels, four inputs at a time.
@@ -349,6 +488,7 @@ impl QMatrix {
                 Blocks::Q4_1 { d, m, qs } => Kind::Q4_1(&d[s..e], &m[s..e], &qs[s * 16..e * 16]),
                 Blocks::Q4_0 { d, qs } => Kind::Q4_0(&d[s..e], &qs[s * 16..e * 16]),
                 Blocks::Q8_0 { d, qs } => Kind::Q8_0(&d[s..e], &qs[s * 32..e * 32]),
+                Blocks::Raw(_) => return self.dot_row(r, x, n, out),
             };
             for (k0, o) in (0..n).step_by(4).zip(out.chunks_mut(4)) {
                 let (xs, ss) = (&x[k0 * self.cols..], &xsum[k0 * bpr..]);
@@ -391,8 +531,22 @@ impl QMatrix {
         let bpr = self.cols / 32;
         let mut acc = [[0f32; 16]; N];
         let mut w = [0f32; 32];
+        // The file's own bytes: the row's part and bytes found once, not per block.
+        let raw = self.raw_row(r);
         for b in 0..bpr {
-            self.block(r * bpr + b, &mut w);
+            match raw {
+                Some((ty, bytes)) => {
+                    let (block, block_bytes) = ty.block();
+                    let (subs, at) = (block / 32, b / (block / 32) * block_bytes);
+                    crate::quant::dequantize_sub(
+                        ty,
+                        &bytes[at..at + block_bytes],
+                        b % subs,
+                        &mut w,
+                    );
+                }
+                None => self.block(r * bpr + b, &mut w),
+            }
             for (k, a) in acc.iter_mut().enumerate() {
                 let off = k * self.cols + b * 32;
                 let xb: &[f32; 32] = x[off..off + 32].try_into().expect("32 values");
@@ -424,11 +578,11 @@ impl QBuilder {
     /// A builder for `len` bytes of `ty` blocks of a `[rows, cols]` matrix; `None` when the
     /// type has no kernel, `cols` is not a multiple of 32 or `len` is not the matrix's size.
     pub fn new(ty: GgmlType, rows: usize, cols: usize, len: usize) -> Option<Self> {
-        if !cols.is_multiple_of(32) || rows == 0 {
+        let (block, block_bytes) = ty.block();
+        if block < 32 || !cols.is_multiple_of(block) || rows == 0 {
             return None;
         }
-        let n = rows * cols / 32;
-        let (_, block_bytes) = ty.block();
+        let n = rows * cols / block;
         if len != n * block_bytes {
             return None;
         }
@@ -446,6 +600,11 @@ impl QBuilder {
                 d: Vec::with_capacity(n),
                 qs: Vec::with_capacity(n * 32),
             },
+            ty if raw_type(ty) => Blocks::Raw(vec![RawPart {
+                ty,
+                rows,
+                bytes: Vec::with_capacity(len),
+            }]),
             _ => return None,
         };
         Some(QBuilder {
@@ -487,6 +646,7 @@ impl QBuilder {
                     d.push(f16_at(b, 0));
                     qs.extend(b[2..34].iter().map(|&q| q as i8));
                 }
+                Blocks::Raw(parts) => parts[0].bytes.extend_from_slice(b),
             }
         }
     }
@@ -545,14 +705,18 @@ mod tests {
     }
 
     fn random_blocks(ty: GgmlType, rows: usize, cols: usize, rng: &mut Lcg) -> Vec<u8> {
-        let (_, bytes) = ty.block();
+        let (block, bytes) = ty.block();
+        // Where the type keeps its f16 scales (random bits there could be NaN/Inf).
+        let scales: &[usize] = match ty {
+            GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4K | GgmlType::Q5K => &[0, 2],
+            GgmlType::Q6K => &[208],
+            _ => &[0],
+        };
         let mut out = Vec::new();
-        for _ in 0..rows * cols / 32 {
+        for _ in 0..rows * cols / block {
             let mut b: Vec<u8> = (0..bytes).map(|_| rng.next() as u8).collect();
-            // Sane f16 scales (random bits could be NaN/Inf).
-            b[..2].copy_from_slice(&f16::from_f32(rng.f() * 0.1).to_le_bytes());
-            if ty == GgmlType::Q4_1 {
-                b[2..4].copy_from_slice(&f16::from_f32(rng.f() * 0.1).to_le_bytes());
+            for &at in scales {
+                b[at..at + 2].copy_from_slice(&f16::from_f32(rng.f() * 0.1).to_le_bytes());
             }
             out.extend(b);
         }
@@ -562,11 +726,24 @@ mod tests {
     #[test]
     fn kernels_match_dequantize_then_multiply() {
         let mut rng = Lcg(42);
-        for ty in [GgmlType::Q4_1, GgmlType::Q4_0, GgmlType::Q8_0] {
-            // Ragged shapes: row counts that do not split evenly over tasks, 1..11 inputs;
-            // 70 blocks per row: the kernels widen the f16 scales 64 blocks at a time, 16 per
-            // instruction (a second, partial chunk and a 6-scale tail).
-            for (rows, cols) in [(1, 32), (37, 64), (300, 96), (1000, 576), (5, 70 * 32)] {
+        // Ragged shapes: row counts that do not split evenly over tasks, 1..11 inputs; 70
+        // blocks per row: the kernels widen the f16 scales 64 blocks at a time, 16 per
+        // instruction (a second, partial chunk and a 6-scale tail). The k-quants' rows hold
+        // whole 256-weight super-blocks.
+        let small: &[(usize, usize)] = &[(1, 32), (37, 64), (300, 96), (1000, 576), (5, 70 * 32)];
+        let k_shapes: &[(usize, usize)] = &[(1, 256), (37, 512), (150, 768)];
+        let types = [
+            (GgmlType::Q4_1, small),
+            (GgmlType::Q4_0, small),
+            (GgmlType::Q8_0, small),
+            (GgmlType::Q5_0, small),
+            (GgmlType::Q5_1, small),
+            (GgmlType::Q4K, k_shapes),
+            (GgmlType::Q5K, k_shapes),
+            (GgmlType::Q6K, k_shapes),
+        ];
+        for (ty, shapes) in types {
+            for &(rows, cols) in shapes {
                 let data = random_blocks(ty, rows, cols, &mut rng);
                 let q = QMatrix::from_ggml(ty, &data, rows, cols).expect("supported");
                 let reference = crate::quant::dequantize(ty, &data, rows * cols);
@@ -630,7 +807,7 @@ mod tests {
                     // The AVX2 kernels too, on the whole matrix (`[rows, n]` out).
                     let mut y2 = vec![0f32; rows * n];
                     let avx2 = crate::qint8::rows_with(
-                        q.rows_kind(0, rows),
+                        q.rows_kind(0, rows).expect("native blocks"),
                         &xq,
                         &mut y2,
                         crate::qint8::Level::Avx2,
@@ -689,7 +866,60 @@ mod tests {
     fn unsupported_shapes_fall_back() {
         assert!(QMatrix::from_ggml(GgmlType::Q4_1, &[0u8; 20], 1, 16).is_none());
         assert!(QMatrix::from_ggml(GgmlType::Q4_1, &[0u8; 19], 1, 32).is_none());
-        assert!(QMatrix::from_ggml(GgmlType::Q6K, &[0u8; 210], 1, 256).is_none());
+        // A k-quant row must hold whole super-blocks; Q2_K has no kernel.
+        assert!(QMatrix::from_ggml(GgmlType::Q6K, &[0u8; 105], 1, 128).is_none());
+        assert!(QMatrix::from_ggml(GgmlType::Other(10), &[0u8; 84], 1, 256).is_none());
+    }
+
+    /// Rows of different types stacked (a q/k/v of Q5_0, Q8_0 and Q4_0 parts) keep each part's
+    /// bytes: the stack dequantizes to the parts' rows in order and multiplies like them,
+    /// through every path (one input, groups, the 8-bit request falling back to f32).
+    #[test]
+    fn mixed_types_stack_into_one_matrix() {
+        let mut rng = Lcg(11);
+        let parts = [
+            (GgmlType::Q5_0, 40),
+            (GgmlType::Q8_0, 24),
+            (GgmlType::Q4_0, 8),
+        ];
+        let cols = 96;
+        let mut reference = Vec::new();
+        let mut stack = Vec::new();
+        for (ty, rows) in parts {
+            let data = random_blocks(ty, rows, cols, &mut rng);
+            reference.extend(crate::quant::dequantize(ty, &data, rows * cols));
+            stack.push(QMatrix::from_ggml(ty, &data, rows, cols).expect("supported"));
+        }
+        let q = QMatrix::vstack(stack).expect("same columns");
+        let rows = 72;
+        assert_eq!((q.rows(), q.cols()), (rows, cols));
+        assert_eq!(q.dequantize(), reference);
+        assert!(!q.int8_ready(Activations::Int8));
+        assert_eq!(
+            q.dequantize_rows(&[70, 3]),
+            [
+                &reference[70 * cols..71 * cols],
+                &reference[3 * cols..4 * cols]
+            ]
+            .concat()
+        );
+        for n in [1, 3, 9] {
+            let x: Vec<f32> = (0..n * cols).map(|_| rng.f()).collect();
+            for y in [q.matmul(&x, n), q.matmul_act(&x, n, Activations::Int8)] {
+                for k in 0..n {
+                    for r in 0..rows {
+                        let want: f64 = (0..cols)
+                            .map(|c| reference[r * cols + c] as f64 * x[k * cols + c] as f64)
+                            .sum();
+                        let got = y[k * rows + r] as f64;
+                        assert!(
+                            (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                            "n={n} row {r}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -127,25 +127,46 @@ pub fn dequantize(ty: GgmlType, data: &[u8], n: usize) -> Vec<f32> {
                 o[0] = bf16::from_le_bytes([b[0], b[1]]).to_f32();
             }
         }
-        GgmlType::Q4_0 => {
+        GgmlType::Other(_) => {}
+        _ => {
             for (b, o) in blocks {
-                let d = f16_at(b, 0);
-                for j in 0..16 {
-                    let q = b[2 + j];
-                    o[j] = ((q & 0x0F) as i32 - 8) as f32 * d;
-                    o[j + 16] = ((q >> 4) as i32 - 8) as f32 * d;
+                for (sub, w) in o.chunks_exact_mut(32).enumerate() {
+                    let w: &mut [f32; 32] = w.try_into().expect("32 weights");
+                    dequantize_sub(ty, b, sub, w);
                 }
             }
         }
+    }
+    out
+}
+
+/// Dequantizes the 32 weights `32·sub..32·sub + 32` of one block of `ty` (`block` holds its
+/// bytes): the whole block of a 32-weight type (`sub` 0), one of the eight sub-blocks of a
+/// 256-weight k-quant super-block. For every block type [`dequantize`] reads.
+pub fn dequantize_sub(ty: GgmlType, block: &[u8], sub: usize, w: &mut [f32; 32]) {
+    let b = block;
+    match ty {
+        GgmlType::Q4_0 => {
+            let d = f16_at(b, 0);
+            for j in 0..16 {
+                let q = b[2 + j];
+                w[j] = ((q & 0x0F) as i32 - 8) as f32 * d;
+                w[j + 16] = ((q >> 4) as i32 - 8) as f32 * d;
+            }
+        }
         GgmlType::Q4_1 => {
-            for (b, o) in blocks {
-                let d = f16_at(b, 0);
-                let m = f16_at(b, 2);
-                for j in 0..16 {
-                    let q = b[4 + j];
-                    o[j] = (q & 0x0F) as f32 * d + m;
-                    o[j + 16] = (q >> 4) as f32 * d + m;
-                }
+            let d = f16_at(b, 0);
+            let m = f16_at(b, 2);
+            for j in 0..16 {
+                let q = b[4 + j];
+                w[j] = (q & 0x0F) as f32 * d + m;
+                w[j + 16] = (q >> 4) as f32 * d + m;
+            }
+        }
+        GgmlType::Q8_0 => {
+            let d = f16_at(b, 0);
+            for j in 0..32 {
+                w[j] = (b[2 + j] as i8) as f32 * d;
             }
         }
         GgmlType::Q5_0 | GgmlType::Q5_1 => {
@@ -153,103 +174,60 @@ pub fn dequantize(ty: GgmlType, data: &[u8], n: usize) -> Vec<f32> {
             // Q5_1: d, m, qh, qs; `q · d + m`.
             let has_min = ty == GgmlType::Q5_1;
             let at = if has_min { 4 } else { 2 };
-            for (b, o) in blocks {
-                let d = f16_at(b, 0);
-                let (m, offset) = if has_min {
-                    (f16_at(b, 2), 0)
-                } else {
-                    (0.0, 16)
-                };
-                let qh = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
-                for j in 0..16 {
-                    let q = b[at + 4 + j];
-                    let h0 = ((qh >> j) & 1) << 4;
-                    let h1 = ((qh >> (j + 16)) & 1) << 4;
-                    o[j] = (((q & 0x0F) as u32 | h0) as i32 - offset) as f32 * d + m;
-                    o[j + 16] = (((q >> 4) as u32 | h1) as i32 - offset) as f32 * d + m;
-                }
+            let d = f16_at(b, 0);
+            let (m, offset) = if has_min {
+                (f16_at(b, 2), 0)
+            } else {
+                (0.0, 16)
+            };
+            let qh = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+            for j in 0..16 {
+                let q = b[at + 4 + j];
+                let h0 = ((qh >> j) & 1) << 4;
+                let h1 = ((qh >> (j + 16)) & 1) << 4;
+                w[j] = (((q & 0x0F) as u32 | h0) as i32 - offset) as f32 * d + m;
+                w[j + 16] = (((q >> 4) as u32 | h1) as i32 - offset) as f32 * d + m;
             }
         }
-        GgmlType::Q8_0 => {
-            for (b, o) in blocks {
-                let d = f16_at(b, 0);
-                for j in 0..32 {
-                    o[j] = (b[2 + j] as i8) as f32 * d;
-                }
-            }
-        }
-        GgmlType::Q4K => {
-            for (b, o) in blocks {
-                let d = f16_at(b, 0);
-                let dmin = f16_at(b, 2);
-                let scales = &b[4..16];
-                let qs = &b[16..144];
-                for (chunk, pair) in (0..4).zip(o.chunks_exact_mut(64)) {
-                    let (sc1, m1) = scale_min_k4(2 * chunk, scales);
-                    let (sc2, m2) = scale_min_k4(2 * chunk + 1, scales);
-                    let (d1, min1) = (d * sc1 as f32, dmin * m1 as f32);
-                    let (d2, min2) = (d * sc2 as f32, dmin * m2 as f32);
-                    let q = &qs[32 * chunk..32 * chunk + 32];
-                    for l in 0..32 {
-                        pair[l] = d1 * (q[l] & 0x0F) as f32 - min1;
-                        pair[32 + l] = d2 * (q[l] >> 4) as f32 - min2;
-                    }
-                }
-            }
-        }
-        GgmlType::Q5K => {
-            // Q4_K's layout plus `qh[32]`: bit `2c` (`2c + 1`) of `qh[l]` is the fifth bit of
-            // weight `l` of sub-block `2c` (`2c + 1`).
-            for (b, o) in blocks {
-                let d = f16_at(b, 0);
-                let dmin = f16_at(b, 2);
-                let scales = &b[4..16];
-                let qh = &b[16..48];
-                let qs = &b[48..176];
-                for (chunk, pair) in (0..4).zip(o.chunks_exact_mut(64)) {
-                    let (sc1, m1) = scale_min_k4(2 * chunk, scales);
-                    let (sc2, m2) = scale_min_k4(2 * chunk + 1, scales);
-                    let (d1, min1) = (d * sc1 as f32, dmin * m1 as f32);
-                    let (d2, min2) = (d * sc2 as f32, dmin * m2 as f32);
-                    let (u1, u2) = (1u8 << (2 * chunk), 2u8 << (2 * chunk));
-                    let q = &qs[32 * chunk..32 * chunk + 32];
-                    for l in 0..32 {
-                        let h1 = if qh[l] & u1 != 0 { 16 } else { 0 };
-                        let h2 = if qh[l] & u2 != 0 { 16 } else { 0 };
-                        pair[l] = d1 * ((q[l] & 0x0F) + h1) as f32 - min1;
-                        pair[32 + l] = d2 * ((q[l] >> 4) + h2) as f32 - min2;
-                    }
-                }
+        GgmlType::Q4K | GgmlType::Q5K => {
+            // d, dmin, 12 bytes of 6-bit scales and minimums, [Q5_K: qh[32]], qs[128]: chunk
+            // `sub / 2` of 32 quant bytes, low nibbles for even sub-blocks, high for odd; Q5_K's
+            // fifth bit of weight `l` of sub-block `j` is bit `j` of `qh[l]`.
+            let d = f16_at(b, 0);
+            let dmin = f16_at(b, 2);
+            let (sc, m) = scale_min_k4(sub, &b[4..16]);
+            let (dl, ml) = (d * sc as f32, dmin * m as f32);
+            let (qh, qs) = if ty == GgmlType::Q5K {
+                (Some(&b[16..48]), &b[48..176])
+            } else {
+                (None, &b[16..144])
+            };
+            let q = &qs[32 * (sub / 2)..32 * (sub / 2) + 32];
+            let shift = 4 * (sub % 2);
+            for l in 0..32 {
+                let high = qh.map_or(0, |h| ((h[l] >> sub) & 1) << 4);
+                w[l] = dl * (((q[l] >> shift) & 0x0F) | high) as f32 - ml;
             }
         }
         GgmlType::Q6K => {
-            for (b, o) in blocks {
-                let ql_all = &b[0..128];
-                let qh_all = &b[128..192];
-                let sc_all = &b[192..208];
-                let d = f16_at(b, 208);
-                for half in 0..2 {
-                    let ql = &ql_all[64 * half..64 * half + 64];
-                    let qh = &qh_all[32 * half..32 * half + 32];
-                    let sc = &sc_all[8 * half..8 * half + 8];
-                    let y = &mut o[128 * half..128 * half + 128];
-                    for l in 0..32 {
-                        let is = l / 16;
-                        let q1 = ((ql[l] & 0x0F) | ((qh[l] & 3) << 4)) as i32 - 32;
-                        let q2 = ((ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32;
-                        let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32;
-                        let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32;
-                        y[l] = d * (sc[is] as i8) as f32 * q1 as f32;
-                        y[l + 32] = d * (sc[is + 2] as i8) as f32 * q2 as f32;
-                        y[l + 64] = d * (sc[is + 4] as i8) as f32 * q3 as f32;
-                        y[l + 96] = d * (sc[is + 6] as i8) as f32 * q4 as f32;
-                    }
-                }
+            // ql[128], qh[64], 16 signed scales, d: half `sub / 4` of 128 weights; quarter
+            // `sub % 4` takes the low (quarters 0, 1) or high (2, 3) nibbles of `ql[l]`
+            // (0, 2) or `ql[l + 32]` (1, 3) and bits `2·quarter` of `qh[l]`; one scale per 16.
+            let d = f16_at(b, 208);
+            let (half, quarter) = (sub / 4, sub % 4);
+            let ql = &b[64 * half..64 * half + 64];
+            let qh = &b[128 + 32 * half..128 + 32 * half + 32];
+            let sc = &b[192 + 8 * half..192 + 8 * half + 8];
+            let (lo_off, shift) = ([0, 32, 0, 32][quarter], [0, 0, 4, 4][quarter]);
+            for l in 0..32 {
+                let low = (ql[l + lo_off] >> shift) & 0x0F;
+                let high = (qh[l] >> (2 * quarter)) & 3;
+                let q = (low | (high << 4)) as i32 - 32;
+                w[l] = d * (sc[l / 16 + 2 * quarter] as i8) as f32 * q as f32;
             }
         }
-        GgmlType::Other(_) => {}
+        other => unreachable!("invariant: {other:?} is not read block by block"),
     }
-    out
 }
 
 /// Scale and minimum of sub-block `j` of a Q4_K super-block (ggml's `get_scale_min_k4`).
