@@ -148,4 +148,27 @@ fn hf_directory_loads_and_matches_the_reference() {
         .render_chat(&[glaze::ChatMessage::user("hi")], true)
         .expect("renders");
     assert!(chat.ends_with("<|im_start|>assistant\n"), "{chat}");
+
+    // An adapter trained on the GGUF file loads on this HF copy (other weights hash, same
+    // vocabulary and table: a warning), and not on another model (Qwen2: another width).
+    use glaze::train::{AdapterIdentity, BackboneIdentity, BackboneMatch};
+    let gguf = &glaze_tests::smollm2().llama;
+    let identity = |spec: &glaze::core::BackboneSpec| AdapterIdentity {
+        kind: "vision/mlp".into(),
+        config: serde_json::Value::Null,
+        encoder: None,
+        backbone: BackboneIdentity::of(spec, spec.n_layers),
+    };
+    let trained = identity(gguf.spec());
+    let copy = identity(lm.llama.spec());
+    assert_ne!(trained.backbone.weights_hash, copy.backbone.weights_hash);
+    assert_eq!(trained.backbone.vocab_digest, copy.backbone.vocab_digest);
+    match trained.backbone.compare(&copy.backbone) {
+        BackboneMatch::Compatible { distance } => assert!(distance < 1e-6, "{distance}"),
+        other => panic!("the HF copy is the same model: {other:?}"),
+    }
+    let path = std::path::Path::new("adapter.safetensors");
+    trained
+        .check_compatible(&copy, path)
+        .expect("loads on the HF copy");
 }

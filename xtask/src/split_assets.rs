@@ -196,6 +196,6 @@ pub(crate) const SPLITS: &[Split] = &[
         dir: "gemma3-270m",
         file: "gemma-3-270m-q4_k_m.gguf",
         sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
-        default: false,
+        default: true,
     },
 ];

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 
 /// Identity and shape of a frozen backbone, recorded in adapter checkpoints so an adapter is
 /// never loaded onto a backbone it was not trained for.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BackboneSpec {
     /// Architecture name, e.g. `llama`.
     pub architecture: String,
@@ -27,6 +27,58 @@ pub struct BackboneSpec {
     pub context_length: usize,
     /// A 64-bit FNV-1a hash of the weights file(s), hex; `random` for randomly initialised models.
     pub weights_hash: String,
+    /// A hash of the tokenizer's vocabulary (every token's text, in id order), hex; empty when
+    /// unknown. Two quantizations or copies of one model share it.
+    pub vocab_digest: String,
+    /// A small fingerprint of the embedding table ([`embedding_sketch`]); empty when unknown.
+    /// Two quantizations of one model give nearby sketches, two models distant ones.
+    pub embedding_sketch: Vec<f32>,
+}
+
+/// Token rows a sketch reads, and the random ±1 projections of each row it keeps.
+const SKETCH_ROWS: usize = 64;
+const SKETCH_PROJECTIONS: usize = 8;
+
+/// A fingerprint of `backbone`'s embedding table: 64 token rows spread over the vocabulary,
+/// each projected on 8 seeded random ±1 directions (512 values). Quantization noise moves it
+/// by the table's relative error (a few percent); another model's table by about √2.
+pub fn embedding_sketch(backbone: &dyn FrozenBackbone) -> Vec<f32> {
+    let (v, d) = (backbone.spec().vocab_size, backbone.spec().d_model);
+    let ids: Vec<i64> = (0..SKETCH_ROWS)
+        .map(|i| (i * v / SKETCH_ROWS) as i64)
+        .collect();
+    let rows: Vec<f32> = backbone
+        .embed(Tensor::from_data(
+            TensorData::new(ids, [1, SKETCH_ROWS]),
+            backbone.device(),
+        ))
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec()
+        .unwrap_or_default();
+    let mut rng = crate::SplitMix64::new(0x5EED_5CE7);
+    let signs: Vec<f32> = (0..SKETCH_PROJECTIONS * d)
+        .map(|_| if rng.next_u64() & 1 == 0 { 1.0 } else { -1.0 })
+        .collect();
+    rows.chunks_exact(d)
+        .flat_map(|row| {
+            signs.chunks_exact(d).map(move |s| {
+                let dot: f64 = row.iter().zip(s).map(|(a, b)| (a * b) as f64).sum();
+                (dot / (d as f64).sqrt()) as f32
+            })
+        })
+        .collect()
+}
+
+/// The relative distance `‖a − b‖ / ‖a‖` of two sketches; `None` when either is unknown or
+/// they have different lengths.
+pub fn sketch_distance(a: &[f32], b: &[f32]) -> Option<f64> {
+    if a.is_empty() || a.len() != b.len() {
+        return None;
+    }
+    let diff: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+    let norm: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum();
+    (norm > 0.0).then(|| (diff / norm).sqrt())
 }
 
 /// Options of one forward pass.

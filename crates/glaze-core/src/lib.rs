@@ -19,7 +19,10 @@ pub mod tensor_store;
 pub mod word_embeddings;
 
 pub use adapter::{Adapter, Condition, Encoder, EncoderSpec, Features};
-pub use backbone::{BackboneSpec, ChatMessage, ForwardOptions, FrozenBackbone, KvCache, TextCodec};
+pub use backbone::{
+    BackboneSpec, ChatMessage, ForwardOptions, FrozenBackbone, KvCache, TextCodec,
+    embedding_sketch, sketch_distance,
+};
 pub use device::DeviceChoice;
 pub use error::{Error, Result};
 pub use generate::{

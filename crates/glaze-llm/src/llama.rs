@@ -55,6 +55,8 @@ impl Llama {
                 vocab_size: config.vocab_size,
                 context_length: config.context_length,
                 weights_hash: "random".into(),
+                vocab_digest: String::new(),
+                embedding_sketch: Vec::new(),
             },
             embed: crate::linear::Dense::eager(Tensor::random(
                 [config.vocab_size, config.d_model],

@@ -90,6 +90,8 @@ impl LanguageModel {
             .unwrap_or("llama")
             .to_string();
         llama.spec.weights_hash = format!("{:016x}", file.content_hash()?);
+        llama.spec.vocab_digest = tokenizer.vocab_digest();
+        llama.spec.embedding_sketch = glaze_core::embedding_sketch(&llama);
         drop(file);
         // The load's read buffers and metadata leave free pages below the blocks it kept.
         glaze_kernels::alloc::release_free_memory();
@@ -106,6 +108,8 @@ impl LanguageModel {
             .file_name()
             .map_or_else(|| "llama".into(), |n| n.to_string_lossy().into_owned());
         llama.spec.weights_hash = format!("{:016x}", weights.digest());
+        llama.spec.vocab_digest = tokenizer.vocab_digest();
+        llama.spec.embedding_sketch = glaze_core::embedding_sketch(&llama);
         Ok(LanguageModel { llama, tokenizer })
     }
 }

@@ -319,6 +319,21 @@ impl Tokenizer {
         &self.eos_token
     }
 
+    /// A hash of the vocabulary: every token's text (added tokens included), in id order, hex.
+    pub fn vocab_digest(&self) -> String {
+        let mut vocab: Vec<(u32, String)> = with_pipeline!(&self.inner, t => t.get_vocab(true))
+            .into_iter()
+            .map(|(token, id)| (id, token))
+            .collect();
+        vocab.sort_unstable();
+        let h = vocab
+            .iter()
+            .fold(glaze_core::fnv1a64(b"vocab", 0), |h, (id, token)| {
+                glaze_core::fnv1a64(token.as_bytes(), glaze_core::fnv1a64(&id.to_le_bytes(), h))
+            });
+        format!("{h:016x}")
+    }
+
     /// Where the tokenizer came from.
     pub fn path(&self) -> &Path {
         &self.path

@@ -19,8 +19,9 @@ use glaze_core::params::NamedTensor;
 /// Version of the metadata layout.
 pub const FORMAT_VERSION: u32 = 1;
 
-/// The backbone an adapter was trained against.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// The backbone an adapter was trained against: what the adapter depends on (architecture,
+/// width, blocks run, vocabulary, embedding table) and which weights it saw.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BackboneIdentity {
     /// Architecture, e.g. `llama`.
     pub architecture: String,
@@ -33,6 +34,39 @@ pub struct BackboneIdentity {
     pub layers_used: usize,
     /// Hash of the weights file(s).
     pub weights_hash: String,
+    /// Hash of the tokenizer's vocabulary (empty in checkpoints that predate it).
+    #[serde(default)]
+    pub vocab_digest: String,
+    /// Fingerprint of the embedding table ([`glaze_core::embedding_sketch`]; empty in
+    /// checkpoints that predate it).
+    #[serde(default)]
+    pub embedding_sketch: Vec<f32>,
+}
+
+/// The environment variable that lets an expert load an adapter on a backbone its checkpoint
+/// does not match (same width), with a warning instead of an error.
+pub const ALLOW_BACKBONE_MISMATCH: &str = "GLAZE_ALLOW_BACKBONE_MISMATCH";
+
+/// Largest sketch distance at which two tables count as one model's ([`sketch_distance`]):
+/// quantizations of one model differ by their rounding error, a few percent; two models by
+/// about √2.
+///
+/// [`sketch_distance`]: glaze_core::sketch_distance
+pub const SAME_MODEL_DISTANCE: f64 = 0.3;
+
+/// How an adapter's backbone relates to the one at hand.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BackboneMatch {
+    /// The same weights.
+    Same,
+    /// The same model in other weights (another quantization, an HF copy): same architecture,
+    /// width, blocks and vocabulary, embedding sketches this far apart.
+    Compatible {
+        /// The sketches' relative distance.
+        distance: f64,
+    },
+    /// Another model, or one the checkpoint cannot tell apart from another: why.
+    Different(String),
 }
 
 impl BackboneIdentity {
@@ -44,6 +78,46 @@ impl BackboneIdentity {
             d_model: spec.d_model,
             layers_used,
             weights_hash: spec.weights_hash.clone(),
+            vocab_digest: spec.vocab_digest.clone(),
+            embedding_sketch: spec.embedding_sketch.clone(),
+        }
+    }
+
+    /// How the backbone `other` (at hand) relates to this one (the checkpoint's).
+    pub fn compare(&self, other: &BackboneIdentity) -> BackboneMatch {
+        let differs = |what: &str, a: &dyn std::fmt::Display, b: &dyn std::fmt::Display| {
+            BackboneMatch::Different(format!("{what}: {a} vs {b}"))
+        };
+        if self.architecture != other.architecture {
+            return differs("architecture", &self.architecture, &other.architecture);
+        }
+        if self.d_model != other.d_model {
+            return differs("width", &self.d_model, &other.d_model);
+        }
+        if self.layers_used != other.layers_used {
+            return differs("blocks run", &self.layers_used, &other.layers_used);
+        }
+        if self.weights_hash == other.weights_hash {
+            return BackboneMatch::Same;
+        }
+        if self.vocab_digest.is_empty() || other.vocab_digest.is_empty() {
+            return BackboneMatch::Different(
+                "other weights, and no vocabulary digest to compare".into(),
+            );
+        }
+        if self.vocab_digest != other.vocab_digest {
+            return differs("vocabulary", &self.vocab_digest, &other.vocab_digest);
+        }
+        match glaze_core::sketch_distance(&self.embedding_sketch, &other.embedding_sketch) {
+            Some(distance) if distance <= SAME_MODEL_DISTANCE => {
+                BackboneMatch::Compatible { distance }
+            }
+            Some(distance) => BackboneMatch::Different(format!(
+                "embedding tables {distance:.3} apart (one model's quantizations stay within {SAME_MODEL_DISTANCE})"
+            )),
+            None => {
+                BackboneMatch::Different("other weights, and no embedding sketch to compare".into())
+            }
         }
     }
 }
@@ -147,13 +221,8 @@ impl AdapterIdentity {
                 expected.kind.clone(),
             ));
         }
-        if self.backbone != expected.backbone {
-            return Err(mismatch(
-                "backbone",
-                self.backbone.to_string(),
-                expected.backbone.to_string(),
-            ));
-        }
+        let allow = std::env::var(ALLOW_BACKBONE_MISMATCH).is_ok_and(|v| v == "1");
+        self.check_backbone(expected, file, allow)?;
         if self.encoder != expected.encoder {
             let show = |e: &Option<EncoderSpec>| match e {
                 Some(e) => format!(
@@ -167,6 +236,43 @@ impl AdapterIdentity {
                 show(&self.encoder),
                 show(&expected.encoder),
             ));
+        }
+        Ok(())
+    }
+
+    /// The backbone part of [`AdapterIdentity::check_compatible`]: the same weights load; the
+    /// same model in other weights loads with a warning that states the difference; another
+    /// model is an error naming both, unless `allow_mismatch` (the expert override,
+    /// [`ALLOW_BACKBONE_MISMATCH`]) and the widths agree.
+    pub fn check_backbone(
+        &self,
+        expected: &AdapterIdentity,
+        file: &Path,
+        allow_mismatch: bool,
+    ) -> Result<()> {
+        let (trained, here) = (&self.backbone, &expected.backbone);
+        match trained.compare(here) {
+            BackboneMatch::Same => {}
+            BackboneMatch::Compatible { distance } => tracing::warn!(
+                "{}: trained on {trained}, loading on {here}: same architecture, width and \
+                 vocabulary, other weights (embedding tables {distance:.4} apart, as another \
+                 quantization or copy of one model)",
+                file.display()
+            ),
+            BackboneMatch::Different(why) => {
+                if !allow_mismatch || trained.d_model != here.d_model {
+                    return Err(Error::IdentityMismatch {
+                        path: file.to_path_buf(),
+                        what: "backbone",
+                        found: format!("{trained}"),
+                        expected: format!("{here} ({why})"),
+                    });
+                }
+                tracing::warn!(
+                    "{}: trained on {trained}, loading on {here} ({why}), as {ALLOW_BACKBONE_MISMATCH}=1 asks",
+                    file.display()
+                );
+            }
         }
         Ok(())
     }
@@ -380,8 +486,54 @@ mod tests {
                 d_model: 8,
                 layers_used: 1,
                 weights_hash: "0".into(),
+                vocab_digest: "v".into(),
+                embedding_sketch: vec![1.0, 2.0, 3.0, 4.0],
             },
         }
+    }
+
+    /// Another quantization of one model (same structure and vocabulary, nearby sketch) is
+    /// compatible; another model, another vocabulary, another width or a checkpoint without
+    /// digests is not; the expert override loads a different model of the same width only.
+    #[test]
+    fn backbones_compare_by_what_adapters_depend_on() {
+        let path = Path::new("adapter.safetensors");
+        let trained = with_kind("vision/mlp");
+        let with = |f: &dyn Fn(&mut BackboneIdentity)| {
+            let mut id = trained.clone();
+            id.backbone.weights_hash = "1".into();
+            f(&mut id.backbone);
+            id
+        };
+        assert_eq!(
+            trained.backbone.compare(&trained.backbone),
+            BackboneMatch::Same
+        );
+        let requantized = with(&|b| b.embedding_sketch = vec![1.05, 1.95, 3.1, 3.9]);
+        assert!(matches!(
+            trained.backbone.compare(&requantized.backbone),
+            BackboneMatch::Compatible { distance } if distance < 0.05
+        ));
+        assert!(trained.check_compatible(&requantized, path).is_ok());
+        let others = [
+            with(&|b| b.embedding_sketch = vec![-4.0, 1.0, -2.0, 3.0]),
+            with(&|b| b.vocab_digest = "w".into()),
+            with(&|b| b.vocab_digest = String::new()),
+            with(&|b| b.d_model = 16),
+            with(&|b| b.architecture = "qwen2".into()),
+        ];
+        for other in &others {
+            assert!(matches!(
+                trained.backbone.compare(&other.backbone),
+                BackboneMatch::Different(_)
+            ));
+            let err = trained
+                .check_compatible(other, path)
+                .expect_err("another model");
+            assert!(err.to_string().contains("adapter.safetensors"), "{err}");
+        }
+        assert!(trained.check_backbone(&others[0], path, true).is_ok());
+        assert!(trained.check_backbone(&others[3], path, true).is_err());
     }
 
     #[test]

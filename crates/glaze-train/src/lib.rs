@@ -15,7 +15,10 @@ pub mod trainer;
 pub mod tuning;
 
 pub use adapter_config::{AdapterConfig, adapter_identity, load_adapter};
-pub use checkpoint::{AdapterIdentity, BackboneIdentity, Checkpoint, Modality, TrainState};
+pub use checkpoint::{
+    ALLOW_BACKBONE_MISMATCH, AdapterIdentity, BackboneIdentity, BackboneMatch, Checkpoint,
+    Modality, SAME_MODEL_DISTANCE, TrainState,
+};
 pub use feature_bank::{FeatureBank, encode_bank, open_cache};
 pub use feature_cache::{CachedArray, FeatureCache};
 pub use item_task::{ItemLoss, ItemTask};
