@@ -1,5 +1,5 @@
-//! The contract harness on tiny random backbones of each architecture (Llama, Qwen2) and on the
-//! real SmolLM2 (the real Qwen2 in `qwen2.rs`).
+//! The contract harness on tiny random backbones of each architecture (Llama, Qwen2, Gemma 3)
+//! and on the real SmolLM2 (the real Qwen2 and Gemma 3 in `qwen2.rs` and `gemma3.rs`).
 
 use burn::prelude::*;
 use glaze::core::harness::{self, ByteCodec};
@@ -25,9 +25,17 @@ fn tiny_qwen2() -> Llama {
     })
 }
 
+/// A tiny Gemma-3-shaped backbone: q/k and post norms, GeGLU, scaled embeddings, a window of
+/// 4 positions on two of its three layers (the contract's prompts are longer than that).
+fn tiny_gemma3() -> Llama {
+    glaze::core::rng::seeded(&Device::flex(), 7, |device| {
+        Llama::init(&LlamaConfig::tiny_gemma3(ByteCodec::VOCAB), device)
+    })
+}
+
 /// One tiny backbone of each architecture.
-fn tiny_backbones() -> [Llama; 2] {
-    [tiny(RopeLayout::Half, true), tiny_qwen2()]
+fn tiny_backbones() -> [Llama; 3] {
+    [tiny(RopeLayout::Half, true), tiny_qwen2(), tiny_gemma3()]
 }
 
 #[test]
@@ -36,6 +44,9 @@ fn tiny_backbone_keeps_the_contract() {
         harness::check_backbone(&tiny(layout, tie), &ByteCodec, "frozen backbone", 1e-4);
     }
     harness::check_backbone(&tiny_qwen2(), &ByteCodec, "frozen backbone", 1e-4);
+    // Longer than the window: the local layers' bias hides the oldest keys, in the full
+    // forward, the padded batch and the cached steps alike.
+    harness::check_backbone(&tiny_gemma3(), &ByteCodec, "a sliding window", 1e-4);
 }
 
 #[test]
@@ -240,4 +251,35 @@ fn audio_aligner_keeps_the_contract() {
             },
         );
     }
+}
+
+/// The sliding window, against its definition: with every layer local (window 4, three layers)
+/// the last position sees at most 3·(4 − 1) + 1 = 10 tokens back. RoPE is relative, so its
+/// hidden state equals that of the last 10 tokens alone, and changing an 11th token back
+/// changes nothing, while changing the 10th does.
+#[test]
+fn a_sliding_window_hides_what_lies_beyond_it() {
+    use glaze::{ForwardOptions, FrozenBackbone};
+    let mut config = LlamaConfig::tiny_gemma3(ByteCodec::VOCAB);
+    config.global_every = 0;
+    let model = glaze::core::rng::seeded(&Device::flex(), 9, |d| Llama::init(&config, d));
+    let device = model.device().clone();
+    let last = |ids: &[i64]| {
+        let n = ids.len();
+        let t = Tensor::<2, Int>::from_data(TensorData::new(ids.to_vec(), [1, n]), &device);
+        model
+            .forward(model.embed(t), ForwardOptions::default())
+            .slice(s![.., n - 1..n, ..])
+    };
+    let ids: Vec<i64> = (0..20).map(|i| (i * 37 % 200 + 20) as i64).collect();
+    let full = last(&ids);
+    let diff = |a: Tensor<3>, b: Tensor<3>| (a - b).abs().max().into_scalar::<f32>();
+    let tail = diff(full.clone(), last(&ids[10..]));
+    assert!(tail < 1e-5, "the last 10 tokens alone differ by {tail}");
+    let mut beyond = ids.clone();
+    beyond[9] = 7;
+    assert!(diff(full.clone(), last(&beyond)) < 1e-5, "a token 11 back is seen");
+    let mut within = ids.clone();
+    within[10] = 7;
+    assert!(diff(full, last(&within)) > 1e-4, "a token 10 back is not seen");
 }
