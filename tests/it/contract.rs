@@ -278,8 +278,14 @@ fn a_sliding_window_hides_what_lies_beyond_it() {
     assert!(tail < 1e-5, "the last 10 tokens alone differ by {tail}");
     let mut beyond = ids.clone();
     beyond[9] = 7;
-    assert!(diff(full.clone(), last(&beyond)) < 1e-5, "a token 11 back is seen");
+    assert!(
+        diff(full.clone(), last(&beyond)) < 1e-5,
+        "a token 11 back is seen"
+    );
     let mut within = ids.clone();
     within[10] = 7;
-    assert!(diff(full, last(&within)) > 1e-4, "a token 10 back is not seen");
+    assert!(
+        diff(full, last(&within)) > 1e-4,
+        "a token 10 back is not seen"
+    );
 }

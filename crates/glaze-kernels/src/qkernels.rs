@@ -446,3 +446,80 @@ fn dot1_avx512(kind: Kind<'_>, x: &[f32], xsum: &[f32]) -> f32 {
     }
     _mm512_reduce_add_ps(_mm512_add_ps(acc, acc2)) + extra
 }
+
+/// Bytes of one Q5_0 block in the file's layout: f16 scale, 32 fifth bits, 16 packed nibbles.
+pub const Q5_0_BLOCK_BYTES: usize = 22;
+
+/// `out[k] = Σ_c W[c] · x[k·cols + c]` for one row `W` of Q5_0 blocks as the file stores them
+/// (`cols / 32` blocks of [`Q5_0_BLOCK_BYTES`]), `k < N`. `false` when the CPU lacks AVX2, FMA
+/// or F16C (the caller falls back to the portable path).
+#[cfg(target_arch = "x86_64")]
+pub fn dot_row_q5_0<const N: usize>(row: &[u8], x: &[f32], cols: usize, out: &mut [f32]) -> bool {
+    if !available() {
+        return false;
+    }
+    let bpr = cols / 32;
+    assert!(
+        cols.is_multiple_of(32)
+            && row.len() == bpr * Q5_0_BLOCK_BYTES
+            && x.len() >= N * cols
+            && out.len() >= N
+    );
+    // SAFETY: the CPU has AVX2, FMA and F16C (checked); all lengths were asserted above.
+    unsafe { dot_row_q5_0_avx2::<N>(row, x, cols, out) };
+    true
+}
+
+/// 0x10 in byte `j` where bit `j` of `bits` is set (`j < 16`): a 16-bit half of a Q5_0
+/// block's fifth bits, ready to OR into its nibbles.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+fn fifth_bits(bits: u32) -> __m128i {
+    // Byte j takes the byte of `bits` that holds bit j, then tests its own bit.
+    let spread = _mm_shuffle_epi8(
+        _mm_cvtsi32_si128(bits as i32),
+        _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
+    );
+    let mask = _mm_setr_epi8(1, 2, 4, 8, 16, 32, 64, -128, 1, 2, 4, 8, 16, 32, 64, -128);
+    let set = _mm_cmpeq_epi8(_mm_and_si128(spread, mask), mask);
+    _mm_and_si128(set, _mm_set1_epi8(0x10))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_row_q5_0_avx2<const N: usize>(row: &[u8], x: &[f32], cols: usize, out: &mut [f32]) {
+    let bpr = cols / 32;
+    let mut acc = [_mm256_setzero_ps(); N];
+    let low = _mm_set1_epi8(0x0F);
+    let sixteen = _mm_set1_epi8(16);
+    for b in 0..bpr {
+        let block: &[u8; Q5_0_BLOCK_BYTES] = row[b * Q5_0_BLOCK_BYTES..(b + 1) * Q5_0_BLOCK_BYTES]
+            .try_into()
+            .expect("one block");
+        let d = f16::from_le_bytes([block[0], block[1]]).to_f32();
+        let qh = u32::from_le_bytes([block[2], block[3], block[4], block[5]]);
+        let qs: &[u8; 16] = block[6..].try_into().expect("16 bytes");
+        // SAFETY: reads exactly the 16 bytes of `qs`.
+        let bytes = unsafe { _mm_loadu_si128(qs.as_ptr() as *const __m128i) };
+        // Weights 0..16: low nibbles and bits 0..16 of qh; 16..32: high nibbles and bits 16..32.
+        let q_lo = _mm_or_si128(_mm_and_si128(bytes, low), fifth_bits(qh & 0xFFFF));
+        let q_hi = _mm_or_si128(
+            _mm_and_si128(_mm_srli_epi16(bytes, 4), low),
+            fifth_bits(qh >> 16),
+        );
+        let (s_lo, s_hi) = (_mm_sub_epi8(q_lo, sixteen), _mm_sub_epi8(q_hi, sixteen));
+        let scale = _mm256_set1_ps(d);
+        let f = |v: __m128i| _mm256_mul_ps(scale, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)));
+        let w = [
+            f(s_lo),
+            f(_mm_srli_si128(s_lo, 8)),
+            f(s_hi),
+            f(_mm_srli_si128(s_hi, 8)),
+        ];
+        fma_inputs!(acc, w, x, cols, b);
+    }
+    for k in 0..N {
+        out[k] = hsum(acc[k]);
+    }
+}
