@@ -523,3 +523,75 @@ fn dot_row_q5_0_avx2<const N: usize>(row: &[u8], x: &[f32], cols: usize, out: &m
         out[k] = hsum(acc[k]);
     }
 }
+
+/// Bytes of one Q4_K super-block in the file's layout: f16 scale and minimum scale, twelve
+/// bytes of 6-bit sub-block scales and minimums, 128 bytes of nibbles.
+pub const Q4_K_BLOCK_BYTES: usize = 144;
+
+/// [`dot_row_q5_0`] for a row of Q4_K super-blocks (`cols / 256` of [`Q4_K_BLOCK_BYTES`]).
+#[cfg(target_arch = "x86_64")]
+pub fn dot_row_q4_k<const N: usize>(row: &[u8], x: &[f32], cols: usize, out: &mut [f32]) -> bool {
+    if !available() {
+        return false;
+    }
+    let blocks = cols / 256;
+    assert!(
+        cols.is_multiple_of(256)
+            && row.len() == blocks * Q4_K_BLOCK_BYTES
+            && x.len() >= N * cols
+            && out.len() >= N
+    );
+    // SAFETY: the CPU has AVX2, FMA and F16C (checked); all lengths were asserted above.
+    unsafe { dot_row_q4_k_avx2::<N>(row, x, cols, out) };
+    true
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_row_q4_k_avx2<const N: usize>(row: &[u8], x: &[f32], cols: usize, out: &mut [f32]) {
+    let mut acc = [_mm256_setzero_ps(); N];
+    let low = _mm_set1_epi8(0x0F);
+    for (sb, block) in row.chunks_exact(Q4_K_BLOCK_BYTES).enumerate() {
+        let d = f16::from_le_bytes([block[0], block[1]]).to_f32();
+        let dmin = f16::from_le_bytes([block[2], block[3]]).to_f32();
+        let scales = &block[4..16];
+        for chunk in 0..4 {
+            let qs: &[u8; 32] = block[16 + 32 * chunk..16 + 32 * chunk + 32]
+                .try_into()
+                .expect("32 bytes");
+            let p = qs.as_ptr() as *const __m128i;
+            // SAFETY: two 16-byte reads inside the 32 bytes of `qs`.
+            let (a, b) = unsafe { (_mm_loadu_si128(p), _mm_loadu_si128(p.add(1))) };
+            // Sub-block 2·chunk in the low nibbles, 2·chunk + 1 in the high ones.
+            for (half, (qa, qb)) in [
+                (_mm_and_si128(a, low), _mm_and_si128(b, low)),
+                (
+                    _mm_and_si128(_mm_srli_epi16(a, 4), low),
+                    _mm_and_si128(_mm_srli_epi16(b, 4), low),
+                ),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let sub = 2 * chunk + half;
+                let (sc, m) = crate::quant::scale_min_k4(sub, scales);
+                let scale = _mm256_set1_ps(d * sc as f32);
+                let min = _mm256_set1_ps(dmin * m as f32);
+                let f = |v: __m128i| {
+                    _mm256_fmsub_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)), scale, min)
+                };
+                let w = [
+                    f(qa),
+                    f(_mm_srli_si128(qa, 8)),
+                    f(qb),
+                    f(_mm_srli_si128(qb, 8)),
+                ];
+                let b = sb * 8 + sub;
+                fma_inputs!(acc, w, x, cols, b);
+            }
+        }
+    }
+    for k in 0..N {
+        out[k] = hsum(acc[k]);
+    }
+}

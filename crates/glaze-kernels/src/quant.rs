@@ -231,7 +231,7 @@ pub fn dequantize_sub(ty: GgmlType, block: &[u8], sub: usize, w: &mut [f32; 32])
 }
 
 /// Scale and minimum of sub-block `j` of a Q4_K super-block (ggml's `get_scale_min_k4`).
-fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {
