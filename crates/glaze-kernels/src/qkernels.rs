@@ -595,3 +595,82 @@ fn dot_row_q4_k_avx2<const N: usize>(row: &[u8], x: &[f32], cols: usize, out: &m
         out[k] = hsum(acc[k]);
     }
 }
+
+/// Bytes of one Q6_K super-block in the file's layout: 128 bytes of low nibbles, 64 of high
+/// bit pairs, 16 signed scales (one per 16 weights), an f16 scale.
+pub const Q6_K_BLOCK_BYTES: usize = 210;
+
+/// [`dot_row_q5_0`] for a row of Q6_K super-blocks (`cols / 256` of [`Q6_K_BLOCK_BYTES`]).
+#[cfg(target_arch = "x86_64")]
+pub fn dot_row_q6_k<const N: usize>(row: &[u8], x: &[f32], cols: usize, out: &mut [f32]) -> bool {
+    if !available() {
+        return false;
+    }
+    let blocks = cols / 256;
+    assert!(
+        cols.is_multiple_of(256)
+            && row.len() == blocks * Q6_K_BLOCK_BYTES
+            && x.len() >= N * cols
+            && out.len() >= N
+    );
+    // SAFETY: the CPU has AVX2, FMA and F16C (checked); all lengths were asserted above.
+    unsafe { dot_row_q6_k_avx2::<N>(row, x, cols, out) };
+    true
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_row_q6_k_avx2<const N: usize>(row: &[u8], x: &[f32], cols: usize, out: &mut [f32]) {
+    let mut acc = [_mm256_setzero_ps(); N];
+    let (low, three, bias) = (_mm_set1_epi8(0x0F), _mm_set1_epi8(3), _mm_set1_epi8(32));
+    for (sb, block) in row.chunks_exact(Q6_K_BLOCK_BYTES).enumerate() {
+        let d = f16::from_le_bytes([block[208], block[209]]).to_f32();
+        for half in 0..2 {
+            let ql: &[u8; 64] = block[64 * half..64 * half + 64].try_into().expect("64");
+            let qh: &[u8; 32] = block[128 + 32 * half..160 + 32 * half]
+                .try_into()
+                .expect("32");
+            let sc = &block[192 + 8 * half..200 + 8 * half];
+            let hp = qh.as_ptr() as *const __m128i;
+            // SAFETY: two 16-byte reads inside the 32 bytes of `qh`.
+            let (ha, hb) = unsafe { (_mm_loadu_si128(hp), _mm_loadu_si128(hp.add(1))) };
+            for quarter in 0..4 {
+                // Quarter q: the low (q < 2) or high nibbles of ql[0..32] (q even) or
+                // ql[32..64] (q odd), and bits 2q, 2q + 1 of qh; scales sc[2q], sc[2q + 1].
+                let src = &ql[32 * (quarter % 2)..32 * (quarter % 2) + 32];
+                let lp = src.as_ptr() as *const __m128i;
+                // SAFETY: two 16-byte reads inside the 32 bytes of `src`.
+                let (la, lb) = unsafe { (_mm_loadu_si128(lp), _mm_loadu_si128(lp.add(1))) };
+                let nib = |v: __m128i| {
+                    let v = if quarter >= 2 {
+                        _mm_srli_epi16(v, 4)
+                    } else {
+                        v
+                    };
+                    _mm_and_si128(v, low)
+                };
+                let count = _mm_cvtsi32_si128(2 * quarter as i32);
+                let high =
+                    |h: __m128i| _mm_slli_epi16(_mm_and_si128(_mm_srl_epi16(h, count), three), 4);
+                let qa = _mm_sub_epi8(_mm_or_si128(nib(la), high(ha)), bias);
+                let qb = _mm_sub_epi8(_mm_or_si128(nib(lb), high(hb)), bias);
+                let s0 = _mm256_set1_ps(d * (sc[2 * quarter] as i8) as f32);
+                let s1 = _mm256_set1_ps(d * (sc[2 * quarter + 1] as i8) as f32);
+                let f = |v: __m128i, s: __m256| {
+                    _mm256_mul_ps(s, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)))
+                };
+                let w = [
+                    f(qa, s0),
+                    f(_mm_srli_si128(qa, 8), s0),
+                    f(qb, s1),
+                    f(_mm_srli_si128(qb, 8), s1),
+                ];
+                let b = sb * 8 + half * 4 + quarter;
+                fma_inputs!(acc, w, x, cols, b);
+            }
+        }
+    }
+    for k in 0..N {
+        out[k] = hsum(acc[k]);
+    }
+}

@@ -489,28 +489,29 @@ impl QMatrix {
                 Blocks::Q4_0 { d, qs } => Kind::Q4_0(&d[s..e], &qs[s * 16..e * 16]),
                 Blocks::Q8_0 { d, qs } => Kind::Q8_0(&d[s..e], &qs[s * 32..e * 32]),
                 Blocks::Raw(_) => {
-                    // Q5_0 and Q4_K rows (the bulk of the Q4_K_M files) through AVX2 kernels.
-                    use crate::qkernels::{dot_row_q4_k, dot_row_q5_0};
-                    let kernel = match self.raw_row(r) {
-                        Some((GgmlType::Q5_0, row)) => Some((row, false)),
-                        Some((GgmlType::Q4K, row)) => Some((row, true)),
-                        _ => None,
-                    };
-                    let Some((row, q4_k)) = kernel else {
+                    // Q5_0, Q4_K and Q6_K rows (the Q4_K_M files) through AVX2 kernels.
+                    use crate::qkernels::{dot_row_q4_k, dot_row_q5_0, dot_row_q6_k};
+                    let Some((ty, row)) = self.raw_row(r).filter(|(ty, _)| {
+                        matches!(ty, GgmlType::Q5_0 | GgmlType::Q4K | GgmlType::Q6K)
+                    }) else {
                         return self.dot_row(r, x, n, out);
                     };
                     for (k0, o) in (0..n).step_by(4).zip(out.chunks_mut(4)) {
                         let xs = &x[k0 * self.cols..];
                         let cols = self.cols;
-                        let done = match (o.len(), q4_k) {
-                            (4, false) => dot_row_q5_0::<4>(row, xs, cols, o),
-                            (3, false) => dot_row_q5_0::<3>(row, xs, cols, o),
-                            (2, false) => dot_row_q5_0::<2>(row, xs, cols, o),
-                            (_, false) => dot_row_q5_0::<1>(row, xs, cols, o),
-                            (4, true) => dot_row_q4_k::<4>(row, xs, cols, o),
-                            (3, true) => dot_row_q4_k::<3>(row, xs, cols, o),
-                            (2, true) => dot_row_q4_k::<2>(row, xs, cols, o),
-                            (_, true) => dot_row_q4_k::<1>(row, xs, cols, o),
+                        let done = match (o.len(), ty) {
+                            (4, GgmlType::Q5_0) => dot_row_q5_0::<4>(row, xs, cols, o),
+                            (3, GgmlType::Q5_0) => dot_row_q5_0::<3>(row, xs, cols, o),
+                            (2, GgmlType::Q5_0) => dot_row_q5_0::<2>(row, xs, cols, o),
+                            (_, GgmlType::Q5_0) => dot_row_q5_0::<1>(row, xs, cols, o),
+                            (4, GgmlType::Q4K) => dot_row_q4_k::<4>(row, xs, cols, o),
+                            (3, GgmlType::Q4K) => dot_row_q4_k::<3>(row, xs, cols, o),
+                            (2, GgmlType::Q4K) => dot_row_q4_k::<2>(row, xs, cols, o),
+                            (_, GgmlType::Q4K) => dot_row_q4_k::<1>(row, xs, cols, o),
+                            (4, _) => dot_row_q6_k::<4>(row, xs, cols, o),
+                            (3, _) => dot_row_q6_k::<3>(row, xs, cols, o),
+                            (2, _) => dot_row_q6_k::<2>(row, xs, cols, o),
+                            (_, _) => dot_row_q6_k::<1>(row, xs, cols, o),
                         };
                         if !done {
                             return self.dot_row(r, x, n, out);
