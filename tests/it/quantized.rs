@@ -358,3 +358,47 @@ fn generation_keeps_its_cache_in_f16_and_other_passes_read_it() {
         }
     }
 }
+
+/// The generation path of any backbone on its own blocks: `fresh` (just loaded, not yet run)
+/// prefills each of [`PROMPTS`] at once and decodes with 8-bit activations — building no f32
+/// copy of any weight where the 8-bit kernels run, prompts past the 8-row limit included —
+/// and its prefill's last-position logits stay within `max_abs` of `exact`'s (f32
+/// activations, the path checked against transformers), top-1 equal unless the exact top two
+/// are within [`NEAR_TIE`]. Returns the worst |Δ| and the number of top-1 flips.
+pub(crate) fn int8_generation_on_the_blocks(
+    fresh: &mut glaze::llm::LanguageModel,
+    exact: &Llama,
+    max_abs: f32,
+) -> (f32, usize) {
+    assert!(!fresh.llama.dense_weights_built(), "loading builds no copy");
+    fresh.llama.set_generation_activations(Activations::Int8);
+    let (mut worst, mut flips) = (0f32, 0);
+    for text in PROMPTS {
+        let mut ids: Vec<u32> = fresh.tokenizer.bos_id().into_iter().collect();
+        ids.extend(fresh.tokenizer.encode(text).expect("encodes"));
+        let (got, want) = (
+            prefill_logits(&fresh.llama, &ids),
+            prefill_logits(exact, &ids),
+        );
+        let d = max_abs_diff(&got, &want);
+        worst = worst.max(d);
+        assert!(d <= max_abs, "{text:?}: int8 prefill |Δ| = {d}");
+        if argmax(&got) != argmax(&want) {
+            let m = margin(&want);
+            assert!(m < NEAR_TIE, "{text:?}: int8 top-1 differs at margin {m}");
+            flips += 1;
+        }
+        let config = GenerationConfig::new().with_max_new_tokens(4);
+        let prompt = Prompt::new().text(text);
+        let out =
+            generate(&fresh.llama, &fresh.tokenizer, &prompt, &config, |_| {}).expect("generates");
+        assert!(!out.ids.is_empty());
+    }
+    if glaze::kernels::qint8::avx2() {
+        assert!(
+            !fresh.llama.dense_weights_built(),
+            "prefill and decode run on the blocks alone"
+        );
+    }
+    (worst, flips)
+}

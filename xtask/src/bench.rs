@@ -11,15 +11,15 @@ use std::process::Command;
 use crate::fetch::cache_dir;
 use crate::{root, run};
 
-const THREADS: usize = 2;
-const PROMPT: usize = 256;
-const DECODE: usize = 64;
+pub(crate) const THREADS: usize = 2;
+pub(crate) const PROMPT: usize = 256;
+pub(crate) const DECODE: usize = 64;
 const REPS: usize = 3;
 /// Batched decode: sequences at once, and each one's prompt length.
 const BATCH: usize = 8;
 const BATCH_PROMPT: usize = 64;
 
-const LLAMA_CPP: &str = "llama-cpp-python==0.3.36";
+pub(crate) const LLAMA_CPP: &str = "llama-cpp-python==0.3.36";
 const LLAMA_CMAKE: &str = "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF";
 
 pub fn venv(name: &str) -> PathBuf {
@@ -70,7 +70,7 @@ fn after_key<'a>(json: &'a str, key: &str) -> Option<&'a str> {
 }
 
 /// A number after `"key":` in a one-line JSON object.
-fn field(json: &str, key: &str) -> Option<f64> {
+pub(crate) fn field(json: &str, key: &str) -> Option<f64> {
     let rest = after_key(json, key)?;
     let end = rest
         .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | 'e' | 'E' | '+')))
@@ -78,12 +78,14 @@ fn field(json: &str, key: &str) -> Option<f64> {
     rest[..end].parse().ok()
 }
 
-fn text_field(json: &str, key: &str) -> Option<String> {
+/// The string after `"key":` in a one-line JSON object (no escapes inside).
+pub(crate) fn text_field(json: &str, key: &str) -> Option<String> {
     let rest = after_key(json, key)?.strip_prefix('"')?;
     Some(rest[..rest.find('"')?].to_string())
 }
 
-fn capture(cmd: &mut Command) -> Result<String, String> {
+/// Runs a command in the workspace root and returns its stdout; a failure carries its stderr.
+pub(crate) fn capture(cmd: &mut Command) -> Result<String, String> {
     eprintln!("$ {:?}", cmd);
     let out = cmd
         .current_dir(root())
@@ -98,7 +100,8 @@ fn capture(cmd: &mut Command) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn machine() -> String {
+/// The CPU model and logical CPU count, for report headers.
+pub(crate) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -112,6 +115,9 @@ fn machine() -> String {
 }
 
 pub fn bench(args: &[String]) -> Result<(), String> {
+    if args.first().map(String::as_str) == Some("backbones") {
+        return crate::bench_backbones::bench_backbones(&args[1..]);
+    }
     if args.iter().any(|a| a == "--install-peers") {
         install_peers()?;
     }
@@ -523,7 +529,8 @@ fn vision_table(rows: &[String]) -> String {
     t
 }
 
-fn error_row(engine: &str, e: &str) -> String {
+/// A JSON row `{"engine": …, "error": …}` for a run that failed.
+pub(crate) fn error_row(engine: &str, e: &str) -> String {
     format!(
         "{{\"engine\": \"{engine}\", \"error\": \"{}\"}}",
         e.replace('"', "'").replace('\n', " ")
@@ -658,7 +665,12 @@ fn write_report(
         vision.join("\n"),
         speech.join("\n")
     );
-    // Hand-written notes (from "## Notes" on) survive regeneration.
+    write_keeping_notes(path, &report)
+}
+
+/// Writes a generated report to `path`, keeping the hand-written notes of the file already
+/// there (from its "## Notes" heading on).
+pub(crate) fn write_keeping_notes(path: &Path, report: &str) -> Result<(), String> {
     let notes = std::fs::read_to_string(path)
         .ok()
         .and_then(|old| old.find("\n## Notes").map(|i| old[i..].to_string()))

@@ -7,13 +7,17 @@
 //! - `tidy`   the project's own conventions, checked
 //! - `speech-data`  an espeak-ng corpus of transcribed sentences (into the cache)
 //! - `bench`  speed and memory against peers, written to docs/benchmarks.md
+//! - `bench backbones`  Glaze against a native build of llama.cpp's `llama-bench` on the Qwen2.5 and
+//!   Gemma 3 GGUF backbones, rounds interleaved, written to docs/benchmarks-backbones.md
 //! - `results timeseries`  the ETTh1/ETTh2 sweep behind docs/results/timeseries.md
 //! - `results vision`  the textile and generated-shapes sweep behind docs/results/vision.md
 //! - `results speech`  recognition runs and the faster-whisper peer behind docs/results/speech.md
 //! - `results audio`  the APT aligner run (and its no-instruction ablation) behind docs/results/audio.md
 
 mod bench;
+mod bench_backbones;
 mod fetch;
+mod llama_build;
 mod speech_data;
 mod split_assets;
 mod tidy;
@@ -42,7 +46,7 @@ fn main() -> ExitCode {
         Some("results") if args.get(1).map(String::as_str) == Some("audio") => results_audio(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <fetch|ci|demo|tidy|bench|speech-data|results timeseries|results vision|results speech|results audio>"
+                "usage: cargo xtask <fetch|ci|demo|tidy|bench [backbones]|speech-data|results timeseries|results vision|results speech|results audio>"
             );
             return ExitCode::from(2);
         }

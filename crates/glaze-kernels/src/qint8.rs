@@ -269,6 +269,8 @@ macro_rules! unroll8 {
     }};
 }
 
+pub mod raw;
+
 /// Lane `l` of a 16-lane vector of block sums belongs to block `l / 4` (Q4 groups of four
 /// blocks) or `l / 8` (Q8 pairs of blocks): per-block scales are spread with `vpermps`.
 #[cfg(target_arch = "x86_64")]

@@ -475,7 +475,7 @@ pub fn dot_row_q5_0<const N: usize>(row: &[u8], x: &[f32], cols: usize, out: &mu
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline]
-fn fifth_bits(bits: u32) -> __m128i {
+pub(crate) fn fifth_bits(bits: u32) -> __m128i {
     // Byte j takes the byte of `bits` that holds bit j, then tests its own bit.
     let spread = _mm_shuffle_epi8(
         _mm_cvtsi32_si128(bits as i32),

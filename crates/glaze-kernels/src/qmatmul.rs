@@ -290,12 +290,16 @@ impl QMatrix {
         self.matmul_with(x, n, crate::qkernels::available())
     }
 
-    /// Whether [`Self::matmul_act`] with `act` runs the 8-bit kernels here (not on the
-    /// file's own bytes, which the portable kernels read with f32 activations).
+    /// Whether [`Self::matmul_act`] with `act` runs the 8-bit kernels here (for the file's
+    /// own bytes, the AVX2 ones of [`crate::qint8::raw`]).
     pub fn int8_ready(&self, act: Activations) -> bool {
         act == Activations::Int8
-            && crate::qint8::available()
-            && !matches!(self.blocks, Blocks::Raw(_))
+            && match &self.blocks {
+                Blocks::Raw(parts) => {
+                    crate::qint8::avx2() && parts.iter().all(|p| crate::qint8::raw::supported(p.ty))
+                }
+                _ => crate::qint8::available(),
+            }
     }
 
     /// [`Self::matmul`] with the activations kept in f32 or rounded to 8 bits per block
@@ -319,15 +323,19 @@ impl QMatrix {
             .map(|t| {
                 let (r0, r1) = (t * per_task, ((t + 1) * per_task).min(self.rows));
                 let len = r1 - r0;
-                let kind = self
-                    .rows_kind(r0, r1)
-                    .expect("invariant: int8_ready() excludes the file's own bytes");
+                let kind = self.rows_kind(r0, r1);
                 let mut part = vec![0f32; len * MAX_GROUP];
                 let mut block = vec![0f32; n * len];
                 for (g, xq) in groups.iter().enumerate() {
                     let ng = xq.n();
                     let part = &mut part[..len * ng];
-                    let done = crate::qint8::rows(kind, xq, part);
+                    let done = match kind {
+                        Some(kind) => crate::qint8::rows(kind, xq, part),
+                        None => self.raw_spans(r0, r1).all(|(ty, bytes, rows, at)| {
+                            let out = &mut part[(at - r0) * ng..(at - r0 + rows) * ng];
+                            crate::qint8::raw::rows(ty, bytes, xq, out)
+                        }),
+                    };
                     assert!(done, "invariant: the int8 kernels run (checked above)");
                     for (i, p) in part.chunks_exact(ng).enumerate() {
                         for (kk, v) in p.iter().enumerate() {
@@ -462,6 +470,31 @@ impl QMatrix {
             row -= p.rows;
         }
         unreachable!("invariant: row {r} lies in the matrix")
+    }
+
+    /// Rows `r0..r1` of the file's own bytes as runs of one type: `(type, bytes, rows, first
+    /// row)` (nothing for the repacked types).
+    fn raw_spans(
+        &self,
+        r0: usize,
+        r1: usize,
+    ) -> impl Iterator<Item = (GgmlType, &[u8], usize, usize)> + '_ {
+        let parts: &[RawPart] = match &self.blocks {
+            Blocks::Raw(parts) => parts,
+            _ => &[],
+        };
+        let mut start = 0;
+        parts.iter().filter_map(move |p| {
+            let (s, e) = (start.max(r0), (start + p.rows).min(r1));
+            let first = start;
+            start += p.rows;
+            (s < e).then(|| {
+                let (block, block_bytes) = p.ty.block();
+                let len = self.cols / block * block_bytes;
+                let bytes = &p.bytes[(s - first) * len..(e - first) * len];
+                (p.ty, bytes, e - s, s)
+            })
+        })
     }
 
     /// The blocks of rows `r0..r1` for the SIMD kernels (`None` for the file's own bytes).

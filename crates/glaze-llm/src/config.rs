@@ -98,13 +98,21 @@ impl LlamaConfig {
     pub fn tiny_gemma3(vocab_size: usize) -> Self {
         let mut cfg = Self::tiny(vocab_size);
         cfg.n_layers = 3;
-        cfg.with_head_dim(16)
-            .with_qk_norm(true)
+        cfg.with_head_dim(16).gemma3_blocks(4, 3, 10000.0)
+    }
+
+    /// Gemma 3's blocks on this width and depth: q/k norms, norms after attention and
+    /// feed-forward, GeGLU, embeddings times √D, and `every - 1` local layers (a `window` of
+    /// positions, RoPE base `theta_local`) to one global.
+    fn gemma3_blocks(self, window: usize, every: usize, theta_local: f64) -> Self {
+        let d = self.d_model as f64;
+        self.with_qk_norm(true)
             .with_post_norms(true)
             .with_ffn_activation(FfnActivation::GeluTanh)
-            .with_embed_scale((32f64).sqrt())
-            .with_sliding_window(4)
-            .with_global_every(3)
+            .with_embed_scale(d.sqrt())
+            .with_sliding_window(window)
+            .with_global_every(every)
+            .with_rope_theta_local(theta_local)
             .with_architecture("gemma3".into())
     }
 
@@ -290,14 +298,7 @@ impl LlamaConfig {
                 .get(&key("attention.sliding_window_pattern"))
                 .and_then(|v| v.as_u64())
                 .map_or(6, |v| v as usize);
-            let d = cfg.d_model as f64;
-            cfg.with_qk_norm(true)
-                .with_post_norms(true)
-                .with_ffn_activation(FfnActivation::GeluTanh)
-                .with_embed_scale(d.sqrt())
-                .with_sliding_window(window)
-                .with_global_every(every)
-                .with_rope_theta_local(10000.0)
+            cfg.gemma3_blocks(window, every, 10000.0)
         } else {
             cfg
         };
@@ -334,7 +335,7 @@ impl LlamaConfig {
             .get("model_type")
             .and_then(serde_json::Value::as_str)
             .unwrap_or("llama");
-        if !matches!(model_type, "llama" | "mistral" | "qwen2") {
+        if !matches!(model_type, "llama" | "mistral" | "qwen2" | "gemma3_text") {
             return Err(Error::UnsupportedArchitecture {
                 path: path.to_path_buf(),
                 architecture: model_type.to_string(),
@@ -376,9 +377,79 @@ impl LlamaConfig {
                 .unwrap_or(false),
         )
         .with_rope_layout(RopeLayout::Half)
-        .with_qkv_bias(model_type == "qwen2" || flag("attention_bias"))
-        .with_architecture(model_type.to_string());
+        .with_qkv_bias(model_type == "qwen2" || flag("attention_bias"));
+        let cfg = if model_type == "gemma3_text" {
+            gemma3_from_hf(cfg, &json, path)?
+        } else {
+            cfg.with_architecture(model_type.to_string())
+        };
         cfg.validate(path)?;
         Ok(cfg)
     }
+}
+
+/// The Gemma 3 part of an HF `config.json` (`model_type` `gemma3_text`): what `from_gguf`
+/// reads from the file's metadata, checked against what the model implements.
+fn gemma3_from_hf(cfg: LlamaConfig, json: &serde_json::Value, path: &Path) -> Result<LlamaConfig> {
+    let unsupported = |feature: String| Error::UnsupportedFeature {
+        path: path.to_path_buf(),
+        feature,
+    };
+    let num = |field: &str| json.get(field).and_then(serde_json::Value::as_f64);
+    for field in ["final_logit_softcapping", "attn_logit_softcapping"] {
+        if num(field).is_some_and(|v| v > 0.0) {
+            return Err(unsupported(field.into()));
+        }
+    }
+    let activation = json
+        .get("hidden_activation")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("gelu_pytorch_tanh");
+    if activation != "gelu_pytorch_tanh" {
+        return Err(unsupported(format!("hidden_activation `{activation}`")));
+    }
+    // Scores are scaled by 1/√head_dim; Gemma scales them by 1/√query_pre_attn_scalar.
+    let head_dim = cfg.head_dim();
+    if num("query_pre_attn_scalar").is_some_and(|v| v != head_dim as f64) {
+        return Err(unsupported(format!(
+            "query_pre_attn_scalar other than head_dim ({head_dim})"
+        )));
+    }
+    let window = json
+        .get("sliding_window")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0) as usize;
+    let every = json
+        .get("sliding_window_pattern")
+        .and_then(serde_json::Value::as_u64)
+        .map_or(6, |v| v as usize);
+    let cfg = cfg
+        .gemma3_blocks(
+            window,
+            every,
+            num("rope_local_base_freq").unwrap_or(10000.0),
+        )
+        .with_tie_embeddings(
+            json.get("tie_word_embeddings")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(true),
+        );
+    // Newer configs list each layer's kind: it must be the pattern above.
+    if let Some(kinds) = json
+        .get("layer_types")
+        .and_then(serde_json::Value::as_array)
+    {
+        let regular = kinds.len() == cfg.n_layers
+            && kinds.iter().enumerate().all(|(i, k)| {
+                let local = k.as_str() == Some("sliding_attention");
+                local == cfg.is_local(i)
+            });
+        if !regular {
+            return Err(unsupported(format!(
+                "layer_types other than {} local layers to one global",
+                every.saturating_sub(1)
+            )));
+        }
+    }
+    Ok(cfg)
 }

@@ -26,6 +26,16 @@ const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{
 /// message goes before the first user turn's text, the assistant is `model`.
 pub const GEMMA_TEMPLATE: &str = "{{ bos_token }}{% if messages and messages[0]['role'] == 'system' %}{% set first = messages[0]['content'] + '\n\n' %}{% set messages = messages[1:] %}{% else %}{% set first = '' %}{% endif %}{% for message in messages %}<start_of_turn>{{ 'model' if message['role'] == 'assistant' else message['role'] }}\n{{ (first if loop.first else '') + message['content'] | trim }}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}";
 
+/// End-of-turn tokens that stop generation besides the end of sequence (ChatML, Llama 3,
+/// GPT-2 style, SentencePiece, Gemma), where the vocabulary has them as special tokens.
+const END_OF_TURN: [&str; 5] = [
+    "<|im_end|>",
+    "<|eot_id|>",
+    "<|endoftext|>",
+    "</s>",
+    "<end_of_turn>",
+];
+
 /// ChatML, used when a model file carries no chat template.
 pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
@@ -138,13 +148,7 @@ impl Tokenizer {
         let eos = id("tokenizer.ggml.eos_token_id");
         let bos = id("tokenizer.ggml.bos_token_id");
         let mut stop_ids: Vec<u32> = eos.into_iter().collect();
-        for name in [
-            "<|im_end|>",
-            "<|eot_id|>",
-            "<|endoftext|>",
-            "</s>",
-            "<end_of_turn>",
-        ] {
+        for name in END_OF_TURN {
             if let Some(i) = tokens.iter().position(|t| *t == name)
                 && !stop_ids.contains(&(i as u32))
                 && special.contains(&name)
@@ -252,13 +256,26 @@ impl Tokenizer {
         let eos_token = text_of(cfg.get("eos_token")).unwrap_or_else(|| "<|endoftext|>".into());
         let bos_token = text_of(cfg.get("bos_token")).unwrap_or_default();
         let mut stop_ids: Vec<u32> = inner.token_to_id(&eos_token).into_iter().collect();
-        for name in ["<|im_end|>", "<|eot_id|>"] {
+        let special: Vec<String> = inner
+            .get_added_tokens_decoder()
+            .into_values()
+            .filter(|t| t.special)
+            .map(|t| t.content)
+            .collect();
+        for name in END_OF_TURN {
             if let Some(i) = inner.token_to_id(name)
                 && !stop_ids.contains(&i)
+                && special.iter().any(|t| t == name)
             {
                 stop_ids.push(i);
             }
         }
+        // `add_bos_token` (Gemma's, SentencePiece models'): the splice prepends it once.
+        let add_bos = cfg
+            .get("add_bos_token")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false);
+        let bos_id = inner.token_to_id(&bos_token).filter(|_| add_bos);
         let pad_id = text_of(cfg.get("pad_token"))
             .and_then(|t| inner.token_to_id(&t))
             .or_else(|| stop_ids.first().copied())
@@ -274,7 +291,7 @@ impl Tokenizer {
             eos_token,
             stop_ids,
             pad_id,
-            bos_id: None,
+            bos_id,
             path,
         })
     }

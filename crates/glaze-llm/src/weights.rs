@@ -52,6 +52,7 @@ enum Key {
     VBias,
     O,
     FfnNorm,
+    PreFfnNorm,
     QNorm,
     KNorm,
     PostAttnNorm,
@@ -75,7 +76,9 @@ fn name(naming: Naming, key: Key, layer: usize) -> String {
         Key::V | Key::VBias => ("attn_v", "self_attn.v_proj"),
         Key::O => ("attn_output", "self_attn.o_proj"),
         Key::FfnNorm => ("ffn_norm", "post_attention_layernorm"),
-        // Gemma 3 (from GGUF only: its HF names differ, see `LlamaConfig::from_hf_json`).
+        // Gemma 3: the norm before the feed-forward, in blocks that also norm after it (HF's
+        // `post_attention_layernorm` is then the norm after attention).
+        Key::PreFfnNorm => ("ffn_norm", "pre_feedforward_layernorm"),
         Key::QNorm => ("attn_q_norm", "self_attn.q_norm"),
         Key::KNorm => ("attn_k_norm", "self_attn.k_norm"),
         Key::PostAttnNorm => ("post_attention_norm", "post_attention_layernorm"),
@@ -104,9 +107,21 @@ fn pick(naming: Naming, gguf: &str, hf: &str) -> String {
 struct Loader<'a> {
     source: &'a dyn WeightSource,
     naming: Naming,
+    /// Whether norm gains are stored as `g - 1` (Gemma in HF layout: its norms multiply by
+    /// `1 + w`; llama.cpp's converter stores `1 + w`).
+    gain_minus_one: bool,
 }
 
 impl Loader<'_> {
+    /// A norm's gain (`1 + w` where the source stores `w`).
+    fn gain(&self, key: Key, layer: usize, width: usize) -> Result<Vec<f32>> {
+        let mut g = self.get(key, layer, &[width])?;
+        if self.gain_minus_one {
+            g.iter_mut().for_each(|v| *v += 1.0);
+        }
+        Ok(g)
+    }
+
     fn quant(&self, key: Key, layer: usize, rows: usize, cols: usize) -> Option<QMatrix> {
         self.source
             .quantized(&name(self.naming, key, layer), rows, cols)
@@ -186,7 +201,11 @@ pub fn load_llama(
     device: &Device,
 ) -> Result<Llama> {
     let device = device.clone().without_autodiff();
-    let l = Loader { source, naming };
+    let l = Loader {
+        source,
+        naming,
+        gain_minus_one: naming == Naming::Hf && config.architecture == "gemma3",
+    };
     let (d, f, v) = (config.d_model, config.ffn_dim, config.vocab_size);
     let (h, kv, hd) = (config.n_heads, config.n_kv_heads, config.head_dim());
     let unpermute = config.rope_layout == RopeLayout::Interleaved;
@@ -262,22 +281,25 @@ pub fn load_llama(
         block.attn.wo = wo;
         block.mlp.w_gate_up = w_gate_up;
         block.mlp.w_down = w_down;
+        let ffn_norm = if block.post_norms.is_some() {
+            Key::PreFfnNorm
+        } else {
+            Key::FfnNorm
+        };
         block
             .attn_norm
-            .set_weight(l.get(Key::AttnNorm, i, &[d])?, &device);
-        block
-            .ffn_norm
-            .set_weight(l.get(Key::FfnNorm, i, &[d])?, &device);
+            .set_weight(l.gain(Key::AttnNorm, i, d)?, &device);
+        block.ffn_norm.set_weight(l.gain(ffn_norm, i, d)?, &device);
         if let Some((qn, kn)) = &mut block.attn.qk_norm {
-            qn.set_weight(l.get(Key::QNorm, i, &[hd])?, &device);
-            kn.set_weight(l.get(Key::KNorm, i, &[hd])?, &device);
+            qn.set_weight(l.gain(Key::QNorm, i, hd)?, &device);
+            kn.set_weight(l.gain(Key::KNorm, i, hd)?, &device);
         }
         if let Some((pa, pf)) = &mut block.post_norms {
-            pa.set_weight(l.get(Key::PostAttnNorm, i, &[d])?, &device);
-            pf.set_weight(l.get(Key::PostFfnNorm, i, &[d])?, &device);
+            pa.set_weight(l.gain(Key::PostAttnNorm, i, d)?, &device);
+            pf.set_weight(l.gain(Key::PostFfnNorm, i, d)?, &device);
         }
     }
-    model.norm.set_weight(l.get(Key::Norm, 0, &[d])?, &device);
+    model.norm.set_weight(l.gain(Key::Norm, 0, d)?, &device);
     let head_name = name(naming, Key::Head, 0);
     let untied = !config.tie_embeddings && source.has(&head_name);
     (model.lm_head, model.lm_head_q) = if untied {

@@ -99,17 +99,30 @@ fn int8_kernels_match_rounded_input_times_dequantized_weights() {
         return;
     }
     let mut rng = Lcg(11);
-    for ty in [GgmlType::Q4_1, GgmlType::Q4_0, GgmlType::Q8_0] {
-        // Ragged block counts (1, 2, 3, 5, 18 blocks per row: partial groups of four and
-        // pairs) and row counts that do not split evenly over tasks.
-        for (rows, cols) in [
-            (1, 32),
-            (37, 64),
-            (300, 96),
-            (33, 160),
-            (1000, 576),
-            (5, 70 * 32),
-        ] {
+    // Ragged block counts (1, 2, 3, 5, 18 blocks per row: partial groups of four and pairs)
+    // and row counts that do not split evenly over tasks; the k-quants' rows hold whole
+    // 256-weight super-blocks.
+    let small: &[(usize, usize)] = &[
+        (1, 32),
+        (37, 64),
+        (300, 96),
+        (33, 160),
+        (1000, 576),
+        (5, 70 * 32),
+    ];
+    let k_shapes: &[(usize, usize)] = &[(1, 256), (37, 512), (150, 768)];
+    let types = [
+        (GgmlType::Q4_1, small),
+        (GgmlType::Q4_0, small),
+        (GgmlType::Q8_0, small),
+        (GgmlType::Q5_0, small),
+        (GgmlType::Q5_1, small),
+        (GgmlType::Q4K, k_shapes),
+        (GgmlType::Q5K, k_shapes),
+        (GgmlType::Q6K, k_shapes),
+    ];
+    for (ty, shapes) in types {
+        for &(rows, cols) in shapes {
             let data = random_blocks(ty, rows, cols, &mut rng);
             let q = QMatrix::from_ggml(ty, &data, rows, cols).expect("supported");
             let w = q.dequantize();
@@ -118,20 +131,26 @@ fn int8_kernels_match_rounded_input_times_dequantized_weights() {
                 let xq = crate::qint8::QInput::new(&x, n, cols);
                 let xhat = xq.dequantize();
                 let y = q.matmul_act(&x, n, Activations::Int8);
-                // The AVX2 kernels too, on the whole matrix (`[rows, n]` out).
+                // The AVX2 kernels too, on the whole matrix (`[rows, n]` out): the native
+                // blocks' and, for every type, those that read the file's layout.
                 let mut y2 = vec![0f32; rows * n];
-                let avx2 = crate::qint8::rows_with(
-                    q.rows_kind(0, rows).expect("native blocks"),
-                    &xq,
-                    &mut y2,
-                    crate::qint8::Level::Avx2,
-                );
+                let avx2 = match q.rows_kind(0, rows) {
+                    Some(kind) => {
+                        crate::qint8::rows_with(kind, &xq, &mut y2, crate::qint8::Level::Avx2)
+                    }
+                    None => crate::qint8::raw::rows(ty, &data, &xq, &mut y2),
+                };
+                let mut y3 = vec![0f32; rows * n];
+                let raw = crate::qint8::raw::rows(ty, &data, &xq, &mut y3);
+                assert_eq!(raw, crate::qint8::avx2(), "{ty:?}: the raw kernels run");
                 for k in 0..n {
                     for r in 0..rows {
-                        let want: f64 = (0..cols)
-                            .map(|c| w[r * cols + c] as f64 * xhat[k * cols + c] as f64)
-                            .sum();
-                        let tol = 1e-4 * (1.0 + want.abs());
+                        let terms =
+                            (0..cols).map(|c| w[r * cols + c] as f64 * xhat[k * cols + c] as f64);
+                        let want: f64 = terms.clone().sum();
+                        // Sums that cancel: the error scales with the terms (see above).
+                        let size: f64 = terms.map(f64::abs).sum();
+                        let tol = 1e-4 * (1.0 + want.abs()) + 1e-6 * size;
                         let got = y[k * rows + r] as f64;
                         assert!(
                             (got - want).abs() <= tol,
@@ -141,6 +160,11 @@ fn int8_kernels_match_rounded_input_times_dequantized_weights() {
                         assert!(
                             !avx2 || (got2 - want).abs() <= tol,
                             "AVX2 {ty:?} {rows}x{cols} n={n} row {r}: {got2} vs {want}"
+                        );
+                        let got3 = y3[r * n + k] as f64;
+                        assert!(
+                            !raw || (got3 - want).abs() <= tol,
+                            "raw {ty:?} {rows}x{cols} n={n} row {r}: {got3} vs {want}"
                         );
                     }
                 }
@@ -187,7 +211,7 @@ fn unsupported_shapes_fall_back() {
 
 /// Rows of different types stacked (a q/k/v of Q5_0, Q8_0 and Q4_0 parts) keep each part's
 /// bytes: the stack dequantizes to the parts' rows in order and multiplies like them,
-/// through every path (one input, groups, the 8-bit request falling back to f32).
+/// through every path (one input, groups, the 8-bit kernels with tasks that span parts).
 #[test]
 fn mixed_types_stack_into_one_matrix() {
     let mut rng = Lcg(11);
@@ -208,7 +232,7 @@ fn mixed_types_stack_into_one_matrix() {
     let rows = 72;
     assert_eq!((q.rows(), q.cols()), (rows, cols));
     assert_eq!(q.dequantize(), reference);
-    assert!(!q.int8_ready(Activations::Int8));
+    assert_eq!(q.int8_ready(Activations::Int8), crate::qint8::avx2());
     assert_eq!(
         q.dequantize_rows(&[70, 3]),
         [
@@ -219,7 +243,16 @@ fn mixed_types_stack_into_one_matrix() {
     );
     for n in [1, 3, 9] {
         let x: Vec<f32> = (0..n * cols).map(|_| rng.f()).collect();
-        for y in [q.matmul(&x, n), q.matmul_act(&x, n, Activations::Int8)] {
+        // The 8-bit kernels multiply the rounded input.
+        let xhat = crate::qint8::QInput::new(&x, n, cols).dequantize();
+        let int8 = q.int8_ready(Activations::Int8);
+        for (y, x) in [
+            (q.matmul(&x, n), &x),
+            (
+                q.matmul_act(&x, n, Activations::Int8),
+                if int8 { &xhat } else { &x },
+            ),
+        ] {
             for k in 0..n {
                 for r in 0..rows {
                     let want: f64 = (0..cols)
