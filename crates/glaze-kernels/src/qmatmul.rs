@@ -306,7 +306,7 @@ impl QMatrix {
     /// ([`crate::qint8`]; where the CPU has AVX-512 VNNI or AVX2 — elsewhere the f32 kernels
     /// run). Inputs go through in groups of up to 8 per pass over the weights.
     pub fn matmul_act(&self, x: &[f32], n: usize, act: Activations) -> Vec<f32> {
-        if !self.int8_ready(act) {
+        if !self.int8_ready(act) || (n == 1 && self.raw_f32_kernels()) {
             return self.matmul(x, n);
         }
         assert_eq!(x.len(), n * self.cols, "invariant: x is [n, cols]");
@@ -354,6 +354,17 @@ impl QMatrix {
             }
         }
         y
+    }
+
+    /// Whether every row is of the file's own bytes in a type with an AVX2 f32-activation
+    /// kernel (Q5_0, Q4_K, Q6_K): for one input (a decode step) those beat the 8-bit ones,
+    /// whose per-block unpacking is then shared by no other input (measured in
+    /// `docs/benchmarks-backbones.md`).
+    fn raw_f32_kernels(&self) -> bool {
+        crate::qkernels::available()
+            && matches!(&self.blocks, Blocks::Raw(parts) if parts.iter().all(|p| {
+                matches!(p.ty, GgmlType::Q5_0 | GgmlType::Q4K | GgmlType::Q6K)
+            }))
     }
 
     /// Rows per parallel task: four tasks per thread, at least 16 rows.
