@@ -34,26 +34,30 @@ fn random_blocks(ty: GgmlType, rows: usize, cols: usize, rng: &mut Lcg) -> Vec<u
     out
 }
 
-#[test]
-fn kernels_match_dequantize_then_multiply() {
-    let mut rng = Lcg(42);
-    // Ragged shapes: row counts that do not split evenly over tasks, 1..11 inputs; 70
-    // blocks per row: the kernels widen the f16 scales 64 blocks at a time, 16 per
-    // instruction (a second, partial chunk and a 6-scale tail). The k-quants' rows hold
-    // whole 256-weight super-blocks.
-    let small: &[(usize, usize)] = &[(1, 32), (37, 64), (300, 96), (1000, 576), (5, 70 * 32)];
-    let k_shapes: &[(usize, usize)] = &[(1, 256), (37, 512), (150, 768)];
-    let types = [
+/// Every block type with the `[rows, cols]` shapes to test it on: `small` for the 32-weight
+/// types; rows of whole 256-weight super-blocks for the k-quants.
+fn every_type(small: &[(usize, usize)]) -> [(GgmlType, &[(usize, usize)]); 8] {
+    const K_SHAPES: &[(usize, usize)] = &[(1, 256), (37, 512), (150, 768)];
+    [
         (GgmlType::Q4_1, small),
         (GgmlType::Q4_0, small),
         (GgmlType::Q8_0, small),
         (GgmlType::Q5_0, small),
         (GgmlType::Q5_1, small),
-        (GgmlType::Q4K, k_shapes),
-        (GgmlType::Q5K, k_shapes),
-        (GgmlType::Q6K, k_shapes),
-    ];
-    for (ty, shapes) in types {
+        (GgmlType::Q4K, K_SHAPES),
+        (GgmlType::Q5K, K_SHAPES),
+        (GgmlType::Q6K, K_SHAPES),
+    ]
+}
+
+#[test]
+fn kernels_match_dequantize_then_multiply() {
+    let mut rng = Lcg(42);
+    // Ragged shapes: row counts that do not split evenly over tasks, 1..11 inputs; 70
+    // blocks per row: the kernels widen the f16 scales 64 blocks at a time, 16 per
+    // instruction (a second, partial chunk and a 6-scale tail).
+    let small: &[(usize, usize)] = &[(1, 32), (37, 64), (300, 96), (1000, 576), (5, 70 * 32)];
+    for (ty, shapes) in every_type(small) {
         for &(rows, cols) in shapes {
             let data = random_blocks(ty, rows, cols, &mut rng);
             let q = QMatrix::from_ggml(ty, &data, rows, cols).expect("supported");
@@ -100,8 +104,7 @@ fn int8_kernels_match_rounded_input_times_dequantized_weights() {
     }
     let mut rng = Lcg(11);
     // Ragged block counts (1, 2, 3, 5, 18 blocks per row: partial groups of four and pairs)
-    // and row counts that do not split evenly over tasks; the k-quants' rows hold whole
-    // 256-weight super-blocks.
+    // and row counts that do not split evenly over tasks.
     let small: &[(usize, usize)] = &[
         (1, 32),
         (37, 64),
@@ -110,18 +113,7 @@ fn int8_kernels_match_rounded_input_times_dequantized_weights() {
         (1000, 576),
         (5, 70 * 32),
     ];
-    let k_shapes: &[(usize, usize)] = &[(1, 256), (37, 512), (150, 768)];
-    let types = [
-        (GgmlType::Q4_1, small),
-        (GgmlType::Q4_0, small),
-        (GgmlType::Q8_0, small),
-        (GgmlType::Q5_0, small),
-        (GgmlType::Q5_1, small),
-        (GgmlType::Q4K, k_shapes),
-        (GgmlType::Q5K, k_shapes),
-        (GgmlType::Q6K, k_shapes),
-    ];
-    for (ty, shapes) in types {
+    for (ty, shapes) in every_type(small) {
         for &(rows, cols) in shapes {
             let data = random_blocks(ty, rows, cols, &mut rng);
             let q = QMatrix::from_ggml(ty, &data, rows, cols).expect("supported");
