@@ -8,6 +8,7 @@ mod hf_dir;
 mod imu;
 mod kquants;
 mod mixed;
+mod parity;
 mod quantized;
 mod qwen2;
 mod real_model;
