@@ -1,6 +1,6 @@
 //! The Gemma 3 backbone on the real Gemma 3 270M Q4_K_M file (`cargo xtask fetch gemma3-270m`)
 //! against HF transformers in float32 on the same file's weights
-//! (`tests/fixtures/make_gemma3_ref.py`): logits, greedy continuations, tokenizer ids, and the
+//! (`tests/fixtures/make_backbone_ref.py gemma3`): logits, greedy continuations, tokenizer ids, and the
 //! gradient to soft tokens against finite differences.
 
 use std::sync::OnceLock;

@@ -1,6 +1,6 @@
 //! The Qwen2 backbone on the real Qwen2.5-Coder-0.5B-Instruct Q4_K_M file (`cargo xtask fetch
 //! qwen2.5-0.5b`) against HF transformers in float32 on the same file's weights
-//! (`tests/fixtures/make_qwen2_ref.py`): logits, greedy continuations, tokenizer ids, and the
+//! (`tests/fixtures/make_backbone_ref.py qwen2`): logits, greedy continuations, tokenizer ids, and the
 //! gradient to soft tokens against finite differences.
 
 use std::sync::OnceLock;

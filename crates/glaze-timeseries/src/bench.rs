@@ -9,8 +9,7 @@ use glaze_core::{FrozenBackbone, TextCodec};
 use glaze_train::{LrSchedule, RunOptions, StepInfo, train};
 
 use crate::error::{Error, Result};
-use crate::experiment::{RunSpec, StoredConfig, identity, load_data};
-use crate::model::Pipeline;
+use crate::experiment::{RunSpec, StoredConfig, data_and_pipeline, identity};
 use crate::task::ForecastTask;
 
 /// Medians of the timed steps (`glaze_train::metrics::median`) and what they ran on.
@@ -59,14 +58,7 @@ pub fn train_step_timing(
     spec.train.max_steps = Some(steps + 1);
     spec.train.schedule = LrSchedule::Constant;
     spec.train.checkpoint_every = 0;
-    let set = load_data(&spec)?;
-    let pipeline = Pipeline::new(
-        backbone,
-        codec,
-        spec.model.clone(),
-        spec.description.clone(),
-        cache_root,
-    )?;
+    let (set, pipeline) = data_and_pipeline(backbone, codec, &spec, cache_root)?;
     let batch = spec.train.batch_size;
     let mut prompt_tokens = Vec::new();
     if cache_root.is_some() {

@@ -128,6 +128,24 @@ pub fn load_data(spec: &RunSpec) -> Result<SeriesData> {
     prepare(&frame, &spec.window)
 }
 
+/// The run's data and its model's pipeline: what training and the step benchmark start from.
+pub(crate) fn data_and_pipeline<'a>(
+    backbone: &'a dyn FrozenBackbone,
+    codec: &'a dyn TextCodec,
+    spec: &RunSpec,
+    cache_root: Option<&Path>,
+) -> Result<(SeriesData, Pipeline<'a>)> {
+    let data = load_data(spec)?;
+    let pipeline = Pipeline::new(
+        backbone,
+        codec,
+        spec.model.clone(),
+        spec.description.clone(),
+        cache_root,
+    )?;
+    Ok((data, pipeline))
+}
+
 /// Trains and tests one model. `dir` receives checkpoints, metrics and the curve (and makes
 /// the run resumable); `cache_root` holds the prompt-prefix cache.
 pub fn run(
@@ -138,14 +156,7 @@ pub fn run(
     cache_root: Option<&Path>,
     progress: bool,
 ) -> Result<(Forecaster, RunOutcome)> {
-    let data = load_data(spec)?;
-    let pipeline = Pipeline::new(
-        backbone,
-        codec,
-        spec.model.clone(),
-        spec.description.clone(),
-        cache_root,
-    )?;
+    let (data, pipeline) = data_and_pipeline(backbone, codec, spec, cache_root)?;
     let stored = StoredConfig {
         model: spec.model.clone(),
         window: spec.window,
