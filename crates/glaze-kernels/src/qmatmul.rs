@@ -358,8 +358,8 @@ impl QMatrix {
 
     /// Whether every row is of the file's own bytes in a type with an AVX2 f32-activation
     /// kernel (Q5_0, Q4_K, Q6_K): for one input (a decode step) those beat the 8-bit ones,
-    /// whose per-block unpacking is then shared by no other input (measured in
-    /// `docs/benchmarks-backbones.md`).
+    /// whose per-block unpacking is then shared by no other input (measured on an AVX2
+    /// machine: `docs/benchmarks.md`, "Qwen2 and Gemma 3 against llama.cpp").
     fn raw_f32_kernels(&self) -> bool {
         crate::qkernels::available()
             && matches!(&self.blocks, Blocks::Raw(parts) if parts.iter().all(|p| {
