@@ -135,10 +135,7 @@ pub fn bench(args: &[String]) -> Result<(), String> {
         "--examples",
         "--bins",
     ]))?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"));
-    let glaze = target.join("debug/glaze");
+    let glaze = crate::target_dir().join("debug/glaze");
     let mut rows: Vec<String> = Vec::new();
     let glaze_bench = |extra: &[&str], prompt: usize| {
         capture(
@@ -202,11 +199,11 @@ pub fn bench(args: &[String]) -> Result<(), String> {
         &mut rows,
     );
     let profile = capture(&mut Command::new(
-        target.join("debug/examples/decode_profile"),
+        crate::target_dir().join("debug/examples/decode_profile"),
     ))
     .unwrap_or_else(|e| format!("(profile failed: {e})"));
     let mut gemm = capture(
-        Command::new(target.join("debug/examples/gemm_profile"))
+        Command::new(crate::target_dir().join("debug/examples/gemm_profile"))
             .env("RAYON_NUM_THREADS", THREADS.to_string()),
     )
     .unwrap_or_else(|e| format!("(gemm_profile failed: {e})\n"));

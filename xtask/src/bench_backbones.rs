@@ -105,10 +105,7 @@ pub fn bench_backbones(args: &[String]) -> Result<(), String> {
         .collect::<Result<Vec<_>, String>>()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     crate::run(Command::new(&cargo).args(["build", "-p", "glaze-cli", "--bins"]))?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"));
-    let glaze = target.join("debug/glaze");
+    let glaze = crate::target_dir().join("debug/glaze");
     let llama = llama_bench()?;
     let help = Command::new(&llama.bin)
         .arg("--help")
@@ -209,7 +206,7 @@ fn parse_args(args: &[String]) -> Result<(usize, Vec<String>), String> {
 }
 
 /// The joined GGUF of a split backbone, where `cargo xtask fetch` puts it.
-fn gguf_path(name: &str) -> Result<PathBuf, String> {
+pub(crate) fn gguf_path(name: &str) -> Result<PathBuf, String> {
     let splits = crate::split_assets::SPLITS;
     let split = splits.iter().find(|s| s.name == name).ok_or_else(|| {
         let known: Vec<&str> = splits.iter().map(|s| s.name).collect();

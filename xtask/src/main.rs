@@ -12,12 +12,15 @@
 //! - `results timeseries`  the ETTh1/ETTh2 sweep behind docs/results/timeseries.md
 //! - `results vision`  the textile and generated-shapes sweep behind docs/results/vision.md
 //! - `results speech`  recognition runs and the faster-whisper peer behind docs/results/speech.md
+//! - `results backbones`  Time-LLM, the textile MLP projector and FSDD frame stacking on each
+//!   frozen backbone, behind docs/results/backbones.md
 //! - `results audio`  the APT aligner run (and its no-instruction ablation) behind docs/results/audio.md
 
 mod bench;
 mod bench_backbones;
 mod fetch;
 mod llama_build;
+mod results_backbones;
 mod speech_data;
 mod split_assets;
 mod tidy;
@@ -44,9 +47,12 @@ fn main() -> ExitCode {
             results_speech(&args[2..])
         }
         Some("results") if args.get(1).map(String::as_str) == Some("audio") => results_audio(),
+        Some("results") if args.get(1).map(String::as_str) == Some("backbones") => {
+            results_backbones::results_backbones(&args[2..])
+        }
         _ => {
             eprintln!(
-                "usage: cargo xtask <fetch|ci|demo|tidy|bench [backbones]|speech-data|results timeseries|results vision|results speech|results audio>"
+                "usage: cargo xtask <fetch|ci|demo|tidy|bench [backbones]|speech-data|results timeseries|results vision|results speech|results audio|results backbones>"
             );
             return ExitCode::from(2);
         }
@@ -103,6 +109,13 @@ fn cargo() -> Command {
 }
 
 /// The shared data and references: `$GLAZE_SHARED`, else `../shared` beside the repository.
+/// Cargo's target directory (`CARGO_TARGET_DIR` when set).
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
 pub fn shared_dir() -> PathBuf {
     std::env::var_os("GLAZE_SHARED")
         .filter(|d| !d.is_empty())
@@ -247,26 +260,28 @@ fn results_timeseries(args: &[String]) -> Result<(), String> {
         .arg(root().join("docs/results/timeseries.md"))
         .arg("--runs")
         .arg(fetch::cache_dir().join("ts-runs"))
-        .args([
-            "--train-stride",
-            "16",
-            "--eval-stride",
-            "24",
-            "--eval-every",
-            "40",
-            "--lr",
-            "2e-3",
-            "--layers",
-            "2",
-            "--prototypes",
-            "100",
-            "--input-len",
-            "96",
-            "--horizons",
-            "96,192,336",
-        ])
+        .args(TIMESERIES_SETUP)
+        .args(["--horizons", "96,192,336"])
         .env("RAYON_NUM_THREADS", "2"))
 }
+
+/// Window, model and training settings of the Time-LLM results (docs/results/timeseries.md).
+const TIMESERIES_SETUP: &[&str] = &[
+    "--train-stride",
+    "16",
+    "--eval-stride",
+    "24",
+    "--eval-every",
+    "40",
+    "--lr",
+    "2e-3",
+    "--layers",
+    "2",
+    "--prototypes",
+    "100",
+    "--input-len",
+    "96",
+];
 
 /// The configuration of docs/results/vision.md: every adapter on the textile images and on the
 /// generated shapes. Finished rows of `docs/results/vision.jsonl` are skipped; `--fresh` redoes
@@ -279,6 +294,7 @@ fn results_vision(args: &[String]) -> Result<(), String> {
     }
     run(cargo()
         .args(VISION_SWEEP)
+        .args(VISION_SETUP)
         .arg("--results")
         .arg(&results)
         .arg("--markdown")
@@ -301,10 +317,7 @@ fn results_speech(args: &[String]) -> Result<(), String> {
         let _ = std::fs::remove_file(&results);
     }
     run(cargo().args(["build", "-p", "glaze-cli"]))?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"));
-    let glaze = target.join("debug/glaze");
+    let glaze = target_dir().join("debug/glaze");
     let runs = fetch::cache_dir().join("speech-runs");
     for (name, steps) in SPEECH_RUNS {
         let out = runs.join(format!("{name}-s0"));
@@ -427,6 +440,9 @@ const VISION_SWEEP: &[&str] = &[
     "sweep",
     "--adapters",
     "linear,mlp,qformer,perceiver",
+];
+/// Training and data settings of the vision sweep.
+const VISION_SETUP: &[&str] = &[
     "--steps",
     "80",
     "--batch",
