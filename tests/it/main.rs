@@ -12,6 +12,7 @@ mod parity;
 mod quantized;
 mod qwen2;
 mod real_model;
+mod serve;
 mod speech;
 mod timeseries;
 mod tokenizer;

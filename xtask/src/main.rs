@@ -144,6 +144,8 @@ fn ci() -> Result<(), String> {
     ]))?;
     step("fetch (weights for the real-model tests)");
     fetch::fetch(&[])?;
+    step("openai client (PyPI) for the server test");
+    let openai_python = openai_client()?;
     // One test build: with lavapipe present, the integration binary is built with the `wgpu`
     // feature once and runs every test, the GPU smoke test included (a second, plain build
     // of the workspace cost ~10 of the ~35 minutes of a cold CI run).
@@ -154,7 +156,8 @@ fn ci() -> Result<(), String> {
         "test"
     });
     let mut test = cargo();
-    test.args(["test", "--workspace"]);
+    test.args(["test", "--workspace"])
+        .env("GLAZE_OPENAI_PYTHON", &openai_python);
     if gpu {
         let runtime = std::env::var("XDG_RUNTIME_DIR").unwrap_or_else(|_| "/tmp".into());
         test.args(["--features", "glaze-tests/wgpu"])
@@ -178,6 +181,37 @@ fn ci() -> Result<(), String> {
 const LAVAPIPE_ICD: &str = "/usr/share/vulkan/icd.d/lvp_icd.x86_64.json";
 
 /// Whether the GPU smoke test can run: lavapipe installed and not skipped.
+/// The official `openai` Python package, pinned, in its own virtual environment (made once):
+/// the client the server's test drives. Returns its Python.
+fn openai_client() -> Result<PathBuf, String> {
+    let dir = fetch::cache_dir().join("openai-venv");
+    let python = dir.join("bin/python");
+    let pinned = |p: &Path| {
+        Command::new(p)
+            .args([
+                "-c",
+                &format!("import openai; assert openai.__version__ == '{OPENAI}'"),
+            ])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !pinned(&python) {
+        run(Command::new("python3").args(["-m", "venv"]).arg(&dir))?;
+        run(Command::new(&python).args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            &format!("openai=={OPENAI}"),
+        ]))?;
+    }
+    Ok(python)
+}
+
+/// The `openai` release the server is tested with.
+const OPENAI: &str = "3.63.0";
+
 fn wgpu_available() -> Result<bool, String> {
     if std::env::var_os("GLAZE_CI_SKIP_WGPU").is_some() {
         eprintln!("wgpu: skipped (GLAZE_CI_SKIP_WGPU is set)");

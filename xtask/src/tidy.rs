@@ -29,6 +29,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("glaze-core", &["glaze-kernels"]),
     ("glaze-train", &["glaze-core", "glaze-kernels"]),
     ("glaze-llm", &["glaze-core", "glaze-kernels"]),
+    ("glaze-serve", &["glaze"]),
+    ("glaze-cli", &["glaze", "glaze-serve"]),
 ];
 /// What a plugin may depend on.
 const PLUGIN_DEPS: &[&str] = &["glaze-core", "glaze-kernels", "glaze-train"];

@@ -4,6 +4,7 @@
 
 mod audio;
 mod bench;
+mod serve;
 mod speech;
 mod speech_args;
 mod sweep;
@@ -186,6 +187,8 @@ enum Cmd {
     },
     /// Measure prefill and decode speed (used by `cargo xtask bench`).
     Bench(bench::BenchArgs),
+    /// Serve the model and adapters over HTTP (OpenAI's chat API with image and audio parts).
+    Serve(serve::ServeArgs),
 }
 
 fn spinner(msg: &str) -> ProgressBar {
@@ -240,6 +243,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             model,
         } => text::prompt_tune(&question, &target, tokens, steps, lr, seed, &model)?,
         Cmd::Bench(args) => bench::run(args)?,
+        Cmd::Serve(args) => serve::run(args)?,
         Cmd::Timeseries(cmd) => timeseries::run(cmd)?,
         Cmd::Vision(cmd) => vision::run(cmd)?,
         Cmd::Speech(cmd) => speech::run(cmd)?,

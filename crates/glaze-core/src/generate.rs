@@ -47,6 +47,8 @@ pub enum FinishReason {
     Stop,
     /// `max_new_tokens` were produced.
     Length,
+    /// The text callback of [`generate_until`] asked to stop.
+    Cancelled,
 }
 
 /// The result of generating from one prompt.
@@ -126,6 +128,22 @@ pub fn generate(
     config: &GenerationConfig,
     mut on_text: impl FnMut(&str),
 ) -> Result<Generation> {
+    generate_until(backbone, codec, prompt, config, |t| {
+        on_text(t);
+        true
+    })
+}
+
+/// [`generate`] whose callback can end the generation: when `on_text` returns `false` no
+/// further token is decoded and the finish reason is [`FinishReason::Cancelled`] (a server
+/// whose client went away, a stop string found in the text).
+pub fn generate_until(
+    backbone: &dyn FrozenBackbone,
+    codec: &dyn TextCodec,
+    prompt: &Prompt,
+    config: &GenerationConfig,
+    mut on_text: impl FnMut(&str) -> bool,
+) -> Result<Generation> {
     let mut out = generate_inner(
         backbone,
         codec,
@@ -143,7 +161,7 @@ pub fn generate_batch(
     prompts: &[Prompt],
     config: &GenerationConfig,
 ) -> Result<Vec<Generation>> {
-    generate_inner(backbone, codec, prompts, config, &mut |_| {})
+    generate_inner(backbone, codec, prompts, config, &mut |_| true)
 }
 
 fn last_logits(backbone: &dyn FrozenBackbone, hidden: Tensor<3>) -> (Vec<f32>, usize) {
@@ -164,7 +182,7 @@ fn generate_inner(
     codec: &dyn TextCodec,
     prompts: &[Prompt],
     config: &GenerationConfig,
-    on_text: &mut dyn FnMut(&str),
+    on_text: &mut dyn FnMut(&str) -> bool,
 ) -> Result<Vec<Generation>> {
     let batch = embed_batch(backbone, codec, prompts)?;
     let b = prompts.len();
@@ -225,7 +243,8 @@ fn generate_inner(
 type Decoded = (Vec<Vec<u32>>, Vec<Option<FinishReason>>);
 
 /// Greedy/sampled decoding from logits `[b, v]` of the last prompt position, feeding each new
-/// token through the cache. Returns the new ids per row and why each row stopped.
+/// token through the cache. Returns the new ids per row and why each row stopped. A single row
+/// streams its text to `on_text`, which ends the generation by returning `false`.
 #[allow(clippy::too_many_arguments)]
 fn decode_loop(
     backbone: &dyn FrozenBackbone,
@@ -236,7 +255,7 @@ fn decode_loop(
     b: usize,
     budget: usize,
     config: &GenerationConfig,
-    on_text: &mut dyn FnMut(&str),
+    on_text: &mut dyn FnMut(&str) -> bool,
 ) -> Result<Decoded> {
     let mut rng = SplitMix64::new(config.seed);
     let mut ids: Vec<Vec<u32>> = vec![Vec::new(); b];
@@ -270,8 +289,11 @@ fn decode_loop(
             // Stream text once it no longer ends inside a multi-byte character.
             let text = codec.decode(&ids[0], false)?;
             if !text.ends_with('\u{FFFD}') && text.len() > emitted {
-                on_text(&text[emitted..]);
+                let go_on = on_text(&text[emitted..]);
                 emitted = text.len();
+                if !go_on {
+                    done[0] = Some(FinishReason::Cancelled);
+                }
             }
         }
         if done.iter().all(Option::is_some) || step + 1 == budget {
@@ -295,6 +317,10 @@ pub fn generate_cached(
     config: &GenerationConfig,
     mut on_text: impl FnMut(&str),
 ) -> Result<Generation> {
+    let mut on_text = |t: &str| {
+        on_text(t);
+        true
+    };
     let [b, t, _] = tail.dims();
     if b != 1 || t == 0 {
         return Err(Error::InvalidConfig {

@@ -27,6 +27,7 @@ pub use device::DeviceChoice;
 pub use error::{Error, Result};
 pub use generate::{
     FinishReason, Generation, GenerationConfig, generate, generate_batch, generate_cached,
+    generate_until,
 };
 pub use loss::RegressionLoss;
 pub use params::{NamedTensor, count_params, export_params, import_params};

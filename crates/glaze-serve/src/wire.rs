@@ -1,0 +1,805 @@
+//! The OpenAI chat wire format: the request as clients send it, checked field by field into a
+//! [`Chat`], and the response and stream-chunk bodies.
+
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+
+/// Limits on what one request may carry (checked before anything is decoded).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request body, bytes.
+    pub max_body_bytes: usize,
+    /// Largest decoded image or audio part, bytes.
+    pub max_part_bytes: usize,
+    /// Most non-text parts in one request.
+    pub max_parts: usize,
+    /// Most values in one series part.
+    pub max_series_len: usize,
+    /// Local image files may be named (`file://` or a plain path) only under this directory.
+    pub allow_dir: Option<std::path::PathBuf>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 32 << 20,
+            max_part_bytes: 16 << 20,
+            max_parts: 8,
+            max_series_len: 10_000,
+            allow_dir: None,
+        }
+    }
+}
+
+/// The fields of a chat request Glaze reads; others (`user`, `stream_options`, …) are ignored
+/// as OpenAI's optional extras.
+#[derive(Debug, Deserialize)]
+struct RawChat {
+    model: Option<String>,
+    messages: Vec<RawMessage>,
+    max_tokens: Option<u64>,
+    max_completion_tokens: Option<u64>,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    seed: Option<i64>,
+    stop: Option<Value>,
+    n: Option<u64>,
+    #[serde(default)]
+    stream: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawMessage {
+    role: String,
+    #[serde(default)]
+    content: Value,
+}
+
+/// What a non-text part is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PartKind {
+    /// `image_url`.
+    Image,
+    /// `input_audio`.
+    Audio,
+    /// Glaze's `series` extension part.
+    Series,
+}
+
+impl PartKind {
+    /// The placeholder that positions this part in a message's text.
+    pub fn marker(self) -> &'static str {
+        match self {
+            PartKind::Image => "<image>",
+            PartKind::Audio => "<audio>",
+            PartKind::Series => "<series>",
+        }
+    }
+
+    /// The part's `type` on the wire.
+    pub fn wire_name(self) -> &'static str {
+        match self {
+            PartKind::Image => "image_url",
+            PartKind::Audio => "input_audio",
+            PartKind::Series => "series",
+        }
+    }
+}
+
+/// One non-text part, its bytes decoded from base64 but not yet decoded as media.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Media {
+    /// Encoded image bytes (PNG, JPEG, …).
+    Image(Vec<u8>),
+    /// Encoded audio bytes and their format (`wav`, `mp3`, `flac`, `ogg`).
+    Audio {
+        /// The file bytes.
+        bytes: Vec<u8>,
+        /// The container format.
+        format: String,
+    },
+    /// Series values (finite), oldest first.
+    Series(Vec<f32>),
+}
+
+impl Media {
+    /// Its kind.
+    pub fn kind(&self) -> PartKind {
+        match self {
+            Media::Image(_) => PartKind::Image,
+            Media::Audio { .. } => PartKind::Audio,
+            Media::Series(_) => PartKind::Series,
+        }
+    }
+}
+
+/// A part together with the request field it came from (for error messages).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Part {
+    /// The decoded part.
+    pub media: Media,
+    /// Where it is in the request, e.g. `messages[0].content[1]`.
+    pub param: String,
+}
+
+/// One message: its text with a marker where each part goes, and the parts in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The text; markers (`<image>`, `<audio>`, `<series>`) place the parts.
+    pub text: String,
+    /// The message's parts, in the order of their markers.
+    pub parts: Vec<Part>,
+}
+
+/// A checked chat request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chat {
+    /// The `model` asked for (None: the server's default).
+    pub model: Option<String>,
+    /// The conversation.
+    pub messages: Vec<Message>,
+    /// `max_completion_tokens` or `max_tokens`.
+    pub max_tokens: Option<usize>,
+    /// Sampling temperature (None: the server's default).
+    pub temperature: Option<f64>,
+    /// Nucleus sampling mass.
+    pub top_p: Option<f64>,
+    /// Sampler seed.
+    pub seed: Option<u64>,
+    /// Stop strings (at most 4, as OpenAI).
+    pub stop: Vec<String>,
+    /// Stream server-sent events.
+    pub stream: bool,
+}
+
+impl Chat {
+    /// Parts of all messages.
+    pub fn parts(&self) -> impl Iterator<Item = &Part> {
+        self.messages.iter().flat_map(|m| m.parts.iter())
+    }
+}
+
+/// Parses and checks a `/v1/chat/completions` body.
+pub fn parse_chat(body: &[u8], limits: &Limits) -> Result<Chat, ApiError> {
+    let raw: RawChat = serde_json::from_slice(body).map_err(|e| {
+        let code = if e.is_data() {
+            "invalid_field"
+        } else {
+            "invalid_json"
+        };
+        ApiError::invalid(
+            code,
+            "body",
+            format!("the request body is not a valid chat request: {e}"),
+        )
+    })?;
+    if let Some(n) = raw.n.filter(|&n| n != 1) {
+        return Err(ApiError::invalid(
+            "unsupported_value",
+            "n",
+            format!("n = {n}: this server returns one choice per request (n = 1)"),
+        ));
+    }
+    if raw.messages.is_empty() {
+        return Err(ApiError::invalid(
+            "invalid_field",
+            "messages",
+            "messages is empty: send at least one message".into(),
+        ));
+    }
+    let max_tokens = match (raw.max_completion_tokens, raw.max_tokens) {
+        (Some(m), _) => Some(("max_completion_tokens", m)),
+        (None, Some(m)) => Some(("max_tokens", m)),
+        (None, None) => None,
+    };
+    if let Some((field, 0)) = max_tokens {
+        return Err(ApiError::invalid(
+            "invalid_field",
+            field,
+            format!("{field} must be at least 1"),
+        ));
+    }
+    if let Some(t) = raw.temperature.filter(|t| !(0.0..=2.0).contains(t)) {
+        return Err(ApiError::invalid(
+            "invalid_field",
+            "temperature",
+            format!("temperature {t} is outside 0–2"),
+        ));
+    }
+    if let Some(p) = raw.top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
+        return Err(ApiError::invalid(
+            "invalid_field",
+            "top_p",
+            format!("top_p {p} is outside (0, 1]"),
+        ));
+    }
+    let stop = parse_stop(raw.stop)?;
+    let mut parts_seen = 0;
+    let messages = raw
+        .messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| parse_message(i, m, limits, &mut parts_seen))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Chat {
+        model: raw.model,
+        messages,
+        max_tokens: max_tokens.map(|(_, m)| usize::try_from(m).unwrap_or(usize::MAX)),
+        temperature: raw.temperature,
+        top_p: raw.top_p,
+        // OpenAI seeds are signed; the sampler takes the bits.
+        seed: raw.seed.map(|s| s as u64),
+        stop,
+        stream: raw.stream,
+    })
+}
+
+fn parse_stop(stop: Option<Value>) -> Result<Vec<String>, ApiError> {
+    let bad = |why: &str| ApiError::invalid("invalid_field", "stop", format!("stop {why}"));
+    let list = match stop {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => vec![s],
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s),
+                _ => Err(bad("must be a string or a list of strings")),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(bad("must be a string or a list of strings")),
+    };
+    if list.len() > 4 {
+        return Err(bad("holds more than 4 strings"));
+    }
+    if list.iter().any(String::is_empty) {
+        return Err(bad("holds an empty string"));
+    }
+    Ok(list)
+}
+
+fn parse_message(
+    i: usize,
+    m: RawMessage,
+    limits: &Limits,
+    parts_seen: &mut usize,
+) -> Result<Message, ApiError> {
+    let param = format!("messages[{i}]");
+    if !matches!(
+        m.role.as_str(),
+        "system" | "developer" | "user" | "assistant"
+    ) {
+        return Err(ApiError::invalid(
+            "invalid_field",
+            format!("{param}.role"),
+            format!(
+                "role `{}` is not one of system, developer, user, assistant",
+                m.role
+            ),
+        ));
+    }
+    // OpenAI's `developer` role is the system role of newer models.
+    let role = if m.role == "developer" {
+        "system".to_string()
+    } else {
+        m.role
+    };
+    let items = match m.content {
+        Value::String(text) => {
+            return Ok(Message {
+                role,
+                text,
+                parts: Vec::new(),
+            });
+        }
+        Value::Null if role == "assistant" => Vec::new(),
+        Value::Array(items) => items,
+        _ => {
+            return Err(ApiError::invalid(
+                "invalid_field",
+                format!("{param}.content"),
+                "content must be a string or a list of parts".into(),
+            ));
+        }
+    };
+    let mut texts: Vec<String> = Vec::new();
+    let mut parts: Vec<Part> = Vec::new();
+    // Each part's place in the text, in case the text does not place them itself.
+    let mut auto: Vec<String> = Vec::new();
+    for (j, item) in items.into_iter().enumerate() {
+        let param = format!("{param}.content[{j}]");
+        let kind = item.get("type").and_then(Value::as_str).unwrap_or_default();
+        if kind == "text" {
+            let text = item.get("text").and_then(Value::as_str).ok_or_else(|| {
+                ApiError::invalid(
+                    "invalid_field",
+                    format!("{param}.text"),
+                    "a text part needs a string `text`".into(),
+                )
+            })?;
+            texts.push(text.to_string());
+            auto.push(text.to_string());
+            continue;
+        }
+        let media = match kind {
+            "image_url" => parse_image(&item, &param, limits)?,
+            "input_audio" => parse_audio(&item, &param, limits)?,
+            "series" => parse_series(&item, &param, limits)?,
+            "" => {
+                return Err(ApiError::invalid(
+                    "invalid_field",
+                    format!("{param}.type"),
+                    "a content part needs a `type`".into(),
+                ));
+            }
+            other => {
+                return Err(ApiError::invalid(
+                    "unsupported_part",
+                    format!("{param}.type"),
+                    format!(
+                        "part type `{other}` is not supported (text, image_url, input_audio, series)"
+                    ),
+                ));
+            }
+        };
+        *parts_seen += 1;
+        if *parts_seen > limits.max_parts {
+            return Err(ApiError::invalid(
+                "too_many_parts",
+                param,
+                format!(
+                    "the request has more than {} image, audio or series parts",
+                    limits.max_parts
+                ),
+            ));
+        }
+        auto.push(media.kind().marker().to_string());
+        parts.push(Part { media, param });
+    }
+    let joined = texts.join("\n");
+    let placed = [PartKind::Image, PartKind::Audio, PartKind::Series]
+        .iter()
+        .any(|k| joined.contains(k.marker()));
+    // Markers in the text place the parts (their counts are checked when the prompt is
+    // built); otherwise each part goes where it stands among the text parts.
+    let text = if placed { joined } else { auto.join("\n") };
+    Ok(Message { role, text, parts })
+}
+
+/// Base64 text decoded, refusing more than `max` bytes before decoding.
+fn decode_base64(data: &str, param: &str, max: usize) -> Result<Vec<u8>, ApiError> {
+    let data = data.trim();
+    if data.len() / 4 * 3 > max {
+        return Err(ApiError::too_large(
+            param,
+            format!(
+                "the part decodes to about {} bytes; the limit is {max}",
+                data.len() / 4 * 3
+            ),
+        ));
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .map_err(|e| ApiError::invalid("invalid_base64", param, format!("invalid base64: {e}")))
+}
+
+fn parse_image(item: &Value, param: &str, limits: &Limits) -> Result<Media, ApiError> {
+    let url_param = format!("{param}.image_url.url");
+    // Clients send `{"image_url": {"url": …}}`; some send the URL string itself.
+    let url = item
+        .get("image_url")
+        .and_then(|v| v.get("url").or(Some(v)))
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "invalid_field",
+                url_param.clone(),
+                "an image_url part needs `image_url.url`".into(),
+            )
+        })?;
+    if let Some(rest) = url.strip_prefix("data:") {
+        let (header, data) = rest.split_once(',').ok_or_else(|| {
+            ApiError::invalid(
+                "invalid_data_url",
+                url_param.clone(),
+                "a data URL needs a `,` before its data".into(),
+            )
+        })?;
+        if !header.ends_with(";base64") {
+            return Err(ApiError::invalid(
+                "invalid_data_url",
+                url_param,
+                "only base64 data URLs are accepted (data:image/…;base64,…)".into(),
+            ));
+        }
+        return Ok(Media::Image(decode_base64(
+            data,
+            &url_param,
+            limits.max_part_bytes,
+        )?));
+    }
+    if url.starts_with("http://") || url.starts_with("https://") {
+        return Err(ApiError::invalid(
+            "remote_url",
+            url_param,
+            "this server does not fetch remote URLs; send the image as a data URL".into(),
+        ));
+    }
+    let path = std::path::Path::new(url.strip_prefix("file://").unwrap_or(url));
+    read_local(path, &url_param, limits).map(Media::Image)
+}
+
+/// A local file under the operator's allowed directory.
+fn read_local(path: &std::path::Path, param: &str, limits: &Limits) -> Result<Vec<u8>, ApiError> {
+    let Some(dir) = &limits.allow_dir else {
+        return Err(ApiError::invalid(
+            "local_path_refused",
+            param,
+            "local paths are refused (the server was not started with --allow-dir); send a data URL"
+                .into(),
+        ));
+    };
+    let refused = || {
+        ApiError::invalid(
+            "local_path_refused",
+            param,
+            format!(
+                "{} is not a file under the allowed directory",
+                path.display()
+            ),
+        )
+    };
+    let file = dir.join(path).canonicalize().map_err(|_| refused())?;
+    let root = dir.canonicalize().map_err(|_| refused())?;
+    if !file.starts_with(&root) || !file.is_file() {
+        return Err(refused());
+    }
+    let size = std::fs::metadata(&file).map_err(|_| refused())?.len();
+    if size > limits.max_part_bytes as u64 {
+        return Err(ApiError::too_large(
+            param,
+            format!(
+                "{} has {size} bytes; the limit is {}",
+                path.display(),
+                limits.max_part_bytes
+            ),
+        ));
+    }
+    std::fs::read(&file).map_err(|_| refused())
+}
+
+fn parse_audio(item: &Value, param: &str, limits: &Limits) -> Result<Media, ApiError> {
+    let audio = item.get("input_audio").ok_or_else(|| {
+        ApiError::invalid(
+            "invalid_field",
+            format!("{param}.input_audio"),
+            "an input_audio part needs `input_audio: {data, format}`".into(),
+        )
+    })?;
+    let format = audio
+        .get("format")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if !matches!(format.as_str(), "wav" | "mp3" | "flac" | "ogg") {
+        return Err(ApiError::invalid(
+            "unsupported_format",
+            format!("{param}.input_audio.format"),
+            format!("audio format `{format}` is not one of wav, mp3, flac, ogg"),
+        ));
+    }
+    let data_param = format!("{param}.input_audio.data");
+    let data = audio.get("data").and_then(Value::as_str).ok_or_else(|| {
+        ApiError::invalid(
+            "invalid_field",
+            data_param.clone(),
+            "input_audio.data must be base64 text".into(),
+        )
+    })?;
+    let bytes = decode_base64(data, &data_param, limits.max_part_bytes)?;
+    Ok(Media::Audio { bytes, format })
+}
+
+fn parse_series(item: &Value, param: &str, limits: &Limits) -> Result<Media, ApiError> {
+    let values_param = format!("{param}.series.values");
+    let values = item
+        .get("series")
+        .and_then(|s| s.get("values"))
+        .and_then(Value::as_array)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "invalid_field",
+                values_param.clone(),
+                "a series part needs `series.values`, a list of numbers".into(),
+            )
+        })?;
+    if values.len() > limits.max_series_len {
+        return Err(ApiError::too_large(
+            values_param,
+            format!(
+                "the series has {} values; the limit is {}",
+                values.len(),
+                limits.max_series_len
+            ),
+        ));
+    }
+    let values = values
+        .iter()
+        .enumerate()
+        .map(|(k, v)| {
+            // JSON has no NaN; clients that send one send `null` or a string.
+            v.as_f64()
+                .filter(|x| x.is_finite())
+                .map(|x| x as f32)
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "invalid_value",
+                        format!("{values_param}[{k}]"),
+                        format!("series value {v} is not a finite number"),
+                    )
+                })
+        })
+        .collect::<Result<Vec<f32>, _>>()?;
+    if values.is_empty() {
+        return Err(ApiError::invalid(
+            "invalid_field",
+            values_param,
+            "the series is empty".into(),
+        ));
+    }
+    Ok(Media::Series(values))
+}
+
+/// Token counts of one answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Prompt positions: text tokens and soft tokens.
+    pub prompt_tokens: usize,
+    /// Of those, soft tokens (from image, audio or series parts).
+    pub soft_tokens: usize,
+    /// Generated tokens.
+    pub completion_tokens: usize,
+}
+
+impl Usage {
+    /// The `usage` object; soft tokens are reported in `prompt_tokens_details.soft_tokens`.
+    pub fn to_json(self) -> Value {
+        json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "prompt_tokens_details": {"soft_tokens": self.soft_tokens, "cached_tokens": 0},
+        })
+    }
+}
+
+/// A complete `chat.completion` body.
+pub fn completion(
+    id: &str,
+    created: u64,
+    model: &str,
+    text: &str,
+    finish: &str,
+    usage: Usage,
+) -> Value {
+    json!({
+        "id": id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "finish_reason": finish,
+        }],
+        "usage": usage.to_json(),
+    })
+}
+
+/// One `chat.completion.chunk` of a stream: a role, a piece of text, or the finish reason.
+pub fn chunk(id: &str, created: u64, model: &str, delta: Value, finish: Option<&str>) -> Value {
+    json!({
+        "id": id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: Value) -> Result<Chat, ApiError> {
+        parse_chat(body.to_string().as_bytes(), &Limits::default())
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+
+    #[test]
+    fn parts_become_markers_where_they_stand() {
+        let chat = parse(json!({
+            "model": "m",
+            "messages": [
+                {"role": "developer", "content": "Be brief."},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "What is this?"},
+                    {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{}", b64(b"png"))}},
+                    {"type": "input_audio", "input_audio": {"data": b64(b"wav"), "format": "WAV"}},
+                ]},
+            ],
+            "max_tokens": 5, "stop": "\n", "seed": -1, "stream": true, "user": "ignored",
+        }))
+        .expect("parses");
+        assert_eq!(chat.messages[0].role, "system");
+        let m = &chat.messages[1];
+        assert_eq!(m.text, "What is this?\n<image>\n<audio>");
+        assert_eq!(m.parts[0].media, Media::Image(b"png".to_vec()));
+        assert_eq!(m.parts[0].param, "messages[1].content[1]");
+        assert_eq!(
+            m.parts[1].media,
+            Media::Audio {
+                bytes: b"wav".to_vec(),
+                format: "wav".into()
+            }
+        );
+        assert_eq!(
+            (chat.max_tokens, chat.seed, chat.stream),
+            (Some(5), Some(u64::MAX), true)
+        );
+        assert_eq!(chat.stop, vec!["\n".to_string()]);
+    }
+
+    #[test]
+    fn markers_in_the_text_place_the_parts() {
+        let chat = parse(json!({"messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{}", b64(b"a"))}},
+            {"type": "text", "text": "Compare <image> with the sound"},
+            {"type": "series", "series": {"values": [1, 2.5, -3]}},
+        ]}]}))
+        .expect("parses");
+        assert_eq!(chat.messages[0].text, "Compare <image> with the sound");
+        assert_eq!(
+            chat.messages[0].parts[1].media,
+            Media::Series(vec![1.0, 2.5, -3.0])
+        );
+    }
+
+    #[test]
+    fn bad_requests_name_the_field() {
+        let check = |body: Value, status: u16, param: &str, words: &str| {
+            let e = parse(body).expect_err("refused");
+            assert_eq!(e.status.as_u16(), status, "{e:?}");
+            assert_eq!(e.param.as_deref(), Some(param), "{e:?}");
+            assert!(e.message.contains(words), "{e:?}");
+        };
+        let user = |part: Value| json!({"messages": [{"role": "user", "content": [part]}]});
+        check(json!({"messages": []}), 400, "messages", "empty");
+        check(
+            json!({"messages": [{"role": "user", "content": "x"}], "n": 2}),
+            400,
+            "n",
+            "n = 2",
+        );
+        check(
+            json!({"messages": [{"role": "robot", "content": "x"}]}),
+            400,
+            "messages[0].role",
+            "robot",
+        );
+        check(
+            json!({"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}),
+            400,
+            "max_tokens",
+            "at least 1",
+        );
+        check(
+            json!({"messages": [{"role": "user", "content": "x"}], "temperature": 3}),
+            400,
+            "temperature",
+            "outside",
+        );
+        check(
+            json!({"messages": [{"role": "user", "content": "x"}], "stop": ["a","b","c","d","e"]}),
+            400,
+            "stop",
+            "more than 4",
+        );
+        check(
+            user(json!({"type": "video_url"})),
+            400,
+            "messages[0].content[0].type",
+            "video_url",
+        );
+        check(
+            user(json!({"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@"}})),
+            400,
+            "messages[0].content[0].image_url.url",
+            "invalid base64",
+        );
+        check(
+            user(json!({"type": "image_url", "image_url": {"url": "https://example.com/a.png"}})),
+            400,
+            "messages[0].content[0].image_url.url",
+            "remote",
+        );
+        check(
+            user(json!({"type": "image_url", "image_url": {"url": "/etc/passwd"}})),
+            400,
+            "messages[0].content[0].image_url.url",
+            "--allow-dir",
+        );
+        check(
+            user(json!({"type": "input_audio", "input_audio": {"data": "", "format": "aac"}})),
+            400,
+            "messages[0].content[0].input_audio.format",
+            "aac",
+        );
+        check(
+            user(json!({"type": "series", "series": {"values": [1, null, 3]}})),
+            400,
+            "messages[0].content[0].series.values[1]",
+            "not a finite number",
+        );
+        let big = "A".repeat(4 * (16 << 20) / 3 + 8);
+        check(
+            user(json!({"type": "input_audio", "input_audio": {"data": big, "format": "wav"}})),
+            413,
+            "messages[0].content[0].input_audio.data",
+            "limit",
+        );
+        let many: Vec<Value> = (0..9)
+            .map(|_| json!({"type": "series", "series": {"values": [1]}}))
+            .collect();
+        check(
+            json!({"messages": [{"role": "user", "content": many}]}),
+            400,
+            "messages[0].content[8]",
+            "more than 8",
+        );
+        let e = parse_chat(b"{not json", &Limits::default()).expect_err("refused");
+        assert_eq!((e.status.as_u16(), e.code), (400, "invalid_json"));
+        let e = parse_chat(br#"{"messages": "hi"}"#, &Limits::default()).expect_err("refused");
+        assert_eq!((e.status.as_u16(), e.code), (400, "invalid_field"));
+    }
+
+    #[test]
+    fn local_images_only_under_the_allowed_directory() {
+        let dir = std::env::temp_dir().join(format!("glaze-serve-allow-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("a.png"), b"png").expect("write");
+        let limits = Limits {
+            allow_dir: Some(dir.clone()),
+            ..Limits::default()
+        };
+        let body = |url: &str| {
+            json!({"messages": [{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": url}}]}]})
+            .to_string()
+        };
+        let ok = parse_chat(body("file://a.png").as_bytes(), &limits).expect("allowed");
+        assert_eq!(ok.messages[0].parts[0].media, Media::Image(b"png".to_vec()));
+        let e = parse_chat(body("../../etc/passwd").as_bytes(), &limits).expect_err("outside");
+        assert_eq!(e.code, "local_path_refused");
+        std::fs::remove_dir_all(&dir).expect("clean");
+    }
+
+    #[test]
+    fn usage_reports_soft_tokens_apart() {
+        let u = Usage {
+            prompt_tokens: 30,
+            soft_tokens: 17,
+            completion_tokens: 4,
+        };
+        let v = u.to_json();
+        assert_eq!(v["total_tokens"], 34);
+        assert_eq!(v["prompt_tokens_details"]["soft_tokens"], 17);
+    }
+}
