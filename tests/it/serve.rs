@@ -698,7 +698,8 @@ fn an_adapter_of_another_backbone_or_modality_stops_the_server_naming_both() {
     })
     .expect("binds")
     .wait_ready()
-    .expect_err("refused");
+    .expect_err("refused")
+    .to_string();
     assert!(
         err.contains("needs a vision adapter") && err.contains("speech"),
         "{err}"
@@ -723,7 +724,8 @@ fn an_adapter_of_another_backbone_or_modality_stops_the_server_naming_both() {
     })
     .expect("binds")
     .wait_ready()
-    .expect_err("refused");
+    .expect_err("refused")
+    .to_string();
     let ours = smollm2().llama.spec().name.clone();
     let theirs = tiny.spec().name.clone();
     assert!(err.contains(&ours) && err.contains(&theirs), "{err}");

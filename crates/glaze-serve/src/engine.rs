@@ -22,7 +22,7 @@ use glaze::vision::{DecodeLimits, VisionAdapter, VisionEncoder, VisionPipeline, 
 use glaze::{FrozenBackbone, TextCodec};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ServeError};
 use crate::metrics::Metrics;
 use crate::stop::StopFilter;
 use crate::wire::{Chat, Media, PartKind, Usage};
@@ -67,16 +67,18 @@ pub struct AdapterSpec {
 }
 
 impl std::str::FromStr for AdapterSpec {
-    type Err = String;
+    type Err = ServeError;
 
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, ServeError> {
         let (name, path) = s.split_once('=').ok_or_else(|| {
-            format!("`{s}`: an adapter is NAME=FILE, e.g. vision=adapter.safetensors")
+            ServeError::AdapterSpec(format!(
+                "`{s}`: an adapter is NAME=FILE, e.g. vision=adapter.safetensors"
+            ))
         })?;
         if !matches!(name, "vision" | "speech" | "audio") {
-            return Err(format!(
+            return Err(ServeError::AdapterSpec(format!(
                 "`{name}`: the adapter name is the part type it serves: vision, speech or audio"
-            ));
+            )));
         }
         Ok(AdapterSpec {
             name: name.into(),
@@ -118,8 +120,11 @@ pub struct Engine {
     default_max_tokens: usize,
 }
 
-fn load_error(path: &Path, e: impl std::fmt::Display) -> String {
-    format!("{}: {e}", path.display())
+fn load_error(path: Option<&Path>, e: impl std::fmt::Display) -> ServeError {
+    ServeError::Load {
+        path: path.map(Path::to_path_buf),
+        problem: e.to_string(),
+    }
 }
 
 impl Engine {
@@ -131,11 +136,11 @@ impl Engine {
         adapters: &[AdapterSpec],
         default_temperature: f64,
         default_max_tokens: usize,
-    ) -> Result<Engine, String> {
+    ) -> Result<Engine, ServeError> {
         let device = Device::flex();
         let lm = match model {
-            Some(p) => LanguageModel::load(p, &device).map_err(|e| load_error(p, e))?,
-            None => LanguageModel::load_default(&device).map_err(|e| e.to_string())?,
+            Some(p) => LanguageModel::load(p, &device).map_err(|e| load_error(Some(p), e))?,
+            None => LanguageModel::load_default(&device).map_err(|e| load_error(None, e))?,
         };
         let id = model_id.unwrap_or_else(|| match model {
             Some(p) => p
@@ -146,7 +151,10 @@ impl Engine {
         let mut served = Vec::new();
         for spec in adapters {
             if served.iter().any(|s: &Served| s.name == spec.name) {
-                return Err(format!("adapter `{}` is named twice", spec.name));
+                return Err(ServeError::AdapterSpec(format!(
+                    "adapter `{}` is named twice",
+                    spec.name
+                )));
             }
             served.push(load_adapter(&lm, spec, &device)?);
         }
@@ -518,9 +526,14 @@ fn core_error(e: glaze::core::Error) -> ApiError {
     }
 }
 
-fn load_adapter(lm: &LanguageModel, spec: &AdapterSpec, device: &Device) -> Result<Served, String> {
+fn load_adapter(
+    lm: &LanguageModel,
+    spec: &AdapterSpec,
+    device: &Device,
+) -> Result<Served, ServeError> {
     let path = &spec.path;
-    let ck = Checkpoint::load(path).map_err(|e| load_error(path, e))?;
+    let at = |e: &dyn std::fmt::Display| load_error(Some(path), e);
+    let ck = Checkpoint::load(path).map_err(|e| at(&e))?;
     let modality = ck.identity.modality();
     let expected = match spec.name.as_str() {
         "vision" => Modality::Vision,
@@ -528,31 +541,29 @@ fn load_adapter(lm: &LanguageModel, spec: &AdapterSpec, device: &Device) -> Resu
         _ => Modality::Audio,
     };
     if modality != expected {
-        return Err(format!(
-            "{}: `{}=` needs a {expected} adapter; this file holds a {modality} adapter ({})",
-            path.display(),
-            spec.name,
-            ck.identity.kind
-        ));
+        return Err(at(&format!(
+            "`{}=` needs a {expected} adapter; this file holds a {modality} adapter ({})",
+            spec.name, ck.identity.kind
+        )));
     }
     let backbone = &lm.llama;
     let loaded = match modality {
         Modality::Vision => {
-            let encoder = VisionEncoder::load_default(device).map_err(|e| e.to_string())?;
+            let encoder = VisionEncoder::load_default(device).map_err(|e| at(&e))?;
             let (adapter, _) = glaze::vision::experiment::load_adapter(backbone, &encoder, path)
-                .map_err(|e| load_error(path, e))?;
+                .map_err(|e| at(&e))?;
             Loaded::Vision(adapter, encoder)
         }
         Modality::Speech => {
             let (adapter, encoder) =
                 glaze::speech::experiment::load_with_default_encoder(backbone, path)
-                    .map_err(|e| load_error(path, e))?;
+                    .map_err(|e| at(&e))?;
             Loaded::Speech(adapter, encoder)
         }
         _ => {
-            let encoder = AudioEncoder::load_default(device).map_err(|e| e.to_string())?;
+            let encoder = AudioEncoder::load_default(device).map_err(|e| at(&e))?;
             let (aligner, _) = glaze::audio::experiment::load_aligner(backbone, &encoder, path)
-                .map_err(|e| load_error(path, e))?;
+                .map_err(|e| at(&e))?;
             Loaded::Audio(aligner, encoder)
         }
     };

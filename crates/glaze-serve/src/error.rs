@@ -1,8 +1,47 @@
-//! Errors as the OpenAI API shapes them: `{"error": {"message", "type", "param", "code"}}`
+//! Why the server could not start ([`ServeError`]), and errors of requests as the OpenAI API
+//! shapes them: `{"error": {"message", "type", "param", "code"}}`
 //! with a status code, so that clients' own error handling works unchanged.
+
+use std::path::PathBuf;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+
+/// Why the server did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// `host:port`.
+        addr: String,
+        /// The system's reason.
+        source: std::io::Error,
+    },
+    /// A runtime or thread could not be started.
+    #[error("cannot start the server ({what}): {source}")]
+    Start {
+        /// Which part.
+        what: &'static str,
+        /// The system's reason.
+        source: std::io::Error,
+    },
+    /// The model or an adapter failed to load (another backbone, another modality, a bad
+    /// file); the loader's message names the file.
+    #[error("{}: {problem}", path.as_ref().map_or("the default model".into(), |p| p.display().to_string()))]
+    Load {
+        /// The file (None: the default model).
+        path: Option<PathBuf>,
+        /// The loader's message.
+        problem: String,
+    },
+    /// An `--adapter` argument that is not `NAME=FILE` with a known name.
+    #[error("{0}")]
+    AdapterSpec(String),
+    /// The engine thread ended before it reported.
+    #[error("the engine thread ended while loading")]
+    EngineGone,
+}
 
 /// An error answer.
 #[derive(Debug, Clone, PartialEq)]

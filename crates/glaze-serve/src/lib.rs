@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 pub use engine::{AdapterSpec, ModelInfo};
-pub use error::ApiError;
+pub use error::{ApiError, ServeError};
 pub use wire::Limits;
 
 use engine::{Engine, Event, Job};
@@ -73,9 +73,13 @@ impl Default for ServeConfig {
     }
 }
 
+/// Why the model did not load, as `/health` tells it.
+struct LoadFailure(String);
+
 struct AppState {
     jobs: SyncSender<Job>,
-    ready: OnceLock<Result<ModelInfo, String>>,
+    /// The loaded model, or the load error's message.
+    ready: OnceLock<Result<ModelInfo, LoadFailure>>,
     metrics: Arc<Metrics>,
     config: ServeConfig,
     created: u64,
@@ -89,7 +93,7 @@ impl AppState {
                 "loading",
                 "the model is still loading".into(),
             )),
-            Some(Err(e)) => Err(ApiError::unavailable(
+            Some(Err(LoadFailure(e))) => Err(ApiError::unavailable(
                 "load_failed",
                 format!("the model failed to load: {e}"),
             )),
@@ -101,7 +105,7 @@ impl AppState {
 /// A running server: HTTP on its own thread (a tokio runtime), the model on the engine thread.
 pub struct Server {
     addr: SocketAddr,
-    ready: std::sync::mpsc::Receiver<Result<ModelInfo, String>>,
+    ready: std::sync::mpsc::Receiver<Result<ModelInfo, ServeError>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     http: Option<std::thread::JoinHandle<()>>,
 }
@@ -109,19 +113,24 @@ pub struct Server {
 impl Server {
     /// Binds the address and starts answering (`/health` says 503 until the model is loaded),
     /// while the engine thread loads the model and the adapters.
-    pub fn start(config: ServeConfig) -> Result<Server, String> {
+    pub fn start(config: ServeConfig) -> Result<Server, ServeError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
-            .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+            .map_err(|source| ServeError::Start {
+                what: "async runtime",
+                source,
+            })?;
         let where_ = format!("{}:{}", config.host, config.port);
+        let bind_error = |source| ServeError::Bind {
+            addr: where_.clone(),
+            source,
+        };
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind(&where_))
-            .map_err(|e| format!("cannot listen on {where_}: {e}"))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| format!("cannot read the bound address: {e}"))?;
+            .map_err(bind_error)?;
+        let addr = listener.local_addr().map_err(bind_error)?;
         let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(config.queue);
         let metrics = Arc::new(Metrics::default());
         let state = Arc::new(AppState {
@@ -150,7 +159,7 @@ impl Server {
                 let engine = match loaded {
                     Ok(engine) => engine,
                     Err(e) => {
-                        let _ = engine_state.ready.set(Err(e.clone()));
+                        let _ = engine_state.ready.set(Err(LoadFailure(e.to_string())));
                         let _ = ready_tx.send(Err(e));
                         return;
                     }
@@ -160,7 +169,10 @@ impl Server {
                 drop(engine_state);
                 engine.run(queue, metrics);
             })
-            .map_err(|e| format!("cannot start the engine thread: {e}"))?;
+            .map_err(|source| ServeError::Start {
+                what: "engine thread",
+                source,
+            })?;
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         let app = router(state);
         let http = std::thread::Builder::new()
@@ -181,7 +193,10 @@ impl Server {
                     }
                 });
             })
-            .map_err(|e| format!("cannot start the HTTP thread: {e}"))?;
+            .map_err(|source| ServeError::Start {
+                what: "HTTP thread",
+                source,
+            })?;
         Ok(Server {
             addr,
             ready,
@@ -196,10 +211,8 @@ impl Server {
     }
 
     /// Blocks until the model and adapters are loaded (or failed to).
-    pub fn wait_ready(&self) -> Result<ModelInfo, String> {
-        self.ready
-            .recv()
-            .map_err(|_| "the engine thread ended while loading".to_string())?
+    pub fn wait_ready(&self) -> Result<ModelInfo, ServeError> {
+        self.ready.recv().map_err(|_| ServeError::EngineGone)?
     }
 
     /// Blocks until the server stops (Ctrl-C).
@@ -223,7 +236,7 @@ impl Drop for Server {
 
 /// Starts the server and blocks until Ctrl-C; a model or adapter that fails to load (an
 /// adapter trained on another backbone, say) stops it with the loader's message.
-pub fn serve(config: ServeConfig) -> Result<(), String> {
+pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let server = Server::start(config)?;
     let info = server.wait_ready()?;
     tracing::info!(
