@@ -771,3 +771,84 @@ fn the_official_openai_client_talks_to_the_server() {
         "{seen}"
     );
 }
+
+/// `/v1/completions` with `prompt_embeds` (vLLM's way for apps that compute their own soft
+/// tokens): the embeddings of a text continue exactly as the text itself; a row of another
+/// width is refused naming the field.
+#[test]
+fn prompt_embeds_continue_as_the_text_they_embed() {
+    let f = fixture();
+    let lm = smollm2();
+    let text = "The capital of France is";
+    let ids: Vec<i64> = glaze::TextCodec::encode(&lm.tokenizer, text)
+        .expect("encodes")
+        .into_iter()
+        .map(i64::from)
+        .collect();
+    let n = ids.len();
+    let embeds = lm.llama.embed(Tensor::<2, Int>::from_data(
+        TensorData::new(ids, [1, n]),
+        &Device::flex(),
+    ));
+    let values: Vec<f32> = embeds.into_data().convert::<f32>().to_vec().expect("f32");
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let reply = request(
+        f.addr,
+        "POST",
+        "/v1/completions",
+        json!({"prompt_embeds": b64(&bytes), "max_tokens": 8})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let body = reply.json();
+    assert_eq!(body["object"], "text_completion");
+    let config = glaze::core::GenerationConfig::new().with_max_new_tokens(8);
+    let expected = glaze::core::generate(
+        &lm.llama,
+        &lm.tokenizer,
+        &glaze::Prompt::new().text(text),
+        &config,
+        |_| {},
+    )
+    .expect("runs");
+    assert_eq!(body["choices"][0]["text"], expected.text.as_str());
+    assert_eq!(body["usage"]["prompt_tokens_details"]["soft_tokens"], n);
+    // Streamed: text chunks, the finish reason, [DONE].
+    let streamed = request(
+        f.addr,
+        "POST",
+        "/v1/completions",
+        json!({"prompt": text, "max_tokens": 8, "stream": true})
+            .to_string()
+            .as_bytes(),
+    );
+    let data = events(&streamed.body);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let joined: String = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str::<Value>(d).expect("JSON"))
+        .filter_map(|c| c["choices"][0]["text"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(joined, expected.text);
+    let bad = request(
+        f.addr,
+        "POST",
+        "/v1/completions",
+        json!({"prompt_embeds": b64(&bytes[..4 * 5])})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(bad.status, 400);
+    let e = bad.error();
+    assert_eq!(e["param"], "prompt_embeds");
+    assert!(
+        e["message"].as_str().is_some_and(|m| m.contains("576")),
+        "{e}"
+    );
+}

@@ -25,7 +25,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::error::{ApiError, ServeError};
 use crate::metrics::Metrics;
 use crate::stop::StopFilter;
-use crate::wire::{Chat, Media, PartKind, Usage};
+use crate::wire::{Chat, Completion, Media, PartKind, Usage};
 
 /// What the engine tells the handler of one request.
 #[derive(Debug)]
@@ -45,10 +45,27 @@ pub enum Event {
     Failed(ApiError),
 }
 
+/// What a request asks for.
+pub enum Input {
+    /// `/v1/chat/completions`.
+    Chat(Chat),
+    /// `/v1/completions`.
+    Completion(Completion),
+}
+
+impl Input {
+    fn sampling(&self) -> &crate::wire::Sampling {
+        match self {
+            Input::Chat(c) => &c.sampling,
+            Input::Completion(c) => &c.sampling,
+        }
+    }
+}
+
 /// One queued request.
 pub struct Job {
     /// The checked request.
-    pub chat: Chat,
+    pub input: Input,
     /// Where the events go; closed when the client went away.
     pub events: UnboundedSender<Event>,
     /// Past this instant the request is abandoned.
@@ -107,6 +124,8 @@ pub struct ModelInfo {
     pub id: String,
     /// Its context length.
     pub context_length: usize,
+    /// Its embedding width (the width of `prompt_embeds` rows).
+    pub d_model: usize,
     /// Adapter names and the part types they serve, in load order.
     pub adapters: Vec<(String, PartKind, PathBuf)>,
 }
@@ -161,6 +180,7 @@ impl Engine {
         let info = ModelInfo {
             id,
             context_length: lm.llama.spec().context_length,
+            d_model: lm.llama.spec().d_model,
             adapters: served
                 .iter()
                 .zip(adapters)
@@ -197,7 +217,7 @@ impl Engine {
 
     fn answer(&self, job: Job, metrics: &Metrics) {
         let Job {
-            chat,
+            input,
             events,
             deadline,
             timeout_secs,
@@ -206,7 +226,12 @@ impl Engine {
             let _ = events.send(Event::Failed(ApiError::timeout(timeout_secs)));
             return;
         }
-        let (prompt, soft_tokens) = match self.prompt(&chat) {
+        let built = match &input {
+            Input::Chat(chat) => self.prompt(chat),
+            Input::Completion(c) => self.completion_prompt(c),
+        };
+        let sampling = input.sampling();
+        let (prompt, soft_tokens) = match built {
             Ok(p) => p,
             Err(e) => {
                 let _ = events.send(Event::Failed(e));
@@ -223,7 +248,7 @@ impl Engine {
                 }
             };
         let room = context.saturating_sub(prompt_len);
-        let max_new = match chat.max_tokens {
+        let max_new = match sampling.max_tokens {
             Some(m) if m > room => {
                 let _ = events.send(Event::Failed(ApiError::invalid(
                     "context_length_exceeded",
@@ -248,11 +273,11 @@ impl Engine {
         }
         let config = GenerationConfig::new()
             .with_max_new_tokens(max_new)
-            .with_temperature(chat.temperature.unwrap_or(self.default_temperature))
-            .with_top_p(chat.top_p.unwrap_or(1.0))
-            .with_seed(chat.seed.unwrap_or(0));
+            .with_temperature(sampling.temperature.unwrap_or(self.default_temperature))
+            .with_top_p(sampling.top_p.unwrap_or(1.0))
+            .with_seed(sampling.seed.unwrap_or(0));
         let _ = events.send(Event::Started);
-        let mut stop = StopFilter::new(chat.stop.clone());
+        let mut stop = StopFilter::new(sampling.stop.clone());
         let mut seen = 0usize;
         let mut timed_out = false;
         let started = Instant::now();
@@ -328,6 +353,25 @@ impl Engine {
                 .find(|s| s.name == name && s.kind == kind)
         });
         picked.or_else(|| self.served.iter().find(|s| s.kind == kind))
+    }
+
+    /// The prompt of a completion request: its embedding rows, then its text (no template).
+    fn completion_prompt(&self, c: &Completion) -> Result<(glaze::core::Prompt, usize), ApiError> {
+        let mut prompt = glaze::core::Prompt::new();
+        let mut soft = 0;
+        if let Some((values, rows)) = &c.embeds {
+            let d = values.len() / rows;
+            let t = burn::Tensor::<2>::from_data(
+                burn::tensor::TensorData::new(values.clone(), [*rows, d]),
+                self.lm.llama.device(),
+            );
+            prompt = prompt.soft(SoftTokens::new(t));
+            soft = *rows;
+        }
+        if let Some(text) = c.prompt.as_deref().filter(|t| !t.is_empty()) {
+            prompt = prompt.text(text);
+        }
+        Ok((prompt, soft))
     }
 
     /// The prompt of a chat, and how many soft tokens it holds.

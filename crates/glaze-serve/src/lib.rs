@@ -28,7 +28,7 @@ pub use engine::{AdapterSpec, ModelInfo};
 pub use error::{ApiError, ServeError};
 pub use wire::Limits;
 
-use engine::{Engine, Event, Job};
+use engine::{Engine, Event, Input, Job};
 use metrics::Metrics;
 
 /// Everything `glaze serve` is started with.
@@ -255,6 +255,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(completions))
         .fallback(|req: axum::extract::Request| async move {
             ApiError::not_found(
                 "unknown_route",
@@ -320,9 +321,81 @@ async fn models(State(st): State<Arc<AppState>>) -> Response {
     axum::Json(json!({"object": "list", "data": data})).into_response()
 }
 
+/// Which API a request came through: it decides the response's shape.
+#[derive(Debug, Clone, Copy)]
+enum Api {
+    Chat,
+    Completion,
+}
+
+impl Api {
+    /// The complete answer.
+    fn complete(
+        self,
+        id: &str,
+        created: u64,
+        model: &str,
+        text: &str,
+        finish: &str,
+        usage: wire::Usage,
+    ) -> Value {
+        match self {
+            Api::Chat => wire::completion(id, created, model, text, finish, usage),
+            Api::Completion => {
+                wire::text_completion(id, created, model, text, Some(finish), Some(usage))
+            }
+        }
+    }
+
+    /// A stream chunk: the opening one (`None`), a piece of text, or the closing one.
+    fn chunk(self, id: &str, created: u64, model: &str, piece: Piece<'_>) -> Value {
+        match (self, piece) {
+            (Api::Chat, Piece::Open) => wire::chunk(
+                id,
+                created,
+                model,
+                json!({"role": "assistant", "content": ""}),
+                None,
+            ),
+            (Api::Chat, Piece::Text(t)) => {
+                wire::chunk(id, created, model, json!({"content": t}), None)
+            }
+            (Api::Chat, Piece::Close(finish, usage)) => {
+                let mut last = wire::chunk(id, created, model, json!({}), Some(finish));
+                last["usage"] = usage.to_json();
+                last
+            }
+            (Api::Completion, Piece::Open) => {
+                wire::text_completion(id, created, model, "", None, None)
+            }
+            (Api::Completion, Piece::Text(t)) => {
+                wire::text_completion(id, created, model, t, None, None)
+            }
+            (Api::Completion, Piece::Close(finish, usage)) => {
+                wire::text_completion(id, created, model, "", Some(finish), Some(usage))
+            }
+        }
+    }
+}
+
+/// Where a stream chunk stands.
+enum Piece<'a> {
+    Open,
+    Text(&'a str),
+    Close(&'a str, wire::Usage),
+}
+
 async fn chat(State(st): State<Arc<AppState>>, body: Body) -> Response {
+    answer(&st, body, Api::Chat).await
+}
+
+async fn completions(State(st): State<Arc<AppState>>, body: Body) -> Response {
+    answer(&st, body, Api::Completion).await
+}
+
+async fn answer(st: &Arc<AppState>, body: Body, api: Api) -> Response {
     let start = Instant::now();
-    let response = match chat_response(&st, body).await {
+    let response = match respond(st, body, api).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
@@ -331,7 +404,7 @@ async fn chat(State(st): State<Arc<AppState>>, body: Body) -> Response {
     response
 }
 
-async fn chat_response(st: &Arc<AppState>, body: Body) -> Result<Response, ApiError> {
+async fn respond(st: &Arc<AppState>, body: Body, api: Api) -> Result<Response, ApiError> {
     let info = st.info()?;
     let limits = &st.config.limits;
     let bytes = axum::body::to_bytes(body, limits.max_body_bytes)
@@ -345,8 +418,15 @@ async fn chat_response(st: &Arc<AppState>, body: Body) -> Result<Response, ApiEr
                 ),
             )
         })?;
-    let chat = wire::parse_chat(&bytes, limits)?;
-    let model = match &chat.model {
+    let input = match api {
+        Api::Chat => Input::Chat(wire::parse_chat(&bytes, limits)?),
+        Api::Completion => Input::Completion(wire::parse_completion(&bytes, limits, info.d_model)?),
+    };
+    let requested = match &input {
+        Input::Chat(c) => &c.model,
+        Input::Completion(c) => &c.model,
+    };
+    let model = match requested {
         None => info.id.clone(),
         Some(m) => {
             let ids = model_ids(info);
@@ -364,7 +444,11 @@ async fn chat_response(st: &Arc<AppState>, body: Body) -> Result<Response, ApiEr
             m.clone()
         }
     };
-    if let Some(m) = chat.max_tokens.filter(|&m| m >= info.context_length) {
+    let sampling = match &input {
+        Input::Chat(c) => &c.sampling,
+        Input::Completion(c) => &c.sampling,
+    };
+    if let Some(m) = sampling.max_tokens.filter(|&m| m >= info.context_length) {
         return Err(ApiError::invalid(
             "context_length_exceeded",
             "max_tokens",
@@ -374,12 +458,12 @@ async fn chat_response(st: &Arc<AppState>, body: Body) -> Result<Response, ApiEr
             ),
         ));
     }
-    let stream = chat.stream;
+    let stream = sampling.stream;
     let timeout = Duration::from_secs_f64(st.config.timeout_secs);
     let deadline = Instant::now() + timeout;
     let (events, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let job = Job {
-        chat,
+        input,
         events,
         deadline,
         timeout_secs: st.config.timeout_secs,
@@ -405,7 +489,11 @@ async fn chat_response(st: &Arc<AppState>, body: Body) -> Result<Response, ApiEr
         _ => return Err(ApiError::internal("the engine ended the request".into())),
     }
     let id = format!(
-        "chatcmpl-{:x}{:04x}",
+        "{}-{:x}{:04x}",
+        match api {
+            Api::Chat => "chatcmpl",
+            Api::Completion => "cmpl",
+        },
         st.created,
         st.next_id.fetch_add(1, Ordering::Relaxed)
     );
@@ -413,9 +501,8 @@ async fn chat_response(st: &Arc<AppState>, body: Body) -> Result<Response, ApiEr
         let timeout = st.config.timeout_secs;
         return Ok(stream_response(
             rx,
-            id,
-            st.created,
-            model,
+            api,
+            (id, st.created, model),
             (tokio_deadline, timeout),
         ));
     }
@@ -427,7 +514,7 @@ async fn chat_response(st: &Arc<AppState>, body: Body) -> Result<Response, ApiEr
         match event {
             Some(Event::Text(t)) => text.push_str(&t),
             Some(Event::Done { finish, usage }) => {
-                let body = wire::completion(&id, st.created, &model, &text, finish, usage);
+                let body = api.complete(&id, st.created, &model, &text, finish, usage);
                 return Ok((StatusCode::OK, axum::Json(body)).into_response());
             }
             Some(Event::Failed(e)) => return Err(e),
@@ -443,9 +530,8 @@ async fn chat_response(st: &Arc<AppState>, body: Body) -> Result<Response, ApiEr
 /// ends the generation.
 fn stream_response(
     rx: UnboundedReceiver<Event>,
-    id: String,
-    created: u64,
-    model: String,
+    api: Api,
+    (id, created, model): (String, u64, String),
     (deadline, timeout_secs): (tokio::time::Instant, f64),
 ) -> Response {
     enum Phase {
@@ -459,27 +545,17 @@ fn stream_response(
     let stream = futures_util::stream::unfold((rx, Phase::Role), move |(mut rx, phase)| {
         let (id, model) = (id.clone(), model.clone());
         async move {
-            let chunk = |delta: Value, finish: Option<&str>| {
-                wire::chunk(&id, created, &model, delta, finish)
-            };
+            let chunk = |piece: Piece<'_>| api.chunk(&id, created, &model, piece);
             match phase {
-                Phase::Role => Some((
-                    data(chunk(json!({"role": "assistant", "content": ""}), None)),
-                    (rx, Phase::Body),
-                )),
+                Phase::Role => Some((data(chunk(Piece::Open)), (rx, Phase::Body))),
                 Phase::Body => {
                     let event = tokio::time::timeout_at(deadline, rx.recv()).await;
                     let out = match event {
                         Ok(Some(Event::Text(t))) => {
-                            return Some((
-                                data(chunk(json!({"content": t}), None)),
-                                (rx, Phase::Body),
-                            ));
+                            return Some((data(chunk(Piece::Text(&t))), (rx, Phase::Body)));
                         }
                         Ok(Some(Event::Done { finish, usage })) => {
-                            let mut last = chunk(json!({}), Some(finish));
-                            last["usage"] = usage.to_json();
-                            last
+                            chunk(Piece::Close(finish, usage))
                         }
                         Ok(Some(Event::Failed(e))) => e.body(),
                         Ok(Some(Event::Started)) => {

@@ -40,6 +40,13 @@ impl Default for Limits {
 struct RawChat {
     model: Option<String>,
     messages: Vec<RawMessage>,
+    #[serde(flatten)]
+    sampling: RawSampling,
+}
+
+/// The generation settings both endpoints share.
+#[derive(Debug, Deserialize)]
+struct RawSampling {
     max_tokens: Option<u64>,
     max_completion_tokens: Option<u64>,
     temperature: Option<f64>,
@@ -49,6 +56,19 @@ struct RawChat {
     n: Option<u64>,
     #[serde(default)]
     stream: bool,
+}
+
+/// A `/v1/completions` request: text and/or precomputed input embeddings.
+#[derive(Debug, Deserialize)]
+struct RawCompletion {
+    model: Option<String>,
+    prompt: Option<Value>,
+    prompt_embeds: Option<Value>,
+    #[serde(default)]
+    echo: bool,
+    suffix: Option<String>,
+    #[serde(flatten)]
+    sampling: RawSampling,
 }
 
 #[derive(Debug, Deserialize)]
@@ -143,6 +163,27 @@ pub struct Chat {
     pub model: Option<String>,
     /// The conversation.
     pub messages: Vec<Message>,
+    /// How to generate.
+    pub sampling: Sampling,
+}
+
+/// A checked `/v1/completions` request: `prompt_embeds` rows first, then the prompt text, with
+/// no chat template (as OpenAI's completions API).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    /// The `model` asked for.
+    pub model: Option<String>,
+    /// Input embeddings `[rows, d_model]`, row-major, finite.
+    pub embeds: Option<(Vec<f32>, usize)>,
+    /// Text after the embeddings.
+    pub prompt: Option<String>,
+    /// How to generate.
+    pub sampling: Sampling,
+}
+
+/// Generation settings of a request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sampling {
     /// `max_completion_tokens` or `max_tokens`.
     pub max_tokens: Option<usize>,
     /// Sampling temperature (None: the server's default).
@@ -164,9 +205,8 @@ impl Chat {
     }
 }
 
-/// Parses and checks a `/v1/chat/completions` body.
-pub fn parse_chat(body: &[u8], limits: &Limits) -> Result<Chat, ApiError> {
-    let raw: RawChat = serde_json::from_slice(body).map_err(|e| {
+fn body_error(what: &str) -> impl Fn(serde_json::Error) -> ApiError + '_ {
+    move |e| {
         let code = if e.is_data() {
             "invalid_field"
         } else {
@@ -175,21 +215,136 @@ pub fn parse_chat(body: &[u8], limits: &Limits) -> Result<Chat, ApiError> {
         ApiError::invalid(
             code,
             "body",
-            format!("the request body is not a valid chat request: {e}"),
+            format!("the request body is not a valid {what}: {e}"),
         )
-    })?;
-    if let Some(n) = raw.n.filter(|&n| n != 1) {
-        return Err(ApiError::invalid(
-            "unsupported_value",
-            "n",
-            format!("n = {n}: this server returns one choice per request (n = 1)"),
-        ));
     }
+}
+
+/// Parses and checks a `/v1/chat/completions` body.
+pub fn parse_chat(body: &[u8], limits: &Limits) -> Result<Chat, ApiError> {
+    let raw: RawChat = serde_json::from_slice(body).map_err(body_error("chat request"))?;
+    let sampling = parse_sampling(raw.sampling)?;
     if raw.messages.is_empty() {
         return Err(ApiError::invalid(
             "invalid_field",
             "messages",
             "messages is empty: send at least one message".into(),
+        ));
+    }
+    let mut parts_seen = 0;
+    let messages = raw
+        .messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| parse_message(i, m, limits, &mut parts_seen))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Chat {
+        model: raw.model,
+        messages,
+        sampling,
+    })
+}
+
+/// Parses and checks a `/v1/completions` body; `prompt_embeds` (base64 of little-endian f32)
+/// must hold whole rows of `d_model` finite values.
+pub fn parse_completion(
+    body: &[u8],
+    limits: &Limits,
+    d_model: usize,
+) -> Result<Completion, ApiError> {
+    let raw: RawCompletion =
+        serde_json::from_slice(body).map_err(body_error("completion request"))?;
+    let sampling = parse_sampling(raw.sampling)?;
+    let unsupported = |field: &str, why: &str| {
+        ApiError::invalid("unsupported_value", field, format!("{field}: {why}"))
+    };
+    if raw.echo {
+        return Err(unsupported("echo", "echoing the prompt is not supported"));
+    }
+    if raw.suffix.is_some() {
+        return Err(unsupported(
+            "suffix",
+            "insertion after a suffix is not supported",
+        ));
+    }
+    let prompt = match raw.prompt {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
+            a[0].as_str().map(str::to_string)
+        }
+        Some(_) => {
+            return Err(unsupported(
+                "prompt",
+                "one string per request (token-id and batched prompts are not supported)",
+            ));
+        }
+    };
+    let embeds = match raw.prompt_embeds {
+        None | Some(Value::Null) => None,
+        Some(Value::String(data)) => {
+            let bytes = decode_base64(&data, "prompt_embeds", limits.max_part_bytes)?;
+            Some(embedding_rows(&bytes, d_model)?)
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "invalid_field",
+                "prompt_embeds",
+                "prompt_embeds must be base64 text of little-endian f32 values".into(),
+            ));
+        }
+    };
+    if prompt.as_deref().is_none_or(str::is_empty) && embeds.is_none() {
+        return Err(ApiError::invalid(
+            "invalid_field",
+            "prompt",
+            "send a prompt, prompt_embeds, or both".into(),
+        ));
+    }
+    Ok(Completion {
+        model: raw.model,
+        embeds,
+        prompt,
+        sampling,
+    })
+}
+
+/// Little-endian f32 bytes as `[rows, d_model]`, checked.
+fn embedding_rows(bytes: &[u8], d_model: usize) -> Result<(Vec<f32>, usize), ApiError> {
+    let bad = |why: String| ApiError::invalid("invalid_shape", "prompt_embeds", why);
+    if !bytes.len().is_multiple_of(4) {
+        return Err(bad(format!(
+            "{} bytes is not a whole number of f32 values",
+            bytes.len()
+        )));
+    }
+    let values: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    if values.is_empty() || !values.len().is_multiple_of(d_model) {
+        return Err(bad(format!(
+            "{} values are not whole rows of the model's width {d_model}",
+            values.len()
+        )));
+    }
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(bad(format!(
+            "value {i} (row {}, column {}) is not finite",
+            i / d_model,
+            i % d_model
+        )));
+    }
+    let rows = values.len() / d_model;
+    Ok((values, rows))
+}
+
+fn parse_sampling(raw: RawSampling) -> Result<Sampling, ApiError> {
+    if let Some(n) = raw.n.filter(|&n| n != 1) {
+        return Err(ApiError::invalid(
+            "unsupported_value",
+            "n",
+            format!("n = {n}: this server returns one choice per request (n = 1)"),
         ));
     }
     let max_tokens = match (raw.max_completion_tokens, raw.max_tokens) {
@@ -219,16 +374,7 @@ pub fn parse_chat(body: &[u8], limits: &Limits) -> Result<Chat, ApiError> {
         ));
     }
     let stop = parse_stop(raw.stop)?;
-    let mut parts_seen = 0;
-    let messages = raw
-        .messages
-        .into_iter()
-        .enumerate()
-        .map(|(i, m)| parse_message(i, m, limits, &mut parts_seen))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Chat {
-        model: raw.model,
-        messages,
+    Ok(Sampling {
         max_tokens: max_tokens.map(|(_, m)| usize::try_from(m).unwrap_or(usize::MAX)),
         temperature: raw.temperature,
         top_p: raw.top_p,
@@ -598,6 +744,28 @@ pub fn completion(
         }],
         "usage": usage.to_json(),
     })
+}
+
+/// A complete `text_completion` body (`/v1/completions`).
+pub fn text_completion(
+    id: &str,
+    created: u64,
+    model: &str,
+    text: &str,
+    finish: Option<&str>,
+    usage: Option<Usage>,
+) -> Value {
+    let mut v = json!({
+        "id": id,
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish}],
+    });
+    if let Some(u) = usage {
+        v["usage"] = u.to_json();
+    }
+    v
 }
 
 /// One `chat.completion.chunk` of a stream: a role, a piece of text, or the finish reason.

@@ -37,11 +37,12 @@ fn parts_become_markers_where_they_stand() {
             format: "wav".into()
         }
     );
+    let s = &chat.sampling;
     assert_eq!(
-        (chat.max_tokens, chat.seed, chat.stream),
+        (s.max_tokens, s.seed, s.stream),
         (Some(5), Some(u64::MAX), true)
     );
-    assert_eq!(chat.stop, vec!["\n".to_string()]);
+    assert_eq!(s.stop, vec!["\n".to_string()]);
 }
 
 #[test]
@@ -188,4 +189,36 @@ fn usage_reports_soft_tokens_apart() {
     let v = u.to_json();
     assert_eq!(v["total_tokens"], 34);
     assert_eq!(v["prompt_tokens_details"]["soft_tokens"], 17);
+}
+
+#[test]
+fn prompt_embeds_are_whole_finite_rows() {
+    let le = |v: &[f32]| b64(&v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>());
+    let parse = |body: Value| parse_completion(body.to_string().as_bytes(), &Limits::default(), 2);
+    let c = parse(
+        json!({"prompt_embeds": le(&[1.0, 2.0, 3.0, 4.0]), "prompt": "and then", "max_tokens": 3}),
+    )
+    .expect("parses");
+    assert_eq!(c.embeds, Some((vec![1.0, 2.0, 3.0, 4.0], 2)));
+    assert_eq!(c.prompt.as_deref(), Some("and then"));
+    assert_eq!(c.sampling.max_tokens, Some(3));
+    let err = |body: Value| parse(body).expect_err("refused");
+    let e = err(json!({"prompt_embeds": le(&[1.0, 2.0, 3.0])}));
+    assert!(e.message.contains("width 2"), "{e:?}");
+    let e = err(json!({"prompt_embeds": le(&[1.0, f32::NAN])}));
+    assert!(e.message.contains("value 1 (row 0, column 1)"), "{e:?}");
+    let e = err(json!({"prompt_embeds": b64(&[0, 0, 128])}));
+    assert!(e.message.contains("whole number"), "{e:?}");
+    assert_eq!(
+        err(json!({"prompt": "x", "echo": true})).param.as_deref(),
+        Some("echo")
+    );
+    assert_eq!(
+        err(json!({"prompt": [1, 2]})).param.as_deref(),
+        Some("prompt")
+    );
+    assert_eq!(
+        err(json!({"max_tokens": 2})).param.as_deref(),
+        Some("prompt")
+    );
 }
