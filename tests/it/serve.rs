@@ -790,7 +790,11 @@ fn prompt_embeds_continue_as_the_text_they_embed() {
         TensorData::new(ids, [1, n]),
         &Device::flex(),
     ));
-    let values: Vec<f32> = embeds.into_data().convert::<f32>().to_vec().expect("f32");
+    let values: Vec<f32> = embeds
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("f32");
     let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
     let reply = request(
         f.addr,
