@@ -22,20 +22,20 @@ use serde_json::{Value, json};
 
 const QUESTION: &str = "What does the picture show?";
 
-/// An untrained adapter of `config` for the fetched SmolLM2, saved where a run would put it.
+/// An untrained adapter of `config` for `backbone`, saved where a run would put it.
 fn write_adapter<C: AdapterConfig>(
     config: &C,
-    encoder: &glaze::core::EncoderSpec,
+    encoder: Option<&glaze::core::EncoderSpec>,
     backbone: &dyn FrozenBackbone,
     path: &Path,
 ) where
     C::Error: std::fmt::Debug,
 {
     let adapter = config
-        .build(Some(encoder), backbone, backbone.device())
+        .build(encoder, backbone, backbone.device())
         .expect("builds");
     Checkpoint {
-        identity: adapter_identity(config, Some(encoder), backbone).expect("identity"),
+        identity: adapter_identity(config, encoder, backbone).expect("identity"),
         weights: export_params(&adapter),
         state: None,
         optimizer: Vec::new(),
@@ -48,6 +48,7 @@ struct Fixture {
     addr: SocketAddr,
     vision: PathBuf,
     speech: PathBuf,
+    forecast: PathBuf,
 }
 
 fn fixture_dir() -> PathBuf {
@@ -57,8 +58,8 @@ fn fixture_dir() -> PathBuf {
 }
 
 /// The adapter files, written once.
-fn adapters() -> &'static (PathBuf, PathBuf) {
-    static FILES: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+fn adapters() -> &'static (PathBuf, PathBuf, PathBuf) {
+    static FILES: OnceLock<(PathBuf, PathBuf, PathBuf)> = OnceLock::new();
     FILES.get_or_init(|| {
         let lm = smollm2();
         let device = Device::flex();
@@ -67,7 +68,7 @@ fn adapters() -> &'static (PathBuf, PathBuf) {
         let encoder = VisionEncoder::load_default(&device).expect("DINOv2 (cargo xtask fetch)");
         write_adapter(
             &VisionAdapterConfig::Mlp { pool: 4 },
-            glaze::Encoder::spec(&encoder),
+            Some(glaze::Encoder::spec(&encoder)),
             &lm.llama,
             &vision,
         );
@@ -78,12 +79,37 @@ fn adapters() -> &'static (PathBuf, PathBuf) {
                 stride: 4,
                 hidden: 64,
             },
-            glaze::Encoder::spec(&audio),
+            Some(glaze::Encoder::spec(&audio)),
             &lm.llama,
             &speech,
         );
-        (vision, speech)
+        let forecast = dir.join("forecast.safetensors");
+        write_adapter(&forecaster(), None, &lm.llama, &forecast);
+        (vision, speech, forecast)
     })
+}
+
+/// An (untrained) Time-LLM on 2 blocks of SmolLM2: 32 values in, 8 out, in units of mean 10
+/// and deviation 2.
+fn forecaster() -> glaze::timeseries::StoredConfig {
+    use glaze::timeseries::{Channels, ModelKind, Scaler, SplitScheme, StoredConfig, WindowSpec};
+    StoredConfig {
+        model: glaze_tests::tiny_forecaster(ModelKind::TimeLlm, &smollm2().llama, 2),
+        window: WindowSpec {
+            input_len: 32,
+            horizon: 8,
+            scheme: SplitScheme::EttHourly,
+            channels: Channels::Univariate,
+            train_stride: 1,
+            eval_stride: 1,
+        },
+        columns: vec!["OT".into()],
+        scaler: Scaler {
+            mean: vec![10.0],
+            std: vec![2.0],
+        },
+        description: "A test series.".into(),
+    }
 }
 
 fn start(config: ServeConfig) -> Server {
@@ -96,7 +122,7 @@ fn start(config: ServeConfig) -> Server {
 fn fixture() -> &'static Fixture {
     static SERVER: OnceLock<Fixture> = OnceLock::new();
     SERVER.get_or_init(|| {
-        let (vision, speech) = adapters().clone();
+        let (vision, speech, forecast) = adapters().clone();
         let server = start(ServeConfig {
             adapters: vec![
                 AdapterSpec {
@@ -106,6 +132,10 @@ fn fixture() -> &'static Fixture {
                 AdapterSpec {
                     name: "speech".into(),
                     path: speech.clone(),
+                },
+                AdapterSpec {
+                    name: "forecast".into(),
+                    path: forecast.clone(),
                 },
             ],
             ..ServeConfig::default()
@@ -117,6 +147,7 @@ fn fixture() -> &'static Fixture {
             addr,
             vision,
             speech,
+            forecast,
         }
     })
 }
@@ -298,7 +329,8 @@ fn serve_answers_text_as_the_library_does() {
         [
             "SmolLM2-135M-Instruct",
             "SmolLM2-135M-Instruct+vision",
-            "SmolLM2-135M-Instruct+speech"
+            "SmolLM2-135M-Instruct+speech",
+            "SmolLM2-135M-Instruct+forecast"
         ]
     );
     let question = "Name three colours.";
@@ -686,7 +718,7 @@ fn a_full_queue_answers_429_and_slow_requests_time_out() {
 
 #[test]
 fn an_adapter_of_another_backbone_or_modality_stops_the_server_naming_both() {
-    let (vision, speech) = adapters().clone();
+    let (vision, speech, _) = adapters().clone();
     // A speech adapter named as the vision adapter.
     let err = Server::start(ServeConfig {
         port: 0,
@@ -710,7 +742,7 @@ fn an_adapter_of_another_backbone_or_modality_stops_the_server_naming_both() {
     let encoder = VisionEncoder::load_default(&Device::flex()).expect("DINOv2");
     write_adapter(
         &VisionAdapterConfig::Mlp { pool: 4 },
-        glaze::Encoder::spec(&encoder),
+        Some(glaze::Encoder::spec(&encoder)),
         &tiny,
         &other,
     );
@@ -855,4 +887,76 @@ fn prompt_embeds_continue_as_the_text_they_embed() {
         e["message"].as_str().is_some_and(|m| m.contains("576")),
         "{e}"
     );
+}
+
+/// `/v1/forecast` with a Time-LLM checkpoint: the forecast of the last 32 values equals the
+/// library's, in the series' units and cut to the asked horizon; short or non-finite series
+/// and a horizon past the checkpoint's are refused naming the field.
+#[test]
+fn forecast_returns_the_checkpoints_forecast_in_the_series_units() {
+    let f = fixture();
+    let lm = smollm2();
+    let values: Vec<f32> = (0..40)
+        .map(|i| 10.0 + 3.0 * (i as f32 * 0.4).sin())
+        .collect();
+    let reply = request(
+        f.addr,
+        "POST",
+        "/v1/forecast",
+        json!({"values": values, "horizon": 5})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let body = reply.json();
+    assert_eq!(
+        (body["input_len"].clone(), body["horizon"].clone()),
+        (json!(32), json!(5))
+    );
+    let served: Vec<f32> = body["forecast"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|v| v.as_f64().expect("number") as f32)
+        .collect();
+    let (model, stored) =
+        glaze::timeseries::load_checkpoint(&lm.llama, &f.forecast).expect("loads");
+    let input = stored.scaler.transform(0, &values[8..]);
+    let pipeline = glaze::timeseries::Pipeline::new(
+        &lm.llama,
+        &lm.tokenizer,
+        stored.model.clone(),
+        stored.description.clone(),
+        None,
+    )
+    .expect("pipeline");
+    let scaled: Vec<f32> = pipeline
+        .predict(&model, &[&input], &Device::flex())
+        .expect("predicts")
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("f32");
+    let expected = stored.scaler.inverse(0, &scaled);
+    assert_eq!(served.len(), 5);
+    for (a, b) in served.iter().zip(&expected) {
+        assert!(
+            (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+            "{served:?} vs {expected:?}"
+        );
+    }
+    let refused = |body: Value, status: u16, param: &str| {
+        let r = request(f.addr, "POST", "/v1/forecast", body.to_string().as_bytes());
+        assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.error()["param"], param);
+    };
+    refused(json!({"values": values[..20]}), 422, "values");
+    refused(json!({"values": values, "horizon": 9}), 400, "horizon");
+    refused(json!({"values": [1.0, null, 2.0]}), 400, "values[1]");
+    refused(json!({"values": "1,2,3"}), 400, "values");
 }

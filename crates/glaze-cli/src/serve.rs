@@ -20,8 +20,9 @@ pub struct ServeArgs {
     /// The model's id in requests and /v1/models (default: the file's stem).
     #[arg(long)]
     model_id: Option<String>,
-    /// An adapter, NAME=FILE, where NAME is the part type it serves: vision (image_url),
-    /// speech or audio (input_audio). Repeat for several.
+    /// An adapter, NAME=FILE, where NAME says what it serves: vision (image_url parts),
+    /// speech or audio (input_audio parts), forecast (a time-series checkpoint for
+    /// POST /v1/forecast). Repeat for several.
     #[arg(long = "adapter")]
     adapters: Vec<AdapterSpec>,
     /// Requests may name local image files under this directory.

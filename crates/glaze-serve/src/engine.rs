@@ -17,6 +17,7 @@ use glaze::core::generate_until;
 use glaze::core::{ChatMessage, FinishReason, GenerationConfig, PromptTemplate, SoftTokens};
 use glaze::llm::LanguageModel;
 use glaze::speech::{SpeechAdapter, SpeechPipeline};
+use glaze::timeseries::{Forecaster, StoredConfig};
 use glaze::train::{Checkpoint, FeatureBank, Modality, encode_bank};
 use glaze::vision::{DecodeLimits, VisionAdapter, VisionEncoder, VisionPipeline, VqaItem};
 use glaze::{FrozenBackbone, TextCodec};
@@ -25,7 +26,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::error::{ApiError, ServeError};
 use crate::metrics::Metrics;
 use crate::stop::StopFilter;
-use crate::wire::{Chat, Completion, Media, PartKind, Usage};
+use crate::wire::{Chat, Completion, ForecastRequest, Media, PartKind, Usage};
 
 /// What the engine tells the handler of one request.
 #[derive(Debug)]
@@ -43,6 +44,13 @@ pub enum Event {
     },
     /// The request failed (before or during generation).
     Failed(ApiError),
+    /// A forecast: the values, and how many input values it read.
+    Forecast {
+        /// Forecast values, in the series' units.
+        values: Vec<f32>,
+        /// The input length the checkpoint reads (the last values of the history).
+        input_len: usize,
+    },
 }
 
 /// What a request asks for.
@@ -51,13 +59,16 @@ pub enum Input {
     Chat(Chat),
     /// `/v1/completions`.
     Completion(Completion),
+    /// `/v1/forecast`.
+    Forecast(ForecastRequest),
 }
 
 impl Input {
-    fn sampling(&self) -> &crate::wire::Sampling {
+    fn sampling(&self) -> Option<&crate::wire::Sampling> {
         match self {
-            Input::Chat(c) => &c.sampling,
-            Input::Completion(c) => &c.sampling,
+            Input::Chat(c) => Some(&c.sampling),
+            Input::Completion(c) => Some(&c.sampling),
+            Input::Forecast(_) => None,
         }
     }
 }
@@ -92,9 +103,10 @@ impl std::str::FromStr for AdapterSpec {
                 "`{s}`: an adapter is NAME=FILE, e.g. vision=adapter.safetensors"
             ))
         })?;
-        if !matches!(name, "vision" | "speech" | "audio") {
+        if !matches!(name, "vision" | "speech" | "audio" | "forecast") {
             return Err(ServeError::AdapterSpec(format!(
-                "`{name}`: the adapter name is the part type it serves: vision, speech or audio"
+                "`{name}`: the adapter name says what it serves: vision, speech or audio \
+                 (chat parts) or forecast (/v1/forecast)"
             )));
         }
         Ok(AdapterSpec {
@@ -108,13 +120,22 @@ enum Loaded {
     Vision(VisionAdapter, VisionEncoder),
     Speech(SpeechAdapter, AudioEncoder),
     Audio(AptAligner, AudioEncoder),
+    Forecast(Box<Forecaster>, Box<StoredConfig>),
 }
 
 /// A loaded adapter and what it serves.
 pub struct Served {
     name: String,
-    kind: PartKind,
+    /// The chat part type it turns into soft tokens (None: a forecaster).
+    kind: Option<PartKind>,
     loaded: Loaded,
+}
+
+impl Served {
+    /// What it serves, as `/v1/models` says it.
+    fn serves(&self) -> &'static str {
+        self.kind.map_or("/v1/forecast", PartKind::wire_name)
+    }
 }
 
 /// The public description of the loaded model and adapters (for `/v1/models`).
@@ -126,8 +147,9 @@ pub struct ModelInfo {
     pub context_length: usize,
     /// Its embedding width (the width of `prompt_embeds` rows).
     pub d_model: usize,
-    /// Adapter names and the part types they serve, in load order.
-    pub adapters: Vec<(String, PartKind, PathBuf)>,
+    /// Adapter names, what they serve (`image_url`, `input_audio`, `/v1/forecast`) and their
+    /// files, in load order.
+    pub adapters: Vec<(String, &'static str, PathBuf)>,
 }
 
 /// The backbone and the adapters, loaded.
@@ -184,7 +206,7 @@ impl Engine {
             adapters: served
                 .iter()
                 .zip(adapters)
-                .map(|(s, a)| (s.name.clone(), s.kind, a.path.clone()))
+                .map(|(s, a)| (s.name.clone(), s.serves(), a.path.clone()))
                 .collect(),
         };
         Ok(Engine {
@@ -229,8 +251,17 @@ impl Engine {
         let built = match &input {
             Input::Chat(chat) => self.prompt(chat),
             Input::Completion(c) => self.completion_prompt(c),
+            Input::Forecast(f) => {
+                let _ = events.send(match self.forecast(f) {
+                    Ok((values, input_len)) => Event::Forecast { values, input_len },
+                    Err(e) => Event::Failed(e),
+                });
+                return;
+            }
         };
-        let sampling = input.sampling();
+        let Some(sampling) = input.sampling() else {
+            return;
+        };
         let (prompt, soft_tokens) = match built {
             Ok(p) => p,
             Err(e) => {
@@ -350,9 +381,74 @@ impl Engine {
             let name = m.rsplit_once('+').map_or(m, |(_, n)| n);
             self.served
                 .iter()
-                .find(|s| s.name == name && s.kind == kind)
+                .find(|s| s.name == name && s.kind == Some(kind))
         });
-        picked.or_else(|| self.served.iter().find(|s| s.kind == kind))
+        picked.or_else(|| self.served.iter().find(|s| s.kind == Some(kind)))
+    }
+
+    /// A forecast from the last `L` values of the history, in the series' units, cut to the
+    /// requested horizon.
+    fn forecast(&self, f: &ForecastRequest) -> Result<(Vec<f32>, usize), ApiError> {
+        let picked = f
+            .model
+            .as_deref()
+            .map(|m| m.rsplit_once('+').map_or(m, |(_, n)| n));
+        let forecasters = self.served.iter().filter_map(|s| match &s.loaded {
+            Loaded::Forecast(model, stored) => Some((s.name.as_str(), model, stored)),
+            _ => None,
+        });
+        let mut forecasters = forecasters.peekable();
+        let (_, model, stored) = forecasters
+            .clone()
+            .find(|(name, _, _)| Some(*name) == picked)
+            .or_else(|| forecasters.next())
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "no_adapter",
+                    "model",
+                    "no forecaster is loaded (start the server with --adapter forecast=FILE)"
+                        .into(),
+                )
+            })?;
+        let (l, h) = (stored.window.input_len, stored.window.horizon);
+        if f.values.len() < l {
+            return Err(ApiError::unprocessable(
+                "series_too_short",
+                "values",
+                format!(
+                    "the forecaster reads {l} values; the request sends {}",
+                    f.values.len()
+                ),
+            ));
+        }
+        let horizon = f.horizon.unwrap_or(h);
+        if horizon > h {
+            return Err(ApiError::invalid(
+                "invalid_field",
+                "horizon",
+                format!("the forecaster predicts {h} steps; the request asks for {horizon}"),
+            ));
+        }
+        let c = stored.columns.len().saturating_sub(1);
+        let input = stored.scaler.transform(c, &f.values[f.values.len() - l..]);
+        let pipeline = glaze::timeseries::Pipeline::new(
+            &self.lm.llama,
+            &self.lm.tokenizer,
+            stored.model.clone(),
+            stored.description.clone(),
+            None,
+        )
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+        let predicted: Vec<f32> = pipeline
+            .predict(model, &[&input], self.lm.llama.device())
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| ApiError::internal(format!("{e:?}")))?;
+        let mut values = stored.scaler.inverse(c, &predicted);
+        values.truncate(horizon);
+        Ok((values, l))
     }
 
     /// The prompt of a completion request: its embedding rows, then its text (no template).
@@ -516,7 +612,7 @@ fn system_line(loaded: &Loaded) -> &'static str {
     match loaded {
         Loaded::Vision(..) => glaze::vision::task::SYSTEM,
         Loaded::Speech(..) => glaze::speech::asr::SYSTEM,
-        Loaded::Audio(..) => glaze::audio::tasks::SYSTEM,
+        Loaded::Audio(..) | Loaded::Forecast(..) => glaze::audio::tasks::SYSTEM,
     }
 }
 
@@ -582,6 +678,7 @@ fn load_adapter(
     let expected = match spec.name.as_str() {
         "vision" => Modality::Vision,
         "speech" => Modality::Speech,
+        "forecast" => Modality::TimeSeries,
         _ => Modality::Audio,
     };
     if modality != expected {
@@ -604,6 +701,12 @@ fn load_adapter(
                     .map_err(|e| at(&e))?;
             Loaded::Speech(adapter, encoder)
         }
+        Modality::TimeSeries => {
+            let (forecaster, stored) =
+                glaze::timeseries::experiment::load_checkpoint(backbone, path)
+                    .map_err(|e| at(&e))?;
+            Loaded::Forecast(Box::new(forecaster), Box::new(stored))
+        }
         _ => {
             let encoder = AudioEncoder::load_default(device).map_err(|e| at(&e))?;
             let (aligner, _) = glaze::audio::experiment::load_aligner(backbone, &encoder, path)
@@ -612,8 +715,9 @@ fn load_adapter(
         }
     };
     let kind = match loaded {
-        Loaded::Vision(..) => PartKind::Image,
-        _ => PartKind::Audio,
+        Loaded::Vision(..) => Some(PartKind::Image),
+        Loaded::Speech(..) | Loaded::Audio(..) => Some(PartKind::Audio),
+        Loaded::Forecast(..) => None,
     };
     Ok(Served {
         name: spec.name.clone(),

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+pub mod body;
 pub mod engine;
 pub mod error;
 pub mod metrics;
@@ -256,6 +257,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
+        .route("/v1/forecast", post(forecast))
         .fallback(|req: axum::extract::Request| async move {
             ApiError::not_found(
                 "unknown_route",
@@ -301,8 +303,8 @@ async fn models(State(st): State<Arc<AppState>>) -> Response {
     let adapters: Vec<Value> = info
         .adapters
         .iter()
-        .map(|(name, kind, path)| {
-            json!({"name": name, "part": kind.wire_name(), "file": path.display().to_string()})
+        .map(|(name, serves, path)| {
+            json!({"name": name, "serves": serves, "file": path.display().to_string()})
         })
         .collect();
     let data: Vec<Value> = model_ids(info)
@@ -393,6 +395,77 @@ async fn completions(State(st): State<Arc<AppState>>, body: Body) -> Response {
     answer(&st, body, Api::Completion).await
 }
 
+async fn forecast(State(st): State<Arc<AppState>>, body: Body) -> Response {
+    let start = Instant::now();
+    let response = match forecast_response(&st, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    st.metrics
+        .record_response(response.status().as_u16(), start.elapsed().as_secs_f64());
+    response
+}
+
+/// The body of a request, refused with 413 past the limit.
+async fn read_body(st: &AppState, body: Body) -> Result<axum::body::Bytes, ApiError> {
+    let limit = st.config.limits.max_body_bytes;
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::too_large(
+            "body",
+            format!("the request body is over {limit} bytes (or was cut off)"),
+        )
+    })
+}
+
+/// Queues a job; a full queue is 429.
+fn enqueue(
+    st: &AppState,
+    input: Input,
+) -> Result<(UnboundedReceiver<Event>, tokio::time::Instant), ApiError> {
+    let deadline = Instant::now() + Duration::from_secs_f64(st.config.timeout_secs);
+    let (events, rx) = tokio::sync::mpsc::unbounded_channel();
+    let job = Job {
+        input,
+        events,
+        deadline,
+        timeout_secs: st.config.timeout_secs,
+    };
+    st.metrics.queued.fetch_add(1, Ordering::Relaxed);
+    if let Err(e) = st.jobs.try_send(job) {
+        st.metrics.queued.fetch_sub(1, Ordering::Relaxed);
+        return Err(match e {
+            TrySendError::Full(_) => ApiError::queue_full(st.config.queue),
+            TrySendError::Disconnected(_) => {
+                ApiError::unavailable("engine_stopped", "the engine has stopped".into())
+            }
+        });
+    }
+    Ok((rx, tokio::time::Instant::from_std(deadline)))
+}
+
+async fn forecast_response(st: &Arc<AppState>, body: Body) -> Result<Response, ApiError> {
+    let info = st.info()?;
+    let bytes = read_body(st, body).await?;
+    let request = wire::parse_forecast(&bytes, &st.config.limits)?;
+    let model = request.model.clone().unwrap_or_else(|| info.id.clone());
+    let (mut rx, deadline) = enqueue(st, Input::Forecast(request))?;
+    let event = tokio::time::timeout_at(deadline, rx.recv())
+        .await
+        .map_err(|_| ApiError::timeout(st.config.timeout_secs))?;
+    match event {
+        Some(Event::Forecast { values, input_len }) => Ok(axum::Json(json!({
+            "object": "forecast",
+            "model": model,
+            "input_len": input_len,
+            "horizon": values.len(),
+            "forecast": values,
+        }))
+        .into_response()),
+        Some(Event::Failed(e)) => Err(e),
+        _ => Err(ApiError::internal("the engine ended the request".into())),
+    }
+}
+
 async fn answer(st: &Arc<AppState>, body: Body, api: Api) -> Response {
     let start = Instant::now();
     let response = match respond(st, body, api).await {
@@ -407,17 +480,7 @@ async fn answer(st: &Arc<AppState>, body: Body, api: Api) -> Response {
 async fn respond(st: &Arc<AppState>, body: Body, api: Api) -> Result<Response, ApiError> {
     let info = st.info()?;
     let limits = &st.config.limits;
-    let bytes = axum::body::to_bytes(body, limits.max_body_bytes)
-        .await
-        .map_err(|_| {
-            ApiError::too_large(
-                "body",
-                format!(
-                    "the request body is over {} bytes (or was cut off)",
-                    limits.max_body_bytes
-                ),
-            )
-        })?;
+    let bytes = read_body(st, body).await?;
     let input = match api {
         Api::Chat => Input::Chat(wire::parse_chat(&bytes, limits)?),
         Api::Completion => Input::Completion(wire::parse_completion(&bytes, limits, info.d_model)?),
@@ -425,6 +488,7 @@ async fn respond(st: &Arc<AppState>, body: Body, api: Api) -> Result<Response, A
     let requested = match &input {
         Input::Chat(c) => &c.model,
         Input::Completion(c) => &c.model,
+        Input::Forecast(f) => &f.model,
     };
     let model = match requested {
         None => info.id.clone(),
@@ -447,6 +511,7 @@ async fn respond(st: &Arc<AppState>, body: Body, api: Api) -> Result<Response, A
     let sampling = match &input {
         Input::Chat(c) => &c.sampling,
         Input::Completion(c) => &c.sampling,
+        Input::Forecast(_) => return Err(ApiError::internal("a forecast is not generated".into())),
     };
     if let Some(m) = sampling.max_tokens.filter(|&m| m >= info.context_length) {
         return Err(ApiError::invalid(
@@ -459,26 +524,7 @@ async fn respond(st: &Arc<AppState>, body: Body, api: Api) -> Result<Response, A
         ));
     }
     let stream = sampling.stream;
-    let timeout = Duration::from_secs_f64(st.config.timeout_secs);
-    let deadline = Instant::now() + timeout;
-    let (events, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let job = Job {
-        input,
-        events,
-        deadline,
-        timeout_secs: st.config.timeout_secs,
-    };
-    st.metrics.queued.fetch_add(1, Ordering::Relaxed);
-    if let Err(e) = st.jobs.try_send(job) {
-        st.metrics.queued.fetch_sub(1, Ordering::Relaxed);
-        return Err(match e {
-            TrySendError::Full(_) => ApiError::queue_full(st.config.queue),
-            TrySendError::Disconnected(_) => {
-                ApiError::unavailable("engine_stopped", "the engine has stopped".into())
-            }
-        });
-    }
-    let tokio_deadline = tokio::time::Instant::from_std(deadline);
+    let (mut rx, tokio_deadline) = enqueue(st, input)?;
     // The first event says whether the prompt could be built: an error is still a status code.
     let first = tokio::time::timeout_at(tokio_deadline, rx.recv())
         .await
@@ -519,7 +565,9 @@ async fn respond(st: &Arc<AppState>, body: Body, api: Api) -> Result<Response, A
             }
             Some(Event::Failed(e)) => return Err(e),
             Some(Event::Started) => {}
-            None => return Err(ApiError::internal("the engine ended the request".into())),
+            Some(Event::Forecast { .. }) | None => {
+                return Err(ApiError::internal("the engine ended the request".into()));
+            }
         }
     }
 }
@@ -564,7 +612,7 @@ fn stream_response(
                                 (rx, Phase::Body),
                             ));
                         }
-                        Ok(None) => {
+                        Ok(Some(Event::Forecast { .. }) | None) => {
                             ApiError::internal("the engine ended the request".into()).body()
                         }
                         Err(_) => ApiError::timeout(timeout_secs).body(),

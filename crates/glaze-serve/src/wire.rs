@@ -1,11 +1,13 @@
 //! The OpenAI chat wire format: the request as clients send it, checked field by field into a
-//! [`Chat`], and the response and stream-chunk bodies.
+//! [`Chat`] (and the completion and forecast requests); the response bodies are in `body.rs`.
 
 use base64::Engine as _;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::error::ApiError;
+
+pub use crate::body::{Usage, chunk, completion, text_completion};
 
 /// Limits on what one request may carry (checked before anything is decoded).
 #[derive(Debug, Clone)]
@@ -179,6 +181,44 @@ pub struct Completion {
     pub prompt: Option<String>,
     /// How to generate.
     pub sampling: Sampling,
+}
+
+/// A checked `/v1/forecast` request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForecastRequest {
+    /// The `model` asked for.
+    pub model: Option<String>,
+    /// The history, oldest first, in the series' own units.
+    pub values: Vec<f32>,
+    /// Steps to return (None: the checkpoint's horizon).
+    pub horizon: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawForecast {
+    model: Option<String>,
+    values: Value,
+    horizon: Option<u64>,
+}
+
+/// Parses and checks a `/v1/forecast` body: `{"values": [...], "horizon": H}`.
+pub fn parse_forecast(body: &[u8], limits: &Limits) -> Result<ForecastRequest, ApiError> {
+    let raw: RawForecast = serde_json::from_slice(body).map_err(body_error("forecast request"))?;
+    let values = finite_values(&raw.values, "values", limits)?;
+    if raw.horizon == Some(0) {
+        return Err(ApiError::invalid(
+            "invalid_field",
+            "horizon",
+            "horizon must be at least 1".into(),
+        ));
+    }
+    Ok(ForecastRequest {
+        model: raw.model,
+        values,
+        horizon: raw
+            .horizon
+            .map(|h| usize::try_from(h).unwrap_or(usize::MAX)),
+    })
 }
 
 /// Generation settings of a request.
@@ -651,21 +691,25 @@ fn parse_audio(item: &Value, param: &str, limits: &Limits) -> Result<Media, ApiE
 }
 
 fn parse_series(item: &Value, param: &str, limits: &Limits) -> Result<Media, ApiError> {
-    let values_param = format!("{param}.series.values");
     let values = item
         .get("series")
         .and_then(|s| s.get("values"))
-        .and_then(Value::as_array)
-        .ok_or_else(|| {
-            ApiError::invalid(
-                "invalid_field",
-                values_param.clone(),
-                "a series part needs `series.values`, a list of numbers".into(),
-            )
-        })?;
+        .unwrap_or(&Value::Null);
+    finite_values(values, &format!("{param}.series.values"), limits).map(Media::Series)
+}
+
+/// A non-empty list of finite numbers, at most `limits.max_series_len` long.
+fn finite_values(values: &Value, param: &str, limits: &Limits) -> Result<Vec<f32>, ApiError> {
+    let values = values.as_array().ok_or_else(|| {
+        ApiError::invalid(
+            "invalid_field",
+            param,
+            format!("{param} must be a list of numbers"),
+        )
+    })?;
     if values.len() > limits.max_series_len {
         return Err(ApiError::too_large(
-            values_param,
+            param,
             format!(
                 "the series has {} values; the limit is {}",
                 values.len(),
@@ -684,7 +728,7 @@ fn parse_series(item: &Value, param: &str, limits: &Limits) -> Result<Media, Api
                 .ok_or_else(|| {
                     ApiError::invalid(
                         "invalid_value",
-                        format!("{values_param}[{k}]"),
+                        format!("{param}[{k}]"),
                         format!("series value {v} is not a finite number"),
                     )
                 })
@@ -693,90 +737,11 @@ fn parse_series(item: &Value, param: &str, limits: &Limits) -> Result<Media, Api
     if values.is_empty() {
         return Err(ApiError::invalid(
             "invalid_field",
-            values_param,
+            param,
             "the series is empty".into(),
         ));
     }
-    Ok(Media::Series(values))
-}
-
-/// Token counts of one answer.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
-    /// Prompt positions: text tokens and soft tokens.
-    pub prompt_tokens: usize,
-    /// Of those, soft tokens (from image, audio or series parts).
-    pub soft_tokens: usize,
-    /// Generated tokens.
-    pub completion_tokens: usize,
-}
-
-impl Usage {
-    /// The `usage` object; soft tokens are reported in `prompt_tokens_details.soft_tokens`.
-    pub fn to_json(self) -> Value {
-        json!({
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
-            "prompt_tokens_details": {"soft_tokens": self.soft_tokens, "cached_tokens": 0},
-        })
-    }
-}
-
-/// A complete `chat.completion` body.
-pub fn completion(
-    id: &str,
-    created: u64,
-    model: &str,
-    text: &str,
-    finish: &str,
-    usage: Usage,
-) -> Value {
-    json!({
-        "id": id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": text},
-            "finish_reason": finish,
-        }],
-        "usage": usage.to_json(),
-    })
-}
-
-/// A complete `text_completion` body (`/v1/completions`).
-pub fn text_completion(
-    id: &str,
-    created: u64,
-    model: &str,
-    text: &str,
-    finish: Option<&str>,
-    usage: Option<Usage>,
-) -> Value {
-    let mut v = json!({
-        "id": id,
-        "object": "text_completion",
-        "created": created,
-        "model": model,
-        "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish}],
-    });
-    if let Some(u) = usage {
-        v["usage"] = u.to_json();
-    }
-    v
-}
-
-/// One `chat.completion.chunk` of a stream: a role, a piece of text, or the finish reason.
-pub fn chunk(id: &str, created: u64, model: &str, delta: Value, finish: Option<&str>) -> Value {
-    json!({
-        "id": id,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-    })
+    Ok(values)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Tests of the wire format: parsing, markers, limits and errors.
 
 use super::*;
+use serde_json::json;
 
 fn parse(body: Value) -> Result<Chat, ApiError> {
     parse_chat(body.to_string().as_bytes(), &Limits::default())
