@@ -254,13 +254,23 @@ fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Reply {
     }
 }
 
+fn post_to(addr: SocketAddr, path: &str, body: &Value) -> Reply {
+    request(addr, "POST", path, body.to_string().as_bytes())
+}
+
 fn post(addr: SocketAddr, body: &Value) -> Reply {
-    request(
-        addr,
-        "POST",
-        "/v1/chat/completions",
-        body.to_string().as_bytes(),
-    )
+    post_to(addr, "/v1/chat/completions", body)
+}
+
+/// The JSON body of a 200 answer (the body is shown when the status is another).
+fn ok_json(reply: &Reply) -> Value {
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    reply.json()
 }
 
 /// The `data:` payloads of an event stream.
@@ -300,13 +310,7 @@ fn audio_part(bytes: &[u8]) -> Value {
 }
 
 fn answer(reply: &Reply) -> String {
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
-    reply.json()["choices"][0]["message"]["content"]
+    ok_json(reply)["choices"][0]["message"]["content"]
         .as_str()
         .expect("content")
         .to_string()
@@ -828,21 +832,12 @@ fn prompt_embeds_continue_as_the_text_they_embed() {
         .try_to_vec::<f32>()
         .expect("f32");
     let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let reply = request(
+    let reply = post_to(
         f.addr,
-        "POST",
         "/v1/completions",
-        json!({"prompt_embeds": b64(&bytes), "max_tokens": 8})
-            .to_string()
-            .as_bytes(),
+        &json!({"prompt_embeds": b64(&bytes), "max_tokens": 8}),
     );
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
-    let body = reply.json();
+    let body = ok_json(&reply);
     assert_eq!(body["object"], "text_completion");
     let config = glaze::core::GenerationConfig::new().with_max_new_tokens(8);
     let expected = glaze::core::generate(
@@ -856,13 +851,10 @@ fn prompt_embeds_continue_as_the_text_they_embed() {
     assert_eq!(body["choices"][0]["text"], expected.text.as_str());
     assert_eq!(body["usage"]["prompt_tokens_details"]["soft_tokens"], n);
     // Streamed: text chunks, the finish reason, [DONE].
-    let streamed = request(
+    let streamed = post_to(
         f.addr,
-        "POST",
         "/v1/completions",
-        json!({"prompt": text, "max_tokens": 8, "stream": true})
-            .to_string()
-            .as_bytes(),
+        &json!({"prompt": text, "max_tokens": 8, "stream": true}),
     );
     let data = events(&streamed.body);
     assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
@@ -872,13 +864,10 @@ fn prompt_embeds_continue_as_the_text_they_embed() {
         .filter_map(|c| c["choices"][0]["text"].as_str().map(str::to_string))
         .collect();
     assert_eq!(joined, expected.text);
-    let bad = request(
+    let bad = post_to(
         f.addr,
-        "POST",
         "/v1/completions",
-        json!({"prompt_embeds": b64(&bytes[..4 * 5])})
-            .to_string()
-            .as_bytes(),
+        &json!({"prompt_embeds": b64(&bytes[..4 * 5])}),
     );
     assert_eq!(bad.status, 400);
     let e = bad.error();
@@ -899,21 +888,12 @@ fn forecast_returns_the_checkpoints_forecast_in_the_series_units() {
     let values: Vec<f32> = (0..40)
         .map(|i| 10.0 + 3.0 * (i as f32 * 0.4).sin())
         .collect();
-    let reply = request(
+    let reply = post_to(
         f.addr,
-        "POST",
         "/v1/forecast",
-        json!({"values": values, "horizon": 5})
-            .to_string()
-            .as_bytes(),
+        &json!({"values": values, "horizon": 5}),
     );
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
-    let body = reply.json();
+    let body = ok_json(&reply);
     assert_eq!(
         (body["input_len"].clone(), body["horizon"].clone()),
         (json!(32), json!(5))
@@ -951,7 +931,7 @@ fn forecast_returns_the_checkpoints_forecast_in_the_series_units() {
         );
     }
     let refused = |body: Value, status: u16, param: &str| {
-        let r = request(f.addr, "POST", "/v1/forecast", body.to_string().as_bytes());
+        let r = post_to(f.addr, "/v1/forecast", &body);
         assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
         assert_eq!(r.error()["param"], param);
     };

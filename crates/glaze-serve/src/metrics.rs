@@ -60,45 +60,49 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
             );
         };
-        gauge(
-            "glaze_queue_depth",
-            "Requests waiting for the engine.",
-            "gauge",
-            self.queued.load(Ordering::Relaxed).to_string(),
-        );
-        gauge(
-            "glaze_running_requests",
-            "Requests being generated.",
-            "gauge",
-            self.running.load(Ordering::Relaxed).to_string(),
-        );
-        gauge(
-            "glaze_cancelled_requests_total",
-            "Requests whose client went away before the answer was complete.",
-            "counter",
-            self.cancelled.load(Ordering::Relaxed).to_string(),
-        );
-        gauge(
-            "glaze_prompt_tokens_total",
-            "Prompt positions prefilled (text and soft tokens).",
-            "counter",
-            self.prompt_tokens.load(Ordering::Relaxed).to_string(),
-        );
-        gauge(
-            "glaze_completion_tokens_total",
-            "Tokens generated.",
-            "counter",
-            self.completion_tokens.load(Ordering::Relaxed).to_string(),
-        );
-        gauge(
-            "glaze_generation_seconds_total",
-            "Time spent generating.",
-            "counter",
-            format!(
-                "{:.6}",
-                self.generation_micros.load(Ordering::Relaxed) as f64 / 1e6
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
+        let seconds = self.generation_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let rows = [
+            (
+                "glaze_queue_depth",
+                "Requests waiting for the engine.",
+                "gauge",
+                self.queued.load(Ordering::Relaxed).to_string(),
             ),
-        );
+            (
+                "glaze_running_requests",
+                "Requests being generated.",
+                "gauge",
+                self.running.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "glaze_cancelled_requests_total",
+                "Requests whose client went away before the answer was complete.",
+                "counter",
+                load(&self.cancelled),
+            ),
+            (
+                "glaze_prompt_tokens_total",
+                "Prompt positions prefilled (text and soft tokens).",
+                "counter",
+                load(&self.prompt_tokens),
+            ),
+            (
+                "glaze_completion_tokens_total",
+                "Tokens generated.",
+                "counter",
+                load(&self.completion_tokens),
+            ),
+            (
+                "glaze_generation_seconds_total",
+                "Time spent generating.",
+                "counter",
+                format!("{seconds:.6}"),
+            ),
+        ];
+        for (name, help, kind, value) in rows {
+            gauge(name, help, kind, value);
+        }
         let _ = writeln!(
             s,
             "# HELP glaze_requests_total Requests answered, by status.\n# TYPE glaze_requests_total counter"
