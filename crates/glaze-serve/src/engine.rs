@@ -64,7 +64,17 @@ pub enum Input {
 }
 
 impl Input {
-    fn sampling(&self) -> Option<&crate::wire::Sampling> {
+    /// The `model` the request names.
+    pub(crate) fn model(&self) -> Option<&str> {
+        match self {
+            Input::Chat(c) => c.model.as_deref(),
+            Input::Completion(c) => c.model.as_deref(),
+            Input::Forecast(f) => f.model.as_deref(),
+        }
+    }
+
+    /// Its generation settings (none for a forecast).
+    pub(crate) fn sampling(&self) -> Option<&crate::wire::Sampling> {
         match self {
             Input::Chat(c) => Some(&c.sampling),
             Input::Completion(c) => Some(&c.sampling),

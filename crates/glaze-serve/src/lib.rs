@@ -396,14 +396,40 @@ async fn completions(State(st): State<Arc<AppState>>, body: Body) -> Response {
 }
 
 async fn forecast(State(st): State<Arc<AppState>>, body: Body) -> Response {
+    timed(&st, forecast_response(&st, body)).await
+}
+
+/// The response of a handler (an error as its OpenAI body), counted in the metrics.
+async fn timed(
+    st: &AppState,
+    handler: impl std::future::Future<Output = Result<Response, ApiError>>,
+) -> Response {
     let start = Instant::now();
-    let response = match forecast_response(&st, body).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    };
+    let response = handler.await.unwrap_or_else(IntoResponse::into_response);
     st.metrics
         .record_response(response.status().as_u16(), start.elapsed().as_secs_f64());
     response
+}
+
+/// The model id a request is answered as: the one it names, when this server serves it
+/// (`<id>`, `<id>+<adapter>` or a bare adapter name), else 404; the backbone's id by default.
+fn resolve_model(info: &ModelInfo, requested: Option<&str>) -> Result<String, ApiError> {
+    let Some(m) = requested else {
+        return Ok(info.id.clone());
+    };
+    let ids = model_ids(info);
+    let bare = info.adapters.iter().any(|(name, _, _)| name == m);
+    if !ids.iter().any(|id| id == m) && !bare {
+        return Err(ApiError::not_found(
+            "model_not_found",
+            Some("model".into()),
+            format!(
+                "model `{m}` is not served here (served: {})",
+                ids.join(", ")
+            ),
+        ));
+    }
+    Ok(m.to_string())
 }
 
 /// The body of a request, refused with 413 past the limit.
@@ -447,7 +473,7 @@ async fn forecast_response(st: &Arc<AppState>, body: Body) -> Result<Response, A
     let info = st.info()?;
     let bytes = read_body(st, body).await?;
     let request = wire::parse_forecast(&bytes, &st.config.limits)?;
-    let model = request.model.clone().unwrap_or_else(|| info.id.clone());
+    let model = resolve_model(info, request.model.as_deref())?;
     let (mut rx, deadline) = enqueue(st, Input::Forecast(request))?;
     let event = tokio::time::timeout_at(deadline, rx.recv())
         .await
@@ -467,14 +493,7 @@ async fn forecast_response(st: &Arc<AppState>, body: Body) -> Result<Response, A
 }
 
 async fn answer(st: &Arc<AppState>, body: Body, api: Api) -> Response {
-    let start = Instant::now();
-    let response = match respond(st, body, api).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    };
-    st.metrics
-        .record_response(response.status().as_u16(), start.elapsed().as_secs_f64());
-    response
+    timed(st, respond(st, body, api)).await
 }
 
 async fn respond(st: &Arc<AppState>, body: Body, api: Api) -> Result<Response, ApiError> {
@@ -485,34 +504,10 @@ async fn respond(st: &Arc<AppState>, body: Body, api: Api) -> Result<Response, A
         Api::Chat => Input::Chat(wire::parse_chat(&bytes, limits)?),
         Api::Completion => Input::Completion(wire::parse_completion(&bytes, limits, info.d_model)?),
     };
-    let requested = match &input {
-        Input::Chat(c) => &c.model,
-        Input::Completion(c) => &c.model,
-        Input::Forecast(f) => &f.model,
-    };
-    let model = match requested {
-        None => info.id.clone(),
-        Some(m) => {
-            let ids = model_ids(info);
-            let bare = info.adapters.iter().any(|(name, _, _)| name == m);
-            if !ids.contains(m) && !bare {
-                return Err(ApiError::not_found(
-                    "model_not_found",
-                    Some("model".into()),
-                    format!(
-                        "model `{m}` is not served here (served: {})",
-                        ids.join(", ")
-                    ),
-                ));
-            }
-            m.clone()
-        }
-    };
-    let sampling = match &input {
-        Input::Chat(c) => &c.sampling,
-        Input::Completion(c) => &c.sampling,
-        Input::Forecast(_) => return Err(ApiError::internal("a forecast is not generated".into())),
-    };
+    let model = resolve_model(info, input.model())?;
+    let sampling = input
+        .sampling()
+        .ok_or_else(|| ApiError::internal("a forecast is not generated".into()))?;
     if let Some(m) = sampling.max_tokens.filter(|&m| m >= info.context_length) {
         return Err(ApiError::invalid(
             "context_length_exceeded",
