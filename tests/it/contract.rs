@@ -34,7 +34,7 @@ fn tiny_gemma3() -> Llama {
 }
 
 /// One tiny backbone of each architecture.
-fn tiny_backbones() -> [Llama; 3] {
+pub(crate) fn tiny_backbones() -> [Llama; 3] {
     [tiny(RopeLayout::Half, true), tiny_qwen2(), tiny_gemma3()]
 }
 

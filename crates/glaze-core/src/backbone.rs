@@ -8,6 +8,7 @@
 use burn::prelude::*;
 
 use crate::error::{Error, Result};
+pub use crate::kv_cache::KvCache;
 
 /// Identity and shape of a frozen backbone, recorded in adapter checkpoints so an adapter is
 /// never loaded onto a backbone it was not trained for.
@@ -123,111 +124,6 @@ impl<'a> ForwardOptions<'a> {
             mask: Some(mask),
             ..Default::default()
         }
-    }
-}
-
-/// Key/value cache of a decoder: per layer, buffers `[B, kv_heads, capacity, head_dim]` whose
-/// first [`KvCache::len`] positions are filled; the padding mask of every cached position and
-/// the next position index of every row.
-#[derive(Debug, Clone, Default)]
-pub struct KvCache {
-    layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
-    len: usize,
-    key_mask: Option<Tensor<2, Bool>>,
-    next_positions: Vec<i64>,
-    constant: bool,
-    reserved: usize,
-}
-
-impl KvCache {
-    /// An empty cache for `n_layers` layers.
-    pub fn new(n_layers: usize) -> Self {
-        KvCache {
-            layers: vec![None; n_layers],
-            len: 0,
-            key_mask: None,
-            next_positions: Vec::new(),
-            constant: false,
-            reserved: 0,
-        }
-    }
-
-    /// Announces that the cache will hold up to `positions` positions (a generation's prompt
-    /// and token budget): the backbone then allocates its buffers once at that size instead
-    /// of growing them by copying (each growth held the old and the new buffers at once).
-    pub fn reserve(&mut self, positions: usize) {
-        self.reserved = positions;
-    }
-
-    /// The positions announced by [`KvCache::reserve`] (0: none).
-    pub fn reserved(&self) -> usize {
-        self.reserved
-    }
-
-    /// Marks the cached keys and values as constants of a training graph that the caller
-    /// drops after one pass (a cached prompt, rebuilt every step): a training forward pass
-    /// then attends to them in place — no concatenated copy, no gradient for them — and
-    /// leaves the cache as it was. Inference passes extend it as usual.
-    pub fn set_constant(&mut self, constant: bool) {
-        self.constant = constant;
-    }
-
-    /// Whether [`KvCache::set_constant`] marked the cache.
-    pub fn is_constant(&self) -> bool {
-        self.constant
-    }
-
-    /// Number of cached positions (0 when empty).
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Sets the number of filled positions (the backbone does this after a forward pass).
-    pub fn set_len(&mut self, len: usize) {
-        self.len = len;
-    }
-
-    /// True when nothing is cached yet.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Key and value buffers of layer `i` (only the first `len()` positions are filled).
-    pub fn layer(&self, i: usize) -> Option<&(Tensor<4>, Tensor<4>)> {
-        self.layers.get(i).and_then(Option::as_ref)
-    }
-
-    /// Moves the buffers of layer `i` out (so they can be extended in place), leaving `None`.
-    pub fn take_layer(&mut self, i: usize) -> Option<(Tensor<4>, Tensor<4>)> {
-        self.layers.get_mut(i).and_then(Option::take)
-    }
-
-    /// Replaces the cached keys and values of layer `i`.
-    pub fn set_layer(&mut self, i: usize, k: Tensor<4>, v: Tensor<4>) {
-        if i >= self.layers.len() {
-            self.layers.resize(i + 1, None);
-        }
-        self.layers[i] = Some((k, v));
-    }
-
-    /// Padding mask `[B, T_cached]` of the cached positions (`true` = real), if any were masked.
-    pub fn key_mask(&self) -> Option<&Tensor<2, Bool>> {
-        self.key_mask.as_ref()
-    }
-
-    /// Sets the padding mask of all cached positions.
-    pub fn set_key_mask(&mut self, mask: Option<Tensor<2, Bool>>) {
-        self.key_mask = mask;
-    }
-
-    /// Position index the next token of each row gets (empty before the first forward).
-    pub fn next_positions(&self) -> &[i64] {
-        &self.next_positions
-    }
-
-    /// Sets the next position of each row.
-    pub fn set_next_positions(&mut self, positions: Vec<i64>) {
-        self.next_positions = positions;
     }
 }
 

@@ -120,6 +120,25 @@ pub fn sample(logits: &[f32], config: &GenerationConfig, rng: &mut SplitMix64) -
     idx[probs.len() - 1] as u32
 }
 
+/// The token after `step` tokens were produced: stop ids suppressed while fewer than
+/// `min_new_tokens` were, then [`sample`].
+pub(crate) fn next_token(
+    logits: &mut [f32],
+    step: usize,
+    config: &GenerationConfig,
+    stop_ids: &[u32],
+    rng: &mut SplitMix64,
+) -> u32 {
+    if step < config.min_new_tokens {
+        for &stop in stop_ids {
+            if let Some(l) = logits.get_mut(stop as usize) {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+    }
+    sample(logits, config, rng)
+}
+
 /// Generates from one prompt; `on_text` receives each new piece of text as it is decoded.
 pub fn generate(
     backbone: &dyn FrozenBackbone,
@@ -164,7 +183,7 @@ pub fn generate_batch(
     generate_inner(backbone, codec, prompts, config, &mut |_| true)
 }
 
-fn last_logits(backbone: &dyn FrozenBackbone, hidden: Tensor<3>) -> (Vec<f32>, usize) {
+pub(crate) fn last_logits(backbone: &dyn FrozenBackbone, hidden: Tensor<3>) -> (Vec<f32>, usize) {
     let [b, t, d] = hidden.dims();
     let last = hidden.slice(s![.., t - 1..t, ..]).reshape([b, 1, d]);
     let logits = backbone.generation_head(last);
@@ -193,29 +212,8 @@ fn generate_inner(
     let mut cache = backbone.new_cache();
     cache.reserve(prompt_t + budget);
     let start = Instant::now();
-    let chunk = match config.prefill_chunk.or_else(|| backbone.prefill_chunk()) {
-        None | Some(0) => prompt_t,
-        Some(c) => c,
-    };
-    let mut hidden = None;
-    for c0 in (0..prompt_t).step_by(chunk.max(1)) {
-        let c1 = (c0 + chunk).min(prompt_t);
-        let embeds = if c1 - c0 == prompt_t {
-            batch.embeds.clone()
-        } else {
-            batch.embeds.clone().slice(s![.., c0..c1, ..])
-        };
-        hidden = Some(backbone.forward(
-            embeds,
-            ForwardOptions {
-                mask: padded.then(|| batch.mask.clone().slice(s![.., c0..c1])),
-                cache: Some(&mut cache),
-                approximate: true,
-                ..Default::default()
-            },
-        ));
-    }
-    let hidden = hidden.ok_or(Error::EmptyPrompt)?;
+    let mask = padded.then_some(batch.mask);
+    let hidden = prefill(backbone, batch.embeds, mask, &mut cache, config)?;
     let (logits, v) = last_logits(backbone, hidden);
     let prefill_secs = start.elapsed().as_secs_f64();
     let start = Instant::now();
@@ -237,6 +235,54 @@ fn generate_inner(
             })
         })
         .collect()
+}
+
+/// The prompt positions per prefill piece: the config's, else the backbone's choice; `None`:
+/// the whole prompt at once.
+pub(crate) fn prefill_piece(
+    backbone: &dyn FrozenBackbone,
+    config: &GenerationConfig,
+) -> Option<usize> {
+    match config.prefill_chunk.or_else(|| backbone.prefill_chunk()) {
+        None | Some(0) => None,
+        Some(c) => Some(c),
+    }
+}
+
+/// Runs `embeds [B, T, D]` (T ≥ 1; `mask [B, T]` when rows are padded) through `cache` in
+/// pieces of [`prefill_piece`] positions, each attending to the cache of those before, and
+/// returns the last piece's hidden states.
+pub(crate) fn prefill(
+    backbone: &dyn FrozenBackbone,
+    embeds: Tensor<3>,
+    mask: Option<Tensor<2, Bool>>,
+    cache: &mut KvCache,
+    config: &GenerationConfig,
+) -> Result<Tensor<3>> {
+    let t = embeds.dims()[1];
+    let chunk = prefill_piece(backbone, config).unwrap_or(t).max(1);
+    let mut hidden = None;
+    for c0 in (0..t).step_by(chunk) {
+        let c1 = (c0 + chunk).min(t);
+        let (piece, piece_mask) = if c1 - c0 == t {
+            (embeds.clone(), mask.clone())
+        } else {
+            (
+                embeds.clone().slice(s![.., c0..c1, ..]),
+                mask.clone().map(|m| m.slice(s![.., c0..c1])),
+            )
+        };
+        hidden = Some(backbone.forward(
+            piece,
+            ForwardOptions {
+                mask: piece_mask,
+                cache: Some(&mut *cache),
+                approximate: true,
+                ..Default::default()
+            },
+        ));
+    }
+    hidden.ok_or(Error::EmptyPrompt)
 }
 
 /// New ids per row, and why each row stopped (`None`: the budget ran out).
@@ -268,14 +314,7 @@ fn decode_loop(
                 codec.pad_id()
             } else {
                 let row = &mut logits[r * v..(r + 1) * v];
-                if step < config.min_new_tokens {
-                    for &stop in codec.stop_ids() {
-                        if let Some(l) = row.get_mut(stop as usize) {
-                            *l = f32::NEG_INFINITY;
-                        }
-                    }
-                }
-                let id = sample(row, config, &mut rng);
+                let id = next_token(row, step, config, codec.stop_ids(), &mut rng);
                 if config.stop_at_eos && codec.stop_ids().contains(&id) {
                     done[r] = Some(FinishReason::Stop);
                 } else {

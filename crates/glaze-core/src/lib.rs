@@ -4,10 +4,12 @@
 pub mod adapter;
 pub mod answer;
 pub mod backbone;
+pub mod decode_batch;
 pub mod device;
 pub mod error;
 pub mod generate;
 pub mod harness;
+pub mod kv_cache;
 pub mod layers;
 pub mod loss;
 pub mod params;
@@ -23,6 +25,7 @@ pub use backbone::{
     BackboneSpec, ChatMessage, ForwardOptions, FrozenBackbone, KvCache, TextCodec,
     embedding_sketch, sketch_distance,
 };
+pub use decode_batch::{Admitted, DecodeBatch, RowEvent, RowId};
 pub use device::DeviceChoice;
 pub use error::{Error, Result};
 pub use generate::{
