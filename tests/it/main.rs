@@ -2,6 +2,7 @@
 
 mod audio;
 mod bad_input;
+mod batching;
 mod contract;
 mod gemma3;
 mod hf_dir;
@@ -13,6 +14,8 @@ mod quantized;
 mod qwen2;
 mod real_model;
 mod serve;
+mod serve_batching;
+mod serve_ui;
 mod speech;
 mod timeseries;
 mod tokenizer;

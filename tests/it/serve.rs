@@ -44,14 +44,14 @@ fn write_adapter<C: AdapterConfig>(
     .expect("saves");
 }
 
-struct Fixture {
-    addr: SocketAddr,
+pub(crate) struct Fixture {
+    pub(crate) addr: SocketAddr,
     vision: PathBuf,
     speech: PathBuf,
     forecast: PathBuf,
 }
 
-fn fixture_dir() -> PathBuf {
+pub(crate) fn fixture_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("glaze-serve-it-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
@@ -112,14 +112,14 @@ fn forecaster() -> glaze::timeseries::StoredConfig {
     }
 }
 
-fn start(config: ServeConfig) -> Server {
+pub(crate) fn start(config: ServeConfig) -> Server {
     let server = Server::start(ServeConfig { port: 0, ..config }).expect("starts");
     server.wait_ready().expect("loads");
     server
 }
 
 /// The shared server: both adapters, default limits.
-fn fixture() -> &'static Fixture {
+pub(crate) fn fixture() -> &'static Fixture {
     static SERVER: OnceLock<Fixture> = OnceLock::new();
     SERVER.get_or_init(|| {
         let (vision, speech, forecast) = adapters().clone();
@@ -153,14 +153,14 @@ fn fixture() -> &'static Fixture {
 }
 
 /// A response: status, headers (lower-case names), body.
-struct Reply {
-    status: u16,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
     headers: Vec<(String, String)>,
-    body: Vec<u8>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Reply {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
@@ -233,7 +233,7 @@ fn read_chunk(r: &mut impl BufRead) -> Option<Vec<u8>> {
     Some(buf)
 }
 
-fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Reply {
+pub(crate) fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Reply {
     let mut r = BufReader::new(send(addr, method, path, body));
     let (status, headers) = read_head(&mut r);
     let chunked = headers
@@ -254,16 +254,16 @@ fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Reply {
     }
 }
 
-fn post_to(addr: SocketAddr, path: &str, body: &Value) -> Reply {
+pub(crate) fn post_to(addr: SocketAddr, path: &str, body: &Value) -> Reply {
     request(addr, "POST", path, body.to_string().as_bytes())
 }
 
-fn post(addr: SocketAddr, body: &Value) -> Reply {
+pub(crate) fn post(addr: SocketAddr, body: &Value) -> Reply {
     post_to(addr, "/v1/chat/completions", body)
 }
 
 /// The JSON body of a 200 answer (the body is shown when the status is another).
-fn ok_json(reply: &Reply) -> Value {
+pub(crate) fn ok_json(reply: &Reply) -> Value {
     assert_eq!(
         reply.status,
         200,
@@ -287,7 +287,7 @@ fn b64(bytes: &[u8]) -> String {
 }
 
 /// A small PNG: a colour gradient.
-fn png() -> Vec<u8> {
+pub(crate) fn png() -> Vec<u8> {
     let img = image::RgbImage::from_fn(96, 80, |x, y| {
         image::Rgb([(x * 2) as u8, (y * 3) as u8, ((x + y) % 256) as u8])
     });
@@ -309,7 +309,7 @@ fn audio_part(bytes: &[u8]) -> Value {
     json!({"type": "input_audio", "input_audio": {"data": b64(bytes), "format": "wav"}})
 }
 
-fn answer(reply: &Reply) -> String {
+pub(crate) fn answer(reply: &Reply) -> String {
     ok_json(reply)["choices"][0]["message"]["content"]
         .as_str()
         .expect("content")
@@ -628,7 +628,7 @@ fn serve_refuses_bad_requests_with_openai_errors_and_stays_up() {
 }
 
 /// The value of an unlabelled metric.
-fn metric(addr: SocketAddr, name: &str) -> f64 {
+pub(crate) fn metric(addr: SocketAddr, name: &str) -> f64 {
     let text = String::from_utf8(request(addr, "GET", "/metrics", b"").body).expect("text");
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
@@ -673,9 +673,10 @@ fn a_client_that_disconnects_mid_stream_ends_its_generation() {
 
 #[test]
 fn a_full_queue_answers_429_and_slow_requests_time_out() {
-    // One waiting request at most, and 4 s per request.
+    // One request generated at a time, one waiting at most, and 4 s per request.
     let server = start(ServeConfig {
         queue: 1,
+        batch: 1,
         timeout_secs: 4.0,
         ..ServeConfig::default()
     });

@@ -158,6 +158,20 @@ fn ci() -> Result<(), String> {
     let mut test = cargo();
     test.args(["test", "--workspace"])
         .env("GLAZE_OPENAI_PYTHON", &openai_python);
+    // The page's browser test: Debian's chromium and chromedriver (`.ci/run` installs them).
+    match (
+        Path::new(CHROMEDRIVER).exists(),
+        Path::new(CHROMIUM).exists(),
+    ) {
+        (true, true) => {
+            test.env("GLAZE_CHROMEDRIVER", CHROMEDRIVER)
+                .env("GLAZE_CHROMIUM", CHROMIUM);
+        }
+        _ => eprintln!(
+            "ci: {CHROMIUM} or {CHROMEDRIVER} is missing (Debian: apt-get install chromium \
+             chromium-driver): the browser test of the server's page will not run"
+        ),
+    }
     if gpu {
         let runtime = std::env::var("XDG_RUNTIME_DIR").unwrap_or_else(|_| "/tmp".into());
         test.args(["--features", "glaze-tests/wgpu"])
@@ -180,7 +194,6 @@ fn ci() -> Result<(), String> {
 /// Lavapipe's Vulkan driver: `.ci/run` installs it (Debian `mesa-vulkan-drivers`).
 const LAVAPIPE_ICD: &str = "/usr/share/vulkan/icd.d/lvp_icd.x86_64.json";
 
-/// Whether the GPU smoke test can run: lavapipe installed and not skipped.
 /// The official `openai` Python package, pinned, in its own virtual environment (made once):
 /// the client the server's test drives. Returns its Python.
 fn openai_client() -> Result<PathBuf, String> {
@@ -209,9 +222,14 @@ fn openai_client() -> Result<PathBuf, String> {
     Ok(python)
 }
 
+/// Debian's browser and its WebDriver, for the server page's browser test.
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
 /// The `openai` release the server is tested with.
 const OPENAI: &str = "3.63.0";
 
+/// Whether the GPU smoke test can run: lavapipe installed and not skipped.
 fn wgpu_available() -> Result<bool, String> {
     if std::env::var_os("GLAZE_CI_SKIP_WGPU").is_some() {
         eprintln!("wgpu: skipped (GLAZE_CI_SKIP_WGPU is set)");

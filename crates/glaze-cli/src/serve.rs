@@ -31,6 +31,12 @@ pub struct ServeArgs {
     /// Requests that may wait for the engine; more are refused with 429.
     #[arg(long, default_value_t = 16)]
     queue: usize,
+    /// Requests decoded together (continuous batching); more wait in the queue.
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Recent prompts whose caches are kept for prompts that begin the same way (0: off).
+    #[arg(long, default_value_t = 4)]
+    prefix_cache: usize,
     /// Seconds a request may take, from arrival to its last token.
     #[arg(long, default_value_t = 300.0)]
     timeout: f64,
@@ -54,6 +60,8 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             ..Limits::default()
         },
         queue: args.queue,
+        batch: args.batch.max(1),
+        prefix_cache: args.prefix_cache,
         timeout_secs: args.timeout,
         temperature: args.temperature,
         max_tokens: args.max_tokens,

@@ -5,7 +5,10 @@ pub mod body;
 pub mod engine;
 pub mod error;
 pub mod metrics;
+mod prompts;
+mod scheduler;
 pub mod stop;
+mod ui;
 pub mod wire;
 
 use std::net::SocketAddr;
@@ -49,6 +52,11 @@ pub struct ServeConfig {
     pub limits: Limits,
     /// Requests that may wait for the engine; one more is refused with 429.
     pub queue: usize,
+    /// Requests decoded together (continuous batching); more wait in the queue.
+    pub batch: usize,
+    /// Recent prompts whose caches are kept, so that a prompt beginning the same way (a
+    /// shared system prompt) is not prefilled again (0: off).
+    pub prefix_cache: usize,
     /// Seconds a request may take from arrival to its last token.
     pub timeout_secs: f64,
     /// Temperature of requests that do not set one (0: greedy).
@@ -67,6 +75,8 @@ impl Default for ServeConfig {
             adapters: Vec::new(),
             limits: Limits::default(),
             queue: 16,
+            batch: 16,
+            prefix_cache: 4,
             timeout_secs: 300.0,
             temperature: 0.0,
             max_tokens: 256,
@@ -149,14 +159,7 @@ impl Server {
         std::thread::Builder::new()
             .name("glaze-engine".into())
             .spawn(move || {
-                let c = &engine_state.config;
-                let loaded = Engine::load(
-                    c.model.as_deref(),
-                    c.model_id.clone(),
-                    &c.adapters,
-                    c.temperature,
-                    c.max_tokens,
-                );
+                let loaded = Engine::load(&engine_state.config);
                 let engine = match loaded {
                     Ok(engine) => engine,
                     Err(e) => {
@@ -252,6 +255,8 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
 
 fn router(state: Arc<AppState>) -> Router {
     Router::new()
+        .route("/", get(ui::page))
+        .route("/v1/adapters", get(ui::adapters))
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
         .route("/v1/models", get(models))

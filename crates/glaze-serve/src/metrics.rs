@@ -14,8 +14,14 @@ pub struct Metrics {
     responses: Mutex<std::collections::BTreeMap<u16, u64>>,
     /// Requests waiting in the queue.
     pub queued: AtomicUsize,
-    /// Requests being generated (0 or 1 with one engine thread).
+    /// Requests being generated (the rows of the decode batch).
     pub running: AtomicUsize,
+    /// Prompt positions taken from the prefix cache instead of being prefilled.
+    pub prefix_reused: AtomicU64,
+    /// Decode steps run (each decodes one token for every live request).
+    pub decode_steps: AtomicU64,
+    /// Rows decoded, summed over the steps (over `decode_steps`: the mean batch).
+    pub decode_rows: AtomicU64,
     /// Requests whose client went away before the answer was complete.
     pub cancelled: AtomicU64,
     prompt_tokens: AtomicU64,
@@ -83,9 +89,27 @@ impl Metrics {
             ),
             (
                 "glaze_prompt_tokens_total",
-                "Prompt positions prefilled (text and soft tokens).",
+                "Prompt positions (text and soft tokens), reused ones included.",
                 "counter",
                 load(&self.prompt_tokens),
+            ),
+            (
+                "glaze_prefix_cache_tokens_total",
+                "Prompt positions taken from the prefix cache instead of being prefilled.",
+                "counter",
+                load(&self.prefix_reused),
+            ),
+            (
+                "glaze_decode_steps_total",
+                "Decode steps (one token for every live request).",
+                "counter",
+                load(&self.decode_steps),
+            ),
+            (
+                "glaze_decode_rows_total",
+                "Requests decoded, summed over the steps (over the steps: the mean batch).",
+                "counter",
+                load(&self.decode_rows),
             ),
             (
                 "glaze_completion_tokens_total",
