@@ -115,8 +115,10 @@ pub(crate) fn machine() -> String {
 }
 
 pub fn bench(args: &[String]) -> Result<(), String> {
-    if args.first().map(String::as_str) == Some("backbones") {
-        return crate::bench_backbones::bench_backbones(&args[1..]);
+    match args.first().map(String::as_str) {
+        Some("backbones") => return crate::bench_backbones::bench_backbones(&args[1..]),
+        Some("serve") => return crate::bench_serve::bench_serve(&args[1..]),
+        _ => {}
     }
     if args.iter().any(|a| a == "--install-peers") {
         install_peers()?;

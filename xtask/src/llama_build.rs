@@ -1,5 +1,5 @@
-//! llama.cpp's `llama-bench`, built from source natively for this CPU, for
-//! `cargo xtask bench backbones`.
+//! llama.cpp's `llama-bench` and `llama-server`, built from source natively for this CPU, for
+//! `cargo xtask bench backbones` and `cargo xtask bench serve`.
 //!
 //! The source is the llama.cpp tree vendored in the pinned llama-cpp-python sdist
 //! (`bench::LLAMA_CPP`, checked against its sha256), so the peer is the same llama.cpp that
@@ -23,8 +23,9 @@ const SDIST_SHA256: &str = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a3637
 const BUILD_TOOLS: &[&str] = &["cmake==4.4.5", "ninja==1.13.2"];
 /// CMake options of the native build. `GGML_NATIVE` compiles ggml's CPU backend with
 /// `-march=native`; only the library, its common utilities and the tools are configured
-/// (`LLAMA_BUILD_TOOLS` brings `llama-bench`), without HTTPS (`LLAMA_OPENSSL`; `LLAMA_CURL` is
-/// deprecated and ignored in this tree), statically linked so the one binary can be cached.
+/// (`LLAMA_BUILD_TOOLS` brings `llama-bench`, `LLAMA_BUILD_SERVER` `llama-server`), without
+/// HTTPS (`LLAMA_OPENSSL`; `LLAMA_CURL` is deprecated and ignored in this tree), statically
+/// linked so each binary can be cached.
 pub(crate) const CMAKE_FLAGS: &[&str] = &[
     "-DCMAKE_BUILD_TYPE=Release",
     "-DGGML_NATIVE=ON",
@@ -34,7 +35,7 @@ pub(crate) const CMAKE_FLAGS: &[&str] = &[
     "-DLLAMA_BUILD_TOOLS=ON",
     "-DLLAMA_BUILD_TESTS=OFF",
     "-DLLAMA_BUILD_EXAMPLES=OFF",
-    "-DLLAMA_BUILD_SERVER=OFF",
+    "-DLLAMA_BUILD_SERVER=ON",
     "-DLLAMA_BUILD_APP=OFF",
 ];
 
@@ -133,16 +134,22 @@ fn build_tools() -> Result<PathBuf, String> {
 
 /// `llama-bench` for this version and CPU, built when not cached.
 pub(crate) fn llama_bench() -> Result<LlamaBench, String> {
+    llama_tool("llama-bench")
+}
+
+/// llama.cpp's tool `target` (`llama-bench`, `llama-server`) for this version and CPU, built
+/// when not cached.
+pub(crate) fn llama_tool(target: &str) -> Result<LlamaBench, String> {
     let key = format!("{}-{}", version(), cpu_key());
     let out = cache_dir().join("llama.cpp-bin").join(&key);
-    let bin = out.join("llama-bench");
+    let bin = out.join(target);
     let commit_file = out.join("commit");
     if bin.exists() {
         let commit = std::fs::read_to_string(&commit_file)
             .ok()
             .map(|c| c.trim().to_string())
             .filter(|c| !c.is_empty());
-        eprintln!("bench: llama-bench ok ({})", bin.display());
+        eprintln!("bench: {target} ok ({})", bin.display());
         return Ok(LlamaBench { bin, commit });
     }
     let tree = sdist_tree()?;
@@ -172,12 +179,12 @@ pub(crate) fn llama_bench() -> Result<LlamaBench, String> {
     run(Command::new(tools.join("cmake"))
         .arg("--build")
         .arg(&build)
-        .args(["--target", "llama-bench", "-j", &jobs.to_string()]))?;
+        .args(["--target", target, "-j", &jobs.to_string()]))?;
     eprintln!(
-        "bench: built llama-bench in {:.0} s",
+        "bench: built {target} in {:.0} s",
         start.elapsed().as_secs_f64()
     );
-    install(&build.join("bin/llama-bench"), &out, &bin)?;
+    install(&build.join("bin").join(target), &out, &bin)?;
     std::fs::write(&commit_file, commit.as_deref().unwrap_or(""))
         .map_err(|e| format!("cannot write {}: {e}", commit_file.display()))?;
     Ok(LlamaBench { bin, commit })
@@ -187,7 +194,10 @@ pub(crate) fn llama_bench() -> Result<LlamaBench, String> {
 /// never taken for a build.
 fn install(built: &Path, out: &Path, bin: &Path) -> Result<(), String> {
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
-    let tmp = out.join(".llama-bench.partial");
+    let name = bin
+        .file_name()
+        .map_or("tool".into(), |n| n.to_string_lossy());
+    let tmp = out.join(format!(".{name}.partial"));
     std::fs::copy(built, &tmp).map_err(|e| format!("cannot copy {}: {e}", built.display()))?;
     std::fs::rename(&tmp, bin).map_err(|e| format!("cannot move into {}: {e}", bin.display()))
 }

@@ -18,6 +18,7 @@
 
 mod bench;
 mod bench_backbones;
+mod bench_serve;
 mod fetch;
 mod llama_build;
 mod results_backbones;
