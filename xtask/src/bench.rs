@@ -118,6 +118,7 @@ pub fn bench(args: &[String]) -> Result<(), String> {
     match args.first().map(String::as_str) {
         Some("backbones") => return crate::bench_backbones::bench_backbones(&args[1..]),
         Some("serve") => return crate::bench_serve::bench_serve(&args[1..]),
+        Some("soak") => return crate::bench_serve::bench_soak(&args[1..]),
         _ => {}
     }
     if args.iter().any(|a| a == "--install-peers") {

