@@ -31,7 +31,8 @@ fn collect(answers: &mut BTreeMap<RowId, (String, Option<FinishReason>, usize)>,
     a.2 = e.tokens;
 }
 
-/// Runs `prompts` through one batch, admitting prompt `i` before step `joins[i]`.
+/// Runs `prompts` through one batch, admitting prompt `i` before step `joins[i]` (those of
+/// the same step together).
 fn batched(
     backbone: &dyn FrozenBackbone,
     codec: &dyn TextCodec,
@@ -45,15 +46,18 @@ fn batched(
     let mut step = 0;
     let mut admitted = 0;
     while admitted < prompts.len() || !batch.is_empty() {
+        // The prompts joining at this step are admitted together (prefilled as one batch).
+        let mut now = Vec::new();
         while admitted < prompts.len() && joins[admitted] <= step {
             let (text, config) = &prompts[admitted];
             let e = embed_prompt(backbone, codec, &Prompt::new().text(*text)).expect("embeds");
-            let a = batch
-                .admit(backbone, codec, e.embeds, config)
-                .expect("admits");
+            now.push((e.embeds, config.clone()));
+            admitted += 1;
+        }
+        for a in batch.admit_many(backbone, codec, now) {
+            let a = a.expect("admits");
             reused.push(a.reused);
             collect(&mut answers, a.first);
-            admitted += 1;
         }
         for e in batch.step(backbone, codec).expect("steps") {
             collect(&mut answers, e);
@@ -157,6 +161,10 @@ fn a_reused_prompt_beginning_changes_no_answer() {
         let expected = alone(&backbone, &ByteCodec, &prompts);
         let (got, reused) = batched(&backbone, &ByteCodec, &prompts, &[0, 2, 4], 4);
         assert_eq!(got, expected, "{name}");
+        // Admitted together, with nothing cached yet: one right-padded prefill, no reuse.
+        let (together, none) = batched(&backbone, &ByteCodec, &prompts, &[0, 0, 0], 4);
+        assert_eq!(together, expected, "{name}");
+        assert_eq!(none, [0, 0, 0], "{name}");
         // The first prompt computes everything; each later one reuses its longest shared
         // beginning with an earlier prompt (its beginning-of-sequence token included), in
         // whole pieces.
@@ -201,15 +209,15 @@ fn smollm2_answers_in_a_batch_as_it_does_alone() {
         .map(|t| (t.as_str(), GenerationConfig::new().with_max_new_tokens(16)))
         .collect();
     let expected = alone(&lm.llama, &lm.tokenizer, &prompts);
-    let (got, reused) = batched(&lm.llama, &lm.tokenizer, &prompts, &[0, 1, 5], 4);
+    // The first two are prefilled together, the third continues from the prefix cache.
+    let (got, reused) = batched(&lm.llama, &lm.tokenizer, &prompts, &[0, 0, 5], 4);
     assert_eq!(got, expected);
     // Where generation prefills in pieces (the 8-bit kernels), the later prompts reuse the
     // system message's whole pieces.
     match lm.llama.prefill_chunk() {
         Some(piece) => {
-            assert_eq!(reused[0], 0);
-            assert!(reused[1] >= piece && reused[1] % piece == 0, "{reused:?}");
-            assert_eq!(reused[2], reused[1]);
+            assert_eq!(reused[..2], [0, 0]);
+            assert!(reused[2] >= piece && reused[2] % piece == 0, "{reused:?}");
         }
         None => assert_eq!(reused, [0, 0, 0]),
     }

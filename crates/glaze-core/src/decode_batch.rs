@@ -167,6 +167,25 @@ impl PrefixCache {
     }
 }
 
+/// A prompt waiting for its prefill.
+struct Fresh {
+    /// Its place among the prompts admitted together.
+    index: usize,
+    embeds: Tensor<3>,
+    config: GenerationConfig,
+    /// Its embedding rows, for the prefix cache.
+    rows: Vec<f32>,
+    start: Instant,
+}
+
+/// A prompt whose prefill is done.
+struct NewRow {
+    rows: Vec<f32>,
+    cache: KvCache,
+    reused: usize,
+    start: Instant,
+}
+
 /// Generations decoded together, one step for all of them at a time.
 pub struct DecodeBatch {
     /// The live rows' cache, in `rows` order.
@@ -215,44 +234,181 @@ impl DecodeBatch {
         embeds: Tensor<3>,
         config: &GenerationConfig,
     ) -> Result<Admitted> {
-        let [b, t, d] = embeds.dims();
-        if b != 1 {
-            return Err(Error::InvalidConfig {
-                field: "embeds",
-                problem: format!("one prompt at a time, got {b}"),
-            });
+        let mut out = self.admit_many(backbone, codec, vec![(embeds, config.clone())]);
+        out.remove(0)
+    }
+
+    /// [`DecodeBatch::admit`] for several prompts, one result each, in order. Prompts whose
+    /// beginning is in the prefix cache continue from it one by one; the others are
+    /// prefilled together, right-padded (a row's padding comes after its end, where none of
+    /// its positions looks, and its positions are grouped in pieces as when alone), then
+    /// split into one cache per row without the padding.
+    pub fn admit_many(
+        &mut self,
+        backbone: &dyn FrozenBackbone,
+        codec: &dyn TextCodec,
+        prompts: Vec<(Tensor<3>, GenerationConfig)>,
+    ) -> Vec<Result<Admitted>> {
+        let mut out: Vec<Option<Result<Admitted>>> = prompts.iter().map(|_| None).collect();
+        let mut fresh: Vec<Fresh> = Vec::new();
+        for (i, (embeds, config)) in prompts.into_iter().enumerate() {
+            let start = Instant::now();
+            let [b, t, d] = embeds.dims();
+            let max = backbone.spec().context_length;
+            let problem = if b != 1 {
+                Some(Error::InvalidConfig {
+                    field: "embeds",
+                    problem: format!("one prompt at a time, got {b}"),
+                })
+            } else if t == 0 {
+                Some(Error::EmptyPrompt)
+            } else if t >= max {
+                Some(Error::ContextOverflow { len: t + 1, max })
+            } else {
+                None
+            };
+            if let Some(e) = problem {
+                out[i] = Some(Err(e));
+                continue;
+            }
+            let rows: Vec<f32> = embeds
+                .clone()
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .expect("invariant: float embeddings convert to f32");
+            // Without pieces a prompt is prefilled whole, so nothing can be reused bit-exactly.
+            let piece = prefill_piece(backbone, &config);
+            match piece.and_then(|piece| self.prefixes.lookup(&rows, d, piece)) {
+                Some((mut cache, reused)) => {
+                    let budget = config.max_new_tokens.min(max - t);
+                    cache.reserve(cache.reserved().max(t + budget));
+                    let tail = embeds.slice(s![.., reused..t, ..]);
+                    let done = prefill(backbone, tail, None, &mut cache, &config)
+                        .map(|hidden| last_logits(backbone, hidden).0)
+                        .and_then(|logits| {
+                            let new = NewRow {
+                                rows,
+                                cache,
+                                reused,
+                                start,
+                            };
+                            self.start_row(codec, new, t, budget, &config, logits)
+                        });
+                    out[i] = Some(done);
+                }
+                None => fresh.push(Fresh {
+                    index: i,
+                    embeds,
+                    config,
+                    rows,
+                    start,
+                }),
+            }
         }
-        if t == 0 {
-            return Err(Error::EmptyPrompt);
+        // Prompts prefilled in the same pieces go together.
+        while let Some(first) = fresh.first() {
+            let piece = prefill_piece(backbone, &first.config);
+            let (group, rest): (Vec<Fresh>, Vec<Fresh>) = fresh
+                .into_iter()
+                .partition(|f| prefill_piece(backbone, &f.config) == piece);
+            fresh = rest;
+            for (i, r) in self.prefill_together(backbone, codec, group, piece) {
+                out[i] = Some(r);
+            }
         }
+        out.into_iter()
+            .map(|r| r.expect("invariant: every prompt got a result"))
+            .collect()
+    }
+
+    /// Prefills prompts of `group` in one right-padded batch (pieces of `piece` positions).
+    fn prefill_together(
+        &mut self,
+        backbone: &dyn FrozenBackbone,
+        codec: &dyn TextCodec,
+        group: Vec<Fresh>,
+        piece: Option<usize>,
+    ) -> Vec<(usize, Result<Admitted>)> {
+        let lens: Vec<usize> = group.iter().map(|f| f.embeds.dims()[1]).collect();
+        let t_max = lens.iter().copied().max().unwrap_or(0);
+        let d = backbone.spec().d_model;
+        let device = backbone.device();
+        let padded: Vec<Tensor<3>> = group
+            .iter()
+            .zip(&lens)
+            .map(|(f, &t)| {
+                if t == t_max {
+                    f.embeds.clone()
+                } else {
+                    let pad = Tensor::<3>::zeros([1, t_max - t, d], device);
+                    Tensor::cat(vec![f.embeds.clone(), pad], 1)
+                }
+            })
+            .collect();
+        let embeds = Tensor::cat(padded, 0);
+        let mut cache = backbone.new_cache();
+        cache.reserve(t_max);
+        let piece = piece.unwrap_or(t_max).max(1);
+        let mut last: Vec<Option<Tensor<3>>> = vec![None; group.len()];
+        for c0 in (0..t_max).step_by(piece) {
+            let c1 = (c0 + piece).min(t_max);
+            let hidden = backbone.forward(
+                embeds.clone().slice(s![.., c0..c1, ..]),
+                ForwardOptions::generating(&mut cache),
+            );
+            for (r, &t) in lens.iter().enumerate() {
+                if (c0..c1).contains(&(t - 1)) {
+                    let at = t - 1 - c0;
+                    last[r] = Some(hidden.clone().slice(s![r..r + 1, at..at + 1, ..]));
+                }
+            }
+        }
+        let last: Vec<Tensor<3>> = last
+            .into_iter()
+            .map(|h| h.expect("invariant: every row's last position lies in a piece"))
+            .collect();
+        let hidden = Tensor::cat(last, 0);
+        let (logits, v) = last_logits(backbone, hidden);
         let max = backbone.spec().context_length;
-        if t >= max {
-            return Err(Error::ContextOverflow { len: t + 1, max });
-        }
-        let budget = config.max_new_tokens.min(max - t);
-        let start = Instant::now();
-        let rows: Vec<f32> = embeds
-            .clone()
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .expect("invariant: float embeddings convert to f32");
-        // Without pieces a prompt is prefilled whole, so nothing can be reused bit-exactly.
-        let found =
-            prefill_piece(backbone, config).and_then(|piece| self.prefixes.lookup(&rows, d, piece));
-        let (mut cache, reused) = found.unwrap_or_else(|| (backbone.new_cache(), 0));
-        cache.reserve(cache.reserved().max(t + budget));
-        let tail = if reused > 0 {
-            embeds.slice(s![.., reused..t, ..])
-        } else {
-            embeds
-        };
-        let hidden = prefill(backbone, tail, None, &mut cache, config)?;
-        let (mut logits, _) = last_logits(backbone, hidden);
+        group
+            .into_iter()
+            .enumerate()
+            .map(|(r, f)| {
+                let t = lens[r];
+                let mut own = cache.clone();
+                own.select_rows(&[r]);
+                own.truncate(t);
+                let budget = f.config.max_new_tokens.min(max - t);
+                let new = NewRow {
+                    rows: f.rows,
+                    cache: own,
+                    reused: 0,
+                    start: f.start,
+                };
+                let logits = logits[r * v..(r + 1) * v].to_vec();
+                (
+                    f.index,
+                    self.start_row(codec, new, t, budget, &f.config, logits),
+                )
+            })
+            .collect()
+    }
+
+    /// A prefilled prompt becomes a row: its cache goes to the prefix cache, its first token
+    /// is sampled from `logits` (`[V]`), and unless that ends it, it joins at the next step.
+    fn start_row(
+        &mut self,
+        codec: &dyn TextCodec,
+        new: NewRow,
+        prompt_len: usize,
+        budget: usize,
+        config: &GenerationConfig,
+        mut logits: Vec<f32>,
+    ) -> Result<Admitted> {
         if self.prefixes.capacity > 0 {
-            self.prefixes.insert(rows, cache.compacted());
+            self.prefixes.insert(new.rows, new.cache.compacted());
         }
-        let prefill_secs = start.elapsed().as_secs_f64();
         let id = self.next_id;
         self.next_id += 1;
         let mut row = Row {
@@ -277,13 +433,13 @@ impl DecodeBatch {
             row.accept(token, codec)?
         };
         if row.finish.is_none() {
-            self.joining.push((row, cache));
+            self.joining.push((row, new.cache));
         }
         Ok(Admitted {
             id,
-            prompt_len: t,
-            reused,
-            prefill_secs,
+            prompt_len,
+            reused: new.reused,
+            prefill_secs: new.start.elapsed().as_secs_f64(),
             first,
         })
     }

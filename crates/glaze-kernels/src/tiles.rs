@@ -38,6 +38,16 @@ pub(crate) fn product(
     if m == 0 || n == 0 {
         return;
     }
+    if depth == 0 {
+        // An empty sum (attention over a cache with no prefix yet): `b` may be empty, and
+        // the tile kernels take their column offsets into it.
+        if !accumulate {
+            for row in c.chunks_mut(ldc).take(m) {
+                row[..n].fill(0.0);
+            }
+        }
+        return;
+    }
     assert!(
         a.in_bounds()
             && (depth == 0 || (depth - 1) * ldb + n <= b.len())
@@ -303,6 +313,9 @@ mod tests {
             (13, 130, 36),
             (12, 64, 36),
             (5, 48, 0),
+            // Depth 0 over several column blocks: `b` is empty (Gemma's 256-wide heads
+            // attending to an empty cache prefix).
+            (5, 130, 0),
         ] {
             for a_transposed in [false, true] {
                 for accumulate in [false, true] {

@@ -1,7 +1,7 @@
 //! The engine loop: continuous batching over the bounded queue.
 //!
-//! Each turn admits waiting requests while the batch has room (each is prefilled alone, its
-//! prompt beginning possibly taken from the prefix cache, and its first token sent at once),
+//! Each turn admits the waiting requests the batch has room for (prefilled together, or
+//! continued from the prefix cache, and each one's first token sent at once),
 //! drops the rows whose client went away or whose time ran out, and decodes one token for
 //! every live row. The loop blocks on the queue only when nothing is being generated.
 
@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use burn::Tensor;
 use glaze::core::decode_batch::{DecodeBatch, RowEvent, RowId};
 use glaze::core::{FinishReason, GenerationConfig, embed_prompt};
 use tokio::sync::mpsc::UnboundedSender;
@@ -50,8 +51,11 @@ impl Engine {
             live: HashMap::new(),
         };
         loop {
-            while turn.batch.len() < self.batch {
-                let job = if turn.batch.is_empty() {
+            // Every waiting request the batch has room for is prepared, then all are
+            // prefilled together.
+            let mut ready = Vec::new();
+            while turn.batch.len() + ready.len() < self.batch {
+                let job = if turn.batch.is_empty() && ready.is_empty() {
                     match jobs.recv() {
                         Ok(job) => job,
                         Err(_) => return,
@@ -63,9 +67,10 @@ impl Engine {
                     }
                 };
                 metrics.queued.fetch_sub(1, Ordering::Relaxed);
-                turn.start(job);
-                metrics.running.store(turn.batch.len(), Ordering::Relaxed);
+                ready.extend(turn.prepare(job));
             }
+            turn.admit(ready);
+            metrics.running.store(turn.batch.len(), Ordering::Relaxed);
             turn.drop_abandoned();
             turn.step();
             metrics.running.store(turn.batch.len(), Ordering::Relaxed);
@@ -73,9 +78,17 @@ impl Engine {
     }
 }
 
+/// A request whose prompt is embedded, waiting for its prefill.
+struct Prepared {
+    live: Live,
+    embeds: Tensor<3>,
+    config: GenerationConfig,
+}
+
 impl Turn<'_> {
-    /// Builds a job's prompt and admits it to the batch (a forecast is answered at once).
-    fn start(&mut self, job: Job) {
+    /// Builds a job's prompt and its generation settings (a forecast is answered at once,
+    /// a bad request refused).
+    fn prepare(&mut self, job: Job) -> Option<Prepared> {
         let Job {
             input,
             events,
@@ -84,11 +97,11 @@ impl Turn<'_> {
         } = job;
         if events.is_closed() {
             self.metrics.cancelled.fetch_add(1, Ordering::Relaxed);
-            return;
+            return None;
         }
         if Instant::now() > deadline {
             let _ = events.send(Event::Failed(ApiError::timeout(timeout_secs)));
-            return;
+            return None;
         }
         let engine = self.engine;
         let built = match &input {
@@ -99,19 +112,18 @@ impl Turn<'_> {
                     Ok((values, input_len)) => Event::Forecast { values, input_len },
                     Err(e) => Event::Failed(e),
                 });
-                return;
+                return None;
             }
         };
         let fail = |e: ApiError| {
             let _ = events.send(Event::Failed(e));
+            None
         };
         let (prompt, soft_tokens) = match built {
             Ok(p) => p,
             Err(e) => return fail(e),
         };
-        let Some(sampling) = input.sampling() else {
-            return;
-        };
+        let sampling = input.sampling()?;
         let (backbone, codec) = (&engine.lm.llama, &engine.lm.tokenizer);
         let embedded = match embed_prompt(backbone, codec, &prompt) {
             Ok(e) => e,
@@ -147,27 +159,49 @@ impl Turn<'_> {
             .with_top_p(sampling.top_p.unwrap_or(1.0))
             .with_seed(sampling.seed.unwrap_or(0));
         let _ = events.send(Event::Started);
-        let started = Instant::now();
-        let admitted = match self.batch.admit(backbone, codec, embedded.embeds, &config) {
-            Ok(a) => a,
-            Err(e) => return fail(core_error(e)),
-        };
-        self.metrics
-            .prefix_reused
-            .fetch_add(admitted.reused as u64, Ordering::Relaxed);
-        self.live.insert(
-            admitted.id,
-            Live {
+        Some(Prepared {
+            live: Live {
                 events,
                 stop: StopFilter::new(sampling.stop.clone()),
                 deadline,
                 timeout_secs,
                 prompt_len,
                 soft_tokens,
-                started,
+                started: Instant::now(),
             },
-        );
-        self.deliver(admitted.first);
+            embeds: embedded.embeds,
+            config,
+        })
+    }
+
+    /// Prefills the prepared requests (together, where the prefix cache has none of them)
+    /// and sends each one's first token.
+    fn admit(&mut self, ready: Vec<Prepared>) {
+        if ready.is_empty() {
+            return;
+        }
+        let engine = self.engine;
+        let (lives, prompts): (Vec<Live>, Vec<_>) = ready
+            .into_iter()
+            .map(|p| (p.live, (p.embeds, p.config)))
+            .unzip();
+        let admitted = self
+            .batch
+            .admit_many(&engine.lm.llama, &engine.lm.tokenizer, prompts);
+        for (live, result) in lives.into_iter().zip(admitted) {
+            match result {
+                Ok(a) => {
+                    self.metrics
+                        .prefix_reused
+                        .fetch_add(a.reused as u64, Ordering::Relaxed);
+                    self.live.insert(a.id, live);
+                    self.deliver(a.first);
+                }
+                Err(e) => {
+                    let _ = live.events.send(Event::Failed(core_error(e)));
+                }
+            }
+        }
     }
 
     /// Ends the rows whose client went away (its cache rows are freed) or whose time ran out.
