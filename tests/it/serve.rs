@@ -782,6 +782,18 @@ fn an_adapter_of_another_backbone_or_modality_stops_the_server_naming_both() {
 /// The official `openai` package (installed from PyPI by `cargo xtask ci`, which names its
 /// Python in `GLAZE_OPENAI_PYTHON`) against the server: an image and a clip in one message,
 /// complete and streamed, and a bad part raised as `BadRequestError` with its field.
+/// Runs a client script that prints one JSON line of what it saw; a failure shows its output.
+pub(crate) fn client_script(cmd: &mut std::process::Command) -> Value {
+    let out = cmd.output().expect("runs the client script");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).expect("one JSON line")
+}
+
 #[test]
 fn the_official_openai_client_talks_to_the_server() {
     let Some(python) = std::env::var_os("GLAZE_OPENAI_PYTHON").filter(|p| !p.is_empty()) else {
@@ -792,20 +804,13 @@ fn the_official_openai_client_talks_to_the_server() {
     let image = fixture_dir().join("client.png");
     std::fs::write(&image, png()).expect("writes");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/openai_client.py");
-    let out = std::process::Command::new(python)
-        .arg(script)
-        .arg(format!("http://{}/v1", f.addr))
-        .arg(&image)
-        .arg(shared_dir().join("data/speech/jfk.wav"))
-        .output()
-        .expect("runs python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let seen = client_script(
+        std::process::Command::new(python)
+            .arg(script)
+            .arg(format!("http://{}/v1", f.addr))
+            .arg(&image)
+            .arg(shared_dir().join("data/speech/jfk.wav")),
     );
-    let seen: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
     assert_eq!(seen["model"], "SmolLM2-135M-Instruct");
     assert!(seen["finish"].is_string(), "{seen}");
     let soft = seen["usage"]["prompt_tokens_details"]["soft_tokens"]

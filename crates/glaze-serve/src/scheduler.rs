@@ -1,7 +1,7 @@
 //! The engine loop: continuous batching over the bounded queue.
 //!
-//! Each turn admits the waiting requests the batch has room for (prefilled together, or
-//! continued from the prefix cache, and each one's first token sent at once),
+//! Each turn admits waiting requests while the batch has room (each prefilled alone, its
+//! prompt beginning possibly taken from the prefix cache, and its first token sent at once),
 //! drops the rows whose client went away or whose time ran out, and decodes one token for
 //! every live row. The loop blocks on the queue only when nothing is being generated.
 
@@ -51,11 +51,9 @@ impl Engine {
             live: HashMap::new(),
         };
         loop {
-            // Every waiting request the batch has room for is prepared, then all are
-            // prefilled together.
-            let mut ready = Vec::new();
-            while turn.batch.len() + ready.len() < self.batch {
-                let job = if turn.batch.is_empty() && ready.is_empty() {
+            // Waiting requests join while the batch has room, each prefilled as it comes.
+            while turn.batch.len() < self.batch {
+                let job = if turn.batch.is_empty() {
                     match jobs.recv() {
                         Ok(job) => job,
                         Err(_) => return,
@@ -67,10 +65,11 @@ impl Engine {
                     }
                 };
                 metrics.queued.fetch_sub(1, Ordering::Relaxed);
-                ready.extend(turn.prepare(job));
+                if let Some(prepared) = turn.prepare(job) {
+                    turn.admit(prepared);
+                }
+                metrics.running.store(turn.batch.len(), Ordering::Relaxed);
             }
-            turn.admit(ready);
-            metrics.running.store(turn.batch.len(), Ordering::Relaxed);
             turn.drop_abandoned();
             turn.step();
             metrics.running.store(turn.batch.len(), Ordering::Relaxed);
@@ -174,32 +173,30 @@ impl Turn<'_> {
         })
     }
 
-    /// Prefills the prepared requests (together, where the prefix cache has none of them)
-    /// and sends each one's first token.
-    fn admit(&mut self, ready: Vec<Prepared>) {
-        if ready.is_empty() {
-            return;
-        }
+    /// Prefills a prepared request and sends its first token. (Prefilling the waiting
+    /// requests together, `DecodeBatch::admit_many`, raised the aggregate throughput at 16
+    /// clients by about 3 % but the median time to first token by about 65 %:
+    /// `docs/benchmarks-serve.md`.)
+    fn admit(&mut self, prepared: Prepared) {
         let engine = self.engine;
-        let (lives, prompts): (Vec<Live>, Vec<_>) = ready
-            .into_iter()
-            .map(|p| (p.live, (p.embeds, p.config)))
-            .unzip();
-        let admitted = self
+        let Prepared {
+            live,
+            embeds,
+            config,
+        } = prepared;
+        let result = self
             .batch
-            .admit_many(&engine.lm.llama, &engine.lm.tokenizer, prompts);
-        for (live, result) in lives.into_iter().zip(admitted) {
-            match result {
-                Ok(a) => {
-                    self.metrics
-                        .prefix_reused
-                        .fetch_add(a.reused as u64, Ordering::Relaxed);
-                    self.live.insert(a.id, live);
-                    self.deliver(a.first);
-                }
-                Err(e) => {
-                    let _ = live.events.send(Event::Failed(core_error(e)));
-                }
+            .admit(&engine.lm.llama, &engine.lm.tokenizer, embeds, &config);
+        match result {
+            Ok(a) => {
+                self.metrics
+                    .prefix_reused
+                    .fetch_add(a.reused as u64, Ordering::Relaxed);
+                self.live.insert(a.id, live);
+                self.deliver(a.first);
+            }
+            Err(e) => {
+                let _ = live.events.send(Event::Failed(core_error(e)));
             }
         }
     }
