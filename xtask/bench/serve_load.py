@@ -70,7 +70,9 @@ def main():
     system = open(args.system).read() if args.system else None
     image = None
     if args.image:
-        image = "data:image/png;base64," + base64.b64encode(open(args.image, "rb").read()).decode()
+        mime = "image/jpeg" if args.image.lower().endswith((".jpg", ".jpeg")) else "image/png"
+        data = base64.b64encode(open(args.image, "rb").read()).decode()
+        image = f"data:{mime};base64,{data}"
 
     def body(i):
         question = QUESTIONS[i % len(QUESTIONS)]
