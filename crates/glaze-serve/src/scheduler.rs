@@ -174,8 +174,8 @@ impl Turn<'_> {
     }
 
     /// Prefills a prepared request and sends its first token. (Prefilling the waiting
-    /// requests together, `DecodeBatch::admit_many`, raised the aggregate throughput at 16
-    /// clients by about 3 % but the median time to first token by about 65 %:
+    /// requests together, `DecodeBatch::admit_many`, gave an aggregate throughput within the
+    /// spread of one-by-one runs and a clearly higher median time to first token:
     /// `docs/benchmarks-serve.md`.)
     fn admit(&mut self, prepared: Prepared) {
         let engine = self.engine;
