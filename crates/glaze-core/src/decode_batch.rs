@@ -8,7 +8,8 @@
 //! A [`PrefixCache`] keeps the caches of recent prompts: a prompt that begins like one of them
 //! (a shared system prompt) reuses those positions and prefills only the rest. Reuse is
 //! rounded down to whole prefill pieces, so the positions a prompt computes are grouped as a
-//! prefill from scratch groups them, and its answer is the same bits either way.
+//! prefill from scratch groups them, and its answer is the same either way (the tests compare
+//! the texts).
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -271,13 +272,19 @@ impl DecodeBatch {
                 out[i] = Some(Err(e));
                 continue;
             }
-            let rows: Vec<f32> = embeds
-                .clone()
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .expect("invariant: float embeddings convert to f32");
-            // Without pieces a prompt is prefilled whole, so nothing can be reused bit-exactly.
+            // The prompt's rows on the host, for the prefix cache only (none when it is off).
+            let rows: Vec<f32> = if self.prefixes.capacity > 0 {
+                embeds
+                    .clone()
+                    .into_data()
+                    .convert::<f32>()
+                    .try_into_vec::<f32>()
+                    .expect("invariant: float embeddings convert to f32")
+            } else {
+                Vec::new()
+            };
+            // Without pieces a prompt is prefilled whole, so a reused beginning would be grouped
+            // differently.
             let piece = prefill_piece(backbone, &config);
             match piece.and_then(|piece| self.prefixes.lookup(&rows, d, piece)) {
                 Some((mut cache, reused)) => {

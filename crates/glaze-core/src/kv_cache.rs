@@ -178,30 +178,23 @@ impl KvCache {
                 *layer = Some((pick(k), pick(v)));
             }
         }
-        if let Some(mask) = self.key_mask.take() {
-            let valid = self.valid_of(&mask);
+        if self.key_mask.is_some() {
+            let valid = self.valid();
+            let device = self.layers.iter().flatten().next().map(|(k, _)| k.device());
+            self.key_mask = None;
             let kept: Vec<bool> = keep
                 .iter()
                 .flat_map(|&r| valid[r * self.len..(r + 1) * self.len].to_vec())
                 .collect();
             // A mask whose rows are all real again is dropped (the unmasked fast path).
-            if kept.iter().any(|v| !v) {
+            if let Some(device) = device.filter(|_| kept.iter().any(|v| !v)) {
                 self.key_mask = Some(Tensor::from_data(
                     TensorData::new(kept, [keep.len(), self.len]),
-                    &mask.device(),
+                    &device,
                 ));
             }
         }
         self.next_positions = keep.iter().map(|&r| positions[r]).collect();
-    }
-
-    fn valid_of(&self, mask: &Tensor<2, Bool>) -> Vec<bool> {
-        mask.clone()
-            .slice(s![.., 0..self.len])
-            .into_data()
-            .convert::<bool>()
-            .try_into_vec::<bool>()
-            .expect("invariant: bool tensor data converts to bool")
     }
 
     /// Forgets every cached position from `len` on, so that the cache holds a prompt's first

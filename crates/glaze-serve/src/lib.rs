@@ -300,18 +300,22 @@ fn model_ids(info: &ModelInfo) -> Vec<String> {
         .collect()
 }
 
+/// Each loaded adapter as `/v1/models` and `/v1/adapters` list it: name, what it serves, file.
+fn adapter_entries(info: &ModelInfo) -> Vec<Value> {
+    info.adapters
+        .iter()
+        .map(|(name, serves, path)| {
+            json!({"name": name, "serves": serves, "file": path.display().to_string()})
+        })
+        .collect()
+}
+
 async fn models(State(st): State<Arc<AppState>>) -> Response {
     let info = match st.info() {
         Ok(i) => i,
         Err(e) => return e.into_response(),
     };
-    let adapters: Vec<Value> = info
-        .adapters
-        .iter()
-        .map(|(name, serves, path)| {
-            json!({"name": name, "serves": serves, "file": path.display().to_string()})
-        })
-        .collect();
+    let adapters = adapter_entries(info);
     let data: Vec<Value> = model_ids(info)
         .into_iter()
         .map(|id| {

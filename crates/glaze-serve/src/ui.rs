@@ -42,13 +42,9 @@ pub(crate) async fn adapters(State(st): State<Arc<AppState>>) -> Response {
         Ok(i) => i,
         Err(e) => return e.into_response(),
     };
-    let data: Vec<Value> = info
-        .adapters
-        .iter()
-        .map(|(name, serves, path)| {
-            json!({"name": name, "serves": serves, "file": path.display().to_string(),
-                   "curve": curve(path)})
-        })
-        .collect();
+    let mut data = crate::adapter_entries(info);
+    for (entry, (_, _, path)) in data.iter_mut().zip(&info.adapters) {
+        entry["curve"] = Value::Array(curve(path));
+    }
     axum::Json(json!({"object": "list", "data": data})).into_response()
 }
